@@ -1,0 +1,679 @@
+"""`SqlStore`: the Store port on SQLAlchemy 2 (async), for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, event, func, insert, or_, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from adapters.storage import tables as t
+from adapters.storage.migrate import upgrade as run_migrations
+from adapters.storage.urls import async_url, safe
+from commands.ports import Conflict, StoreError
+from domain.records import (
+    Approval,
+    AuditEvent,
+    LogLine,
+    ManifestRecord,
+    NewStack,
+    Release,
+    Stack,
+    StackPage,
+    StackQuery,
+    StatusChange,
+    UnitRecord,
+)
+from domain.states import LIVE_STATUSES, StackStatus, check_transition
+from domain.versions import Version
+
+GUID_PREFIX_MIN = 6
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _version(row: Row[Any]) -> Version:
+    return Version(row.major, row.minor, row.patch)
+
+
+def _stack(row: Row[Any]) -> Stack:
+    return Stack(
+        id=row.id,
+        guid=row.guid,
+        name=row.name,
+        release_id=row.release_id,
+        unit=row.unit,
+        version=_version(row),
+        datacenter=row.datacenter,
+        namespace=row.namespace,
+        plan=row.plan,
+        status=StackStatus(row.status),
+        status_message=row.status_message,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        expires_at=row.expires_at,
+        workflow_step=row.workflow_step,
+    )
+
+
+def _release(row: Row[Any]) -> Release:
+    return Release(
+        id=row.id,
+        unit=row.unit,
+        version=_version(row),
+        image=row.image,
+        digest=row.digest,
+        manifest_id=row.manifest_id,
+        created_by=row.created_by,
+        created_at=row.created_at,
+    )
+
+
+_MANIFEST_COLUMNS = (
+    t.manifests.c.id,
+    t.repositories.c.name.label("repository"),
+    t.manifests.c.revision,
+    t.manifests.c.text,
+    t.manifests.c.digest,
+    t.manifests.c.registered_by,
+    t.manifests.c.registered_at,
+)
+_MANIFEST_FROM = t.manifests.join(
+    t.repositories, t.manifests.c.repository_id == t.repositories.c.id
+)
+
+
+def _manifest(row: Row[Any]) -> ManifestRecord:
+    return ManifestRecord(
+        id=row.id,
+        repository=row.repository,
+        revision=row.revision,
+        text=row.text,
+        digest=row.digest,
+        registered_by=row.registered_by,
+        registered_at=row.registered_at,
+    )
+
+
+def _approval(row: Row[Any], approvers: tuple[str, ...]) -> Approval:
+    return Approval(
+        id=row.id,
+        kind=row.kind,
+        stack_id=row.stack_id,
+        namespace=row.namespace,
+        datacenter=row.datacenter,
+        summary=row.summary,
+        requested_by=row.requested_by,
+        status=row.status,
+        required=row.required,
+        approvers=approvers,
+        created_at=row.created_at,
+        deadline=row.deadline,
+        decided_by=row.decided_by,
+        decided_at=row.decided_at,
+    )
+
+
+class SqlStore:
+    def __init__(self, engine: AsyncEngine, url: str) -> None:
+        self._engine = engine
+        self._url = url
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _begin(self) -> Any:
+        return self._engine.begin()
+
+    def _connect(self) -> Any:
+        return self._engine.connect()
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    # -- manifests and units --------------------------------------------------------------
+
+    async def register_manifest(
+        self, repository: str, text: str, units: Sequence[UnitRecord], actor: str
+    ) -> ManifestRecord:
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        now = _now()
+        try:
+            async with self._begin() as conn:
+                repo_id = await self._repository_id(conn, repository, now)
+                latest = (
+                    await conn.execute(
+                        select(*_MANIFEST_COLUMNS)
+                        .select_from(_MANIFEST_FROM)
+                        .where(t.manifests.c.repository_id == repo_id)
+                        .order_by(t.manifests.c.revision.desc())
+                        .limit(1)
+                    )
+                ).first()
+                if latest is not None and latest.digest == digest:
+                    return _manifest(latest)
+                names = [u.name for u in units]
+                owned = (
+                    await conn.execute(
+                        select(t.units.c.name, t.repositories.c.name.label("repository"))
+                        .select_from(
+                            t.units.join(
+                                t.repositories, t.units.c.repository_id == t.repositories.c.id
+                            )
+                        )
+                        .where(t.units.c.name.in_(names), t.units.c.repository_id != repo_id)
+                    )
+                ).all()
+                if owned:
+                    taken = ", ".join(f"{r.name} (declared by {r.repository})" for r in owned)
+                    raise Conflict(
+                        f"unit names already belong to another repository: {taken}; "
+                        "a unit is declared by one repository only"
+                    )
+                revision = (latest.revision if latest else 0) + 1
+                manifest_id = (
+                    await conn.execute(
+                        insert(t.manifests)
+                        .values(
+                            repository_id=repo_id,
+                            revision=revision,
+                            text=text,
+                            digest=digest,
+                            registered_by=actor,
+                            registered_at=now,
+                        )
+                        .returning(t.manifests.c.id)
+                    )
+                ).scalar_one()
+                await conn.execute(delete(t.units).where(t.units.c.repository_id == repo_id))
+                if units:
+                    await conn.execute(
+                        insert(t.units),
+                        [
+                            {
+                                "name": u.name,
+                                "repository_id": repo_id,
+                                "kind": u.kind,
+                                "description": u.description,
+                                "manifest_revision": revision,
+                            }
+                            for u in units
+                        ],
+                    )
+        except IntegrityError:
+            raise Conflict(
+                f"another registration of {repository} happened at the same moment; send it again"
+            ) from None
+        return ManifestRecord(manifest_id, repository, revision, text, digest, actor, now)
+
+    async def _repository_id(self, conn: AsyncConnection, name: str, now: datetime) -> int:
+        found = (
+            await conn.execute(select(t.repositories.c.id).where(t.repositories.c.name == name))
+        ).scalar()
+        if found is not None:
+            return int(found)
+        return int(
+            (
+                await conn.execute(
+                    insert(t.repositories)
+                    .values(name=name, created_at=now)
+                    .returning(t.repositories.c.id)
+                )
+            ).scalar_one()
+        )
+
+    async def latest_manifest(self, repository: str) -> ManifestRecord | None:
+        async with self._connect() as conn:
+            row = (
+                await conn.execute(
+                    select(*_MANIFEST_COLUMNS)
+                    .select_from(_MANIFEST_FROM)
+                    .where(t.repositories.c.name == repository)
+                    .order_by(t.manifests.c.revision.desc())
+                    .limit(1)
+                )
+            ).first()
+        return _manifest(row) if row else None
+
+    async def manifest_by_id(self, manifest_id: int) -> ManifestRecord | None:
+        async with self._connect() as conn:
+            row = (
+                await conn.execute(
+                    select(*_MANIFEST_COLUMNS)
+                    .select_from(_MANIFEST_FROM)
+                    .where(t.manifests.c.id == manifest_id)
+                )
+            ).first()
+        return _manifest(row) if row else None
+
+    async def manifests(self) -> list[ManifestRecord]:
+        newest = (
+            select(t.manifests.c.repository_id, func.max(t.manifests.c.revision).label("revision"))
+            .group_by(t.manifests.c.repository_id)
+            .subquery()
+        )
+        query = (
+            select(*_MANIFEST_COLUMNS)
+            .select_from(_MANIFEST_FROM)
+            .join(
+                newest,
+                and_(
+                    newest.c.repository_id == t.manifests.c.repository_id,
+                    newest.c.revision == t.manifests.c.revision,
+                ),
+            )
+            .order_by(t.repositories.c.name)
+        )
+        async with self._connect() as conn:
+            return [_manifest(r) for r in (await conn.execute(query)).all()]
+
+    def _units_query(self) -> Any:
+        return select(
+            t.units.c.name,
+            t.repositories.c.name.label("repository"),
+            t.units.c.kind,
+            t.units.c.description,
+            t.units.c.manifest_revision,
+        ).select_from(t.units.join(t.repositories, t.units.c.repository_id == t.repositories.c.id))
+
+    async def unit(self, name: str) -> UnitRecord | None:
+        async with self._connect() as conn:
+            row = (await conn.execute(self._units_query().where(t.units.c.name == name))).first()
+        return UnitRecord(*row) if row else None
+
+    async def units(self) -> list[UnitRecord]:
+        async with self._connect() as conn:
+            rows = (await conn.execute(self._units_query().order_by(t.units.c.name))).all()
+        return [UnitRecord(*row) for row in rows]
+
+    # -- releases ---------------------------------------------------------------------------
+
+    def _release_where(self, unit: str, version: Version) -> Any:
+        return and_(
+            t.releases.c.unit == unit,
+            t.releases.c.major == version.major,
+            t.releases.c.minor == version.minor,
+            t.releases.c.patch == version.patch,
+        )
+
+    async def release(self, unit: str, version: Version) -> Release | None:
+        async with self._connect() as conn:
+            row = (
+                await conn.execute(select(t.releases).where(self._release_where(unit, version)))
+            ).first()
+        return _release(row) if row else None
+
+    async def releases(self, unit: str) -> list[Release]:
+        query = (
+            select(t.releases)
+            .where(t.releases.c.unit == unit)
+            .order_by(
+                t.releases.c.major.desc(), t.releases.c.minor.desc(), t.releases.c.patch.desc()
+            )
+        )
+        async with self._connect() as conn:
+            return [_release(r) for r in (await conn.execute(query)).all()]
+
+    async def create_deployment(
+        self,
+        release: Release | None,
+        unit: str,
+        version: Version,
+        image: str,
+        manifest_id: int,
+        stacks: Sequence[NewStack],
+        actor: str,
+    ) -> tuple[Release, list[Stack]]:
+        now = _now()
+        try:
+            async with self._begin() as conn:
+                if release is None:
+                    row = (
+                        await conn.execute(
+                            insert(t.releases)
+                            .values(
+                                unit=unit,
+                                major=version.major,
+                                minor=version.minor,
+                                patch=version.patch,
+                                image=image,
+                                digest=None,
+                                manifest_id=manifest_id,
+                                created_by=actor,
+                                created_at=now,
+                            )
+                            .returning(*t.releases.c)
+                        )
+                    ).one()
+                    release = _release(row)
+                created: list[Stack] = []
+                for new in stacks:
+                    row = (
+                        await conn.execute(
+                            insert(t.stacks)
+                            .values(
+                                guid=new.guid,
+                                name=new.name,
+                                release_id=release.id,
+                                unit=new.unit,
+                                major=new.version.major,
+                                minor=new.version.minor,
+                                patch=new.version.patch,
+                                datacenter=new.datacenter,
+                                namespace=new.namespace,
+                                plan=new.plan,
+                                status=StackStatus.PENDING.value,
+                                status_message="waiting for a workflow slot",
+                                workflow_step=None,
+                                created_by=new.created_by,
+                                created_at=now,
+                                updated_at=now,
+                                expires_at=new.expires_at,
+                            )
+                            .returning(*t.stacks.c)
+                        )
+                    ).one()
+                    created.append(_stack(row))
+                if created:
+                    await conn.execute(
+                        insert(t.stack_status),
+                        [
+                            {
+                                "stack_id": s.id,
+                                "status": StackStatus.PENDING.value,
+                                "message": f"deploy of {unit} {version} requested",
+                                "actor": actor,
+                                "at": now,
+                            }
+                            for s in created
+                        ],
+                    )
+        except IntegrityError:
+            raise Conflict(
+                f"{unit} {version} was released at the same moment by someone else"
+            ) from None
+        return release, created
+
+    async def set_release_digest(self, release_id: int, digest: str) -> None:
+        async with self._begin() as conn:
+            current = (
+                await conn.execute(select(t.releases.c.digest).where(t.releases.c.id == release_id))
+            ).scalar()
+            if current and current != digest:
+                raise Conflict(
+                    f"release {release_id} is pinned to {current}; it cannot change to {digest}"
+                )
+            await conn.execute(
+                update(t.releases).where(t.releases.c.id == release_id).values(digest=digest)
+            )
+
+    # -- stacks -----------------------------------------------------------------------------
+
+    async def stack(self, ref: str) -> Stack | None:
+        ref = ref.strip()
+        if not ref:
+            return None
+        async with self._connect() as conn:
+            row = (
+                await conn.execute(
+                    select(t.stacks).where(or_(t.stacks.c.name == ref, t.stacks.c.guid == ref))
+                )
+            ).first()
+            if row is None and len(ref) >= GUID_PREFIX_MIN and ref.isalnum():
+                rows = (
+                    await conn.execute(
+                        select(t.stacks).where(t.stacks.c.guid.startswith(ref)).limit(2)
+                    )
+                ).all()
+                row = rows[0] if len(rows) == 1 else None
+        return _stack(row) if row else None
+
+    async def stack_by_id(self, stack_id: int) -> Stack | None:
+        async with self._connect() as conn:
+            row = (await conn.execute(select(t.stacks).where(t.stacks.c.id == stack_id))).first()
+        return _stack(row) if row else None
+
+    async def list_stacks(self, query: StackQuery) -> StackPage:
+        conditions = []
+        if query.namespace is not None:
+            conditions.append(t.stacks.c.namespace == query.namespace)
+        if query.datacenter is not None:
+            conditions.append(t.stacks.c.datacenter == query.datacenter)
+        if query.unit is not None:
+            conditions.append(t.stacks.c.unit == query.unit)
+        if query.statuses:
+            conditions.append(t.stacks.c.status.in_([s.value for s in query.statuses]))
+        where = and_(True, *conditions)
+        async with self._connect() as conn:
+            total = (
+                await conn.execute(select(func.count()).select_from(t.stacks).where(where))
+            ).scalar_one()
+            rows = (
+                await conn.execute(
+                    select(t.stacks)
+                    .where(where)
+                    .order_by(t.stacks.c.id.desc())
+                    .limit(query.limit)
+                    .offset(query.offset)
+                )
+            ).all()
+        return StackPage(stacks=tuple(_stack(r) for r in rows), total=int(total), query=query)
+
+    async def live_stacks(
+        self, unit: str, version: Version, datacenter: str, namespace: str
+    ) -> list[Stack]:
+        query = select(t.stacks).where(
+            t.stacks.c.unit == unit,
+            t.stacks.c.namespace == namespace,
+            t.stacks.c.datacenter == datacenter,
+            t.stacks.c.major == version.major,
+            t.stacks.c.minor == version.minor,
+            t.stacks.c.patch == version.patch,
+            t.stacks.c.status.in_([s.value for s in LIVE_STATUSES]),
+        )
+        async with self._connect() as conn:
+            return [_stack(r) for r in (await conn.execute(query.order_by(t.stacks.c.id))).all()]
+
+    async def change_status(
+        self,
+        stack_id: int,
+        status: StackStatus,
+        message: str,
+        actor: str,
+        at: datetime | None = None,
+    ) -> Stack:
+        at = at or _now()
+        async with self._begin() as conn:
+            current = (
+                await conn.execute(
+                    select(t.stacks.c.status).where(t.stacks.c.id == stack_id).with_for_update()
+                )
+            ).scalar()
+            if current is None:
+                raise StoreError(f"there is no stack with id {stack_id}")
+            check_transition(StackStatus(current), status)
+            # Only move from the status we read: a concurrent change makes this a no-op.
+            changed = await conn.execute(
+                update(t.stacks)
+                .where(t.stacks.c.id == stack_id, t.stacks.c.status == current)
+                .values(status=status.value, status_message=message, updated_at=at)
+            )
+            if changed.rowcount != 1:
+                raise Conflict(f"stack {stack_id} changed status at the same moment; try again")
+            await conn.execute(
+                insert(t.stack_status).values(
+                    stack_id=stack_id, status=status.value, message=message, actor=actor, at=at
+                )
+            )
+            row = (await conn.execute(select(t.stacks).where(t.stacks.c.id == stack_id))).one()
+        return _stack(row)
+
+    async def set_workflow_step(self, stack_id: int, step: str | None) -> None:
+        async with self._begin() as conn:
+            await conn.execute(
+                update(t.stacks)
+                .where(t.stacks.c.id == stack_id)
+                .values(workflow_step=step, updated_at=_now())
+            )
+
+    async def set_expiry(self, stack_id: int, expires_at: datetime | None) -> None:
+        async with self._begin() as conn:
+            await conn.execute(
+                update(t.stacks).where(t.stacks.c.id == stack_id).values(expires_at=expires_at)
+            )
+
+    async def status_history(self, stack_id: int) -> list[StatusChange]:
+        query = (
+            select(t.stack_status)
+            .where(t.stack_status.c.stack_id == stack_id)
+            .order_by(t.stack_status.c.id)
+        )
+        async with self._connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            StatusChange(r.stack_id, StackStatus(r.status), r.message, r.actor, r.at) for r in rows
+        ]
+
+    async def append_log(
+        self, stack_id: int, message: str, step: str | None = None, at: datetime | None = None
+    ) -> None:
+        async with self._begin() as conn:
+            await conn.execute(
+                insert(t.stack_logs).values(
+                    stack_id=stack_id, message=message, step=step, at=at or _now()
+                )
+            )
+
+    async def logs(self, stack_id: int, limit: int = 200) -> list[LogLine]:
+        query = (
+            select(t.stack_logs)
+            .where(t.stack_logs.c.stack_id == stack_id)
+            .order_by(t.stack_logs.c.id.desc())
+            .limit(limit)
+        )
+        async with self._connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [LogLine(r.stack_id, r.at, r.message, r.step) for r in reversed(rows)]
+
+    async def add_dependency(self, stack_id: int, depends_on_stack_id: int) -> None:
+        if stack_id == depends_on_stack_id:
+            raise StoreError("a stack cannot depend on itself")
+        try:
+            async with self._begin() as conn:
+                await conn.execute(
+                    insert(t.stack_dependencies).values(
+                        stack_id=stack_id, depends_on_id=depends_on_stack_id
+                    )
+                )
+        except IntegrityError:
+            pass  # recorded already: adding an edge twice changes nothing
+
+    async def dependencies(self, stack_id: int) -> list[Stack]:
+        query = (
+            select(t.stacks)
+            .join(t.stack_dependencies, t.stack_dependencies.c.depends_on_id == t.stacks.c.id)
+            .where(t.stack_dependencies.c.stack_id == stack_id)
+            .order_by(t.stacks.c.id)
+        )
+        async with self._connect() as conn:
+            return [_stack(r) for r in (await conn.execute(query)).all()]
+
+    async def dependents(self, stack_id: int) -> list[Stack]:
+        query = (
+            select(t.stacks)
+            .join(t.stack_dependencies, t.stack_dependencies.c.stack_id == t.stacks.c.id)
+            .where(t.stack_dependencies.c.depends_on_id == stack_id)
+            .order_by(t.stacks.c.id)
+        )
+        async with self._connect() as conn:
+            return [_stack(r) for r in (await conn.execute(query)).all()]
+
+    # -- approvals and audit ------------------------------------------------------------------
+
+    async def _approvals(self, conn: AsyncConnection, where: Any) -> list[Approval]:
+        rows = (
+            await conn.execute(select(t.approvals).where(where).order_by(t.approvals.c.id))
+        ).all()
+        if not rows:
+            return []
+        votes = (
+            await conn.execute(
+                select(t.approval_votes.c.approval_id, t.approval_votes.c.user_id)
+                .where(
+                    t.approval_votes.c.approval_id.in_([r.id for r in rows]),
+                    t.approval_votes.c.decision == "approve",
+                )
+                .order_by(t.approval_votes.c.id)
+            )
+        ).all()
+        by_approval: dict[int, list[str]] = {}
+        for vote in votes:
+            by_approval.setdefault(vote.approval_id, []).append(vote.user_id)
+        return [_approval(r, tuple(by_approval.get(r.id, ()))) for r in rows]
+
+    async def approvals(self, status: str | None = "pending") -> list[Approval]:
+        where = t.approvals.c.status == status if status is not None else and_(True)
+        async with self._connect() as conn:
+            return await self._approvals(conn, where)
+
+    async def approval(self, approval_id: int) -> Approval | None:
+        async with self._connect() as conn:
+            found = await self._approvals(conn, t.approvals.c.id == approval_id)
+        return found[0] if found else None
+
+    async def audit(self, event: AuditEvent) -> None:
+        async with self._begin() as conn:
+            await conn.execute(
+                insert(t.audit_events).values(
+                    at=event.at or _now(),
+                    actor=event.actor,
+                    action=event.action,
+                    target=event.target,
+                    allowed=event.allowed,
+                    detail=event.detail,
+                )
+            )
+
+    async def audit_events(self, target: str | None = None, limit: int = 100) -> list[AuditEvent]:
+        query = select(t.audit_events).order_by(t.audit_events.c.id.desc()).limit(limit)
+        if target is not None:
+            query = query.where(t.audit_events.c.target == target)
+        async with self._connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            AuditEvent(r.actor, r.action, r.target, r.allowed, r.detail, r.at, r.id) for r in rows
+        ]
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+async def open_store(url: str, *, upgrade: bool = True) -> SqlStore:
+    """Open the database at `url` (migrating it first unless told not to)."""
+    driver_url = async_url(url)
+    if upgrade:
+        await asyncio.to_thread(run_migrations, url)
+    engine = create_async_engine(driver_url, pool_pre_ping=True)
+    if driver_url.get_backend_name() == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(select(1))
+    except (OperationalError, OSError) as exc:
+        await engine.dispose()
+        raise StoreError(f"cannot open the database at {safe(url)}: {exc}") from None
+    return SqlStore(engine, url)

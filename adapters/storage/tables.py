@@ -1,0 +1,243 @@
+"""The database schema (SQLAlchemy Core). Migrations in migrations/versions/ create it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out, whatever the database keeps (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; give a timezone")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        moment: datetime = value
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+repositories = Table(
+    "repositories",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+manifests = Table(
+    "manifests",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("repository_id", ForeignKey("repositories.id"), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("registered_by", String(100), nullable=False),
+    Column("registered_at", UtcDateTime, nullable=False),
+    UniqueConstraint("repository_id", "revision"),
+)
+
+units = Table(
+    "units",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("repository_id", ForeignKey("repositories.id"), nullable=False, index=True),
+    Column("kind", String(20), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("manifest_revision", Integer, nullable=False),
+)
+
+releases = Table(
+    "releases",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("unit", String(100), nullable=False),
+    Column("major", Integer, nullable=False),
+    Column("minor", Integer, nullable=False),
+    Column("patch", Integer, nullable=False),
+    Column("image", String(500), nullable=False),
+    Column("digest", String(100)),
+    Column("manifest_id", ForeignKey("manifests.id"), nullable=False),
+    Column("created_by", String(100), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    # A unit's version is released once: the same version always means the same image.
+    UniqueConstraint("unit", "major", "minor", "patch"),
+)
+
+stacks = Table(
+    "stacks",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("guid", String(32), nullable=False, unique=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("release_id", ForeignKey("releases.id"), nullable=False, index=True),
+    Column("unit", String(100), nullable=False),
+    Column("major", Integer, nullable=False),
+    Column("minor", Integer, nullable=False),
+    Column("patch", Integer, nullable=False),
+    Column("datacenter", String(100), nullable=False),
+    Column("namespace", String(200), nullable=False),
+    Column("plan", String(100), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("status_message", Text, nullable=False, default=""),
+    Column("workflow_step", String(50)),
+    Column("created_by", String(100), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime),
+    # `stacks in <ns> [at <dc>]`, newest first (ids grow with time)
+    Index("ix_stacks_namespace_datacenter_id", "namespace", "datacenter", "id"),
+    # `stacks in <ns> status <s>` and the workflow's "what is pending"
+    Index("ix_stacks_namespace_status_id", "namespace", "status", "id"),
+    # a unit's stacks at a target (deploy checks, dependencies, traffic)
+    Index("ix_stacks_unit_namespace_datacenter", "unit", "namespace", "datacenter"),
+    # cleanup: expired stacks of a status
+    Index("ix_stacks_status_expires_at", "status", "expires_at"),
+)
+
+stack_status = Table(
+    "stack_status",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("stack_id", ForeignKey("stacks.id", ondelete="CASCADE"), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Index("ix_stack_status_stack_id_id", "stack_id", "id"),
+)
+
+stack_logs = Table(
+    "stack_logs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("stack_id", ForeignKey("stacks.id", ondelete="CASCADE"), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("step", String(50)),
+    Column("message", Text, nullable=False),
+    Index("ix_stack_logs_stack_id_id", "stack_id", "id"),
+)
+
+stack_dependencies = Table(
+    "stack_dependencies",
+    metadata,
+    Column("stack_id", ForeignKey("stacks.id", ondelete="CASCADE"), primary_key=True),
+    Column("depends_on_id", ForeignKey("stacks.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_stack_dependencies_depends_on_id", "depends_on_id"),
+)
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(50), nullable=False),
+    Column("stack_id", ForeignKey("stacks.id", ondelete="CASCADE")),
+    Column("namespace", String(200), nullable=False),
+    Column("datacenter", String(100), nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("requested_by", String(100), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("required", Integer, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("deadline", UtcDateTime),
+    Column("decided_by", String(100)),
+    Column("decided_at", UtcDateTime),
+    Index("ix_approvals_status_id", "status", "id"),
+)
+
+approval_votes = Table(
+    "approval_votes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("approval_id", ForeignKey("approvals.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", String(100), nullable=False),
+    Column("decision", String(20), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    # a double click never counts twice
+    UniqueConstraint("approval_id", "user_id"),
+)
+
+traffic_shifts = Table(
+    "traffic_shifts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("from_stack_id", ForeignKey("stacks.id", ondelete="CASCADE"), nullable=False),
+    Column("to_stack_id", ForeignKey("stacks.id", ondelete="CASCADE"), nullable=False),
+    Column("policy", String(20), nullable=False),
+    Column("duration_seconds", Integer, nullable=False),
+    Column("direction", String(10), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("started_at", UtcDateTime),
+    Column("paused_since", UtcDateTime),
+    Column("paused_seconds", Integer, nullable=False, default=0),
+    Column("start_new_weight", Integer, nullable=False, default=0),  # per mille
+    Column("current_new_weight", Integer, nullable=False, default=0),  # per mille
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_traffic_shifts_to_stack_id", "to_stack_id"),
+    Index("ix_traffic_shifts_state", "state"),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("action", String(50), nullable=False),
+    Column("target", String(300), nullable=False),
+    Column("allowed", Boolean, nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+    Index("ix_audit_events_target_id", "target", "id"),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("seen_at", UtcDateTime, nullable=False),
+)

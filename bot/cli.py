@@ -1,0 +1,155 @@
+"""The `nelson` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot.bootstrap import Application, build
+from bot.config import ConfigError, load_settings
+from bot.console import local_principal, run_console
+from bot.conversation import Outcome
+from bot.terminal import render
+from commands.ports import StoreError
+from commands.settings import Settings
+from domain.manifest import ManifestInvalid, parse_manifest
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nelson",
+        description="Nelson chat-ops: deploy containers to datacenters and run their lifecycle.",
+    )
+    parser.add_argument(
+        "--config",
+        help="configuration file (TOML or YAML); default: "
+        "$NELSON_CONFIG, ./nelson.toml, or the built-in defaults",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    console = sub.add_parser("console", help="an interactive prompt over the chat commands")
+    console.add_argument("--as", dest="as_user", help="act as this user (default: console.user)")
+
+    run = sub.add_parser(
+        "run",
+        help="run one chat command and print the reply (exit 0 ok, 1 user error, 2 internal error)",
+    )
+    run.add_argument("text", nargs="+", help='the command, e.g. "stacks in qa"')
+    run.add_argument("--as", dest="as_user", help="act as this user (default: console.user)")
+
+    lint = sub.add_parser("lint", help="check a manifest (exit 0 valid, 1 invalid)")
+    lint.add_argument("what", choices=["manifest"], help="what to lint")
+    lint.add_argument("path", help="path to a .nelson.yml (or a directory holding one)")
+
+    sub.add_parser("serve", help="run the Slack bot")
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    db_sub.add_parser("upgrade", help="apply database migrations")
+    db_sub.add_parser("current", help="show the applied migration")
+
+    sub.add_parser("config", help="show the effective configuration (secrets hidden)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        settings, source = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"nelson: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_dispatch(args, settings, source))
+    except StoreError as exc:
+        print(f"nelson: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _dispatch(args: argparse.Namespace, settings: Settings, source: str) -> int:
+    if args.command == "config":
+        print(f"# from {source}")
+        print(settings.model_dump_json(indent=2))
+        return 0
+    if args.command == "db":
+        return await _db(args.db_command, settings)
+    if args.command == "lint":
+        return _lint(args.path, settings)
+    if args.command == "serve":
+        print(
+            "nelson: the Slack bot is not part of this version yet; use `nelson console` or "
+            "`nelson run`.",
+            file=sys.stderr,
+        )
+        return 2
+    app = await build(settings)
+    try:
+        if args.command == "console":
+            return await run_console(app, args.as_user)
+        if args.command == "run":
+            return await _run(app, " ".join(args.text), args.as_user)
+    finally:
+        await app.close()
+    return 2
+
+
+async def _run(app: Application, text: str, as_user: str | None) -> int:
+    answer = await app.conversation.answer(text, local_principal(app, as_user), local=True)
+    stream = sys.stdout if answer.outcome is Outcome.OK else sys.stderr
+    print(render(answer.reply), file=stream)
+    return int(answer.outcome)
+
+
+def _lint(path: str, settings: Settings) -> int:
+    # Linting needs no database: read, parse, report.
+    file = Path(path)
+    if file.is_dir():
+        file = file / ".nelson.yml"
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(
+            f"nelson: cannot read {file}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr
+        )
+        return 1
+    try:
+        manifest = parse_manifest(text, default_namespace=settings.default_namespace)
+    except ManifestInvalid as exc:
+        count = len(exc.errors)
+        print(f"{file}: {count} error{'s' if count != 1 else ''}", file=sys.stderr)
+        for error in exc.errors:
+            print(f"  {error}", file=sys.stderr)
+        return 1
+    units = ", ".join(unit.name for unit in manifest.units)
+    print(f"{file}: valid ({len(manifest.units)} unit(s): {units}; {len(manifest.plans)} plan(s))")
+    return 0
+
+
+async def _db(action: str, settings: Settings) -> int:
+    from adapters.storage.migrate import current_revision, upgrade
+
+    if action == "upgrade":
+        await asyncio.to_thread(upgrade, settings.database_url)
+    print(
+        f"database at revision {await asyncio.to_thread(current_revision, settings.database_url)}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""`nelson console`: a prompt over the same handlers Slack uses, acting as the local user."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from bot.bootstrap import Application
+from bot.terminal import render
+from commands.access import Principal
+
+BANNER = (
+    "Nelson console — acting as '{user}' on {db}.\n"
+    "Type `help` for commands, `exit` or Ctrl-D to leave."
+)
+HISTORY = Path.home() / ".nelson_history"
+
+
+def local_principal(app: Application, as_user: str | None = None) -> Principal:
+    user = as_user or app.settings.console.user
+    return Principal(user_id=user, name=user)
+
+
+async def run_console(app: Application, as_user: str | None = None) -> int:
+    principal = local_principal(app, as_user)
+    print(BANNER.format(user=principal.user_id, db=_describe_db(app.settings.database_url)))
+    prompt = _make_prompt()
+    while True:
+        try:
+            line = await prompt()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        if line.strip().lower() in ("exit", "quit", "bye"):
+            return 0
+        if not line.strip():
+            continue
+        answer = await app.conversation.answer(line, principal, local=True)
+        print(render(answer.reply))
+
+
+def _make_prompt() -> Callable[[], Awaitable[str]]:
+    if sys.stdin.isatty():
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.history import FileHistory
+
+        session: PromptSession[str] = PromptSession(history=FileHistory(str(HISTORY)))
+
+        async def ask() -> str:
+            line = str(await session.prompt_async("nelson> "))
+            return line
+
+        return ask
+
+    async def read() -> str:
+        line = await asyncio.to_thread(sys.stdin.readline)
+        if not line:
+            raise EOFError
+        print(f"nelson> {line.rstrip()}")
+        return line
+
+    return read
+
+
+def _describe_db(url: str) -> str:
+    if url.startswith("sqlite"):
+        return url.split("///", 1)[-1] or "SQLite"
+    # Never show credentials.
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2]}"

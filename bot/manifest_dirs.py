@@ -1,0 +1,63 @@
+"""Registering the manifests found in the configured directories at start."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from commands.handlers.catalogue import unit_records
+from commands.ports import Store, StoreError
+from commands.settings import Settings
+from domain.manifest import ManifestInvalid, parse_manifest
+from domain.records import AuditEvent
+
+log = logging.getLogger("nelson.manifests")
+FILE = ".nelson.yml"
+
+
+def discover(directory: Path) -> list[tuple[str, Path]]:
+    """`dir/.nelson.yml` is repository `dir`; else each `dir/<repo>/.nelson.yml`."""
+    if (directory / FILE).is_file():
+        return [(directory.name, directory / FILE)]
+    return sorted(
+        (child.name, child / FILE) for child in directory.iterdir() if (child / FILE).is_file()
+    )
+
+
+async def register_directories(settings: Settings, store: Store) -> list[str]:
+    """Register what the directories hold; return one line per problem (also logged).
+    A bad manifest is skipped, never fatal: the bot still starts with the others."""
+    problems: list[str] = []
+    for name in settings.manifest_dirs:
+        directory = Path(name).expanduser()
+        if not directory.is_dir():
+            problems.append(f"manifest directory {directory} does not exist")
+            continue
+        for repository, path in discover(directory):
+            try:
+                text = path.read_text(encoding="utf-8")
+                manifest = parse_manifest(text, default_namespace=settings.default_namespace)
+                previous = await store.latest_manifest(repository)
+                record = await store.register_manifest(
+                    repository, text, unit_records(manifest, repository), "nelson"
+                )
+            except ManifestInvalid as exc:
+                problems.append(
+                    f"{path}: not registered, {len(exc.errors)} error(s): "
+                    + "; ".join(str(e) for e in exc.errors[:3])
+                )
+            except (OSError, UnicodeDecodeError, StoreError) as exc:
+                problems.append(f"{path}: not registered: {exc}")
+            else:
+                if previous is None or previous.id != record.id:
+                    await store.audit(
+                        AuditEvent(
+                            actor="nelson",
+                            action="manifest",
+                            target=f"repository:{repository}",
+                            detail=f"registered revision {record.revision} from {path}",
+                        )
+                    )
+    for line in problems:
+        log.warning("%s", line)
+    return problems

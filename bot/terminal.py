@@ -1,0 +1,56 @@
+"""Rendering replies for a terminal: aligned tables, plain text."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+from commands.replies import Code, Fields, Reply, Table, Text
+
+_BOLD = re.compile(r"\*([^*\n]+)\*")
+_CODE = re.compile(r"`([^`\n]+)`")
+
+
+def _plain(text: str) -> str:
+    return _CODE.sub(r"\1", _BOLD.sub(r"\1", text))
+
+
+def _clip(cell: str, width: int) -> str:
+    cell = cell.replace("\n", " ")
+    return cell if len(cell) <= width else cell[: max(width - 1, 1)] + "…"
+
+
+def render_table(table: Table, width: int) -> list[str]:
+    columns = [c.upper() for c in table.columns]
+    widths = [len(c) for c in columns]
+    for row in table.rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell.replace("\n", " ")))
+    # Shrink the widest column until the table fits the terminal.
+    while sum(widths) + 2 * (len(widths) - 1) > width and max(widths) > 12:
+        widest = widths.index(max(widths))
+        widths[widest] -= 1
+    lines = []
+    for row in (tuple(columns), *table.rows):
+        cells = [_clip(cell, widths[i]).ljust(widths[i]) for i, cell in enumerate(row)]
+        lines.append("  ".join(cells).rstrip())
+    if table.truncated:
+        lines.append(f"… showing {len(table.rows)} of {table.total}")
+    return lines
+
+
+def render(reply: Reply, width: int | None = None) -> str:
+    width = width or shutil.get_terminal_size((120, 24)).columns
+    lines = [_plain(reply.title)]
+    for block in reply.blocks:
+        lines.append("")
+        if isinstance(block, Text):
+            lines.append(_plain(block.text))
+        elif isinstance(block, Fields):
+            label = max(len(k) for k, _ in block.pairs) if block.pairs else 0
+            lines.extend(f"{k.ljust(label)}  {v}" for k, v in block.pairs)
+        elif isinstance(block, Table):
+            lines.extend(render_table(block, width))
+        elif isinstance(block, Code):
+            lines.extend("  " + line for line in block.text.splitlines())
+    return "\n".join(lines)

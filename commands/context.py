@@ -1,0 +1,29 @@
+"""Everything a handler may use while it answers one command."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from commands.access import Principal
+from commands.ports import Clock, Store, WorkflowPort
+from commands.settings import Settings
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    principal: Principal
+    settings: Settings
+    store: Store
+    workflow: WorkflowPort
+    clock: Clock
+    # Reading files by path is for the local console only: from Slack, a path would let
+    # anyone probe the bot's own file system.
+    local: bool = False
+    attachment: str | None = None  # text of a file shared with the command, if any
+    channel: str | None = None

@@ -1,0 +1,41 @@
+"""One handler per command; `handle` picks it. Handlers raise UserError for what a user can fix."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from commands import model
+from commands.context import Context
+from commands.handlers import about, approvals, catalogue, deploy, stacks
+from commands.replies import Reply
+
+Handler = Callable[[Any, Context], Awaitable[Reply]]
+
+HANDLERS: dict[type, Handler] = {
+    model.Help: about.help_,
+    model.ListDatacenters: about.datacenters,
+    model.Whoami: about.whoami,
+    model.CleanupPolicies: about.cleanup_policies,
+    model.ListStacks: stacks.list_stacks,
+    model.Inspect: stacks.inspect,
+    model.Logs: stacks.logs,
+    model.Runtime: stacks.runtime,
+    model.Lint: catalogue.lint,
+    model.RegisterManifest: catalogue.register_manifest,
+    model.ListManifests: catalogue.manifests,
+    model.ListUnits: catalogue.list_units,
+    model.Graph: catalogue.graph,
+    model.Deploy: deploy.deploy,
+    model.Commit: deploy.commit,
+    model.Redeploy: deploy.redeploy,
+    model.ListApprovals: approvals.list_approvals,
+    model.Approve: approvals.approve,
+    model.Reject: approvals.reject,
+    model.Reverse: approvals.reverse,
+    model.Deprecate: approvals.deprecate,
+}
+
+
+async def handle(command: model.Command, ctx: Context) -> Reply:
+    return await HANDLERS[type(command)](command, ctx)

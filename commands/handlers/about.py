@@ -1,0 +1,135 @@
+"""Commands that describe the bot itself: help, datacenters, whoami, cleanup-policies."""
+
+from __future__ import annotations
+
+from commands import grammar
+from commands.access import Role, roles_in
+from commands.context import Context
+from commands.model import CleanupPolicies, Help, ListDatacenters, Whoami
+from commands.replies import Code, Fields, Reply, Table, Text
+from commands.settings import DatacenterSettings
+from domain.expiration import ExpirationPolicy, default_policy
+
+
+async def help_(command: Help, ctx: Context) -> Reply:
+    if command.topic:
+        return Reply(
+            title=f"help: {command.topic}", blocks=(Text(grammar.help_for(command.topic)),)
+        )
+    return Reply(title="What I can do", blocks=(Text(grammar.help_overview()),))
+
+
+def _services(dc: DatacenterSettings) -> str:
+    parts = []
+    if dc.vault:
+        parts.append("vault")
+    if dc.consul:
+        parts.append("consul")
+    if dc.router:
+        parts.append(f"router:{dc.router.kind}")
+    return ", ".join(parts) or "-"
+
+
+async def datacenters(command: ListDatacenters, ctx: Context) -> Reply:
+    dcs = ctx.settings.datacenters
+    if not dcs:
+        return Reply(
+            title="Datacenters",
+            blocks=(Text("No datacenter is configured. Add one under [datacenters.NAME]."),),
+        )
+    rows = []
+    for name in sorted(dcs):
+        dc = dcs[name]
+        reason = ctx.workflow.available_for(name)
+        rows.append(
+            (
+                name,
+                f"{dc.scheduler.kind} {dc.scheduler.address}",
+                dc.staging_registry,
+                dc.runtime_registry,
+                _services(dc),
+                "yes" if reason is None else "no",
+            )
+        )
+    blocks: list[Text | Table] = [
+        Table(("datacenter", "scheduler", "staging", "runtime", "services", "deploys"), tuple(rows))
+    ]
+    notes = [f"{n}: {r}" for n in sorted(dcs) if (r := ctx.workflow.available_for(n))]
+    if notes:
+        blocks.append(Text("\n".join(notes)))
+    blocks.append(
+        Text(
+            f"Namespaces: {', '.join(ctx.settings.namespaces)} "
+            f"(default `{ctx.settings.default_namespace}`)."
+        )
+    )
+    return Reply(title=f"Datacenters ({len(dcs)})", blocks=tuple(blocks))
+
+
+async def whoami(command: Whoami, ctx: Context) -> Reply:
+    who = ctx.principal
+    rows = tuple(
+        (ns, ", ".join(r.value for r in roles_in(ctx.settings.access, who, ns)) or "none")
+        for ns in ctx.settings.namespaces
+    )
+    pairs = [("user", who.label)]
+    if who.groups:
+        pairs.append(("groups", ", ".join(sorted(who.groups))))
+    return Reply(
+        title="Who you are to me",
+        blocks=(Fields(tuple(pairs)), Table(("namespace", "roles"), rows)),
+        private=True,
+    )
+
+
+_DESCRIPTIONS = {
+    ExpirationPolicy.RETAIN_ACTIVE: "keeps stacks something live depends on, and the stack "
+    "receiving traffic for its unit and major version",
+    ExpirationPolicy.RETAIN_LATEST: "keeps only the latest version of the unit",
+    ExpirationPolicy.RETAIN_LATEST_TWO_MAJOR: "keeps the latest of each of the two newest major "
+    "versions (say 2.x.x and 1.x.x)",
+    ExpirationPolicy.RETAIN_LATEST_TWO_FEATURE: "keeps the latest of each of the two newest "
+    "minor versions of the newest major (say 2.3.x and 2.2.x)",
+    ExpirationPolicy.RETAIN_ALWAYS: "keeps everything",
+    ExpirationPolicy.RETAIN_UNTIL_DEPRECATED: "keeps everything until it is deprecated",
+}
+
+
+async def cleanup_policies(command: CleanupPolicies, ctx: Context) -> Reply:
+    rows = []
+    for policy in ExpirationPolicy:
+        defaults = [k for k in ("service", "job") if default_policy(k) is policy]
+        rows.append(
+            (
+                policy.value,
+                _DESCRIPTIONS.get(policy, ""),
+                f"default for {' and '.join(defaults)}s" if defaults else "",
+            )
+        )
+    life = ctx.settings.lifecycle
+    return Reply(
+        title="Cleanup policies",
+        blocks=(
+            Table(("policy", "what it keeps", ""), tuple(rows)),
+            Text(
+                f"New stacks are never cleaned up in their first {_span(life.new_stack_grace)}; "
+                f"stacks no policy keeps become garbage and are removed "
+                f"{_span(life.garbage_grace)} later. The stack receiving traffic and anything "
+                "a live stack depends on are never collected. Choose a policy per plan with "
+                "`expiration_policy:` in the manifest."
+            ),
+            Code("plans:\n  - name: default\n    expiration_policy: retain-latest-two-major"),
+        ),
+    )
+
+
+def _span(delta: object) -> str:
+    seconds = int(getattr(delta, "total_seconds", lambda: 0)())
+    for size, word in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds >= size and seconds % size == 0:
+            n = seconds // size
+            return f"{n} {word}{'s' if n != 1 else ''}"
+    return f"{seconds} seconds"
+
+
+__all__ = ["Role", "cleanup_policies", "datacenters", "help_", "whoami"]

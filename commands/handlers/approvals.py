@@ -1,0 +1,87 @@
+"""Approvals and the operations that follow a ready stack: approvals, approve, reject,
+reverse, deprecate."""
+
+from __future__ import annotations
+
+from commands.access import Role
+from commands.context import Context
+from commands.handlers.lookup import ago, find_stack, find_unit, require
+from commands.model import Approve, Deprecate, ListApprovals, Reject, Reverse
+from commands.replies import NotAvailable, Reply, Table, Text, UserError
+from domain.records import Approval
+
+
+async def list_approvals(command: ListApprovals, ctx: Context) -> Reply:
+    await require(ctx, Role.VIEW, ctx.settings.default_namespace, "approvals", "approvals")
+    pending = await ctx.store.approvals("pending")
+    if not pending:
+        return Reply(title="Approvals", blocks=(Text("Nothing is waiting for approval."),))
+    now = ctx.clock.now()
+    rows = tuple(
+        (
+            f"#{a.id}",
+            a.summary,
+            f"{a.datacenter}/{a.namespace}",
+            a.requested_by,
+            f"{len(a.approvers)}/{a.required}",
+            ago(a.deadline, now) if a.deadline else "-",
+        )
+        for a in pending
+    )
+    return Reply(
+        title=f"Waiting for approval ({len(pending)})",
+        blocks=(Table(("id", "what", "where", "asked by", "approvals", "expires"), rows),),
+    )
+
+
+async def _find_approval(ctx: Context, approval_id: int) -> Approval:
+    approval = await ctx.store.approval(approval_id)
+    if approval is None:
+        raise UserError(f"there is no approval #{approval_id}.", "`approvals` lists open ones.")
+    await require(ctx, Role.APPROVE, approval.namespace, "approval", f"approval:{approval_id}")
+    if approval.status != "pending":
+        by = f" by {approval.decided_by}" if approval.decided_by else ""
+        raise UserError(f"approval #{approval_id} is already {approval.status}{by}.")
+    return approval
+
+
+async def approve(command: Approve, ctx: Context) -> Reply:
+    approval = await _find_approval(ctx, command.approval_id)
+    raise NotAvailable(
+        f"approval #{approval.id} ({approval.kind}) cannot be decided in "
+        f"{approval.datacenter} yet: traffic migration is not available there."
+    )
+
+
+async def reject(command: Reject, ctx: Context) -> Reply:
+    approval = await _find_approval(ctx, command.approval_id)
+    raise NotAvailable(
+        f"approval #{approval.id} ({approval.kind}) cannot be decided in "
+        f"{approval.datacenter} yet: traffic migration is not available there."
+    )
+
+
+async def reverse(command: Reverse, ctx: Context) -> Reply:
+    stack = await find_stack(ctx, command.stack)
+    await require(ctx, Role.DEPLOY, stack.namespace, "reverse", stack.name)
+    raise NotAvailable(
+        f"traffic shifting is not available in datacenter '{stack.datacenter}' yet, so there "
+        f"is no migration of {stack.name} to reverse."
+    )
+
+
+async def deprecate(command: Deprecate, ctx: Context) -> Reply:
+    unit = await find_unit(ctx, command.unit)
+    release = await ctx.store.release(unit.name, command.version)
+    if release is None:
+        raise UserError(f"{unit.name} {command.version} has never been released.")
+    await require(
+        ctx,
+        Role.DEPLOY,
+        ctx.settings.default_namespace,
+        "deprecate",
+        f"{unit.name} {command.version}",
+    )
+    raise NotAvailable(
+        f"deprecation is not available yet: {unit.name} {command.version} was left as it is."
+    )

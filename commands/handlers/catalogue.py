@@ -1,0 +1,211 @@
+"""Manifests and units: manifest, manifests, units, lint, graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from commands.access import Role
+from commands.context import Context
+from commands.handlers.lookup import (
+    check_datacenter,
+    check_namespace,
+    find_unit,
+    require,
+    when,
+)
+from commands.model import Graph, Lint, ListManifests, ListUnits, RegisterManifest
+from commands.replies import Code, Fields, Reply, Table, Text, UserError
+from domain.manifest import Manifest, ManifestInvalid, parse_manifest
+from domain.records import StackQuery, UnitRecord
+from domain.states import LIVE_STATUSES
+
+MAX_MANIFEST_BYTES = 512 * 1024
+
+
+def _read_source(
+    ctx: Context, path: str | None, text: str | None, attachment: bool
+) -> tuple[str, str]:
+    """Return (text, where it came from)."""
+    if text is not None:
+        return text, "the pasted text"
+    if path is not None:
+        if not ctx.local:
+            raise UserError(
+                "I only read manifests by path in the local console.",
+                "Attach the .nelson.yml file to your message, or paste it in a ``` block.",
+            )
+        file = Path(path).expanduser()
+        try:
+            if file.is_dir():
+                file = file / ".nelson.yml"
+            if file.stat().st_size > MAX_MANIFEST_BYTES:
+                raise UserError(f"{file} is larger than {MAX_MANIFEST_BYTES // 1024} KiB.")
+            return file.read_text(encoding="utf-8"), str(file)
+        except FileNotFoundError:
+            raise UserError(f"there is no file {file}.") from None
+        except UnicodeDecodeError:
+            raise UserError(f"{file} is not UTF-8 text.") from None
+        except OSError as exc:
+            raise UserError(f"cannot read {file}: {exc.strerror}.") from None
+    if attachment and ctx.attachment is not None:
+        return ctx.attachment, "the attached file"
+    raise UserError(
+        "there is no manifest to read.",
+        "Attach a .nelson.yml file, paste it after the command in a ``` block"
+        + (", or give a path." if ctx.local else "."),
+    )
+
+
+def _summary(manifest: Manifest) -> str:
+    units = ", ".join(f"{u.name} ({manifest.unit_kind(u.name)})" for u in manifest.units)
+    namespaces = ", ".join(ns.name for ns in manifest.namespaces)
+    return (
+        f"{len(manifest.units)} unit(s): {units}\n"
+        f"{len(manifest.plans)} plan(s); namespaces: {namespaces}"
+    )
+
+
+async def lint(command: Lint, ctx: Context) -> Reply:
+    text, source = _read_source(ctx, command.path, command.text, command.attachment)
+    try:
+        manifest = parse_manifest(text, default_namespace=ctx.settings.default_namespace)
+    except ManifestInvalid as exc:
+        errors = exc.errors
+        return Reply(
+            title=f"The manifest in {source} is not valid: {len(errors)} "
+            f"error{'s' if len(errors) != 1 else ''}",
+            blocks=(Code("\n".join(str(e) for e in errors)),),
+            ok=False,
+        )
+    return Reply(title=f"The manifest in {source} is valid", blocks=(Text(_summary(manifest)),))
+
+
+def unit_records(manifest: Manifest, repository: str) -> list[UnitRecord]:
+    return [
+        UnitRecord(
+            name=unit.name,
+            repository=repository,
+            kind=manifest.unit_kind(unit.name),
+            description=unit.description,
+            manifest_revision=0,  # the store assigns the revision
+        )
+        for unit in manifest.units
+    ]
+
+
+async def register_manifest(command: RegisterManifest, ctx: Context) -> Reply:
+    namespace = ctx.settings.default_namespace
+    await require(ctx, Role.DEPLOY, namespace, "manifest", f"repository:{command.repository}")
+    text, source = _read_source(ctx, command.path, command.text, command.attachment)
+    try:
+        manifest = parse_manifest(text, default_namespace=namespace)
+    except ManifestInvalid as exc:
+        raise UserError(
+            f"the manifest in {source} is not valid, so nothing was registered.",
+            "Fix these and send it again (`lint` checks without registering):",
+            details=tuple(str(e) for e in exc.errors),
+        ) from None
+    previous = await ctx.store.latest_manifest(command.repository)
+    record = await ctx.store.register_manifest(
+        command.repository, text, unit_records(manifest, command.repository), ctx.principal.user_id
+    )
+    if previous is not None and previous.id == record.id:
+        title = f"{command.repository} already has this manifest (revision {record.revision})"
+    else:
+        title = f"Registered revision {record.revision} of {command.repository}'s manifest"
+    return Reply(
+        title=title,
+        blocks=(
+            Text(_summary(manifest)),
+            Text("Running stacks keep the manifest they were deployed with."),
+        ),
+    )
+
+
+async def manifests(command: ListManifests, ctx: Context) -> Reply:
+    await require(ctx, Role.VIEW, ctx.settings.default_namespace, "manifests", "manifests")
+    records = await ctx.store.manifests()
+    if not records:
+        return Reply(
+            title="Manifests",
+            blocks=(
+                Text("No manifest is registered yet. Register one with `manifest <repository>`."),
+            ),
+        )
+    units = await ctx.store.units()
+    rows = tuple(
+        (
+            r.repository,
+            str(r.revision),
+            ", ".join(sorted(u.name for u in units if u.repository == r.repository)),
+            r.registered_by,
+            when(r.registered_at),
+        )
+        for r in records
+    )
+    return Reply(
+        title=f"Manifests ({len(records)})",
+        blocks=(Table(("repository", "revision", "units", "by", "when"), rows),),
+    )
+
+
+async def list_units(command: ListUnits, ctx: Context) -> Reply:
+    namespace = check_namespace(ctx, command.namespace or ctx.settings.default_namespace)
+    if command.datacenter:
+        check_datacenter(ctx, command.datacenter)
+    await require(ctx, Role.VIEW, namespace, "units", f"namespace:{namespace}")
+    units = await ctx.store.units()
+    if not units:
+        return Reply(
+            title="Units",
+            blocks=(Text("No units yet: register a manifest with `manifest <repository>`."),),
+        )
+    rows = []
+    live = tuple(sorted(LIVE_STATUSES))
+    for unit in units:
+        page = await ctx.store.list_stacks(
+            StackQuery(
+                namespace=namespace,
+                datacenter=command.datacenter,
+                unit=unit.name,
+                statuses=live,
+                limit=200,
+            )
+        )
+        versions = sorted({s.version for s in page.stacks}, reverse=True)
+        shown = ", ".join(str(v) for v in versions[:3]) + (" …" if len(versions) > 3 else "")
+        rows.append((unit.name, unit.kind, unit.repository, str(page.total), shown or "-"))
+    where = f"{command.datacenter}/{namespace}" if command.datacenter else namespace
+    return Reply(
+        title=f"Units ({len(units)}), live stacks in {where}",
+        blocks=(Table(("unit", "kind", "repository", "live stacks", "versions"), tuple(rows)),),
+    )
+
+
+async def graph(command: Graph, ctx: Context) -> Reply:
+    unit = await find_unit(ctx, command.unit)
+    await require(ctx, Role.VIEW, ctx.settings.default_namespace, "graph", f"unit:{unit.name}")
+    depends_on: list[str] = []
+    used_by: list[str] = []
+    for record in await ctx.store.manifests():
+        try:
+            manifest = parse_manifest(record.text, default_namespace=ctx.settings.default_namespace)
+        except ManifestInvalid:
+            continue  # an outdated manifest says nothing reliable about dependencies
+        for declared in manifest.units:
+            for dep in declared.dependencies:
+                if declared.name == unit.name:
+                    depends_on.append(f"{dep.unit}@{dep.major}.{dep.minor}")
+                elif dep.unit == unit.name:
+                    used_by.append(f"{declared.name} (needs {dep.major}.{dep.minor})")
+    return Reply(
+        title=f"Dependencies of {unit.name}",
+        blocks=(
+            Fields(
+                (
+                    ("depends on", ", ".join(sorted(depends_on)) or "nothing"),
+                    ("used by", ", ".join(sorted(used_by)) or "nothing"),
+                )
+            ),
+        ),
+    )

@@ -1,0 +1,290 @@
+"""Starting deployments: deploy, commit, redeploy.
+
+A handler here decides *what* to deploy (release, targets, plans, dependencies), records the
+release and one pending stack per target and plan, and hands the stacks to the workflow port.
+Driving them to ready is the workflow engine's job.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from commands.access import Role
+from commands.context import Context
+from commands.handlers.lookup import (
+    check_datacenter,
+    check_namespace,
+    did_you_mean,
+    find_stack,
+    find_unit,
+    require,
+    unit_manifest,
+)
+from commands.model import Commit, Deploy, Redeploy
+from commands.ports import Conflict
+from commands.replies import NotAvailable, Reply, Table, Text, UserError
+from domain.manifest import Manifest
+from domain.records import NewStack, Release, Stack, StackQuery, UnitRecord
+from domain.stack_names import new_hash, stack_name
+from domain.states import StackStatus
+from domain.versions import Version
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    datacenter: str
+    namespace: str
+    plan: str
+
+
+def _datacenters(command: Deploy, manifest: Manifest, ctx: Context) -> list[str]:
+    configured = sorted(ctx.settings.datacenters)
+    if not configured:
+        raise UserError(
+            "no datacenter is configured, so there is nowhere to deploy.",
+            "Add one under [datacenters.NAME] in the configuration.",
+        )
+    if command.datacenters and not command.everywhere:
+        chosen = [check_datacenter(ctx, dc) for dc in dict.fromkeys(command.datacenters)]
+        refused = [dc for dc in chosen if not manifest.datacenters.allows(dc)]
+        allowed = [dc for dc in configured if manifest.datacenters.allows(dc)]
+        if refused:
+            raise UserError(
+                f"the manifest does not deploy to {', '.join(refused)} "
+                "(its `datacenters:` stanza excludes it).",
+                f"Allowed here: {', '.join(allowed) or 'none'}.",
+            )
+        return chosen
+    # Nelson's default: every datacenter the manifest allows.
+    allowed = [dc for dc in configured if manifest.datacenters.allows(dc)]
+    if not allowed:
+        raise UserError(
+            "the manifest's `datacenters:` stanza excludes every configured datacenter."
+        )
+    return allowed
+
+
+def _plans(command_plan: str | None, manifest: Manifest, unit: str, namespace: str) -> list[str]:
+    plans = [p.name for p in manifest.plans_for(unit, namespace)]
+    if not plans:
+        listed = ", ".join(manifest.namespaces_of(unit)) or "none"
+        raise UserError(
+            f"the manifest does not deploy {unit} into namespace '{namespace}'.",
+            f"Namespaces it names for {unit}: {listed}.",
+        )
+    if command_plan is None:
+        return plans
+    if command_plan not in plans:
+        raise UserError(
+            f"{unit} has no plan '{command_plan}' in namespace '{namespace}'.",
+            did_you_mean(command_plan, plans) or f"Plans there: {', '.join(plans)}.",
+        )
+    return [command_plan]
+
+
+async def _dependency_stacks(
+    ctx: Context, manifest: Manifest, unit: str, target: Target
+) -> list[Stack]:
+    """The stacks this unit will call at the target: the newest ready stack of each dependency
+    with the same major version and at least the minor version asked for."""
+    declared = manifest.unit(unit)
+    found: list[Stack] = []
+    problems: list[str] = []
+    for dep in declared.dependencies if declared else ():
+        page = await ctx.store.list_stacks(
+            StackQuery(
+                unit=dep.unit,
+                namespace=target.namespace,
+                datacenter=target.datacenter,
+                statuses=(StackStatus.READY, StackStatus.DEPRECATED),
+                limit=500,
+            )
+        )
+        fitting = [
+            s for s in page.stacks if s.version.major == dep.major and s.version.minor >= dep.minor
+        ]
+        ready = [s for s in fitting if s.status is StackStatus.READY]
+        where = f"{target.datacenter}/{target.namespace}"
+        if ready:
+            found.append(max(ready, key=lambda s: s.version))
+        elif fitting:
+            problems.append(
+                f"{dep.unit}@{dep.major}.{dep.minor} in {where} is deprecated "
+                f"({', '.join(s.name for s in fitting)}); new deploys may not depend on it"
+            )
+        else:
+            problems.append(f"{dep.unit}@{dep.major}.{dep.minor} has no ready stack in {where}")
+    if problems:
+        raise UserError(
+            f"{unit} cannot be deployed yet: its dependencies are not there.",
+            "Deploy the dependencies first.",
+            details=tuple(problems),
+        )
+    return found
+
+
+async def _start(
+    ctx: Context,
+    unit: UnitRecord,
+    manifest: Manifest,
+    manifest_id: int,
+    version: Version,
+    targets: list[Target],
+    release: Release | None,
+    image: str,
+    verb: str,
+    check_live: bool = True,
+) -> Reply:
+    for dc in sorted({t.datacenter for t in targets}):
+        reason = ctx.workflow.available_for(dc)
+        if reason is not None:
+            raise NotAvailable(
+                f"deploys are not available in datacenter '{dc}' yet: {reason}",
+                "Nothing was recorded. `datacenters` shows which datacenters accept deploys.",
+            )
+    if check_live:
+        busy = []
+        for dc, ns in sorted({(t.datacenter, t.namespace) for t in targets}):
+            for stack in await ctx.store.live_stacks(unit.name, version, dc, ns):
+                if any(t.plan == stack.plan and t.datacenter == dc for t in targets):
+                    busy.append(
+                        f"{stack.name} ({stack.datacenter}/{stack.namespace}, "
+                        f"plan {stack.plan}, {stack.status.value})"
+                    )
+        if busy:
+            raise UserError(
+                f"{unit.name} {version} is already deployed there: {'; '.join(busy)}.",
+                "`redeploy <stack>` makes a fresh stack of the same release.",
+            )
+    dependencies = {t: await _dependency_stacks(ctx, manifest, unit.name, t) for t in targets}
+    now = ctx.clock.now()
+    expires = now + ctx.settings.lifecycle.new_stack_grace
+    new = [
+        NewStack(
+            release_id=release.id if release else 0,
+            name=stack_name(unit.name, version, new_hash()),
+            guid=uuid.uuid4().hex[:12],
+            unit=unit.name,
+            version=version,
+            datacenter=t.datacenter,
+            namespace=t.namespace,
+            plan=t.plan,
+            expires_at=expires,
+            created_by=ctx.principal.user_id,
+        )
+        for t in targets
+    ]
+    try:
+        release, stacks = await ctx.store.create_deployment(
+            release, unit.name, version, image, manifest_id, new, ctx.principal.user_id
+        )
+    except Conflict:
+        # Someone created this release a moment ago; deploy it as it now stands.
+        existing = await ctx.store.release(unit.name, version)
+        if existing is None or existing.image != image:
+            raise
+        release, stacks = await ctx.store.create_deployment(
+            existing, unit.name, version, image, manifest_id, new, ctx.principal.user_id
+        )
+    for target, stack in zip(targets, stacks, strict=True):
+        for dependency in dependencies[target]:
+            await ctx.store.add_dependency(stack.id, dependency.id)
+    await ctx.workflow.submit([s.id for s in stacks])
+    rows = tuple((s.name, s.datacenter, s.namespace, s.plan, s.status.value) for s in stacks)
+    return Reply(
+        title=f"{verb} {unit.name} {version} to {len(stacks)} target"
+        f"{'s' if len(stacks) != 1 else ''}",
+        blocks=(
+            Table(("stack", "datacenter", "namespace", "plan", "status"), rows),
+            Text(
+                f"image `{release.image}`; follow along with `inspect <stack>` or `logs <stack>`."
+            ),
+        ),
+        stack_ids=tuple(s.id for s in stacks),
+    )
+
+
+def _image_for(
+    ctx: Context, unit: str, version: Version, datacenter: str, asked: str | None
+) -> str:
+    if asked:
+        return asked
+    staging = ctx.settings.datacenters[datacenter].staging_registry
+    return ctx.settings.workflow.image_template.format(
+        staging_registry=staging.rstrip("/"), unit=unit, version=version
+    )
+
+
+async def deploy(command: Deploy, ctx: Context) -> Reply:
+    namespace = check_namespace(ctx, command.namespace or ctx.settings.default_namespace)
+    unit = await find_unit(ctx, command.unit)
+    await require(ctx, Role.DEPLOY, namespace, "deploy", f"{unit.name} {command.version}")
+    manifest, manifest_id = await unit_manifest(ctx, unit)
+    datacenters = _datacenters(command, manifest, ctx)
+    plans = _plans(command.plan, manifest, unit.name, namespace)
+    targets = [Target(dc, namespace, plan) for dc in datacenters for plan in plans]
+    release = await ctx.store.release(unit.name, command.version)
+    image = _image_for(ctx, unit.name, command.version, datacenters[0], command.image)
+    if release is not None:
+        if command.image and command.image != release.image:
+            raise UserError(
+                f"{unit.name} {command.version} was released with image {release.image}; "
+                "a release never changes its image.",
+                "Release a new version for a new image.",
+            )
+        image = release.image
+    return await _start(
+        ctx, unit, manifest, manifest_id, command.version, targets, release, image, "Deploying"
+    )
+
+
+async def commit(command: Commit, ctx: Context) -> Reply:
+    namespace = check_namespace(ctx, command.namespace)
+    unit = await find_unit(ctx, command.unit)
+    await require(ctx, Role.DEPLOY, namespace, "commit", f"{unit.name} {command.version}")
+    release = await ctx.store.release(unit.name, command.version)
+    if release is None:
+        raise UserError(
+            f"{unit.name} {command.version} has not been released yet, so there is nothing to "
+            "commit.",
+            f"`deploy {unit.name} {command.version}` releases it first.",
+        )
+    manifest, manifest_id = await unit_manifest(ctx, unit)
+    datacenters = _datacenters(Deploy(unit.name, command.version), manifest, ctx)
+    plans = _plans(None, manifest, unit.name, namespace)
+    targets = [Target(dc, namespace, plan) for dc in datacenters for plan in plans]
+    return await _start(
+        ctx,
+        unit,
+        manifest,
+        manifest_id,
+        command.version,
+        targets,
+        release,
+        release.image,
+        "Committing",
+    )
+
+
+async def redeploy(command: Redeploy, ctx: Context) -> Reply:
+    stack = await find_stack(ctx, command.stack)
+    await require(ctx, Role.DEPLOY, stack.namespace, "redeploy", stack.name)
+    unit = await find_unit(ctx, stack.unit)
+    release = await ctx.store.release(stack.unit, stack.version)
+    if release is None:  # stacks always have a release; say so plainly if the data is broken
+        raise UserError(f"the release of {stack.name} is missing.")
+    manifest, manifest_id = await unit_manifest(ctx, unit)
+    targets = [Target(stack.datacenter, stack.namespace, stack.plan)]
+    return await _start(
+        ctx,
+        unit,
+        manifest,
+        manifest_id,
+        stack.version,
+        targets,
+        release,
+        release.image,
+        "Redeploying",
+        check_live=False,
+    )

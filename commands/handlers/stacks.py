@@ -1,0 +1,129 @@
+"""Reading stacks: stacks, inspect, logs, runtime."""
+
+from __future__ import annotations
+
+from commands.access import Role
+from commands.context import Context
+from commands.handlers.lookup import (
+    ago,
+    check_datacenter,
+    check_namespace,
+    find_stack,
+    find_unit,
+    require,
+    when,
+)
+from commands.model import Inspect, ListStacks, Logs, Runtime
+from commands.replies import Fields, NotAvailable, Reply, Table, Text
+from domain.records import StackQuery
+
+PAGE = 50
+
+
+async def list_stacks(command: ListStacks, ctx: Context) -> Reply:
+    namespace = check_namespace(ctx, command.namespace or ctx.settings.default_namespace)
+    if command.datacenter:
+        check_datacenter(ctx, command.datacenter)
+    if command.unit:
+        await find_unit(ctx, command.unit)
+    await require(ctx, Role.VIEW, namespace, "stacks", f"namespace:{namespace}")
+    page = await ctx.store.list_stacks(
+        StackQuery(
+            namespace=namespace,
+            datacenter=command.datacenter,
+            statuses=command.statuses,
+            unit=command.unit,
+            limit=PAGE,
+        )
+    )
+    where = f"{command.datacenter}/{namespace}" if command.datacenter else namespace
+    filters = f" with status {', '.join(command.statuses)}" if command.statuses else ""
+    if not page.stacks:
+        return Reply(title=f"Stacks in {where}", blocks=(Text(f"No stacks in {where}{filters}."),))
+    now = ctx.clock.now()
+    rows = tuple(
+        (s.name, s.datacenter, s.plan, s.status.value, ago(s.updated_at, now)) for s in page.stacks
+    )
+    return Reply(
+        title=f"Stacks in {where}{filters} ({page.total})",
+        blocks=(
+            Table(
+                ("stack", "datacenter", "plan", "status", "changed"),
+                rows,
+                total=page.total if page.total > len(rows) else None,
+            ),
+        ),
+    )
+
+
+async def inspect(command: Inspect, ctx: Context) -> Reply:
+    stack = await find_stack(ctx, command.stack)
+    await require(ctx, Role.VIEW, stack.namespace, "inspect", stack.name)
+    release = None
+    for candidate in await ctx.store.releases(stack.unit):
+        if candidate.id == stack.release_id:
+            release = candidate
+    history = await ctx.store.status_history(stack.id)
+    dependencies = await ctx.store.dependencies(stack.id)
+    dependents = await ctx.store.dependents(stack.id)
+    now = ctx.clock.now()
+    pairs = [
+        ("stack", stack.name),
+        ("guid", stack.guid),
+        ("unit", f"{stack.unit} {stack.version}"),
+        ("where", f"{stack.datacenter} / {stack.namespace} / plan {stack.plan}"),
+        (
+            "status",
+            f"{stack.status.value}: {stack.status_message}"
+            if stack.status_message
+            else stack.status.value,
+        ),
+        ("deployed by", f"{stack.created_by}, {when(stack.created_at)}"),
+        (
+            "expires",
+            f"{when(stack.expires_at)} ({ago(stack.expires_at, now)})" if stack.expires_at else "-",
+        ),
+    ]
+    if release is not None:
+        pairs.append(("image", release.image))
+        pairs.append(("digest", release.digest or "not resolved yet"))
+    if stack.workflow_step:
+        pairs.append(("workflow step", stack.workflow_step))
+    blocks: list[Fields | Table | Text] = [Fields(tuple(pairs))]
+    blocks.append(
+        Table(
+            ("when", "status", "by", "message"),
+            tuple((when(h.at), h.status.value, h.actor, h.message) for h in history),
+        )
+    )
+    if dependencies or dependents:
+        blocks.append(
+            Text(
+                "depends on: "
+                + (", ".join(s.name for s in dependencies) or "nothing")
+                + "\nused by: "
+                + (", ".join(s.name for s in dependents) or "nothing")
+            )
+        )
+    return Reply(title=f"Stack {stack.name}", blocks=tuple(blocks))
+
+
+async def logs(command: Logs, ctx: Context) -> Reply:
+    stack = await find_stack(ctx, command.stack)
+    await require(ctx, Role.VIEW, stack.namespace, "logs", stack.name)
+    lines = await ctx.store.logs(stack.id, limit=200)
+    if not lines:
+        return Reply(title=f"Log of {stack.name}", blocks=(Text("No workflow log lines yet."),))
+    rows = tuple((when(line.at), line.step or "", line.message) for line in lines)
+    return Reply(title=f"Log of {stack.name}", blocks=(Table(("when", "step", "message"), rows),))
+
+
+async def runtime(command: Runtime, ctx: Context) -> Reply:
+    stack = await find_stack(ctx, command.stack)
+    await require(ctx, Role.VIEW, stack.namespace, "runtime", stack.name)
+    reason = ctx.workflow.available_for(stack.datacenter)
+    raise NotAvailable(
+        f"live runtime information is not available in datacenter '{stack.datacenter}' yet"
+        + (f": {reason}" if reason else "."),
+        f"`inspect {stack.name}` shows what the bot recorded.",
+    )

@@ -1,0 +1,161 @@
+"""Typed commands: what the grammar produces from chat text and what handlers take."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from domain.states import StackStatus
+from domain.versions import Version
+
+
+@dataclass(frozen=True, slots=True)
+class Help:
+    topic: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Deploy:
+    unit: str
+    version: Version
+    datacenters: tuple[str, ...] = ()  # empty: the default datacenter(s) of the namespace
+    everywhere: bool = False
+    namespace: str | None = None  # None: the configured default namespace
+    plan: str | None = None  # None: every plan the manifest gives the unit in the namespace
+    image: str | None = None  # None: the configured image template
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    unit: str
+    version: Version
+    namespace: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListStacks:
+    namespace: str | None = None
+    datacenter: str | None = None
+    statuses: tuple[StackStatus, ...] = ()
+    unit: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListUnits:
+    namespace: str | None = None
+    datacenter: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Inspect:
+    stack: str  # name or guid
+
+
+@dataclass(frozen=True, slots=True)
+class Logs:
+    stack: str
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    stack: str
+
+
+@dataclass(frozen=True, slots=True)
+class Redeploy:
+    stack: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deprecate:
+    unit: str
+    version: Version
+
+
+@dataclass(frozen=True, slots=True)
+class ListApprovals:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Approve:
+    approval_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    approval_id: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Reverse:
+    stack: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListDatacenters:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupPolicies:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Lint:
+    """Lint a manifest. Exactly one source: a path, inline text, or a file attached in Slack."""
+
+    path: str | None = None
+    text: str | None = None
+    attachment: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterManifest:
+    """`manifest <repo> <path>` or `manifest <repo>` + inline text / attached file."""
+
+    repository: str
+    path: str | None = None
+    text: str | None = None
+    attachment: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ListManifests:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Whoami:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Graph:
+    unit: str
+
+
+Command = (
+    Help
+    | Deploy
+    | Commit
+    | ListStacks
+    | ListUnits
+    | Inspect
+    | Logs
+    | Runtime
+    | Redeploy
+    | Deprecate
+    | ListApprovals
+    | Approve
+    | Reject
+    | Reverse
+    | ListDatacenters
+    | CleanupPolicies
+    | Lint
+    | RegisterManifest
+    | ListManifests
+    | Whoami
+    | Graph
+)

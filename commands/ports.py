@@ -1,0 +1,157 @@
+"""The interfaces command handlers need from the outside world.
+
+Handlers depend only on these Protocols; `bot.bootstrap` picks the adapters. Later datacenter
+kinds (Nomad, Kubernetes), secrets (Vault) and routers (HAProxy, Consul) are new classes that
+satisfy the same small interfaces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from domain.records import (
+    Approval,
+    AuditEvent,
+    LogLine,
+    ManifestRecord,
+    NewStack,
+    Release,
+    Stack,
+    StackPage,
+    StackQuery,
+    StatusChange,
+    UnitRecord,
+)
+from domain.states import StackStatus
+from domain.versions import Version
+
+
+class StoreError(Exception):
+    """The database could not do what was asked; the message is safe to show to users."""
+
+
+class Conflict(StoreError):
+    """A uniqueness rule was hit (same release twice, same manifest revision)."""
+
+
+class Store(Protocol):
+    """Durable state. Every method is one transaction unless it says otherwise."""
+
+    # manifests and units
+    async def register_manifest(
+        self, repository: str, text: str, units: Sequence[UnitRecord], actor: str
+    ) -> ManifestRecord:
+        """Store a new revision (or return the latest if its text is identical) and
+        replace the repository's unit catalogue with `units`."""
+        ...
+
+    async def latest_manifest(self, repository: str) -> ManifestRecord | None: ...
+
+    async def manifest_by_id(self, manifest_id: int) -> ManifestRecord | None: ...
+
+    async def manifests(self) -> list[ManifestRecord]:
+        """The latest revision of every repository."""
+        ...
+
+    async def unit(self, name: str) -> UnitRecord | None: ...
+
+    async def units(self) -> list[UnitRecord]: ...
+
+    # releases
+    async def release(self, unit: str, version: Version) -> Release | None: ...
+
+    async def releases(self, unit: str) -> list[Release]: ...
+
+    async def create_deployment(
+        self,
+        release: Release | None,
+        unit: str,
+        version: Version,
+        image: str,
+        manifest_id: int,
+        stacks: Sequence[NewStack],
+        actor: str,
+    ) -> tuple[Release, list[Stack]]:
+        """Atomically create the release (when `release` is None) and its pending stacks,
+        each with a first status-history row. Raises Conflict if the release already exists
+        and `release` was None (a concurrent deploy of the same version won)."""
+        ...
+
+    async def set_release_digest(self, release_id: int, digest: str) -> None: ...
+
+    # stacks
+    async def stack(self, ref: str) -> Stack | None:
+        """Find a stack by exact name or guid (or an unambiguous guid prefix of 6+ chars)."""
+        ...
+
+    async def stack_by_id(self, stack_id: int) -> Stack | None: ...
+
+    async def list_stacks(self, query: StackQuery) -> StackPage: ...
+
+    async def live_stacks(
+        self, unit: str, version: Version, datacenter: str, namespace: str
+    ) -> list[Stack]:
+        """Stacks of this release at this target that are pending..deprecated."""
+        ...
+
+    async def change_status(
+        self,
+        stack_id: int,
+        status: StackStatus,
+        message: str,
+        actor: str,
+        at: datetime | None = None,
+    ) -> Stack:
+        """Move a stack to `status`, checking the state machine (IllegalTransition), and
+        append the status-history row, in one transaction."""
+        ...
+
+    async def set_workflow_step(self, stack_id: int, step: str | None) -> None: ...
+
+    async def set_expiry(self, stack_id: int, expires_at: datetime | None) -> None: ...
+
+    async def status_history(self, stack_id: int) -> list[StatusChange]: ...
+
+    async def append_log(
+        self, stack_id: int, message: str, step: str | None = None, at: datetime | None = None
+    ) -> None: ...
+
+    async def logs(self, stack_id: int, limit: int = 200) -> list[LogLine]:
+        """The newest `limit` lines, oldest first."""
+        ...
+
+    async def add_dependency(self, stack_id: int, depends_on_stack_id: int) -> None: ...
+
+    async def dependencies(self, stack_id: int) -> list[Stack]: ...
+
+    async def dependents(self, stack_id: int) -> list[Stack]: ...
+
+    # approvals
+    async def approvals(self, status: str | None = "pending") -> list[Approval]: ...
+
+    async def approval(self, approval_id: int) -> Approval | None: ...
+
+    # audit
+    async def audit(self, event: AuditEvent) -> None: ...
+
+    async def audit_events(
+        self, target: str | None = None, limit: int = 100
+    ) -> list[AuditEvent]: ...
+
+    async def close(self) -> None: ...
+
+
+class WorkflowPort(Protocol):
+    """Takes pending stacks and drives them to ready (or failed) on their datacenter."""
+
+    def available_for(self, datacenter: str) -> str | None:
+        """None when deploys can run in this datacenter now, else a sentence saying why not."""
+        ...
+
+    async def submit(self, stack_ids: Sequence[int]) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...

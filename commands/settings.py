@@ -1,0 +1,207 @@
+"""The typed configuration handlers read. Loading (files, environment) lives in bot.config."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+_NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(/[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)?\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: object) -> timedelta:
+    """`90`, `90s`, `5m`, `2h`, `1d` -> timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or text like 30s, 5m, 2h, 1d")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if match is None:
+        raise ValueError(f"'{value}' is not a duration; write it like 30s, 5m, 2h or 1d")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SchedulerSettings(_Model):
+    kind: Literal["docker", "nomad", "kubernetes"] = "docker"
+    address: str = "unix:///var/run/docker.sock"
+    token: SecretStr | None = None
+
+
+class VaultSettings(_Model):
+    address: str
+    token: SecretStr | None = None
+    mount: str = "secret"
+
+
+class ConsulSettings(_Model):
+    address: str
+    token: SecretStr | None = None
+
+
+class RouterSettings(_Model):
+    kind: Literal["haproxy", "consul"] = "haproxy"
+    address: str = ""
+    bind: str = "127.0.0.1"
+
+
+class DatacenterSettings(_Model):
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    staging_registry: str
+    runtime_registry: str
+    vault: VaultSettings | None = None
+    consul: ConsulSettings | None = None
+    router: RouterSettings | None = None
+
+    @model_validator(mode="after")
+    def _registries_differ(self) -> DatacenterSettings:
+        # Staging takes CI's mass writes, runtime the cluster's mass pulls: keep them apart.
+        if self.staging_registry.rstrip("/") == self.runtime_registry.rstrip("/"):
+            raise ValueError("staging_registry and runtime_registry must be different registries")
+        return self
+
+
+class AccessRule(_Model):
+    """Who may do what in the namespaces matching `namespace` (a name or a glob like `dev/*`).
+
+    Principals: Slack user ids (U…, W…), user group ids (S…) or handles (@team), local user
+    names, or `*` for everyone."""
+
+    namespace: str = "*"
+    view: tuple[str, ...] = ()
+    deploy: tuple[str, ...] = ()
+    approve: tuple[str, ...] = ()
+    admin: tuple[str, ...] = ()
+
+
+class AccessSettings(_Model):
+    admins: tuple[str, ...] = ()
+    rules: tuple[AccessRule, ...] = (AccessRule(namespace="*", view=("*",)),)
+
+
+class ApprovalSettings(_Model):
+    """How traffic migrations in a namespace are approved."""
+
+    needed: bool = True
+    required: int = Field(default=1, ge=1, le=10)
+    approvers: tuple[str, ...] = ()  # empty: whoever the access rules let approve
+    allow_self_approval: bool = False
+    deadline: timedelta = timedelta(hours=4)
+
+    @field_validator("deadline", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> timedelta:
+        return parse_duration(value)
+
+
+class SlackSettings(_Model):
+    bot_token: SecretStr | None = None
+    signing_secret: SecretStr | None = None
+    app_token: SecretStr | None = None
+    api_url: str | None = None
+    operations_channel: str | None = None
+    port: int = Field(default=3000, ge=1, le=65535)
+
+
+class WorkflowSettings(_Model):
+    max_concurrent: int = Field(default=4, ge=1, le=256)
+    warming_timeout: timedelta = timedelta(minutes=5)
+    image_template: str = "{staging_registry}/{unit}:{version}"
+
+    @field_validator("warming_timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> timedelta:
+        return parse_duration(value)
+
+    @field_validator("image_template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        try:
+            value.format(staging_registry="r", unit="u", version="1.0.0")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"unknown placeholder {exc}; use {{staging_registry}}, {{unit}} and {{version}}"
+            ) from None
+        return value
+
+
+class LifecycleSettings(_Model):
+    new_stack_grace: timedelta = timedelta(minutes=30)
+    garbage_grace: timedelta = timedelta(hours=24)
+    interval: timedelta = timedelta(minutes=5)
+
+    @field_validator("new_stack_grace", "garbage_grace", "interval", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> timedelta:
+        return parse_duration(value)
+
+
+class ConsoleSettings(_Model):
+    user: str = "local"  # the identity console and `nelson run` act as, for access rules
+
+
+class Settings(_Model):
+    database_url: str = "sqlite:///nelson.db"
+    default_namespace: str = "dev"
+    namespaces: tuple[str, ...] = ("dev", "qa", "prod")
+    datacenters: dict[str, DatacenterSettings] = Field(default_factory=dict)
+    manifest_dirs: tuple[str, ...] = ()
+    access: AccessSettings = Field(default_factory=AccessSettings)
+    approvals: dict[str, ApprovalSettings] = Field(default_factory=dict)
+    slack: SlackSettings = Field(default_factory=SlackSettings)
+    workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
+    lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+
+    @field_validator("namespaces")
+    @classmethod
+    def _namespaces(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not _NAMESPACE.match(name):
+                raise ValueError(f"'{name}' is not a valid namespace name (a-z, 0-9, '-', '/')")
+        if len(set(value)) != len(value):
+            raise ValueError("namespaces are listed more than once")
+        return value
+
+    @field_validator("datacenters")
+    @classmethod
+    def _datacenter_names(
+        cls, value: dict[str, DatacenterSettings]
+    ) -> dict[str, DatacenterSettings]:
+        for name in value:
+            if not _NAME.match(name):
+                raise ValueError(f"'{name}' is not a valid datacenter name (a-z, 0-9, '-')")
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> Settings:
+        if self.default_namespace not in self.namespaces:
+            raise ValueError(
+                f"default_namespace '{self.default_namespace}' is not one of the namespaces "
+                f"({', '.join(self.namespaces)})"
+            )
+        for name in self.approvals:
+            if name not in self.namespaces:
+                raise ValueError(f"approvals.{name}: '{name}' is not a configured namespace")
+        return self
+
+    def approval_for(self, namespace: str) -> ApprovalSettings:
+        """The namespace's rule, else its parent's (`dev/sandbox` -> `dev`), else the default."""
+        name: str | None = namespace
+        while name:
+            if name in self.approvals:
+                return self.approvals[name]
+            name = name.rpartition("/")[0] or None
+        return ApprovalSettings()

@@ -1,0 +1,144 @@
+"""What the store remembers, as plain frozen values handed between layers.
+
+These carry no behaviour beyond small derived properties; the rules live in the domain
+modules (states, policies, manifest) and in the command handlers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from domain.states import StackStatus
+from domain.versions import Version
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRecord:
+    """One registered version of a repository's `.nelson.yml`."""
+
+    id: int
+    repository: str
+    revision: int  # 1, 2, 3 ... per repository
+    text: str
+    digest: str  # sha256 of the text, to notice re-registration of the same content
+    registered_by: str
+    registered_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UnitRecord:
+    name: str
+    repository: str
+    kind: str  # "service" | "job"
+    description: str
+    manifest_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    id: int
+    unit: str
+    version: Version
+    image: str  # the reference as asked for: registry/repo:tag or registry/repo@sha256:...
+    digest: str | None  # filled once the registry resolved it; immutable afterwards
+    manifest_id: int
+    created_by: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewStack:
+    release_id: int
+    name: str  # unit--1-2-3--hash8
+    guid: str
+    unit: str
+    version: Version
+    datacenter: str
+    namespace: str
+    plan: str
+    expires_at: datetime | None
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stack:
+    id: int
+    guid: str
+    name: str
+    release_id: int
+    unit: str
+    version: Version
+    datacenter: str
+    namespace: str
+    plan: str
+    status: StackStatus
+    status_message: str
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None
+    workflow_step: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    stack_id: int
+    status: StackStatus
+    message: str
+    actor: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    stack_id: int
+    at: datetime
+    message: str
+    step: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    id: int
+    kind: str  # "traffic-shift", ...
+    stack_id: int | None
+    namespace: str
+    datacenter: str
+    summary: str
+    requested_by: str
+    status: str  # pending | approved | rejected | expired
+    required: int
+    approvers: tuple[str, ...]
+    created_at: datetime
+    deadline: datetime | None
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    actor: str
+    action: str
+    target: str
+    allowed: bool = True
+    detail: str = ""
+    at: datetime | None = None
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StackQuery:
+    namespace: str | None = None
+    datacenter: str | None = None
+    statuses: tuple[StackStatus, ...] = ()
+    unit: str | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StackPage:
+    stacks: tuple[Stack, ...]
+    total: int
+    query: StackQuery = field(default_factory=StackQuery)
