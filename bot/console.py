@@ -55,7 +55,7 @@ def _make_prompt() -> Callable[[], Awaitable[str]]:
         return ask
 
     async def read() -> str:
-        line = await asyncio.to_thread(sys.stdin.readline)
+        line = str(await asyncio.to_thread(sys.stdin.readline))
         if not line:
             raise EOFError
         print(f"nelson> {line.rstrip()}")
