@@ -131,6 +131,7 @@ def _deploy(w: Words) -> Command:
     everywhere = False
     namespace = plan = image = None
     seen: set[str] = set()
+    seen_words: set[str] = set()
     while w.more():
         word = w.take("a clause")
         keyword = word.lower()
@@ -140,6 +141,9 @@ def _deploy(w: Words) -> Command:
                 suggest(keyword, _DEPLOY_CLAUSES),
             )
         canonical = "to" if keyword in ("on", "everywhere") else keyword
+        if canonical == "to" and canonical in seen and "everywhere" in (keyword, *seen_words):
+            raise w.error("say either `everywhere` or a list of datacenters, not both.")
+        seen_words.add(keyword)
         if canonical in seen:
             raise w.error(f"`{canonical}` is given twice.")
         seen.add(canonical)

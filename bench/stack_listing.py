@@ -1,0 +1,228 @@
+"""How fast `stacks` and cleanup queries stay with 100k stacks and 1M status-history rows.
+
+    .venv/bin/python bench/stack_listing.py --backend sqlite
+    .venv/bin/python bench/stack_listing.py --backend postgres   # starts a throwaway server
+
+Loads the data in bulk, then times the queries through the real SqlStore and prints p50/p95.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psycopg
+from sqlalchemy import create_engine, insert, select
+
+from adapters.storage import open_store
+from adapters.storage import tables as t
+from adapters.storage.migrate import upgrade
+from adapters.storage.urls import sync_url
+from domain.records import StackQuery
+from domain.states import StackStatus
+
+DCS = ("dc-east", "dc-west", "dc-north")
+NAMESPACES = ("dev", "qa", "prod")
+STATUSES = [s.value for s in StackStatus]
+
+
+def rows(
+    stacks: int, units: int, history: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    rng = random.Random(7)
+    now = datetime(2026, 11, 25, tzinfo=UTC)
+    stack_rows = []
+    for n in range(1, stacks + 1):
+        unit = f"unit-{n % units}"
+        major, minor, patch = n % 3, n % 7, n
+        stack_rows.append(
+            {
+                "id": n,
+                "guid": f"{n:012x}",
+                "name": f"{unit}--{major}-{minor}-{patch}--{n:08d}",
+                "release_id": 1,
+                "unit": unit,
+                "major": major,
+                "minor": minor,
+                "patch": patch,
+                "datacenter": DCS[n % 3],
+                "namespace": NAMESPACES[(n // 3) % 3],
+                "plan": "default",
+                "status": rng.choice(STATUSES),
+                "status_message": "",
+                "workflow_step": None,
+                "created_by": "bench",
+                "created_at": now - timedelta(minutes=stacks - n),
+                "updated_at": now,
+                "expires_at": now + timedelta(minutes=rng.randint(-600, 600)),
+            }
+        )
+    per_stack = history // stacks
+    history_rows = [
+        {
+            "stack_id": n,
+            "status": STATUSES[k % len(STATUSES)],
+            "message": "step",
+            "actor": "nelson",
+            "at": now - timedelta(seconds=k),
+        }
+        for n in range(1, stacks + 1)
+        for k in range(per_stack)
+    ]
+    return stack_rows, history_rows
+
+
+def load(url: str, stacks: int, units: int, history: int) -> float:
+    upgrade(url)
+    stack_rows, history_rows = rows(stacks, units, history)
+    started = time.perf_counter()
+    engine = create_engine(sync_url(url))
+    now = datetime(2026, 11, 25, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(insert(t.repositories).values(id=1, name="bench", created_at=now))
+        conn.execute(
+            insert(t.manifests).values(
+                id=1,
+                repository_id=1,
+                revision=1,
+                text="",
+                digest="0" * 64,
+                registered_by="b",
+                registered_at=now,
+            )
+        )
+        conn.execute(
+            insert(t.releases).values(
+                id=1,
+                unit="unit-0",
+                major=0,
+                minor=0,
+                patch=0,
+                image="i",
+                manifest_id=1,
+                created_by="b",
+                created_at=now,
+            )
+        )
+    if engine.dialect.name == "postgresql":
+        _copy(url, stack_rows, history_rows)
+    else:
+        with engine.begin() as conn:
+            conn.execute(insert(t.stacks), stack_rows)
+            conn.execute(insert(t.stack_status), history_rows)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE")
+    engine.dispose()
+    return time.perf_counter() - started
+
+
+def _copy(url: str, stack_rows: list[dict[str, Any]], history_rows: list[dict[str, Any]]) -> None:
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        columns = list(stack_rows[0])
+        with cur.copy(f"COPY stacks ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in stack_rows:
+                copy.write_row([row[c] for c in columns])
+        hcols = list(history_rows[0])
+        with cur.copy(f"COPY stack_status ({', '.join(hcols)}) FROM STDIN") as copy:
+            for row in history_rows:
+                copy.write_row([row[c] for c in hcols])
+        cur.execute("SELECT setval('stacks_id_seq', (SELECT max(id) FROM stacks))")
+
+
+async def measure(url: str, repeats: int) -> list[tuple[str, float, float]]:
+    store = await open_store(url, upgrade=False)
+    now = datetime(2026, 11, 25, tzinfo=UTC)
+    engine = store._engine  # the cleanup query is timed on the store's own connection pool
+
+    async def cleanup_candidates() -> Any:
+        async with engine.connect() as conn:
+            query = (
+                select(t.stacks.c.id)
+                .where(t.stacks.c.status.in_(["ready", "deprecated"]), t.stacks.c.expires_at < now)
+                .limit(1000)
+            )
+            return (await conn.execute(query)).all()
+
+    queries: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+        (
+            "stacks in prod at dc-east (newest 50 + count)",
+            lambda: store.list_stacks(StackQuery(namespace="prod", datacenter="dc-east")),
+        ),
+        (
+            "stacks in qa status ready,warming",
+            lambda: store.list_stacks(
+                StackQuery(namespace="qa", statuses=(StackStatus.READY, StackStatus.WARMING))
+            ),
+        ),
+        (
+            "stacks in dev, page 10 of 100",
+            lambda: store.list_stacks(StackQuery(namespace="dev", limit=100, offset=1000)),
+        ),
+        (
+            "stacks of one unit in prod at dc-west",
+            lambda: store.list_stacks(
+                StackQuery(unit="unit-42", namespace="prod", datacenter="dc-west")
+            ),
+        ),
+        ("inspect: stack by name", lambda: store.stack("unit-7--1-0-50000--00050000")),
+        ("inspect: status history of a stack", lambda: store.status_history(50_000)),
+        ("cleanup: expired ready/deprecated (1000)", cleanup_candidates),
+    ]
+    results = []
+    for label, run in queries:
+        await run()  # warm caches
+        timings = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            await run()
+            timings.append((time.perf_counter() - started) * 1000)
+        timings.sort()
+        p95 = timings[min(len(timings) - 1, int(len(timings) * 0.95))]
+        results.append((label, statistics.median(timings), p95))
+    await store.close()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--stacks", type=int, default=100_000)
+    parser.add_argument("--units", type=int, default=10_000)
+    parser.add_argument("--status-rows", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=50)
+    args = parser.parse_args()
+    with ExitStack() as stack:
+        if args.backend == "sqlite":
+            folder = stack.enter_context(tempfile.TemporaryDirectory())
+            url = f"sqlite:///{folder}/bench.db"
+        else:
+            from tests.pgserver import fresh_database, postgres_server
+
+            url = fresh_database(stack.enter_context(postgres_server()))
+        seconds = load(url, args.stacks, args.units, args.status_rows)
+        out = io.StringIO()
+        print(
+            f"backend {args.backend}: {args.stacks} stacks, {args.status_rows} status rows, "
+            f"loaded in {seconds:.1f}s",
+            file=out,
+        )
+        for label, p50, p95 in asyncio.run(measure(url, args.repeats)):
+            print(f"  {label:50s} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms", file=out)
+        print(out.getvalue(), end="")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""The Store port on real SQLite and real PostgreSQL (each test runs on both)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from adapters.storage import SqlStore, open_store
+from adapters.storage.migrate import current_revision, upgrade
+from commands.ports import Conflict, StoreError
+from domain.records import AuditEvent, NewStack, StackQuery, UnitRecord
+from domain.states import IllegalTransition, StackStatus
+from domain.versions import Version
+
+V1 = Version(1, 0, 0)
+
+
+def unit(name: str, repo: str = "acme/svc") -> UnitRecord:
+    return UnitRecord(name, repo, "service", f"{name} service", 0)
+
+
+def new_stack(
+    n: int,
+    version: Version = V1,
+    dc: str = "dc-east",
+    ns: str = "dev",
+    unit_name: str = "svc",
+    plan: str = "default",
+) -> NewStack:
+    return NewStack(
+        release_id=0,
+        name=f"{unit_name}--{version.dashed}--{n:08d}",
+        guid=f"{n:04d}abcdef{n:02d}",
+        unit=unit_name,
+        version=version,
+        datacenter=dc,
+        namespace=ns,
+        plan=plan,
+        expires_at=datetime(2030, 1, 1, tzinfo=UTC),
+        created_by="U1",
+    )
+
+
+async def deploy(store: SqlStore, *stacks: NewStack, version: Version = V1, unit_name: str = "svc"):
+    manifest = await store.latest_manifest("acme/svc") or await store.register_manifest(
+        "acme/svc", "units: []", [unit("svc")], "U1"
+    )
+    release = await store.release(unit_name, version)
+    return await store.create_deployment(
+        release, unit_name, version, f"stage/{unit_name}:{version}", manifest.id, list(stacks), "U1"
+    )
+
+
+async def test_migrations_are_idempotent(database_url: str) -> None:
+    await asyncio.to_thread(upgrade, database_url)
+    await asyncio.to_thread(upgrade, database_url)
+    assert await asyncio.to_thread(current_revision, database_url) == "0001"
+
+
+async def test_manifest_revisions_and_identical_text(store: SqlStore) -> None:
+    first = await store.register_manifest("acme/svc", "a: 1", [unit("svc")], "U1")
+    same = await store.register_manifest("acme/svc", "a: 1", [unit("svc")], "U2")
+    second = await store.register_manifest(
+        "acme/svc", "a: 2", [unit("svc"), unit("svc-worker")], "U2"
+    )
+    assert (first.revision, same.id, second.revision) == (1, first.id, 2)
+    assert len(first.digest) == 64
+    latest = await store.latest_manifest("acme/svc")
+    assert latest is not None and latest.text == "a: 2" and latest.registered_by == "U2"
+    assert latest.registered_at.tzinfo is not None
+    assert [u.name for u in await store.units()] == ["svc", "svc-worker"]
+    worker = await store.unit("svc-worker")
+    assert worker is not None and worker.manifest_revision == 2
+    assert (await store.manifest_by_id(first.id)) is not None
+    third = await store.register_manifest("acme/svc", "a: 3", [unit("svc")], "U2")
+    assert await store.unit("svc-worker") is None  # dropped from the repository's catalogue
+    assert [m.revision for m in await store.manifests()] == [third.revision]
+
+
+async def test_unit_owned_by_another_repository_is_a_conflict(store: SqlStore) -> None:
+    await store.register_manifest("acme/svc", "a: 1", [unit("svc")], "U1")
+    with pytest.raises(Conflict, match=r"svc \(declared by acme/svc\)"):
+        await store.register_manifest("other/repo", "b: 1", [unit("svc", "other/repo")], "U1")
+    assert await store.latest_manifest("other/repo") is None
+
+
+async def test_create_deployment_and_lookups(store: SqlStore) -> None:
+    release, stacks = await deploy(store, new_stack(1), new_stack(2, dc="dc-west"))
+    assert release.version == V1 and release.image == "stage/svc:1.0.0" and release.digest is None
+    assert [s.status for s in stacks] == [StackStatus.PENDING, StackStatus.PENDING]
+    first = stacks[0]
+    assert (await store.stack(first.name)) == first
+    assert (await store.stack(first.guid)) == first
+    assert (await store.stack(first.guid[:7])) == first
+    assert await store.stack("0001") is None  # too short a prefix
+    assert await store.stack("nothing") is None
+    assert (await store.stack_by_id(first.id)) == first
+    history = await store.status_history(first.id)
+    assert [(h.status, h.actor) for h in history] == [(StackStatus.PENDING, "U1")]
+    assert await store.releases("svc") == [release]
+
+
+async def test_ambiguous_guid_prefix_finds_nothing(store: SqlStore) -> None:
+    one = replace(new_stack(1), guid="abcdef111111")
+    two = replace(new_stack(2), guid="abcdef222222")
+    await deploy(store, one, two)
+    assert await store.stack("abcdef") is None
+    found = await store.stack("abcdef1")
+    assert found is not None and found.guid == "abcdef111111"
+
+
+async def test_same_release_cannot_be_created_twice(store: SqlStore) -> None:
+    await deploy(store, new_stack(1))
+    manifest = await store.latest_manifest("acme/svc")
+    assert manifest is not None
+    with pytest.raises(Conflict, match=r"svc 1\.0\.0"):
+        await store.create_deployment(None, "svc", V1, "other", manifest.id, [new_stack(2)], "U2")
+    page = await store.list_stacks(StackQuery())
+    assert page.total == 1  # the failed attempt left nothing behind
+
+
+async def test_concurrent_releases_exactly_one_wins(store: SqlStore) -> None:
+    manifest = await store.register_manifest("acme/svc", "a", [unit("svc")], "U1")
+    attempts = [
+        store.create_deployment(None, "svc", V1, "img", manifest.id, [new_stack(n)], f"U{n}")
+        for n in range(1, 6)
+    ]
+    results = await asyncio.gather(*attempts, return_exceptions=True)
+    won = [r for r in results if not isinstance(r, BaseException)]
+    lost = [r for r in results if isinstance(r, BaseException)]
+    assert len(won) == 1
+    assert all(isinstance(r, Conflict) for r in lost), lost
+
+
+async def test_status_changes_follow_the_state_machine(store: SqlStore) -> None:
+    _, (stack,) = await deploy(store, new_stack(1))
+    moved = await store.change_status(stack.id, StackStatus.DEPLOYING, "launching", "nelson")
+    assert moved.status is StackStatus.DEPLOYING and moved.status_message == "launching"
+    with pytest.raises(IllegalTransition):
+        await store.change_status(stack.id, StackStatus.READY, "skip warming", "nelson")
+    current = await store.stack_by_id(stack.id)
+    assert current is not None and current.status is StackStatus.DEPLOYING
+    history = await store.status_history(stack.id)
+    assert [h.status for h in history] == [StackStatus.PENDING, StackStatus.DEPLOYING]
+    with pytest.raises(StoreError):
+        await store.change_status(999_999, StackStatus.DEPLOYING, "", "nelson")
+
+
+async def test_listing_filters_pages_and_orders_newest_first(store: SqlStore) -> None:
+    stacks = [
+        new_stack(n, dc="dc-east" if n % 2 else "dc-west", ns="dev" if n < 8 else "qa")
+        for n in range(1, 11)
+    ]
+    _, created = await deploy(store, *stacks)
+    await store.change_status(created[0].id, StackStatus.FAILED, "boom", "nelson")
+    page = await store.list_stacks(StackQuery(namespace="dev", limit=3))
+    assert page.total == 7
+    assert [s.id for s in page.stacks] == sorted((s.id for s in created[:7]), reverse=True)[:3]
+    second = await store.list_stacks(StackQuery(namespace="dev", limit=3, offset=3))
+    assert not {s.id for s in page.stacks} & {s.id for s in second.stacks}
+    east = await store.list_stacks(StackQuery(namespace="dev", datacenter="dc-east"))
+    assert {s.datacenter for s in east.stacks} == {"dc-east"} and east.total == 4
+    failed = await store.list_stacks(StackQuery(statuses=(StackStatus.FAILED,)))
+    assert [s.id for s in failed.stacks] == [created[0].id]
+    both = await store.list_stacks(StackQuery(statuses=(StackStatus.FAILED, StackStatus.PENDING)))
+    assert both.total == 10
+    by_unit = await store.list_stacks(StackQuery(unit="other"))
+    assert by_unit.total == 0
+
+
+async def test_live_stacks_of_a_release_at_a_target(store: SqlStore) -> None:
+    _, (a, b) = await deploy(store, new_stack(1), new_stack(2, dc="dc-west"))
+    assert [s.id for s in await store.live_stacks("svc", V1, "dc-east", "dev")] == [a.id]
+    await store.change_status(a.id, StackStatus.FAILED, "no", "nelson")
+    assert await store.live_stacks("svc", V1, "dc-east", "dev") == []
+    assert [s.id for s in await store.live_stacks("svc", V1, "dc-west", "dev")] == [b.id]
+
+
+async def test_logs_newest_lines_returned_oldest_first(store: SqlStore) -> None:
+    _, (stack,) = await deploy(store, new_stack(1))
+    for n in range(5):
+        await store.append_log(stack.id, f"line {n}", step="replicate")
+    lines = await store.logs(stack.id, limit=3)
+    assert [line.message for line in lines] == ["line 2", "line 3", "line 4"]
+    assert lines[0].step == "replicate" and lines[0].at.tzinfo is not None
+
+
+async def test_dependencies_both_directions_and_idempotent(store: SqlStore) -> None:
+    _, (a, b, c) = await deploy(store, new_stack(1), new_stack(2), new_stack(3))
+    await store.add_dependency(a.id, b.id)
+    await store.add_dependency(a.id, b.id)
+    await store.add_dependency(c.id, b.id)
+    assert [s.id for s in await store.dependencies(a.id)] == [b.id]
+    assert [s.id for s in await store.dependents(b.id)] == [a.id, c.id]
+    with pytest.raises(StoreError):
+        await store.add_dependency(a.id, a.id)
+
+
+async def test_expiry_workflow_step_and_digest(store: SqlStore) -> None:
+    release, (stack,) = await deploy(store, new_stack(1))
+    when = datetime(2031, 5, 6, 7, 8, 9, tzinfo=timezone(timedelta(hours=2)))
+    await store.set_expiry(stack.id, when)
+    await store.set_workflow_step(stack.id, "replicate")
+    fresh = await store.stack_by_id(stack.id)
+    assert fresh is not None
+    assert fresh.expires_at == when and fresh.expires_at.tzinfo == UTC
+    assert fresh.workflow_step == "replicate"
+    await store.set_release_digest(release.id, "sha256:" + "a" * 64)
+    await store.set_release_digest(release.id, "sha256:" + "a" * 64)
+    with pytest.raises(Conflict, match="pinned"):
+        await store.set_release_digest(release.id, "sha256:" + "b" * 64)
+
+
+async def test_audit_round_trip(store: SqlStore) -> None:
+    await store.audit(AuditEvent("U1", "deploy", "svc 1.0.0", allowed=False, detail="rule x"))
+    await store.audit(AuditEvent("U2", "deploy", "svc 1.0.0"))
+    await store.audit(AuditEvent("U3", "stacks", "namespace:dev"))
+    events = await store.audit_events(target="svc 1.0.0")
+    assert [(e.actor, e.allowed) for e in events] == [("U2", True), ("U1", False)]
+    assert events[1].detail == "rule x" and events[0].at is not None
+
+
+async def test_no_approvals_yet(store: SqlStore) -> None:
+    assert await store.approvals() == []
+    assert await store.approval(1) is None
+
+
+async def test_bad_urls_give_clear_messages(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(StoreError, match="not supported"):
+        await open_store("mysql://root:hunter2@localhost/db")
+    with pytest.raises(StoreError) as info:
+        await open_store("postgresql://nelson:hunter2@127.0.0.1:1/nelson")
+    assert "hunter2" not in str(info.value) and "cannot" in str(info.value)
