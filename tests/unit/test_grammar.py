@@ -189,3 +189,12 @@ def test_every_example_in_help_parses() -> None:
     for spec in COMMANDS:
         for example in spec.examples:
             assert parse_command(example) is not None
+
+
+def test_command_reference_matches_the_grammar() -> None:
+    from pathlib import Path
+
+    reference = (Path(__file__).resolve().parents[2] / "docs" / "commands.md").read_text()
+    for spec in COMMANDS:
+        assert f"### `{spec.name}`" in reference
+        assert spec.usage in reference
