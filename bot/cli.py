@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from adapters.storage.urls import safe
 from bot.bootstrap import Application, build
 from bot.config import ConfigError, load_settings
 from bot.console import local_principal, run_console
@@ -84,7 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _dispatch(args: argparse.Namespace, settings: Settings, source: str) -> int:
     if args.command == "config":
         print(f"# from {source}")
-        print(settings.model_dump_json(indent=2))
+        # Tokens are SecretStr already; the database URL may carry a password too.
+        shown = settings.model_copy(update={"database_url": safe(settings.database_url)})
+        print(shown.model_dump_json(indent=2))
         return 0
     if args.command == "db":
         return await _db(args.db_command, settings)

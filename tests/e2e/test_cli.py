@@ -128,3 +128,17 @@ def test_db_upgrade(tmp_path: Path) -> None:
     result = nelson("db", "upgrade", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "database at revision" in result.stdout
+
+
+def test_config_shows_no_secrets(tmp_path: Path) -> None:
+    result = nelson(
+        "config",
+        cwd=tmp_path,
+        env={
+            "NELSON_DATABASE_URL": "postgresql://nelson:hunter2@db.internal:5432/nelson",
+            "SLACK_BOT_TOKEN": "xoxb-very-secret",
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    assert "hunter2" not in result.stdout and "xoxb-very-secret" not in result.stdout
+    assert "db.internal:5432" in result.stdout
