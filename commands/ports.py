@@ -90,6 +90,12 @@ class Store(Protocol):
 
     async def list_stacks(self, query: StackQuery) -> StackPage: ...
 
+    async def live_versions(
+        self, namespace: str, datacenter: str | None = None
+    ) -> dict[str, dict[Version, int]]:
+        """Per unit, how many live stacks each version has in the namespace (and datacenter)."""
+        ...
+
     async def live_stacks(
         self, unit: str, version: Version, datacenter: str, namespace: str
     ) -> list[Stack]:

@@ -467,6 +467,23 @@ class SqlStore:
             ).all()
         return StackPage(stacks=tuple(_stack(r) for r in rows), total=int(total), query=query)
 
+    async def live_versions(
+        self, namespace: str, datacenter: str | None = None
+    ) -> dict[str, dict[Version, int]]:
+        conditions = [
+            t.stacks.c.namespace == namespace,
+            t.stacks.c.status.in_([s.value for s in LIVE_STATUSES]),
+        ]
+        if datacenter is not None:
+            conditions.append(t.stacks.c.datacenter == datacenter)
+        columns = (t.stacks.c.unit, t.stacks.c.major, t.stacks.c.minor, t.stacks.c.patch)
+        query = select(*columns, func.count()).where(*conditions).group_by(*columns)
+        found: dict[str, dict[Version, int]] = {}
+        async with self._connect() as conn:
+            for row in (await conn.execute(query)).all():
+                found.setdefault(row.unit, {})[_version(row)] = int(row[4])
+        return found
+
     async def live_stacks(
         self, unit: str, version: Version, datacenter: str, namespace: str
     ) -> list[Stack]:

@@ -16,8 +16,7 @@ from commands.handlers.lookup import (
 from commands.model import Graph, Lint, ListManifests, ListUnits, RegisterManifest
 from commands.replies import Code, Fields, Reply, Table, Text, UserError
 from domain.manifest import Manifest, ManifestInvalid, parse_manifest
-from domain.records import StackQuery, UnitRecord
-from domain.states import LIVE_STATUSES
+from domain.records import UnitRecord
 
 MAX_MANIFEST_BYTES = 512 * 1024
 
@@ -160,21 +159,15 @@ async def list_units(command: ListUnits, ctx: Context) -> Reply:
             title="Units",
             blocks=(Text("No units yet: register a manifest with `manifest <repository>`."),),
         )
+    live = await ctx.store.live_versions(namespace, command.datacenter)
     rows = []
-    live = tuple(sorted(LIVE_STATUSES))
     for unit in units:
-        page = await ctx.store.list_stacks(
-            StackQuery(
-                namespace=namespace,
-                datacenter=command.datacenter,
-                unit=unit.name,
-                statuses=live,
-                limit=200,
-            )
-        )
-        versions = sorted({s.version for s in page.stacks}, reverse=True)
+        counts = live.get(unit.name, {})
+        versions = sorted(counts, reverse=True)
         shown = ", ".join(str(v) for v in versions[:3]) + (" …" if len(versions) > 3 else "")
-        rows.append((unit.name, unit.kind, unit.repository, str(page.total), shown or "-"))
+        rows.append(
+            (unit.name, unit.kind, unit.repository, str(sum(counts.values())), shown or "-")
+        )
     where = f"{command.datacenter}/{namespace}" if command.datacenter else namespace
     return Reply(
         title=f"Units ({len(units)}), live stacks in {where}",

@@ -234,3 +234,16 @@ async def test_bad_urls_give_clear_messages(tmp_path) -> None:  # type: ignore[n
     with pytest.raises(StoreError) as info:
         await open_store("postgresql://nelson:hunter2@127.0.0.1:1/nelson")
     assert "hunter2" not in str(info.value) and "cannot" in str(info.value)
+
+
+async def test_live_versions_grouped_per_unit(store: SqlStore) -> None:
+    v2 = Version(2, 0, 0)
+    _, (a, _b, _c) = await deploy(
+        store, new_stack(1), new_stack(2, dc="dc-west"), new_stack(3, ns="qa")
+    )
+    await deploy(store, new_stack(4, version=v2), version=v2)
+    assert await store.live_versions("dev") == {"svc": {V1: 2, v2: 1}}
+    assert await store.live_versions("dev", "dc-west") == {"svc": {V1: 1}}
+    await store.change_status(a.id, StackStatus.FAILED, "no", "nelson")
+    assert await store.live_versions("dev") == {"svc": {V1: 1, v2: 1}}
+    assert await store.live_versions("prod") == {}

@@ -212,6 +212,8 @@ async def test_same_release_twice_at_a_target_is_refused_naming_the_stack(h: Har
     assert stack is not None and stack.name in out and "already deployed" in out
     # another datacenter is fine: same release, new stack
     await h.ok("deploy accounts 1.2.0 to dc-west", DEV)
+    units = render((await h.ok("units at dc-west")).reply, width=200)
+    assert "accounts  service  acme/accounts  1            1.2.0" in units
     out = await h.fails("deploy accounts 1.2.0 to dc-west image other:1", DEV)
     assert "never changes its image" in out
 
