@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from commands import grammar
-from commands.access import Role, roles_in
+from commands.access import roles_in
 from commands.context import Context
 from commands.model import CleanupPolicies, Help, ListDatacenters, Whoami
 from commands.replies import Code, Fields, Reply, Table, Text
@@ -123,13 +125,10 @@ async def cleanup_policies(command: CleanupPolicies, ctx: Context) -> Reply:
     )
 
 
-def _span(delta: object) -> str:
-    seconds = int(getattr(delta, "total_seconds", lambda: 0)())
+def _span(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
     for size, word in ((86400, "day"), (3600, "hour"), (60, "minute")):
         if seconds >= size and seconds % size == 0:
             n = seconds // size
             return f"{n} {word}{'s' if n != 1 else ''}"
     return f"{seconds} seconds"
-
-
-__all__ = ["Role", "cleanup_policies", "datacenters", "help_", "whoami"]

@@ -59,10 +59,7 @@ async def list_stacks(command: ListStacks, ctx: Context) -> Reply:
 async def inspect(command: Inspect, ctx: Context) -> Reply:
     stack = await find_stack(ctx, command.stack)
     await require(ctx, Role.VIEW, stack.namespace, "inspect", stack.name)
-    release = None
-    for candidate in await ctx.store.releases(stack.unit):
-        if candidate.id == stack.release_id:
-            release = candidate
+    release = await ctx.store.release(stack.unit, stack.version)
     history = await ctx.store.status_history(stack.id)
     dependencies = await ctx.store.dependencies(stack.id)
     dependents = await ctx.store.dependents(stack.id)
