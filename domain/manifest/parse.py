@@ -172,24 +172,49 @@ def _kind(value: Any) -> str:
     )
 
 
-def _marks(node: yaml.Node | None, path: Path, out: dict[Path, tuple[int, int]]) -> None:
-    if node is None:
-        return
-    out.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode):
-                out[(*path, key.value)] = (key.start_mark.line + 1, key.start_mark.column + 1)
-                _marks(value, (*path, key.value), out)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _marks(item, (*path, index), out)
+# A manifest is a few hundred values; aliases can make a small text expand without bound, and
+# a pasted manifest must not be able to stall the bot.
+MAX_NODES = 50_000
+MAX_DEPTH = 64
+
+
+def _too_complex(why: str) -> ManifestInvalid:
+    return ManifestInvalid((ManifestError("", f"the manifest is too complex: {why}", 1, 1),))
+
+
+def _marks(root: yaml.Node) -> dict[Path, tuple[int, int]]:
+    """Where each path starts in the text, walking aliases as expanded, within MAX_NODES."""
+    out: dict[Path, tuple[int, int]] = {}
+    todo: list[tuple[yaml.Node, Path]] = [(root, ())]
+    visited = 0
+    while todo:
+        node, path = todo.pop()
+        visited += 1
+        if visited > MAX_NODES:
+            raise _too_complex(
+                f"it expands to more than {MAX_NODES:,} values (check its anchors and aliases)"
+            )
+        if len(path) > MAX_DEPTH:
+            raise _too_complex(f"it is nested more than {MAX_DEPTH} levels deep")
+        out.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    child = (*path, key.value)
+                    out[child] = (key.start_mark.line + 1, key.start_mark.column + 1)
+                    todo.append((value, child))
+        elif isinstance(node, yaml.SequenceNode):
+            todo.extend((item, (*path, i)) for i, item in enumerate(node.value))
+    return out
 
 
 def _load(text: str) -> tuple[Any, dict[Path, tuple[int, int]]]:
     try:
-        data = yaml.safe_load(text)
+        # Compose first: aliases stay shared nodes, so the size check runs before anything
+        # builds the expanded values.
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        marks = _marks(node) if node is not None else {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
@@ -198,8 +223,8 @@ def _load(text: str) -> tuple[Any, dict[Path, tuple[int, int]]]:
         line = mark.line + 1 if mark is not None else None
         column = mark.column + 1 if mark is not None else None
         raise ManifestInvalid((ManifestError("", message, line, column),)) from None
-    marks: dict[Path, tuple[int, int]] = {}
-    _marks(node, (), marks)
+    except RecursionError:
+        raise _too_complex(f"it is nested more than {MAX_DEPTH} levels deep") from None
     return data, marks
 
 

@@ -276,3 +276,25 @@ def test_durations(text: object, seconds: int) -> None:
 @pytest.mark.parametrize("text", ["soon", "10 s", "", "1m3", True, None, 1.5])
 def test_bad_durations(text: object) -> None:
     assert parse_duration(text) is None
+
+
+def test_alias_bomb_is_refused_quickly() -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    e = only_error("\n".join([*lines, "units: *a8", "namespaces: []"]))
+    assert "too complex" in e.message and "anchors and aliases" in e.message
+
+
+def test_deep_nesting_is_refused() -> None:
+    e = only_error("units: " + "[" * 5000 + "]" * 5000 + "\nnamespaces: []\n")
+    assert "nested more than" in e.message
+
+
+def test_ordinary_anchors_still_work() -> None:
+    text = BASE.replace(
+        "plans:\n  - name: p\n",
+        "plans:\n  - name: p\n    environment: &env [A=1, B=2]\n"
+        "  - name: q\n    environment: *env\n",
+    )
+    q = parse_manifest(text).plan("q")
+    assert q is not None and q.environment == (("A", "1"), ("B", "2"))
