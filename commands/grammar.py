@@ -1,304 +1,571 @@
-"""The chat language: one table of commands drives parsing, `help` and suggestions.
+"""The chat language. One table, COMMANDS, drives parsing, `help` and did-you-mean suggestions.
 
 `parse_command` turns text into a typed command (commands.model) or raises ParseError with a
-specific message, the command's usage and, where it can, a did-you-mean suggestion.
+specific message, the command's usage and, where it can, a did-you-mean suggestion. It raises
+nothing else, whatever the text.
+
+Each CommandSpec lists its positional arguments (`Arg`s: a unit name, a version, an id, ...)
+and the clauses that may follow them in any order (`to <dc>`, `in <namespace>`, ...); one
+generic reader applies them and hands the values to the command's dataclass. The two commands
+that take a manifest (`lint`, `manifest`) have a small parse function of their own. Usage lines
+are generated from the same table unless a spec spells them out.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol, assert_never
 
 from commands import model
+from commands.help import render_overview, render_topic
 from commands.model import Command
 from commands.replies import ParseError
-from commands.text import normalise
+from commands.text import FENCE, Token, clip, normalise, tokenize, unwrap
 from domain.states import StackStatus
 from domain.versions import InvalidVersion, Version
 
+__all__ = [
+    "COMMANDS",
+    "CommandSpec",
+    "canonical",
+    "find_spec",
+    "help_for",
+    "help_overview",
+    "normalise",
+    "parse_command",
+    "suggest",
+]
+
 MAX_TEXT = 200_000
-_TOKEN = re.compile(r'"([^"]*)"|\'([^\']*)\'|(\S+)')
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-_NAMESPACE = re.compile(r"^[a-z0-9][a-z0-9-]*(/[a-z0-9][a-z0-9-]*)*$")
-_STACK = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-_REPOSITORY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
-_FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
+_MAX_NAME = 200
+_FINAL_PUNCTUATION = ".,;!?"
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+_NAMESPACE = re.compile(r"[a-z0-9][a-z0-9-]*(?:/[a-z0-9][a-z0-9-]*)*")
+_REPOSITORY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(?:/[A-Za-z0-9][A-Za-z0-9._-]*)*")
+_IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*")
+_LOOKS_LIKE_VERSION = re.compile(r"[vV]?\d+(?:\.\d+)*")
+_NAME_RULE = "lowercase letters, digits and dashes"
 
 
 def suggest(word: str, choices: Iterable[str]) -> str | None:
-    close = difflib.get_close_matches(word.lower(), list(choices), n=1, cutoff=0.6)
+    """The choice closest to `word` (difflib, case-insensitive), or None if none is close."""
+    word = word.strip().lower()
+    if not word or len(word) > 40:
+        return None
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return close[0] if close else None
 
 
-class Words:
-    """The words after the command name, consumed left to right by a command's parser."""
+def _did_you_mean(word: str | None) -> str | None:
+    return f"did you mean `{word}`?" if word else None
 
-    def __init__(self, spec: CommandSpec, words: list[str], body: str | None) -> None:
+
+# -- reading words ------------------------------------------------------------------------------
+
+
+class Words:
+    """The words of one command, consumed left to right by the command's spec."""
+
+    def __init__(self, spec: CommandSpec, text: str, tokens: list[Token]) -> None:
         self.spec = spec
-        self.words = words
-        self.body = body  # text after the command line or inside a ``` fence
-        self.at = 0
+        self.text = text  # the normalised message: raw text is cut from it by position
+        self.tokens = tokens  # tokens[0] is the command's name
+        self.at = 1
+        self.keywords = spec.keywords
 
     def error(self, message: str, suggestion: str | None = None) -> ParseError:
         return ParseError(
             message,
-            f"`help {self.spec.name}` explains it with examples.",
-            suggestion=f"did you mean `{suggestion}`?" if suggestion else None,
+            f"`help {self.spec.name}` explains it, with examples.",
+            suggestion=_did_you_mean(suggestion),
             usage=self.spec.usage,
         )
 
     def more(self) -> bool:
-        return self.at < len(self.words)
+        return self.at < len(self.tokens)
 
     def peek(self) -> str | None:
-        return self.words[self.at].lower() if self.more() else None
+        """The next word, lowercased; None at the end."""
+        return self.tokens[self.at].text.lower() if self.more() else None
+
+    def next_token(self) -> Token | None:
+        return self.tokens[self.at] if self.more() else None
+
+    def skip(self, *words: str) -> str | None:
+        """Consume the next word if it is one of `words`; return it (lowercased) if so."""
+        word = self.peek()
+        if word is not None and word in words:
+            self.at += 1
+            return word
+        return None
+
+    def skip_on_first_line(self, *words: str) -> str | None:
+        """`skip`, for a keyword that must stand on the command's line (what follows the line
+        may be a pasted manifest)."""
+        token = self.next_token()
+        if token is None or "\n" in self.text[: token.start]:
+            return None
+        return self.skip(*words)
 
     def take(self, what: str) -> str:
+        """The next word as typed; `what` ("a unit name (like x)") names it when it is missing."""
         if not self.more():
             raise self.error(f"`{self.spec.name}` needs {what}.")
-        word = self.words[self.at]
+        word = self.tokens[self.at].text
         self.at += 1
         return word
 
-    def name(self, what: str, pattern: re.Pattern[str] = _NAME) -> str:
-        word = self.take(what).lower()
-        if not pattern.match(word) or len(word) > 200:
-            raise self.error(f"'{_short(word)}' is not a valid {what}.")
-        return word
+    def invalid(self, word: str, what: str, message: str) -> ParseError:
+        """A word that does not fit where it stands. When it is one of the command's keywords,
+        the argument was most likely left out: say that instead."""
+        if word.lower() in self.keywords:
+            return self.error(f"`{self.spec.name}` needs {what} before `{word.lower()}`.")
+        return self.error(message)
 
-    def version(self) -> Version:
-        word = self.take("a version (like 1.2.3)")
-        try:
-            return Version.parse(word)
-        except InvalidVersion as exc:
-            raise self.error(str(exc)) from None
+    def split_comma(self) -> None:
+        """Make a trailing comma of the next word a word of its own."""
+        token = self.tokens[self.at]
+        self.tokens[self.at : self.at + 1] = [
+            Token(token.text.rstrip(","), token.start, token.end - 1, token.quoted),
+            Token(",", token.end - 1, token.end),
+        ]
 
-    def number(self, what: str) -> int:
-        word = self.take(what).lstrip("#")
-        if not word.isdigit() or len(word) > 12:
-            raise self.error(f"'{_short(word)}' is not {what}; ids are numbers, like 12 or #12.")
-        return int(word)
+    def remaining(self) -> list[Token]:
+        return self.tokens[self.at :]
 
-    def rest(self) -> str:
-        words, self.at = self.words[self.at :], len(self.words)
-        return " ".join(words)
+    def remainder(self) -> str:
+        """The text after the last word consumed, exactly as sent (after normalising)."""
+        return self.text[self.tokens[self.at - 1].end :]
+
+    def finish(self) -> None:
+        self.at = len(self.tokens)
 
     def done(self) -> None:
         if self.more():
-            extra = " ".join(self.words[self.at :])
-            raise self.error(f"I did not expect '{_short(extra)}' after `{self.spec.name}`.")
+            extra = " ".join(t.text for t in self.remaining())
+            said = " ".join(t.text for t in self.tokens[: self.at])
+            raise self.error(f"I did not expect '{clip(extra)}' after `{clip(said)}`.")
 
 
-def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+# -- positional arguments -----------------------------------------------------------------------
 
 
-# -- the command parsers ------------------------------------------------------------------------
+class Arg(Protocol):
+    """One positional argument: how usage shows it, and how to read it."""
 
-_DEPLOY_CLAUSES = ("to", "in", "plan", "image", "everywhere", "on")
+    @property
+    def placeholder(self) -> str: ...
 
-
-def _datacenter_list(w: Words) -> tuple[tuple[str, ...], bool]:
-    names: list[str] = []
-    everywhere = False
-    # `to everywhere` is a datacenter list of its own; otherwise a clause word ends the list.
-    while w.more() and (
-        w.peek() not in _DEPLOY_CLAUSES or (not names and w.peek() == "everywhere")
-    ):
-        word = w.take("a datacenter")
-        for part in filter(None, word.lower().split(",")):
-            if part in ("and", "&"):
-                continue
-            if part in ("everywhere", "all"):
-                everywhere = True
-            elif not _NAME.match(part):
-                raise w.error(f"'{_short(part)}' is not a valid datacenter name.")
-            else:
-                names.append(part)
-    if not names and not everywhere:
-        raise w.error("`to` needs at least one datacenter (or `everywhere`).")
-    if everywhere and names:
-        raise w.error("say either `everywhere` or a list of datacenters, not both.")
-    return tuple(names), everywhere
+    def read(self, w: Words) -> Any: ...
 
 
-def _deploy(w: Words) -> Command:
-    unit = w.name("unit name")
-    version = w.version()
-    datacenters: tuple[str, ...] = ()
-    everywhere = False
-    namespace = plan = image = None
-    seen: set[str] = set()
-    seen_words: set[str] = set()
-    while w.more():
-        word = w.take("a clause")
-        keyword = word.lower()
-        if keyword not in _DEPLOY_CLAUSES:
-            raise w.error(
-                f"I don't understand '{_short(word)}' in a deploy.",
-                suggest(keyword, _DEPLOY_CLAUSES),
-            )
-        canonical = "to" if keyword in ("on", "everywhere") else keyword
-        if canonical == "to" and canonical in seen and "everywhere" in (keyword, *seen_words):
-            raise w.error("say either `everywhere` or a list of datacenters, not both.")
-        seen_words.add(keyword)
-        if canonical in seen:
-            raise w.error(f"`{canonical}` is given twice.")
-        seen.add(canonical)
-        if keyword == "everywhere":
-            everywhere = True
-        elif keyword in ("to", "on"):
-            datacenters, everywhere = _datacenter_list(w)
-        elif keyword == "in":
-            namespace = w.name("namespace", _NAMESPACE)
-        elif keyword == "plan":
-            plan = w.name("plan name")
-        else:
-            image = w.take("an image reference")
-    return model.Deploy(unit, version, datacenters, everywhere, namespace, plan, image)
+@dataclass(frozen=True, slots=True)
+class Name:
+    """A name: a unit, datacenter, namespace, plan, stack, repository or image."""
+
+    placeholder: str
+    what: str  # "unit name"
+    example: str
+    pattern: re.Pattern[str] = _NAME
+    rule: str = _NAME_RULE
+    lowercase: bool = True
+    article: str = "a"
+
+    @property
+    def wanted(self) -> str:
+        return f"{self.article} {self.what} (like {self.example})"
+
+    def check(self, w: Words, word: str) -> str:
+        if not word:  # `deploy "" 1.2.3`
+            raise w.error(f"`{w.spec.name}` needs {self.wanted}.")
+        value = word.lower() if self.lowercase else word
+        if word.isascii() and len(value) <= _MAX_NAME and self.pattern.fullmatch(value):
+            return value
+        message = f"'{clip(word)}' is not a valid {self.what}: {self.rule}."
+        raise w.invalid(word, self.wanted, message)
+
+    def read(self, w: Words) -> str:
+        word = w.take(self.wanted)
+        if (
+            _LOOKS_LIKE_VERSION.fullmatch(word)
+            and not self.pattern.fullmatch(word.lower() if self.lowercase else word)
+            and any(isinstance(arg, VersionArg) for arg in w.spec.args)
+        ):  # `deploy 1.2.3 to dc-east`: the unit was left out
+            raise w.error(f"`{w.spec.name}` needs {self.wanted} before the version.")
+        return self.check(w, word)
 
 
-def _commit(w: Words) -> Command:
-    unit = w.name("unit name")
-    version = w.version()
-    keyword = w.take("`to <namespace>`").lower()
-    if keyword not in ("to", "in", "into"):
-        raise w.error(
-            f"expected `to <namespace>`, not '{_short(keyword)}'.", suggest(keyword, ["to"])
+@dataclass(frozen=True, slots=True)
+class VersionArg:
+    placeholder: str = "<version>"
+    wanted: str = "a version (like 1.2.3)"
+
+    def read(self, w: Words) -> Version:
+        word = w.take(self.wanted)
+        expected = (
+            f"'{clip(word)}' is not a semantic version (expected MAJOR.MINOR.PATCH, like 1.2.3)."
         )
-    namespace = w.name("namespace", _NAMESPACE)
-    w.done()
-    return model.Commit(unit, version, namespace)
+        if not word.isascii():
+            raise w.invalid(word, self.wanted, expected)
+        try:
+            return Version.parse(word)
+        except InvalidVersion as exc:
+            message = f"{exc}." if len(word) <= 60 else expected
+            raise w.invalid(word, self.wanted, message) from None
 
 
-_STATUSES = tuple(s.value for s in StackStatus)
+@dataclass(frozen=True, slots=True)
+class IdArg:
+    placeholder: str = "<id>"
+    what: str = "an approval id"
+
+    def read(self, w: Words) -> int:
+        word = w.take(f"{self.what} (like 12)")
+        digits = word.removeprefix("#")
+        if not (digits.isascii() and digits.isdigit()):
+            raise w.error(f"'{clip(word)}' is not {self.what}: ids are numbers, like 12 or #12.")
+        if len(digits) > 18:
+            raise w.error(f"'{clip(word)}' is too large for {self.what}.")
+        return int(digits)
 
 
-def _filters(w: Words, allowed: tuple[str, ...]) -> dict[str, object]:
-    found: dict[str, object] = {}
-    while w.more():
-        word = w.take("a filter").lower()
-        key = {"on": "at", "status": "status", "statuses": "status"}.get(word, word)
-        if key not in allowed:
-            raise w.error(f"I don't understand '{_short(word)}' here.", suggest(word, allowed))
-        if key in found:
-            raise w.error(f"`{key}` is given twice.")
-        if key == "in":
-            found[key] = w.name("namespace", _NAMESPACE)
-        elif key == "at":
-            found[key] = w.name("datacenter name")
-        elif key == "unit":
-            found[key] = w.name("unit name")
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Free text to the end of the message, as typed (one "quoted" phrase loses its quotes)."""
+
+    placeholder: str = "[reason...]"
+
+    def read(self, w: Words) -> str:
+        rest = w.remaining()
+        if not rest:
+            return ""
+        if len(rest) == 1 and rest[0].quoted:
+            text = rest[0].text
         else:
-            statuses: list[StackStatus] = []
-            while w.more() and (w.peek() not in allowed or not statuses):
-                for part in filter(None, w.take("a status").lower().split(",")):
-                    if part not in _STATUSES:
-                        raise w.error(
-                            f"'{_short(part)}' is not a stack status (statuses: "
-                            f"{', '.join(_STATUSES)}).",
-                            suggest(part, _STATUSES),
-                        )
-                    statuses.append(StackStatus(part))
-            if not statuses:
-                raise w.error("`status` needs at least one status.")
-            found[key] = tuple(dict.fromkeys(statuses))
-    return found
+            text = " ".join(w.remainder().split())
+        w.finish()
+        return text
 
 
-def _stacks(w: Words) -> Command:
-    f = _filters(w, ("in", "at", "status", "unit"))
-    return model.ListStacks(
-        namespace=f.get("in"),  # type: ignore[arg-type]
-        datacenter=f.get("at"),  # type: ignore[arg-type]
-        statuses=f.get("status", ()),  # type: ignore[arg-type]
-        unit=f.get("unit"),  # type: ignore[arg-type]
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """`help [command]`: a command name or alias, checked against the table."""
+
+    placeholder: str = "[command]"
+
+    def read(self, w: Words) -> str | None:
+        if not w.more():
+            return None
+        word = w.take("a command")
+        spec = find_spec(word)
+        if spec is None:
+            raise unknown_command(word)
+        return spec.name
+
+
+UNIT = Name("<unit>", "unit name", "howdy-http")
+DATACENTER = Name("<dc>", "datacenter name", "dc-east")
+NAMESPACE = Name(
+    "<namespace>",
+    "namespace",
+    "qa or dev/sandbox",
+    _NAMESPACE,
+    _NAME_RULE + ", nested with /",
+)
+PLAN = Name("<plan>", "plan name", "default")
+STACK = Name("<stack>", "stack name or guid", "howdy-http--1-2-3--k3x9q0ab")
+IMAGE = Name(
+    "<ref>",
+    "image reference",
+    "registry.example.com/howdy-http:1.2.3",
+    _IMAGE,
+    "a registry path with a tag or digest, without spaces",
+    lowercase=False,
+    article="an",
+)
+REPOSITORY = Name(
+    "<repository>",
+    "repository name",
+    "acme/howdy",
+    _REPOSITORY,
+    "letters, digits, dots, dashes and underscores, like org/repo",
+    lowercase=False,
+)
+VERSION = VersionArg()
+APPROVAL_ID = IdArg()
+
+# -- clauses ------------------------------------------------------------------------------------
+
+Reader = Callable[[Words, str], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Clause:
+    """An optional part after the positional arguments, introduced by a keyword.
+
+    Clauses that set the same `slot` exclude each other (`to ...` and `everywhere`)."""
+
+    slot: str
+    keywords: tuple[str, ...]  # the first one is the canonical keyword
+    read: Reader
+    usage: str = ""  # "" for a second clause of the same slot; its usage is the first's
+    required: bool = False
+    twice: str = ""  # the complaint when the slot is given twice
+    after: str = ""  # a hint when an unknown word follows this clause
+
+
+def _value(slot: str, arg: Name) -> Reader:
+    def read(w: Words, keyword: str) -> dict[str, Any]:
+        following = w.peek()
+        if following is not None and following in w.keywords:  # `in plan big`
+            raise w.error(f"`{keyword}` needs {arg.wanted} before `{following}`.")
+        return {slot: arg.read(w)}
+
+    return read
+
+
+_AND = ("and", "&", "+")
+
+
+def _listed(
+    w: Words, what: str, allowed: Sequence[str] = (), first: str | None = None
+) -> list[str]:
+    """Words in a list: `a,b`, `a, b`, `a , b`, `a and b`, `a, b, and c`. The list ends at a
+    word that is not joined to the previous one by a comma or `and`, or at one of the command's
+    keywords where an item is expected (unless that keyword is `allowed` as an item)."""
+    items = [first] if first is not None else []
+    expecting = first is None
+    while w.more():
+        word = w.peek() or ""
+        joined = word.startswith(",") or word in _AND
+        if not expecting and not joined:
+            break
+        if expecting and not joined and word in w.keywords and word not in allowed:
+            break
+        w.take(what)
+        expecting = False
+        for part in word.split(","):
+            if part in ("", *_AND):
+                expecting = True
+            else:
+                items.append(part)
+                expecting = False
+    return items
+
+
+_EVERYWHERE = ("everywhere", "all")
+_ALL_DATACENTERS = ("datacenters", "dcs", "dc", "datacenter")
+
+
+def _datacenters(w: Words, keyword: str) -> dict[str, Any]:
+    if w.skip(*_EVERYWHERE):
+        w.skip(*_ALL_DATACENTERS)
+        return {"datacenters": (), "everywhere": True}
+    names = _listed(w, f"a datacenter after `{keyword}`", allowed=_EVERYWHERE)
+    if any(name in _EVERYWHERE for name in names):
+        raise w.error("say either `everywhere` or a list of datacenters, not both.")
+    if not names:
+        raise w.error(f"`{keyword}` needs at least one datacenter (like dc-east), or `everywhere`.")
+    checked = tuple(DATACENTER.check(w, name) for name in names)
+    return {"datacenters": tuple(dict.fromkeys(checked)), "everywhere": False}
+
+
+def _everywhere(w: Words, keyword: str) -> dict[str, Any]:
+    w.skip(*_ALL_DATACENTERS)
+    return {"datacenters": (), "everywhere": True}
+
+
+_STATUSES = tuple(status.value for status in StackStatus)
+
+
+def _statuses(w: Words, keyword: str) -> dict[str, Any]:
+    first = keyword if keyword in _STATUSES else None  # `stacks failed, warming`
+    words = _listed(w, f"a status after `{keyword}`", allowed=_STATUSES, first=first)
+    if not words:
+        raise w.error(f"`{keyword}` needs at least one status: {', '.join(_STATUSES)}.")
+    statuses: list[StackStatus] = []
+    for word in words:
+        if word not in _STATUSES:
+            raise w.error(
+                f"'{clip(word)}' is not a stack status; the statuses are {', '.join(_STATUSES)}.",
+                suggest(word, _STATUSES),
+            )
+        statuses.append(StackStatus(word))
+    return {"statuses": tuple(dict.fromkeys(statuses))}
+
+
+_IN_NAMESPACE = Clause(
+    "namespace",
+    ("in",),
+    _value("namespace", NAMESPACE),
+    "in <namespace>",
+    twice="`in` is given twice.",
+)
+_AT_DATACENTER = Clause(
+    "datacenter",
+    ("at", "on"),
+    _value("datacenter", DATACENTER),
+    "at <dc>",
+    twice="the datacenter is given twice.",
+)
+
+_DEPLOY_CLAUSES = (
+    Clause(
+        "where",
+        ("to", "on", "at"),
+        _datacenters,
+        "to <dc>[,<dc>...] | everywhere",
+        twice="say either `everywhere` or `to <datacenters>`, once.",
+        after="to name several datacenters, separate them with commas: `to dc-east, dc-west`",
+    ),
+    Clause(
+        "where",
+        ("everywhere",),
+        _everywhere,
+        twice="say either `everywhere` or `to <datacenters>`, once.",
+    ),
+    _IN_NAMESPACE,
+    Clause("plan", ("plan",), _value("plan", PLAN), "plan <plan>", twice="`plan` is given twice."),
+    Clause(
+        "image", ("image",), _value("image", IMAGE), "image <ref>", twice="`image` is given twice."
+    ),
+)
+
+_COMMIT_CLAUSES = (
+    Clause(
+        "namespace",
+        ("to", "into", "in"),
+        _value("namespace", NAMESPACE),
+        "to <namespace>",
+        required=True,
+        twice="the namespace is given twice.",
+    ),
+)
+
+_STACKS_CLAUSES = (
+    _IN_NAMESPACE,
+    _AT_DATACENTER,
+    Clause(
+        "statuses",
+        ("status", "statuses"),
+        _statuses,
+        "status <status>[,<status>...]",
+        twice="list several statuses with commas: `status ready, failed`.",
+    ),
+    # A bare status works too: `stacks failed in qa`.
+    Clause(
+        "statuses",
+        _STATUSES,
+        _statuses,
+        twice="list several statuses with commas: `status ready, failed`.",
+    ),
+    Clause(
+        "unit", ("unit", "for"), _value("unit", UNIT), "unit <unit>", twice="`unit` is given twice."
+    ),
+)
+
+
+def _read_clauses(w: Words) -> dict[str, Any]:
+    spec = w.spec
+    given: set[str] = set()
+    values: dict[str, Any] = {}
+    last: Clause | None = None
+    while w.more():
+        word = w.peek() or ""
+        token = w.tokens[w.at]
+        if not token.quoted and word.endswith(",") and spec.clause_for(word.rstrip(",")):
+            w.split_comma()  # `stacks failed, ready`: the comma joins a list
+            word = word.rstrip(",")
+        clause = spec.clause_for(word)
+        if clause is None:
+            close = suggest(word, spec.keywords)
+            message = f"I don't understand '{clip(w.tokens[w.at].text)}' in `{spec.name}`"
+            missing = [c for c in spec.clauses if c.required and c.slot not in given]
+            if close is None and last is not None and last.after:
+                message += f"; {last.after}"
+            elif close is None and missing:
+                message += f"; it needs `{missing[0].usage}`"
+            raise w.error(message + ".", close)
+        w.take(word)
+        if clause.slot in given:
+            raise w.error(clause.twice or f"`{word}` is given twice.")
+        given.add(clause.slot)
+        values.update(clause.read(w, word))
+        last = clause
+    for clause in spec.clauses:
+        if clause.required and clause.slot not in given:
+            raise w.error(f"`{spec.name}` needs `{clause.usage}`.")
+    return values
+
+
+# -- manifests: a path, pasted text, or an attached file ----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    path: str | None = None
+    text: str | None = None
+
+    @property
+    def attachment(self) -> bool:
+        return self.path is None and self.text is None
+
+
+def _source(w: Words) -> Source:
+    """What follows `lint [manifest]` or `manifest <repository>`: nothing (the front end supplies
+    the attached file), one path, or a manifest, in a ``` block or on the following lines, kept
+    exactly as sent."""
+    rest = w.remainder()
+    if not rest.strip():
+        return Source()
+    w.finish()
+    fence = FENCE.search(rest)
+    if fence is not None:
+        before, after = rest[: fence.start()].strip(), rest[fence.end() :].strip()
+        if before:
+            raise w.error(
+                f"I did not expect '{clip(before)}' before the code block: give either a path "
+                "or the manifest, not both."
+            )
+        if after:
+            raise w.error(f"I did not expect '{clip(after)}' after the code block.")
+        return Source(text=fence.group("body"))
+    first, newline, following = rest.partition("\n")
+    if newline and following.strip():
+        if first.strip():  # the manifest starts on the command's line
+            return Source(text=first.lstrip() + newline + following)
+        return Source(text=re.sub(r"\A(?:[ \t]*\n)+", "", following))
+    words = tokenize(first)
+    if len(words) == 1:
+        return Source(path=_final(words)[0].text or words[0].text)
+    if ":" in first:  # a one-line manifest: `lint units: []`
+        return Source(text=first.strip())
+    raise w.error(
+        f"I expected one path, not '{clip(first.strip())}': put a path with spaces in quotes, "
+        "or paste the manifest in a code block."
     )
 
 
-def _units(w: Words) -> Command:
-    f = _filters(w, ("in", "at"))
-    return model.ListUnits(namespace=f.get("in"), datacenter=f.get("at"))  # type: ignore[arg-type]
-
-
-def _one_stack(build: Callable[[str], Command]) -> Callable[[Words], Command]:
-    def parse(w: Words) -> Command:
-        ref = w.name("stack name or guid", _STACK)
-        w.done()
-        return build(ref)
-
-    return parse
-
-
-def _deprecate(w: Words) -> Command:
-    unit = w.name("unit name")
-    version = w.version()
-    w.done()
-    return model.Deprecate(unit, version)
-
-
-def _approve(w: Words) -> Command:
-    approval = w.number("an approval id")
-    w.done()
-    return model.Approve(approval)
-
-
-def _reject(w: Words) -> Command:
-    approval = w.number("an approval id")
-    return model.Reject(approval, w.rest())
-
-
-def _nothing(build: Callable[[], Command]) -> Callable[[Words], Command]:
-    def parse(w: Words) -> Command:
-        w.done()
-        return build()
-
-    return parse
-
-
-def _help(w: Words) -> Command:
-    topic = w.peek()
-    if topic is not None:
-        w.take("a topic")
-        w.done()
-        spec = find_spec(topic)
-        if spec is None:
-            raise unknown_command(topic)
-        return model.Help(spec.name)
-    return model.Help()
-
-
 def _lint(w: Words) -> Command:
-    if w.peek() == "manifest":
-        w.take("manifest")
-    if w.body is not None:
-        w.done()
-        return model.Lint(text=w.body)
-    if w.more():
-        return model.Lint(path=w.rest())
-    return model.Lint(attachment=True)
+    w.skip_on_first_line("manifest")
+    source = _source(w)
+    return model.Lint(path=source.path, text=source.text, attachment=source.attachment)
 
 
 def _manifest(w: Words) -> Command:
-    if w.peek() in ("add", "register"):
-        w.take("add")
-    repository = w.take("a repository name, like acme/howdy")
-    if not _REPOSITORY.match(repository) or len(repository) > 200:
-        raise w.error(f"'{_short(repository)}' is not a valid repository name (like acme/howdy).")
-    if w.body is not None:
-        w.done()
-        return model.RegisterManifest(repository, text=w.body)
-    if w.more():
-        return model.RegisterManifest(repository, path=w.rest())
-    return model.RegisterManifest(repository, attachment=True)
-
-
-def _graph(w: Words) -> Command:
-    unit = w.name("unit name")
-    w.done()
-    return model.Graph(unit)
+    w.skip_on_first_line("add", "register")
+    token = w.next_token()
+    if token is None or token.text == "```" or "\n" in w.text[: token.start]:
+        raise w.error(f"`{w.spec.name}` needs {REPOSITORY.wanted}.", "manifests")
+    repository = REPOSITORY.read(w)
+    source = _source(w)
+    return model.RegisterManifest(
+        repository, path=source.path, text=source.text, attachment=source.attachment
+    )
 
 
 # -- the table ----------------------------------------------------------------------------------
@@ -307,287 +574,427 @@ def _graph(w: Words) -> Command:
 @dataclass(frozen=True, slots=True)
 class CommandSpec:
     name: str
-    usage: str
-    summary: str
+    summary: str  # one line, lowercase, no full stop
     category: str
-    parse: Callable[[Words], Command]
+    build: Callable[..., Command]  # the command's dataclass, given args then clause values
+    args: tuple[Arg, ...] = ()
+    clauses: tuple[Clause, ...] = ()
     aliases: tuple[str, ...] = ()
     description: str = ""
     examples: tuple[str, ...] = ()
-    takes_body: bool = False  # text on the following lines belongs to the command
+    custom: Callable[[Words], Command] | None = None  # a parser of its own (lint, manifest)
+    usage_lines: tuple[str, ...] = ()  # generated from args and clauses if empty
+
+    @property
+    def usages(self) -> tuple[str, ...]:
+        if self.usage_lines:
+            return self.usage_lines
+        parts = [self.name, *(arg.placeholder for arg in self.args)]
+        for clause in self.clauses:
+            if clause.usage:
+                parts.append(clause.usage if clause.required else f"[{clause.usage}]")
+        return (" ".join(parts),)
+
+    @property
+    def usage(self) -> str:
+        """All usage lines, one per line (what ParseError.usage carries)."""
+        return "\n".join(self.usages)
+
+    @property
+    def keywords(self) -> frozenset[str]:
+        return frozenset(k for clause in self.clauses for k in clause.keywords)
+
+    def clause_for(self, word: str) -> Clause | None:
+        return next((c for c in self.clauses if word in c.keywords), None)
+
+    def parse(self, w: Words) -> Command:
+        if self.custom is not None:
+            return self.custom(w)
+        values = [arg.read(w) for arg in self.args]
+        options = _read_clauses(w) if self.clauses else {}
+        w.done()
+        return self.build(*values, **options)
 
 
 DEPLOYING = "Deploying"
 LOOKING = "Looking around"
-TRAFFIC = "Approvals and traffic"
+APPROVALS = "Approvals and traffic"
 MANIFESTS = "Manifests"
 ABOUT = "About the bot"
+_STACK_EXAMPLE = "howdy-http--1-2-3--k3x9q0ab"
 
 COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(
         "deploy",
-        "deploy <unit> <version> [to <dc>[,<dc>...] | everywhere] [in <namespace>] "
-        "[plan <plan>] [image <ref>]",
         "release a version of a unit and deploy it",
         DEPLOYING,
-        _deploy,
+        model.Deploy,
+        args=(UNIT, VERSION),
+        clauses=_DEPLOY_CLAUSES,
         description="Creates the release on first use (its image comes from the configured "
-        "template unless `image` names one) and one stack per datacenter and plan. Without `to`, "
-        "every datacenter the manifest allows; without `in`, the default namespace; without "
-        "`plan`, every plan the namespace gives the unit.",
+        "template unless `image` names one) and one stack per datacenter and plan. The clauses "
+        "after the version come in any order. Without `to`, every datacenter the manifest "
+        "allows; without `in`, the default namespace; without `plan`, every plan the namespace "
+        "gives the unit. Several datacenters: `to dc-east, dc-west` or `to dc-east and "
+        "dc-west`; `everywhere` (or `to all`) means every datacenter.",
         examples=(
             "deploy howdy-http 1.2.3 to dc-east",
             "deploy howdy-http v1.2 to dc-east, dc-west in qa",
             "deploy accounts 2.0.0 everywhere plan big",
+            "deploy accounts 2.0.1 in dev/sandbox image registry.example.com/accounts:2.0.1",
         ),
     ),
     CommandSpec(
         "commit",
-        "commit <unit> <version> to <namespace>",
         "deploy an existing release into another namespace",
         DEPLOYING,
-        _commit,
+        model.Commit,
+        args=(UNIT, VERSION),
+        clauses=_COMMIT_CLAUSES,
         description="Deploys a version that was already released into a namespace, with that "
         "namespace's plans.",
         examples=("commit howdy-http 1.2.3 to qa",),
     ),
     CommandSpec(
         "redeploy",
-        "redeploy <stack>",
         "make a fresh stack of the same release at the same place",
         DEPLOYING,
-        _one_stack(model.Redeploy),
-        examples=("redeploy howdy-http--1-2-3--k3x9q0ab",),
+        model.Redeploy,
+        args=(STACK,),
+        examples=(f"redeploy {_STACK_EXAMPLE}",),
     ),
     CommandSpec(
         "deprecate",
-        "deprecate <unit> <version>",
         "stop new deploys from depending on a version",
         DEPLOYING,
-        _deprecate,
+        model.Deprecate,
+        args=(UNIT, VERSION),
         description="Existing dependants keep working; once nothing depends on it, it is "
         "cleaned up.",
         examples=("deprecate accounts 1.4.0",),
     ),
     CommandSpec(
         "stacks",
-        "stacks [in <namespace>] [at <dc>] [status <status>[,<status>...]] [unit <unit>]",
         "list stacks, newest first",
         LOOKING,
-        _stacks,
-        description=f"Statuses: {', '.join(_STATUSES)}.",
-        examples=("stacks", "stacks in qa at dc-east", "stacks status warming,ready"),
+        model.ListStacks,
+        clauses=_STACKS_CLAUSES,
+        description=f"Filters come in any order; `on <dc>` works as `at <dc>`, and a status "
+        f"alone (`stacks failed`) filters by it. Statuses: {', '.join(_STATUSES)}.",
+        examples=(
+            "stacks",
+            "stacks in qa at dc-east",
+            "stacks status warming, ready",
+            "stacks failed unit howdy-http",
+        ),
     ),
     CommandSpec(
         "units",
-        "units [in <namespace>] [at <dc>]",
         "list units and their live stacks",
         LOOKING,
-        _units,
+        model.ListUnits,
+        clauses=(_IN_NAMESPACE, _AT_DATACENTER),
         examples=("units", "units in prod at dc-west"),
     ),
     CommandSpec(
         "inspect",
-        "inspect <stack|guid>",
         "everything about one stack: release, status history, dependencies",
         LOOKING,
-        _one_stack(model.Inspect),
-        examples=("inspect howdy-http--1-2-3--k3x9q0ab", "inspect 4f2a9c1b7e"),
+        model.Inspect,
+        args=(Name("<stack|guid>", STACK.what, STACK.example),),
+        examples=(f"inspect {_STACK_EXAMPLE}", "inspect 4f2a9c1b7e"),
     ),
     CommandSpec(
         "logs",
-        "logs <stack>",
         "the workflow log of a stack",
         LOOKING,
-        _one_stack(model.Logs),
-        examples=("logs howdy-http--1-2-3--k3x9q0ab",),
+        model.Logs,
+        args=(STACK,),
+        examples=(f"logs {_STACK_EXAMPLE}",),
     ),
     CommandSpec(
         "runtime",
-        "runtime <stack>",
         "what the scheduler says about a stack's instances and health",
         LOOKING,
-        _one_stack(model.Runtime),
-        examples=("runtime howdy-http--1-2-3--k3x9q0ab",),
+        model.Runtime,
+        args=(STACK,),
+        examples=(f"runtime {_STACK_EXAMPLE}",),
     ),
     CommandSpec(
         "graph",
-        "graph <unit>",
         "who depends on a unit, and what it depends on",
         LOOKING,
-        _graph,
+        model.Graph,
+        args=(UNIT,),
         examples=("graph accounts",),
     ),
     CommandSpec(
         "approvals",
-        "approvals",
         "what is waiting for approval",
-        TRAFFIC,
-        _nothing(model.ListApprovals),
+        APPROVALS,
+        model.ListApprovals,
     ),
     CommandSpec(
         "approve",
-        "approve <id>",
         "approve a waiting request",
-        TRAFFIC,
-        _approve,
+        APPROVALS,
+        model.Approve,
+        args=(APPROVAL_ID,),
+        description="The id is the number `approvals` shows.",
         examples=("approve 12", "approve #12"),
     ),
     CommandSpec(
         "reject",
-        "reject <id> [reason]",
-        "reject a waiting request",
-        TRAFFIC,
-        _reject,
+        "reject a waiting request, saying why",
+        APPROVALS,
+        model.Reject,
+        args=(APPROVAL_ID, Reason()),
+        description="Everything after the id is the reason.",
         examples=("reject 12 error rate too high",),
     ),
     CommandSpec(
         "reverse",
-        "reverse <stack>",
         "move traffic back from a new stack to the old one",
-        TRAFFIC,
-        _one_stack(model.Reverse),
-        examples=("reverse howdy-http--1-2-3--k3x9q0ab",),
+        APPROVALS,
+        model.Reverse,
+        args=(STACK,),
+        examples=(f"reverse {_STACK_EXAMPLE}",),
     ),
     CommandSpec(
         "manifest",
-        "manifest <repository> [<path> | ```manifest```]",
-        "register a repository's .nelson.yml (attached, pasted, or a path in the console)",
+        "register a repository's manifest (attached, pasted, or a path in the console)",
         MANIFESTS,
-        _manifest,
+        model.RegisterManifest,
         aliases=("register",),
-        description="Validates first; a new revision applies to future deploys and never "
-        "changes running stacks.",
-        examples=("manifest acme/howdy examples/howdy-service.nelson.yml",),
-        takes_body=True,
+        description="Paste the manifest after the repository (in a code block, or on the "
+        "following lines), give a path (read only in the local console), or send the command "
+        "with nothing after the repository and the file attached. It is validated first; a new "
+        "revision applies to future deploys and never changes running stacks. "
+        "`manifest add <repository> ...` works too.",
+        examples=(
+            "manifest acme/howdy examples/howdy-service.nelson.yml",
+            "manifest add acme/howdy",
+        ),
+        custom=_manifest,
+        usage_lines=(
+            "manifest <repository> <path>",
+            "manifest <repository> <manifest pasted after it>",
+            "manifest <repository>",
+        ),
     ),
     CommandSpec(
-        "manifests",
         "manifests",
         "list registered manifests",
         MANIFESTS,
-        _nothing(model.ListManifests),
+        model.ListManifests,
     ),
     CommandSpec(
         "lint",
-        "lint [manifest] [<path> | ```manifest```]",
         "check a manifest and list every problem",
         MANIFESTS,
-        _lint,
-        description="Reads an attached file, text pasted after the command, or (in the "
-        "console) a path.",
-        examples=("lint manifest examples/howdy-service.nelson.yml",),
-        takes_body=True,
+        model.Lint,
+        description="Reads the manifest pasted after the command (in a code block, or on the "
+        "following lines), a path (only in the local console), or, with nothing after the "
+        "command, the attached file. Nothing is registered.",
+        examples=("lint manifest examples/howdy-service.nelson.yml", "lint"),
+        custom=_lint,
+        usage_lines=(
+            "lint [manifest] <path>",
+            "lint <manifest pasted after it>",
+            "lint",
+        ),
     ),
     CommandSpec(
         "datacenters",
-        "datacenters",
         "the datacenters, their scheduler and registries",
         ABOUT,
-        _nothing(model.ListDatacenters),
+        model.ListDatacenters,
         aliases=("dcs",),
     ),
     CommandSpec(
         "cleanup-policies",
-        "cleanup-policies",
         "the expiration policies and what each keeps",
         ABOUT,
-        _nothing(model.CleanupPolicies),
+        model.CleanupPolicies,
         aliases=("policies",),
     ),
     CommandSpec(
-        "whoami", "whoami", "who you are to me and what you may do", ABOUT, _nothing(model.Whoami)
+        "whoami",
+        "who you are to me and what you may do",
+        ABOUT,
+        model.Whoami,
     ),
     CommandSpec(
         "help",
-        "help [command]",
         "this list, or the details of one command",
         ABOUT,
-        _help,
+        model.Help,
+        args=(Topic(),),
         aliases=("?", "commands"),
+        examples=("help", "help deploy"),
     ),
 )
 
 _BY_WORD = {word: spec for spec in COMMANDS for word in (spec.name, *spec.aliases)}
+_COMMON = tuple(dict.fromkeys(spec.category for spec in COMMANDS))
 
 
 def find_spec(word: str) -> CommandSpec | None:
-    return _BY_WORD.get(word.lower())
+    """The command a name or alias stands for (any case, a leading `/` or trailing `:` ignored)."""
+    word = word.strip().lower()
+    return _BY_WORD.get(word) or _BY_WORD.get(word.strip("/:,") or word)
 
 
 def unknown_command(word: str) -> ParseError:
-    close = suggest(word, _BY_WORD)
+    common = [next(s.name for s in COMMANDS if s.category == c) for c in _COMMON]
     return ParseError(
-        f"I don't know the command '{_short(word)}'.",
-        "Try `help` for the list; common ones: deploy, stacks, inspect, datacenters.",
-        suggestion=f"did you mean `{_BY_WORD[close].name}`?" if close else None,
+        f"I don't know the command '{clip(word)}'.",
+        "`help` lists them all; the usual ones are "
+        + ", ".join(f"`{name}`" for name in common)
+        + ".",
+        suggestion=_did_you_mean(suggest(word, _BY_WORD)),
     )
 
 
-def _split(text: str) -> tuple[str, str | None]:
-    """The command line and the body: text in a ``` fence, else the lines after the first."""
-    fence = _FENCE.search(text)
-    if fence is not None:
-        return text[: fence.start()].strip(), fence.group(1)
-    line, _, rest = text.partition("\n")
-    return line.strip(), (rest if rest.strip() else None)
+def _no_command() -> ParseError:
+    return ParseError(
+        "there is no command in that message; `help` lists what I can do.",
+        "Try `help`, or `help deploy`.",
+    )
+
+
+def _final(tokens: list[Token]) -> list[Token]:
+    """A sentence's final full stop (`deploy x 1.2 to dc-east.`) is not part of the last word."""
+    if not tokens or tokens[-1].quoted:
+        return tokens
+    last = tokens[-1]
+    trimmed = last.text.rstrip(_FINAL_PUNCTUATION)
+    if trimmed == last.text:
+        return tokens
+    if not trimmed:
+        return tokens if len(tokens) == 1 else tokens[:-1]
+    return [*tokens[:-1], Token(trimmed, last.start, last.end)]
 
 
 def parse_command(text: str) -> Command:
+    """The typed command `text` asks for; ParseError (and nothing else) when there is none."""
     if not isinstance(text, str):
         raise ParseError("I can only read text.")
     if len(text) > MAX_TEXT:
-        raise ParseError(f"that message is too long for me (over {MAX_TEXT // 1000} kB).")
-    cleaned = normalise(text)
-    if not cleaned:
-        raise ParseError("there is no command in that message.", "Try `help`.")
-    line, body = _split(cleaned)
-    words = [next(g for g in m.groups() if g is not None) for m in _TOKEN.finditer(line)]
-    if (
-        words
-        and words[-1] not in (".", "!")
-        and words[-1][-1:] in (".", "!", "?")
-        and len(words) > 1
-    ):
-        words[-1] = words[-1].rstrip(".!?")  # a sentence's final full stop
-    words = [w for w in words if w]
-    if not words:
-        raise ParseError("there is no command in that message.", "Try `help`.")
-    spec = find_spec(words[0])
+        raise ParseError(
+            f"that message is too long for me (over {MAX_TEXT // 1000:,} thousand characters).",
+            "Attach a large manifest as a file instead of pasting it.",
+        )
+    cleaned = unwrap(normalise(text))
+    tokens = _final(tokenize(cleaned))
+    if not tokens or not any(c.isalnum() or c == "?" for c in tokens[0].text):
+        raise _no_command()
+    spec = find_spec(tokens[0].text)
     if spec is None:
-        raise unknown_command(words[0])
-    if body is not None and not spec.takes_body:
-        # Extra lines belong to no other command: read them as more words.
-        words += [w for w in body.split() if w]
-        body = None
-    return spec.parse(Words(spec, words[1:], body))
+        raise unknown_command(tokens[0].text)
+    return spec.parse(Words(spec, cleaned, tokens))
+
+
+# -- back to text -------------------------------------------------------------------------------
+
+
+def _quoted(word: str) -> str:
+    return f'"{word}"' if not word or any(c.isspace() or c in "\"'`" for c in word) else word
+
+
+def canonical(command: Command) -> str:
+    """The shortest text in the grammar's own words that parses back to `command`."""
+    match command:
+        case model.Help(topic=topic):
+            return f"help {topic}" if topic else "help"
+        case model.Deploy():
+            parts = ["deploy", command.unit, str(command.version)]
+            if command.everywhere:
+                parts.append("everywhere")
+            elif command.datacenters:
+                parts.append("to " + ", ".join(command.datacenters))
+            if command.namespace:
+                parts.append(f"in {command.namespace}")
+            if command.plan:
+                parts.append(f"plan {command.plan}")
+            if command.image:
+                parts.append(f"image {command.image}")
+            return " ".join(parts)
+        case model.Commit(unit=unit, version=version, namespace=namespace):
+            return f"commit {unit} {version} to {namespace}"
+        case model.ListStacks():
+            parts = ["stacks"]
+            if command.namespace:
+                parts.append(f"in {command.namespace}")
+            if command.datacenter:
+                parts.append(f"at {command.datacenter}")
+            if command.statuses:
+                parts.append("status " + ", ".join(s.value for s in command.statuses))
+            if command.unit:
+                parts.append(f"unit {command.unit}")
+            return " ".join(parts)
+        case model.ListUnits(namespace=namespace, datacenter=datacenter):
+            parts = ["units"]
+            if namespace:
+                parts.append(f"in {namespace}")
+            if datacenter:
+                parts.append(f"at {datacenter}")
+            return " ".join(parts)
+        case model.Inspect(stack=stack):
+            return f"inspect {stack}"
+        case model.Logs(stack=stack):
+            return f"logs {stack}"
+        case model.Runtime(stack=stack):
+            return f"runtime {stack}"
+        case model.Redeploy(stack=stack):
+            return f"redeploy {stack}"
+        case model.Reverse(stack=stack):
+            return f"reverse {stack}"
+        case model.Deprecate(unit=unit, version=version):
+            return f"deprecate {unit} {version}"
+        case model.ListApprovals():
+            return "approvals"
+        case model.Approve(approval_id=approval_id):
+            return f"approve {approval_id}"
+        case model.Reject(approval_id=approval_id, reason=reason):
+            return f"reject {approval_id} {reason}".rstrip()
+        case model.ListDatacenters():
+            return "datacenters"
+        case model.CleanupPolicies():
+            return "cleanup-policies"
+        case model.Lint(path=path, text=text):
+            if text is not None:
+                return f"lint\n```\n{text}\n```"
+            return f"lint {_quoted(path)}" if path is not None else "lint"
+        case model.RegisterManifest(repository=repository, path=path, text=text):
+            if text is not None:
+                return f"manifest {repository}\n```\n{text}\n```"
+            if path is not None:
+                return f"manifest {repository} {_quoted(path)}"
+            return f"manifest {repository}"
+        case model.ListManifests():
+            return "manifests"
+        case model.Whoami():
+            return "whoami"
+        case model.Graph(unit=unit):
+            return f"graph {unit}"
+        case _:
+            assert_never(command)
 
 
 # -- help ---------------------------------------------------------------------------------------
 
 
 def help_overview() -> str:
-    lines: list[str] = []
-    for category in (DEPLOYING, LOOKING, TRAFFIC, MANIFESTS, ABOUT):
-        lines.append(f"*{category}*")
-        for spec in COMMANDS:
-            if spec.category == category:
-                lines.append(f"  `{spec.usage}`  {spec.summary}")
-        lines.append("")
-    lines.append("`help <command>` gives details and examples.")
-    return "\n".join(lines)
+    """Every command, grouped, one line each (plain text with *bold* and `code`)."""
+    return render_overview(COMMANDS)
 
 
 def help_for(topic: str) -> str:
-    spec = find_spec(topic.strip())
+    """Usage, description and examples of one command, by name or alias; ParseError (with a
+    did-you-mean) when there is no such command."""
+    word = unwrap(normalise(topic))
+    spec = find_spec(word)
     if spec is None:
-        raise unknown_command(topic.strip())
-    lines = [f"`{spec.usage}`", spec.summary[:1].upper() + spec.summary[1:] + "."]
-    if spec.description:
-        lines.append(spec.description)
-    if spec.aliases:
-        lines.append("Also: " + ", ".join(f"`{a}`" for a in spec.aliases))
-    if spec.examples:
-        lines.append("Examples:")
-        lines.extend(f"  `{example}`" for example in spec.examples)
-    return "\n".join(lines)
+        raise unknown_command(word or topic)
+    return render_topic(spec)
