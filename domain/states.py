@@ -36,8 +36,9 @@ LIVE_STATUSES = frozenset(
 )
 
 # Nelson's lifecycle, plus the exits a real deploy needs: a stack can fail at any point before
-# it is ready (the image vanished while pending, health never came while warming), and a
-# pending stack that never started can be collected directly.
+# it is ready (the image vanished while pending, health never came while warming); a failed
+# stack, even one that never started, is then terminated. Garbage may return to ready while it
+# waits to be reaped: the grace before reaping exists so a mistaken collection can be undone.
 TRANSITIONS: dict[StackStatus, frozenset[StackStatus]] = {
     StackStatus.PENDING: frozenset({StackStatus.DEPLOYING, StackStatus.FAILED}),
     StackStatus.DEPLOYING: frozenset({StackStatus.WARMING, StackStatus.FAILED}),

@@ -6,8 +6,11 @@ import re
 from dataclasses import dataclass
 from functools import total_ordering
 
+# ASCII only: without it \d also matches other scripts' digits, which int() accepts, so text
+# like "1\u0662" would parse as 12 and not round-trip through str().
 _VERSION = re.compile(
-    r"^[vV]?(?P<major>0|[1-9]\d*)(?:\.(?P<minor>0|[1-9]\d*))?(?:\.(?P<patch>0|[1-9]\d*))?$"
+    r"^[vV]?(?P<major>0|[1-9]\d*)(?:\.(?P<minor>0|[1-9]\d*))?(?:\.(?P<patch>0|[1-9]\d*))?$",
+    re.ASCII,
 )
 _MAX_PART = 10**9
 
@@ -36,10 +39,12 @@ class Version:
             raise InvalidVersion(
                 f"'{text}' is not a semantic version (expected MAJOR.MINOR.PATCH, like 1.2.3)"
             )
-        parts = [int(match.group(g) or 0) for g in ("major", "minor", "patch")]
-        if any(p >= _MAX_PART for p in parts):
+        digits = [match.group(g) or "0" for g in ("major", "minor", "patch")]
+        # compare lengths before int(): Python refuses to convert thousands of digits, and a
+        # part with more digits than the limit is too large anyway
+        if any(len(d) > len(str(_MAX_PART - 1)) for d in digits):
             raise InvalidVersion(f"'{text}' has a version part that is too large")
-        return cls(*parts)
+        return cls(*(int(d) for d in digits))
 
     @property
     def feature(self) -> tuple[int, int]:
