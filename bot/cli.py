@@ -47,7 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     lint.add_argument("what", choices=["manifest"], help="what to lint")
     lint.add_argument("path", help="path to a .nelson.yml (or a directory holding one)")
 
-    sub.add_parser("serve", help="run the Slack bot")
+    serve = sub.add_parser(
+        "serve",
+        help="run the Slack bot (HTTP mode, or Socket Mode when SLACK_APP_TOKEN is set)",
+    )
+    serve.add_argument("--host", help="address to listen on (default: slack.host)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: slack.port)")
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
@@ -94,12 +99,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings, source: str) -
     if args.command == "lint":
         return _lint(args.path, settings)
     if args.command == "serve":
-        print(
-            "nelson: the Slack bot is not part of this version yet; use `nelson console` or "
-            "`nelson run`.",
-            file=sys.stderr,
-        )
-        return 2
+        return await _serve(settings, args.host, args.port)
     app = await build(settings)
     try:
         if args.command == "console":
@@ -152,6 +152,27 @@ async def _db(action: str, settings: Settings) -> int:
         f"database at revision {await asyncio.to_thread(current_revision, settings.database_url)}"
     )
     return 0
+
+
+async def _serve(settings: Settings, host: str | None, port: int | None) -> int:
+    from bot.slack.serve import SetupError, check_tokens, serve
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        check_tokens(settings)  # before opening anything
+        app = await build(settings)
+    except SetupError as exc:
+        print(f"nelson: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return await serve(app, host=host, port=port)
+    except SetupError as exc:
+        print(f"nelson: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await app.close()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from enum import IntEnum
 
 from commands.access import Principal
 from commands.context import Context
+from commands.events import EventHub
 from commands.grammar import parse_command
 from commands.handlers import handle
 from commands.ports import Clock, Store, WorkflowPort
@@ -49,11 +50,19 @@ def error_reply(exc: UserError) -> Reply:
 
 
 class Conversation:
-    def __init__(self, settings: Settings, store: Store, workflow: WorkflowPort, clock: Clock):
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        workflow: WorkflowPort,
+        clock: Clock,
+        events: EventHub | None = None,
+    ):
         self.settings = settings
         self.store = store
         self.workflow = workflow
         self.clock = clock
+        self.events = events or EventHub()
 
     async def answer(
         self,
@@ -73,6 +82,7 @@ class Conversation:
             local=local,
             attachment=attachment,
             channel=channel,
+            events=self.events,
         )
         try:
             command = parse_command(text)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from commands.access import Principal
+from commands.events import EventHub
 from commands.ports import Clock, Store, WorkflowPort
 from commands.settings import Settings
 
@@ -27,3 +28,4 @@ class Context:
     local: bool = False
     attachment: str | None = None  # text of a file shared with the command, if any
     channel: str | None = None
+    events: EventHub = field(default_factory=EventHub)

@@ -16,7 +16,10 @@ from domain.records import (
     AuditEvent,
     LogLine,
     ManifestRecord,
+    NewApproval,
     NewStack,
+    Operation,
+    PostedMessage,
     Release,
     Stack,
     StackPage,
@@ -138,6 +141,54 @@ class Store(Protocol):
     async def approvals(self, status: str | None = "pending") -> list[Approval]: ...
 
     async def approval(self, approval_id: int) -> Approval | None: ...
+
+    async def create_approval(self, new: NewApproval, at: datetime | None = None) -> Approval: ...
+
+    async def vote(self, approval_id: int, user_id: str, decision: str, at: datetime) -> bool:
+        """Record one person's vote; False when they had already voted (a double click)."""
+        ...
+
+    async def decide_approval(
+        self, approval_id: int, status: str, decided_by: str, at: datetime
+    ) -> Approval | None:
+        """Close a pending approval; None when it was no longer pending."""
+        ...
+
+    async def overdue_approvals(self, now: datetime) -> list[Approval]: ...
+
+    # operations (long work followed in chat) and the messages that show them
+    async def create_operation(
+        self,
+        kind: str,
+        title: str,
+        requested_by: str,
+        channel: str | None,
+        stack_ids: Sequence[int],
+        at: datetime | None = None,
+    ) -> Operation: ...
+
+    async def operation(self, operation_id: int) -> Operation | None: ...
+
+    async def operations_for_stack(self, stack_id: int) -> list[Operation]: ...
+
+    async def recent_operations(self, requested_by: str, limit: int = 10) -> list[Operation]: ...
+
+    async def finish_operation(self, operation_id: int, outcome: str, at: datetime) -> bool:
+        """Mark it finished; False when it already was."""
+        ...
+
+    async def stacks_by_ids(self, stack_ids: Sequence[int]) -> list[Stack]: ...
+
+    async def remember_message(self, subject: str, channel: str, ts: str) -> None: ...
+
+    async def messages_for(self, subject: str) -> list[PostedMessage]: ...
+
+    # deliveries: at-most-once handling of repeated requests, across replicas
+    async def claim_delivery(self, key: str, at: datetime) -> bool:
+        """True the first time `key` is seen, False for every repeat."""
+        ...
+
+    async def forget_deliveries(self, before: datetime) -> int: ...
 
     # audit
     async def audit(self, event: AuditEvent) -> None: ...

@@ -42,6 +42,7 @@ class Reply:
     ok: bool = True
     private: bool = False  # meant for the asker only (ephemeral in Slack)
     stack_ids: tuple[int, ...] = field(default=())  # stacks this reply started work on
+    operation_id: int | None = None  # the long work it started, followed in its own messages
 
 
 class UserError(Exception):

@@ -112,7 +112,13 @@ class SlackSettings(_Model):
     app_token: SecretStr | None = None
     api_url: str | None = None
     operations_channel: str | None = None
-    port: int = Field(default=3000, ge=1, le=65535)
+    host: str = "0.0.0.0"
+    port: int = Field(default=3000, ge=0, le=65535)
+    # seconds between posts to one channel, and between updates of messages and Home tabs
+    post_interval: float = Field(default=1.0, ge=0, le=60)
+    update_interval: float = Field(default=1.2, ge=0, le=60)
+    # seconds between checks for approvals whose deadline passed
+    approvals_sweep: float = Field(default=30.0, gt=0, le=3600)
 
 
 class WorkflowSettings(_Model):
@@ -199,9 +205,13 @@ class Settings(_Model):
 
     def approval_for(self, namespace: str) -> ApprovalSettings:
         """The namespace's rule, else its parent's (`dev/sandbox` -> `dev`), else the default."""
+        return self.approval_rule(namespace)[1]
+
+    def approval_rule(self, namespace: str) -> tuple[str, ApprovalSettings]:
+        """The rule that applies to `namespace` and its name, for messages (`approvals.prod`)."""
         name: str | None = namespace
         while name:
             if name in self.approvals:
-                return self.approvals[name]
+                return f"approvals.{name}", self.approvals[name]
             name = name.rpartition("/")[0] or None
-        return ApprovalSettings()
+        return "the default approval rule", ApprovalSettings()

@@ -114,6 +114,7 @@ class Approval:
     deadline: datetime | None
     decided_by: str | None = None
     decided_at: datetime | None = None
+    details: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,3 +143,49 @@ class StackPage:
     stacks: tuple[Stack, ...]
     total: int
     query: StackQuery = field(default_factory=StackQuery)
+
+
+@dataclass(frozen=True, slots=True)
+class NewApproval:
+    kind: str  # "traffic-shift", ...
+    stack_id: int | None
+    namespace: str
+    datacenter: str
+    summary: str  # one line: what will happen if approved
+    requested_by: str
+    required: int
+    deadline: datetime | None
+    details: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    user_id: str
+    decision: str  # approve | reject
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """Long work one person asked for (a deploy to one or more datacenters), followed in one
+    parent message per channel and a thread."""
+
+    id: int
+    kind: str  # deploy | commit | redeploy
+    title: str  # "deploy howdy-http 1.2.3 to dc-east, dc-west"
+    requested_by: str
+    channel: str | None  # where it was asked (None: console)
+    stack_ids: tuple[int, ...]
+    created_at: datetime
+    finished_at: datetime | None = None
+    outcome: str | None = None  # succeeded | failed
+
+
+@dataclass(frozen=True, slots=True)
+class PostedMessage:
+    """A chat message the bot keeps up to date: `subject` is what it shows
+    ("operation:12", "approval:5")."""
+
+    subject: str
+    channel: str
+    ts: str

@@ -22,7 +22,10 @@ from domain.records import (
     AuditEvent,
     LogLine,
     ManifestRecord,
+    NewApproval,
     NewStack,
+    Operation,
+    PostedMessage,
     Release,
     Stack,
     StackPage,
@@ -104,7 +107,7 @@ def _manifest(row: Row[Any]) -> ManifestRecord:
     )
 
 
-def _approval(row: Row[Any], approvers: tuple[str, ...]) -> Approval:
+def _approval(row: Row[Any], approvers: tuple[str, ...], details: str | None) -> Approval:
     return Approval(
         id=row.id,
         kind=row.kind,
@@ -120,6 +123,21 @@ def _approval(row: Row[Any], approvers: tuple[str, ...]) -> Approval:
         deadline=row.deadline,
         decided_by=row.decided_by,
         decided_at=row.decided_at,
+        details=tuple(details.splitlines()) if details else (),
+    )
+
+
+def _operation(row: Row[Any], stack_ids: Sequence[int]) -> Operation:
+    return Operation(
+        id=row.id,
+        kind=row.kind,
+        title=row.title,
+        requested_by=row.requested_by,
+        channel=row.channel,
+        stack_ids=tuple(stack_ids),
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+        outcome=row.outcome,
     )
 
 
@@ -634,7 +652,15 @@ class SqlStore:
         by_approval: dict[int, list[str]] = {}
         for vote in votes:
             by_approval.setdefault(vote.approval_id, []).append(vote.user_id)
-        return [_approval(r, tuple(by_approval.get(r.id, ()))) for r in rows]
+        details = {
+            d.approval_id: d.text
+            for d in await conn.execute(
+                select(t.approval_details).where(
+                    t.approval_details.c.approval_id.in_([r.id for r in rows])
+                )
+            )
+        }
+        return [_approval(r, tuple(by_approval.get(r.id, ())), details.get(r.id)) for r in rows]
 
     async def approvals(self, status: str | None = "pending") -> list[Approval]:
         where = t.approvals.c.status == status if status is not None else and_(True)
@@ -645,6 +671,196 @@ class SqlStore:
         async with self._connect() as conn:
             found = await self._approvals(conn, t.approvals.c.id == approval_id)
         return found[0] if found else None
+
+    async def create_approval(self, new: NewApproval, at: datetime | None = None) -> Approval:
+        async with self._begin() as conn:
+            approval_id = (
+                await conn.execute(
+                    insert(t.approvals)
+                    .values(
+                        kind=new.kind,
+                        stack_id=new.stack_id,
+                        namespace=new.namespace,
+                        datacenter=new.datacenter,
+                        summary=new.summary,
+                        requested_by=new.requested_by,
+                        status="pending",
+                        required=new.required,
+                        created_at=at or _now(),
+                        deadline=new.deadline,
+                    )
+                    .returning(t.approvals.c.id)
+                )
+            ).scalar_one()
+            if new.details:
+                await conn.execute(
+                    insert(t.approval_details).values(
+                        approval_id=approval_id, text="\n".join(new.details)
+                    )
+                )
+            return (await self._approvals(conn, t.approvals.c.id == approval_id))[0]
+
+    async def vote(self, approval_id: int, user_id: str, decision: str, at: datetime) -> bool:
+        """Record one person's vote; False when they had already voted (a double click)."""
+        try:
+            async with self._begin() as conn:
+                await conn.execute(
+                    insert(t.approval_votes).values(
+                        approval_id=approval_id, user_id=user_id, decision=decision, at=at
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    async def decide_approval(
+        self, approval_id: int, status: str, decided_by: str, at: datetime
+    ) -> Approval | None:
+        """Close a pending approval; None when it was no longer pending (someone else won)."""
+        async with self._begin() as conn:
+            changed = await conn.execute(
+                update(t.approvals)
+                .where(t.approvals.c.id == approval_id, t.approvals.c.status == "pending")
+                .values(status=status, decided_by=decided_by, decided_at=at)
+            )
+            if changed.rowcount != 1:
+                return None
+            return (await self._approvals(conn, t.approvals.c.id == approval_id))[0]
+
+    async def overdue_approvals(self, now: datetime) -> list[Approval]:
+        async with self._connect() as conn:
+            return await self._approvals(
+                conn, and_(t.approvals.c.status == "pending", t.approvals.c.deadline <= now)
+            )
+
+    # -- operations and the messages that follow them --------------------------------------
+
+    async def create_operation(
+        self,
+        kind: str,
+        title: str,
+        requested_by: str,
+        channel: str | None,
+        stack_ids: Sequence[int],
+        at: datetime | None = None,
+    ) -> Operation:
+        async with self._begin() as conn:
+            row = (
+                await conn.execute(
+                    insert(t.operations)
+                    .values(
+                        kind=kind,
+                        title=title,
+                        requested_by=requested_by,
+                        channel=channel,
+                        created_at=at or _now(),
+                    )
+                    .returning(*t.operations.c)
+                )
+            ).one()
+            if stack_ids:
+                await conn.execute(
+                    insert(t.operation_stacks),
+                    [{"operation_id": row.id, "stack_id": s} for s in stack_ids],
+                )
+        return _operation(row, stack_ids)
+
+    async def _operations(self, conn: AsyncConnection, query: Any) -> list[Operation]:
+        rows = (await conn.execute(query)).all()
+        if not rows:
+            return []
+        links = (
+            await conn.execute(
+                select(t.operation_stacks.c.operation_id, t.operation_stacks.c.stack_id)
+                .where(t.operation_stacks.c.operation_id.in_([r.id for r in rows]))
+                .order_by(t.operation_stacks.c.stack_id)
+            )
+        ).all()
+        stacks: dict[int, list[int]] = {}
+        for link in links:
+            stacks.setdefault(link.operation_id, []).append(link.stack_id)
+        return [_operation(r, stacks.get(r.id, [])) for r in rows]
+
+    async def operation(self, operation_id: int) -> Operation | None:
+        async with self._connect() as conn:
+            found = await self._operations(
+                conn, select(t.operations).where(t.operations.c.id == operation_id)
+            )
+        return found[0] if found else None
+
+    async def operations_for_stack(self, stack_id: int) -> list[Operation]:
+        query = (
+            select(t.operations)
+            .join(t.operation_stacks, t.operation_stacks.c.operation_id == t.operations.c.id)
+            .where(t.operation_stacks.c.stack_id == stack_id)
+            .order_by(t.operations.c.id)
+        )
+        async with self._connect() as conn:
+            return await self._operations(conn, query)
+
+    async def recent_operations(self, requested_by: str, limit: int = 10) -> list[Operation]:
+        query = (
+            select(t.operations)
+            .where(t.operations.c.requested_by == requested_by)
+            .order_by(t.operations.c.id.desc())
+            .limit(limit)
+        )
+        async with self._connect() as conn:
+            return await self._operations(conn, query)
+
+    async def finish_operation(self, operation_id: int, outcome: str, at: datetime) -> bool:
+        """Mark it finished; False when it already was (another replica got there first)."""
+        async with self._begin() as conn:
+            changed = await conn.execute(
+                update(t.operations)
+                .where(t.operations.c.id == operation_id, t.operations.c.finished_at.is_(None))
+                .values(finished_at=at, outcome=outcome)
+            )
+        return bool(changed.rowcount == 1)
+
+    async def stacks_by_ids(self, stack_ids: Sequence[int]) -> list[Stack]:
+        if not stack_ids:
+            return []
+        query = select(t.stacks).where(t.stacks.c.id.in_(list(stack_ids))).order_by(t.stacks.c.id)
+        async with self._connect() as conn:
+            return [_stack(r) for r in (await conn.execute(query)).all()]
+
+    async def remember_message(self, subject: str, channel: str, ts: str) -> None:
+        try:
+            async with self._begin() as conn:
+                await conn.execute(
+                    insert(t.posted_messages).values(
+                        subject=subject, channel=channel, ts=ts, posted_at=_now()
+                    )
+                )
+        except IntegrityError:
+            raise Conflict(f"{subject} already has a message in {channel}") from None
+
+    async def messages_for(self, subject: str) -> list[PostedMessage]:
+        query = (
+            select(t.posted_messages)
+            .where(t.posted_messages.c.subject == subject)
+            .order_by(t.posted_messages.c.id)
+        )
+        async with self._connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [PostedMessage(r.subject, r.channel, r.ts) for r in rows]
+
+    # -- deliveries ---------------------------------------------------------------------------
+
+    async def claim_delivery(self, key: str, at: datetime) -> bool:
+        """True the first time `key` is seen, False for every repeat, across replicas."""
+        try:
+            async with self._begin() as conn:
+                await conn.execute(insert(t.deliveries).values(key=key[:200], seen_at=at))
+        except IntegrityError:
+            return False
+        return True
+
+    async def forget_deliveries(self, before: datetime) -> int:
+        async with self._begin() as conn:
+            gone = await conn.execute(delete(t.deliveries).where(t.deliveries.c.seen_at < before))
+        return int(gone.rowcount or 0)
 
     async def audit(self, event: AuditEvent) -> None:
         async with self._begin() as conn:

@@ -182,6 +182,14 @@ approvals = Table(
     Index("ix_approvals_status_id", "status", "id"),
 )
 
+# what the approval request shows besides its summary (lines joined by newlines)
+approval_details = Table(
+    "approval_details",
+    metadata,
+    Column("approval_id", ForeignKey("approvals.id", ondelete="CASCADE"), primary_key=True),
+    Column("text", Text, nullable=False),
+)
+
 approval_votes = Table(
     "approval_votes",
     metadata,
@@ -240,4 +248,37 @@ deliveries = Table(
     metadata,
     Column("key", String(200), primary_key=True),
     Column("seen_at", UtcDateTime, nullable=False),
+)
+
+operations = Table(
+    "operations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(20), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("requested_by", String(100), nullable=False),
+    Column("channel", String(100)),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime),
+    Column("outcome", String(20)),
+    Index("ix_operations_requested_by_id", "requested_by", "id"),
+)
+
+operation_stacks = Table(
+    "operation_stacks",
+    metadata,
+    Column("operation_id", ForeignKey("operations.id", ondelete="CASCADE"), primary_key=True),
+    Column("stack_id", ForeignKey("stacks.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_operation_stacks_stack_id", "stack_id"),
+)
+
+posted_messages = Table(
+    "posted_messages",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("subject", String(100), nullable=False),
+    Column("channel", String(100), nullable=False),
+    Column("ts", String(40), nullable=False),
+    Column("posted_at", UtcDateTime, nullable=False),
+    UniqueConstraint("subject", "channel"),
 )

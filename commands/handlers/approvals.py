@@ -4,11 +4,11 @@ reverse, deprecate."""
 from __future__ import annotations
 
 from commands.access import Role
+from commands.approval_desk import APPROVE, REJECT, ApprovalDesk
 from commands.context import Context
 from commands.handlers.lookup import ago, find_stack, find_unit, require
 from commands.model import Approve, Deprecate, ListApprovals, Reject, Reverse
 from commands.replies import NotAvailable, Reply, Table, Text, UserError
-from domain.records import Approval
 
 
 async def list_approvals(command: ListApprovals, ctx: Context) -> Reply:
@@ -34,31 +34,18 @@ async def list_approvals(command: ListApprovals, ctx: Context) -> Reply:
     )
 
 
-async def _find_approval(ctx: Context, approval_id: int) -> Approval:
-    approval = await ctx.store.approval(approval_id)
-    if approval is None:
-        raise UserError(f"there is no approval #{approval_id}.", "`approvals` lists open ones.")
-    await require(ctx, Role.APPROVE, approval.namespace, "approval", f"approval:{approval_id}")
-    if approval.status != "pending":
-        by = f" by {approval.decided_by}" if approval.decided_by else ""
-        raise UserError(f"approval #{approval_id} is already {approval.status}{by}.")
-    return approval
+def _desk(ctx: Context) -> ApprovalDesk:
+    return ApprovalDesk(ctx.settings, ctx.store, ctx.events, ctx.clock)
 
 
 async def approve(command: Approve, ctx: Context) -> Reply:
-    approval = await _find_approval(ctx, command.approval_id)
-    raise NotAvailable(
-        f"approval #{approval.id} ({approval.kind}) cannot be decided in "
-        f"{approval.datacenter} yet: traffic migration is not available there."
-    )
+    outcome = await _desk(ctx).decide(command.approval_id, ctx.principal, APPROVE)
+    return Reply(title=outcome.message, ok=True)
 
 
 async def reject(command: Reject, ctx: Context) -> Reply:
-    approval = await _find_approval(ctx, command.approval_id)
-    raise NotAvailable(
-        f"approval #{approval.id} ({approval.kind}) cannot be decided in "
-        f"{approval.datacenter} yet: traffic migration is not available there."
-    )
+    outcome = await _desk(ctx).decide(command.approval_id, ctx.principal, REJECT)
+    return Reply(title=outcome.message, ok=True)
 
 
 async def reverse(command: Reverse, ctx: Context) -> Reply:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from commands.access import Role
 from commands.context import Context
+from commands.events import OperationStarted
 from commands.handlers.lookup import (
     check_datacenter,
     check_namespace,
@@ -190,6 +191,19 @@ async def _start(
     for target, stack in zip(targets, stacks, strict=True):
         for dependency in dependencies[target]:
             await ctx.store.add_dependency(stack.id, dependency.id)
+    kind = {"Deploying": "deploy", "Committing": "commit"}.get(verb, "redeploy")
+    where = ", ".join(dict.fromkeys(f"{s.datacenter}/{s.namespace}" for s in stacks))
+    operation = await ctx.store.create_operation(
+        kind,
+        f"{kind} {unit.name} {version} to {where}",
+        ctx.principal.user_id,
+        ctx.channel,
+        [s.id for s in stacks],
+        at=now,
+    )
+    await ctx.events.publish(
+        OperationStarted(operation, tuple(manifest.notifications.slack_channels))
+    )
     await ctx.workflow.submit([s.id for s in stacks])
     rows = tuple((s.name, s.datacenter, s.namespace, s.plan, s.status.value) for s in stacks)
     return Reply(
@@ -202,6 +216,7 @@ async def _start(
             ),
         ),
         stack_ids=tuple(s.id for s in stacks),
+        operation_id=operation.id,
     )
 
 

@@ -118,10 +118,33 @@ def test_broken_config_is_one_clear_message(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_serve_says_it_is_not_there_yet(tmp_path: Path) -> None:
-    result = nelson("serve", cwd=tmp_path)
-    assert result.returncode == 2
-    assert "not part of this version" in result.stderr
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, "SLACK_BOT_TOKEN is not set"),
+        ({"SLACK_BOT_TOKEN": "xoxp-user-token"}, "should start with 'xoxb-'"),
+        ({"SLACK_BOT_TOKEN": "xoxb-1"}, "SLACK_SIGNING_SECRET is not set"),
+        ({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "hunter2"}, "32 hex characters"),
+        ({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xoxb-2"}, "start with 'xapp-'"),
+        (
+            {
+                "SLACK_BOT_TOKEN": "xoxb-1",
+                "SLACK_SIGNING_SECRET": "0123456789abcdef0123456789abcdef",
+                "SLACK_API_URL": "http://127.0.0.1:9/api/",
+            },
+            "cannot reach Slack at http://127.0.0.1:9/api/",
+        ),
+    ],
+)
+def test_serve_refuses_missing_or_malformed_tokens(
+    tmp_path: Path, env: dict[str, str], expected: str
+) -> None:
+    result = nelson("serve", cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    for secret in ("xoxb-1", "xoxp-user-token", "hunter2", "0123456789abcdef"):
+        assert secret not in result.stderr
 
 
 def test_db_upgrade(tmp_path: Path) -> None:

@@ -7,15 +7,17 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from alembic.script import ScriptDirectory
 
 from adapters.storage import SqlStore, open_store
-from adapters.storage.migrate import current_revision, upgrade
+from adapters.storage.migrate import MIGRATIONS, current_revision, upgrade
 from commands.ports import Conflict, StoreError
-from domain.records import AuditEvent, NewStack, StackQuery, UnitRecord
+from domain.records import AuditEvent, NewApproval, NewStack, StackQuery, UnitRecord
 from domain.states import IllegalTransition, StackStatus
 from domain.versions import Version
 
 V1 = Version(1, 0, 0)
+HEAD = ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
 
 def unit(name: str, repo: str = "acme/svc") -> UnitRecord:
@@ -57,7 +59,29 @@ async def deploy(store: SqlStore, *stacks: NewStack, version: Version = V1, unit
 async def test_migrations_are_idempotent(database_url: str) -> None:
     await asyncio.to_thread(upgrade, database_url)
     await asyncio.to_thread(upgrade, database_url)
-    assert await asyncio.to_thread(current_revision, database_url) == "0001"
+    assert await asyncio.to_thread(current_revision, database_url) == HEAD
+
+
+def _schema_differences(url: str) -> list[object]:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine
+
+    from adapters.storage import tables
+    from adapters.storage.urls import sync_url
+
+    engine = create_engine(sync_url(url))
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": False})
+            return list(compare_metadata(context, tables.metadata))
+    finally:
+        engine.dispose()
+
+
+async def test_migrations_build_exactly_the_declared_schema(database_url: str) -> None:
+    await asyncio.to_thread(upgrade, database_url)
+    assert await asyncio.to_thread(_schema_differences, database_url) == []
 
 
 async def test_manifest_revisions_and_identical_text(store: SqlStore) -> None:
@@ -247,3 +271,86 @@ async def test_live_versions_grouped_per_unit(store: SqlStore) -> None:
     await store.change_status(a.id, StackStatus.FAILED, "no", "nelson")
     assert await store.live_versions("dev") == {"svc": {V1: 1, v2: 1}}
     assert await store.live_versions("prod") == {}
+
+
+def new_approval(stack_id: int | None = None, required: int = 2) -> NewApproval:
+    return NewApproval(
+        kind="traffic-shift",
+        stack_id=stack_id,
+        namespace="prod",
+        datacenter="dc-east",
+        summary="shift svc 1.x from 1.0.0 to 1.0.1",
+        requested_by="U1",
+        required=required,
+        deadline=datetime(2030, 1, 1, tzinfo=UTC),
+        details=("linear over 10 minutes", "from svc--1-0-0 to svc--1-0-1"),
+    )
+
+
+async def test_approval_votes_count_once_and_decisions_happen_once(store: SqlStore) -> None:
+    _, stacks = await deploy(store, new_stack(1))
+    approval = await store.create_approval(new_approval(stacks[0].id))
+    assert approval.status == "pending" and approval.approvers == ()
+    assert approval.details == ("linear over 10 minutes", "from svc--1-0-0 to svc--1-0-1")
+    at = datetime(2029, 1, 1, tzinfo=UTC)
+    assert await store.vote(approval.id, "U2", "approve", at)
+    assert not await store.vote(approval.id, "U2", "approve", at)  # double click
+    assert not await store.vote(approval.id, "U2", "reject", at)  # one vote per person
+    assert await store.vote(approval.id, "U3", "approve", at)
+    current = await store.approval(approval.id)
+    assert current is not None and current.approvers == ("U2", "U3")
+    decided = await store.decide_approval(approval.id, "approved", "U3", at)
+    assert decided is not None and (decided.status, decided.decided_by) == ("approved", "U3")
+    assert await store.decide_approval(approval.id, "rejected", "U4", at) is None
+    assert [a.id for a in await store.approvals("approved")] == [approval.id]
+
+
+async def test_overdue_approvals(store: SqlStore) -> None:
+    soon = await store.create_approval(
+        replace(new_approval(), deadline=datetime(2029, 1, 1, tzinfo=UTC))
+    )
+    await store.create_approval(new_approval())
+    now = datetime(2029, 6, 1, tzinfo=UTC)
+    assert [a.id for a in await store.overdue_approvals(now)] == [soon.id]
+    await store.decide_approval(soon.id, "expired", "nelson", now)
+    assert await store.overdue_approvals(now) == []
+
+
+async def test_operations_follow_their_stacks(store: SqlStore) -> None:
+    _, stacks = await deploy(store, new_stack(1), new_stack(2, dc="dc-west"))
+    ids = [s.id for s in stacks]
+    op = await store.create_operation("deploy", "deploy svc 1.0.0", "U1", "C1", ids)
+    other = await store.create_operation("redeploy", "redeploy", "U2", None, ids[:1])
+    assert op.stack_ids == tuple(ids) and op.finished_at is None
+    assert [o.id for o in await store.operations_for_stack(ids[0])] == [op.id, other.id]
+    assert [o.id for o in await store.operations_for_stack(ids[1])] == [op.id]
+    assert [o.id for o in await store.recent_operations("U1")] == [op.id]
+    at = datetime(2029, 1, 1, tzinfo=UTC)
+    assert await store.finish_operation(op.id, "succeeded", at)
+    assert not await store.finish_operation(op.id, "failed", at)
+    done = await store.operation(op.id)
+    assert done is not None and (done.outcome, done.finished_at) == ("succeeded", at)
+    assert [s.id for s in await store.stacks_by_ids(ids[::-1])] == ids
+    assert await store.stacks_by_ids([]) == []
+
+
+async def test_posted_messages(store: SqlStore) -> None:
+    await store.remember_message("operation:1", "C1", "1.000100")
+    await store.remember_message("operation:1", "C2", "1.000200")
+    with pytest.raises(Conflict):
+        await store.remember_message("operation:1", "C1", "1.000300")
+    assert [(m.channel, m.ts) for m in await store.messages_for("operation:1")] == [
+        ("C1", "1.000100"),
+        ("C2", "1.000200"),
+    ]
+    assert await store.messages_for("operation:2") == []
+
+
+async def test_deliveries_are_claimed_once(store: SqlStore) -> None:
+    t0 = datetime(2029, 1, 1, tzinfo=UTC)
+    assert await store.claim_delivery("event:Ev1", t0)
+    assert not await store.claim_delivery("event:Ev1", t0)
+    results = await asyncio.gather(*(store.claim_delivery("event:Ev2", t0) for _ in range(5)))
+    assert sorted(results) == [False, False, False, False, True]
+    assert await store.forget_deliveries(t0 + timedelta(seconds=1)) == 2
+    assert await store.claim_delivery("event:Ev1", t0)

@@ -1,0 +1,220 @@
+"""The Bolt app: slash command, mentions, direct messages, approval buttons and the Home tab,
+all answered through the one command grammar. Every request is acknowledged first; the work
+runs after the ack so Slack's 3-second deadline is never at risk."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from bot.bootstrap import Application
+from bot.slack.blocks import fallback, reply_blocks, section
+from bot.slack.directory import Directory
+from bot.slack.home import Home
+from bot.slack.messages import APPROVE_ACTION, REJECT_ACTION, approval_buttons_value
+from bot.slack.outbox import Outbox, PostFailed
+from bot.slack.threads import Threads
+from commands.approval_desk import APPROVE, REJECT
+from commands.replies import Reply, UserError
+from commands.settings import Settings
+
+log = logging.getLogger("nelson.slack")
+
+DEFAULT_API_URL = "https://slack.com/api/"
+
+
+def api_url(settings: Settings) -> str:
+    url = settings.slack.api_url or DEFAULT_API_URL
+    return url if url.endswith("/") else url + "/"
+
+
+class SlackBot:
+    def __init__(self, application: Application) -> None:
+        self.application = application
+        settings = self.settings = application.settings
+        token = settings.slack.bot_token.get_secret_value() if settings.slack.bot_token else None
+        secret = settings.slack.signing_secret
+        self.client = AsyncWebClient(token=token, base_url=api_url(settings), timeout=10)
+        self.outbox = Outbox(
+            self.client,
+            post_interval=settings.slack.post_interval,
+            update_interval=settings.slack.update_interval,
+        )
+        self.directory = Directory(self.client)
+        store = application.store
+        self.threads = Threads(settings, store, self.outbox, application.desk.clock)
+        self.home = Home(
+            settings,
+            store,
+            application.desk,
+            self.directory,
+            self.outbox,
+        )
+        application.events.subscribe(self.threads.on_event)
+        application.events.subscribe(self.home.on_event)
+        self.app = AsyncApp(
+            name="nelson",
+            client=self.client,  # carries the token and the API base URL
+            signing_secret=secret.get_secret_value() if secret else None,
+            logger=logging.getLogger("nelson.slack.bolt"),
+        )
+        self.app.command("/nelson")(self._on_command)
+        self.app.event("app_mention")(self._on_mention)
+        self.app.event("message")(self._on_message)
+        self.app.event("app_home_opened")(self._on_home_opened)
+        self.app.action(APPROVE_ACTION)(self._on_approve)
+        self.app.action(REJECT_ACTION)(self._on_reject)
+        self.bot_user_id: str | None = None
+
+    async def close(self) -> None:
+        await self.outbox.drain(timeout=10)
+
+    # -- deduplication ----------------------------------------------------------------------
+
+    async def _first_time(self, key: str | None) -> bool:
+        """False for a delivery seen before (Events API retries, Socket Mode redeliveries)."""
+        if not key:
+            return True
+        fresh = await self.application.store.claim_delivery(key, self.application.desk.clock.now())
+        if not fresh:
+            log.info("ignored a repeated delivery: %s", key)
+        return fresh
+
+    # -- commands ---------------------------------------------------------------------------
+
+    async def _on_command(self, ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        if not await self._first_time(
+            f"command:{body.get('trigger_id', '')}" if body.get("trigger_id") else None
+        ):
+            return
+        user = str(body.get("user_id", ""))
+        channel = str(body.get("channel_id", ""))
+        principal = await self.directory.principal(user, str(body.get("user_name", "")))
+        answer = await self.application.conversation.answer(
+            str(body.get("text", "")), principal, channel=channel
+        )
+        reply = answer.reply
+        if reply.operation_id is not None and await self.threads.parent_posted_in(
+            reply.operation_id, channel
+        ):
+            return  # the parent message in the channel is the answer
+        await self._respond(body.get("response_url"), channel, user, reply)
+
+    async def _respond(self, response_url: Any, channel: str, user: str, reply: Reply) -> None:
+        text, blocks = fallback(reply), reply_blocks(reply)
+        if response_url:
+            webhook = AsyncWebhookClient(str(response_url), timeout=10)
+            try:
+                result = await webhook.send(
+                    text=text,
+                    blocks=blocks,
+                    response_type="ephemeral" if reply.private else "in_channel",
+                )
+                if result.status_code == 200:
+                    return
+                log.warning("response_url answered %s: %s", result.status_code, result.body)
+            except Exception as exc:
+                log.warning("response_url failed: %r", exc)
+        try:
+            await self.outbox.ephemeral(channel, user, text, blocks)
+        except PostFailed as exc:
+            log.warning("could not answer %s in %s: %s", user, channel, exc.error)
+
+    async def _on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        if not await self._first_time(f"event:{body.get('event_id')}"):
+            return
+        thread = str(event.get("thread_ts") or event.get("ts") or "")
+        await self._converse(event, thread or None)
+
+    async def _on_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        # Direct messages only; channel messages reach the bot as mentions.
+        if event.get("channel_type") != "im" or event.get("subtype") or event.get("bot_id"):
+            return
+        if not await self._first_time(f"event:{body.get('event_id')}"):
+            return
+        await self._converse(event, event.get("thread_ts"))
+
+    async def _converse(self, event: dict[str, Any], thread_ts: str | None) -> None:
+        user = str(event.get("user", ""))
+        channel = str(event.get("channel", ""))
+        principal = await self.directory.principal(user)
+        answer = await self.application.conversation.answer(
+            str(event.get("text", "")), principal, channel=channel
+        )
+        reply = answer.reply
+        if reply.operation_id is not None and await self.threads.parent_posted_in(
+            reply.operation_id, channel
+        ):
+            return
+        text, blocks = fallback(reply), reply_blocks(reply)
+        try:
+            if reply.private and not channel.startswith("D"):
+                await self.outbox.ephemeral(channel, user, text, blocks, thread_ts=thread_ts)
+            else:
+                await self.outbox.post(channel, text, blocks, thread_ts=thread_ts)
+        except PostFailed as exc:
+            log.warning("could not answer %s in %s: %s", user, channel, exc.error)
+
+    # -- approval buttons -------------------------------------------------------------------
+
+    async def _on_approve(self, ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        await self._decide(body, APPROVE)
+
+    async def _on_reject(self, ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        await self._decide(body, REJECT)
+
+    async def _decide(self, body: dict[str, Any], decision: str) -> None:
+        user = str((body.get("user") or {}).get("id", ""))
+        container = body.get("container") or {}
+        channel = str(container.get("channel_id") or (body.get("channel") or {}).get("id") or "")
+        thread_ts = (body.get("message") or {}).get("thread_ts")
+        approval_id = approval_buttons_value(body)
+        if approval_id is None:
+            await self._tell(channel, user, "That button does not name an approval.", thread_ts)
+            return
+        try:
+            principal = await self.directory.principal(user)
+            outcome = await self.application.desk.decide(approval_id, principal, decision)
+        except UserError as exc:
+            await self._tell(
+                channel, user, f":no_entry: {exc.message} {exc.hint}".strip(), thread_ts
+            )
+            return
+        except Exception:
+            reference = secrets.token_hex(4)
+            log.exception("internal error %s deciding approval #%s", reference, approval_id)
+            await self._tell(
+                channel,
+                user,
+                f"Something went wrong on my side (reference {reference}). Nothing was changed.",
+                thread_ts,
+            )
+            return
+        if outcome.counted and outcome.approval.status == "pending":
+            await self.threads.refresh_approval(outcome.approval)
+        await self._tell(channel, user, outcome.message, thread_ts)
+        if container.get("type") == "view":
+            await self.home.opened(user)
+
+    async def _tell(self, channel: str, user: str, text: str, thread_ts: str | None) -> None:
+        if not channel:  # a click in the Home tab: the tab itself shows the result
+            return
+        try:
+            await self.outbox.ephemeral(channel, user, text, [section(text)], thread_ts=thread_ts)
+        except PostFailed as exc:
+            log.warning("could not tell %s in %s: %s", user, channel, exc.error)
+
+    # -- Home -------------------------------------------------------------------------------
+
+    async def _on_home_opened(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        if event.get("tab", "home") != "home":
+            return
+        await self.home.opened(str(event.get("user", "")))

@@ -1,0 +1,102 @@
+"""The App Home tab: the viewer's pending approvals (with buttons when they may decide), their
+recent deployments, and per datacenter the stacks that are warming or ready. Published when
+the tab is opened and again, coalesced, whenever something changes for recent viewers."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bot.slack.blocks import MAX_HOME_BLOCKS, Block, context, escape, section
+from bot.slack.directory import Directory
+from bot.slack.messages import approval_message, when
+from bot.slack.outbox import Outbox
+from commands.access import Principal, Role, authorize
+from commands.approval_desk import ApprovalDesk
+from commands.events import Event
+from commands.ports import Store
+from commands.settings import Settings
+from domain.records import StackQuery
+from domain.states import StackStatus
+
+VIEWER_MEMORY = 24 * 3600.0  # refresh the tab of people who opened it within a day
+STACKS_PER_DATACENTER = 10
+
+
+class Home:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        desk: ApprovalDesk,
+        directory: Directory,
+        outbox: Outbox,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.desk = desk
+        self.directory = directory
+        self.outbox = outbox
+        self._viewers: dict[str, float] = {}
+
+    async def opened(self, user_id: str) -> None:
+        self._viewers[user_id] = time.monotonic()
+        principal = await self.directory.principal(user_id)
+        self.outbox.publish_home(user_id, await self.view(principal))
+
+    async def on_event(self, _event: Event) -> None:
+        now = time.monotonic()
+        for user_id, seen in list(self._viewers.items()):
+            if now - seen > VIEWER_MEMORY:
+                del self._viewers[user_id]
+                continue
+            principal = await self.directory.principal(user_id)
+            self.outbox.publish_home(user_id, await self.view(principal))
+
+    async def view(self, who: Principal) -> dict[str, Any]:
+        blocks: list[Block] = [
+            {"type": "header", "text": {"type": "plain_text", "text": "Nelson"}},
+            section("*Waiting for your decision*"),
+        ]
+        mine = [
+            a for a in await self.store.approvals("pending") if self.desk.refusal(a, who) is None
+        ]
+        if not mine:
+            blocks.append(context("Nothing is waiting for you."))
+        for approval in mine[:10]:
+            blocks.extend(approval_message(approval)[1])
+        if len(mine) > 10:
+            blocks.append(context(f"… and {len(mine) - 10} more: `approvals` lists them all."))
+        blocks.append({"type": "divider"})
+        blocks.append(section("*Your recent deployments*"))
+        operations = await self.store.recent_operations(who.user_id, limit=10)
+        if not operations:
+            blocks.append(context("You have not deployed anything yet."))
+        for operation in operations:
+            state = operation.outcome or "running"
+            blocks.append(
+                section(f"*{escape(operation.title)}* · {state} · {when(operation.created_at)}")
+            )
+        blocks.append({"type": "divider"})
+        for datacenter in sorted(self.settings.datacenters):
+            page = await self.store.list_stacks(
+                StackQuery(
+                    datacenter=datacenter,
+                    statuses=(StackStatus.WARMING, StackStatus.READY),
+                    limit=STACKS_PER_DATACENTER,
+                )
+            )
+            visible = [
+                s
+                for s in page.stacks
+                if authorize(self.settings.access, who, Role.VIEW, s.namespace).allowed
+            ]
+            lines = [
+                f"`{escape(s.name)}` {escape(s.namespace)} *{s.status.value}*" for s in visible
+            ]
+            more = f" (showing {len(visible)} of {page.total})" if page.total > len(visible) else ""
+            blocks.append(section(f"*{escape(datacenter)}*{more}"))
+            blocks.append(
+                section("\n".join(lines)) if lines else context("Nothing warming or ready.")
+            )
+        return {"type": "home", "blocks": blocks[:MAX_HOME_BLOCKS]}

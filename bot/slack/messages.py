@@ -1,0 +1,140 @@
+"""The messages the bot keeps up to date: a long operation's parent, approval requests."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from bot.slack.blocks import Block, clip, context, escape, progress_bar, section
+from domain.records import Approval, Operation, Stack
+from domain.states import StackStatus
+from domain.steps import finished, progress
+
+APPROVE_ACTION = "approval.approve"
+REJECT_ACTION = "approval.reject"
+
+_STATUS_MARK = {
+    StackStatus.PENDING: ":hourglass:",
+    StackStatus.DEPLOYING: ":gear:",
+    StackStatus.WARMING: ":thermometer:",
+    StackStatus.READY: ":white_check_mark:",
+    StackStatus.FAILED: ":x:",
+}
+
+
+def who(user: str) -> str:
+    """A mention for Slack user ids, the plain name otherwise (console users, `nelson`)."""
+    if user[:1] in ("U", "W") and user[1:].isalnum() and user.isupper():
+        return f"<@{user}>"
+    return escape(user)
+
+
+def when(at: datetime) -> str:
+    # Slack shows <!date^…> in each reader's own time zone.
+    epoch = int(at.timestamp())
+    fallback = at.strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{epoch}^{{date_short_pretty}} {{time}}|{fallback}>"
+
+
+def operation_message(operation: Operation, stacks: list[Stack]) -> tuple[str, list[Block]]:
+    total = sum(progress(s.status, s.workflow_step) for s in stacks)
+    fraction = total / len(stacks) if stacks else 0.0
+    failed = [s for s in stacks if s.status is StackStatus.FAILED]
+    done = bool(stacks) and all(finished(s.status) for s in stacks)
+    if done and failed:
+        state = f":x: *failed* ({len(failed)} of {len(stacks)} stacks)"
+    elif done:
+        state = ":white_check_mark: *done*"
+    else:
+        state = f":arrows_counterclockwise: {progress_bar(fraction)}"
+    head = f"{who(operation.requested_by)} asked to *{escape(operation.title)}*"
+    lines = []
+    for stack in stacks:
+        mark = _STATUS_MARK.get(stack.status, ":white_circle:")
+        step = f" · {escape(stack.workflow_step)}" if stack.workflow_step and not done else ""
+        reason = (
+            f" — {escape(clip(stack.status_message, 300))}"
+            if stack.status is StackStatus.FAILED and stack.status_message
+            else ""
+        )
+        lines.append(
+            f"{mark} `{escape(stack.datacenter)}/{escape(stack.namespace)}` "
+            f"`{escape(stack.name)}` ({escape(stack.plan)}) *{stack.status.value}*{step}{reason}"
+        )
+    blocks: list[Block] = [section(head), section(state)]
+    # one line per stack; a matrix deploy to many datacenters stays within the block limit
+    for start in range(0, len(lines), 20):
+        blocks.append(section("\n".join(lines[start : start + 20])))
+    blocks = blocks[:48]
+    blocks.append(context(f"Started {when(operation.created_at)} · details in the thread"))
+    text = f"{operation.title}: " + (
+        "failed" if done and failed else "done" if done else f"{round(fraction * 100)}%"
+    )
+    return text, blocks
+
+
+def approval_message(approval: Approval) -> tuple[str, list[Block]]:
+    text = f"Approval #{approval.id}: {approval.summary}"
+    blocks: list[Block] = [
+        section(f":raised_hand: *Approval #{approval.id}* — {escape(approval.summary)}"),
+    ]
+    if approval.details:
+        blocks.append(section("\n".join(f"• {escape(d)}" for d in approval.details)))
+    facts = [
+        f"{approval.datacenter}/{approval.namespace}",
+        f"asked by {who(approval.requested_by)}",
+        f"{len(approval.approvers)} of {approval.required} approvals",
+    ]
+    if approval.deadline:
+        facts.append(f"expires {when(approval.deadline)}")
+    blocks.append(context(" · ".join(escape(f) if "<" not in f else f for f in facts)))
+    if approval.status == "pending":
+        blocks.append(_buttons(approval))
+    else:
+        blocks.append(section(decided_line(approval)))
+    return text, blocks
+
+
+def _buttons(approval: Approval) -> Block:
+    value = str(approval.id)
+    return {
+        "type": "actions",
+        "block_id": f"approval-{approval.id}",
+        "elements": [
+            {
+                "type": "button",
+                "action_id": APPROVE_ACTION,
+                "text": {"type": "plain_text", "text": "Approve"},
+                "style": "primary",
+                "value": value,
+            },
+            {
+                "type": "button",
+                "action_id": REJECT_ACTION,
+                "text": {"type": "plain_text", "text": "Reject"},
+                "style": "danger",
+                "value": value,
+            },
+        ],
+    }
+
+
+def decided_line(approval: Approval) -> str:
+    at = f" {when(approval.decided_at)}" if approval.decided_at else ""
+    if approval.status == "approved":
+        voters = ", ".join(who(u) for u in approval.approvers) or who(approval.decided_by or "")
+        return f":white_check_mark: *Approved* by {voters}{at}"
+    if approval.status == "rejected":
+        return f":no_entry: *Rejected* by {who(approval.decided_by or '')}{at}"
+    if approval.status == "expired":
+        return f":alarm_clock: *Expired*{at}: nobody decided in time; nothing was changed."
+    return f"*{escape(approval.status)}*{at}"
+
+
+def approval_buttons_value(payload: dict[str, Any]) -> int | None:
+    """The approval id a button click names, or None if the value is not one."""
+    try:
+        value = payload["actions"][0]["value"]
+        return int(value)
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None

@@ -1,0 +1,243 @@
+"""Everything the bot says to Slack goes through here, so a busy channel never exceeds
+Slack's rate limits and nothing is lost when it does.
+
+- Posts are serialised per channel and spaced (`post_interval`, Slack allows about one
+  message per second per channel).
+- Lines for a thread are queued and sent together in one reply when several are waiting.
+- Updates of a message (a progress parent) and Home tab publishes are coalesced: only the
+  newest content is sent, at most once per `update_interval` across the workspace
+  (chat.update is Tier 3, about 50 a minute).
+- An HTTP 429 is honoured: the call waits `Retry-After` seconds and is sent again. Transient
+  faults (5xx, connection errors, timeouts) are retried with backoff; permanent errors
+  (`channel_not_found`, `not_in_channel`, ...) are logged and reported to the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+log = logging.getLogger("nelson.slack.outbox")
+
+THREAD_REPLY_LINES = 40  # lines joined into one thread reply at most
+THREAD_REPLY_CHARS = 3000
+
+
+class PostFailed(Exception):
+    """Slack refused the message for good (the `error` code says why)."""
+
+    def __init__(self, method: str, error: str) -> None:
+        super().__init__(f"{method} failed: {error}")
+        self.method = method
+        self.error = error
+
+
+@dataclass
+class _Channel:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    last_post: float = 0.0
+    lines: dict[str, list[str]] = field(default_factory=dict)  # thread ts -> queued lines
+    worker: asyncio.Task[None] | None = None
+
+
+class Outbox:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        *,
+        post_interval: float = 1.0,
+        update_interval: float = 1.2,
+        max_attempts: int = 8,
+    ) -> None:
+        self.client = client
+        self.post_interval = post_interval
+        self.update_interval = update_interval
+        self.max_attempts = max_attempts
+        self._channels: dict[str, _Channel] = {}
+        # (method, key) -> latest arguments; dict order is the send order
+        self._pending: dict[tuple[str, str], dict[str, Any]] = {}
+        self._updater: asyncio.Task[None] | None = None
+        self._last_update = 0.0
+        self._busy = 0
+        self.ratelimited = 0  # 429s met, for logs and tests
+
+    # -- posts ------------------------------------------------------------------------------
+
+    async def post(
+        self,
+        channel: str,
+        text: str,
+        blocks: list[dict[str, Any]] | None = None,
+        thread_ts: str | None = None,
+    ) -> str:
+        """Post now (after any earlier post to the channel) and return the message ts."""
+        args: dict[str, Any] = {"channel": channel, "text": text}
+        if blocks is not None:
+            args["blocks"] = blocks
+        if thread_ts:
+            args["thread_ts"] = thread_ts
+        response = await self._posting(channel, "chat.postMessage", args)
+        return str(response["ts"])
+
+    async def ephemeral(
+        self,
+        channel: str,
+        user: str,
+        text: str,
+        blocks: list[dict[str, Any]] | None = None,
+        thread_ts: str | None = None,
+    ) -> None:
+        args: dict[str, Any] = {"channel": channel, "user": user, "text": text}
+        if blocks is not None:
+            args["blocks"] = blocks
+        if thread_ts:
+            args["thread_ts"] = thread_ts
+        await self.call("chat.postEphemeral", args)
+
+    def thread_line(self, channel: str, thread_ts: str, line: str) -> None:
+        """Queue a line for a thread; queued lines go out together, in order."""
+        state = self._channel(channel)
+        state.lines.setdefault(thread_ts, []).append(line)
+        if state.worker is None or state.worker.done():
+            state.worker = asyncio.create_task(self._send_lines(channel, state))
+
+    async def _send_lines(self, channel: str, state: _Channel) -> None:
+        while state.lines:
+            thread_ts = next(iter(state.lines))
+            queued = state.lines[thread_ts]
+            batch: list[str] = []
+            size = 0
+            while queued and len(batch) < THREAD_REPLY_LINES:
+                if batch and size + len(queued[0]) + 1 > THREAD_REPLY_CHARS:
+                    break
+                line = queued.pop(0)[:THREAD_REPLY_CHARS]
+                batch.append(line)
+                size += len(line) + 1
+            if not queued:
+                del state.lines[thread_ts]
+            text = "\n".join(batch)
+            try:
+                await self._posting(
+                    channel,
+                    "chat.postMessage",
+                    {"channel": channel, "text": text, "thread_ts": thread_ts},
+                )
+            except PostFailed as exc:
+                log.warning("thread reply in %s dropped: %s", channel, exc.error)
+            except Exception:
+                log.exception("thread reply in %s dropped", channel)
+
+    async def _posting(self, channel: str, method: str, args: dict[str, Any]) -> Any:
+        state = self._channel(channel)
+        async with state.lock:
+            wait = state.last_post + self.post_interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            try:
+                return await self.call(method, args)
+            finally:
+                state.last_post = time.monotonic()
+
+    def _channel(self, channel: str) -> _Channel:
+        state = self._channels.get(channel)
+        if state is None:
+            state = self._channels[channel] = _Channel()
+        return state
+
+    # -- coalesced updates ------------------------------------------------------------------
+
+    def update(
+        self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]] | None = None
+    ) -> None:
+        """Replace a message's content soon; a newer update replaces a queued older one."""
+        args: dict[str, Any] = {"channel": channel, "ts": ts, "text": text}
+        if blocks is not None:
+            args["blocks"] = blocks
+        self._queue("chat.update", f"{channel}/{ts}", args)
+
+    def publish_home(self, user: str, view: Mapping[str, Any]) -> None:
+        self._queue("views.publish", user, {"user_id": user, "view": dict(view)})
+
+    def _queue(self, method: str, key: str, args: dict[str, Any]) -> None:
+        self._pending.pop((method, key), None)  # re-queue at the end with the newest content
+        self._pending[(method, key)] = args
+        if self._updater is None or self._updater.done():
+            self._updater = asyncio.create_task(self._send_updates())
+
+    async def _send_updates(self) -> None:
+        while self._pending:
+            wait = self._last_update + self.update_interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            (method, key), args = next(iter(self._pending.items()))
+            del self._pending[(method, key)]
+            self._busy += 1
+            try:
+                await self.call(method, args)
+            except PostFailed as exc:
+                log.warning("%s of %s dropped: %s", method, key, exc.error)
+            except Exception:
+                log.exception("%s of %s dropped", method, key)
+            finally:
+                self._busy -= 1
+                self._last_update = time.monotonic()
+
+    # -- the one place that calls Slack -----------------------------------------------------
+
+    async def call(self, method: str, args: dict[str, Any]) -> Any:
+        delay = 0.5
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                return await self.client.api_call(method, json=args)
+            except SlackApiError as exc:
+                status = exc.response.status_code
+                if status == 429:
+                    self.ratelimited += 1
+                    retry_after = _retry_after(exc.response.headers)
+                    log.info("%s rate limited; retrying in %.1fs", method, retry_after)
+                    await asyncio.sleep(retry_after)
+                    continue
+                if status >= 500 and attempt < self.max_attempts:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30)
+                    continue
+                raise PostFailed(method, str(exc.response.get("error") or status)) from None
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                if attempt == self.max_attempts:
+                    raise PostFailed(method, f"Slack unreachable: {exc!r}") from None
+                log.info("%s failed (%r); retrying in %.1fs", method, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+        raise PostFailed(method, "gave up after repeated rate limiting")
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Wait until everything queued has been sent (or `timeout` passed)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            busy = (
+                self._pending
+                or self._busy
+                or any(c.lines or c.lock.locked() for c in self._channels.values())
+            )
+            if not busy:
+                return
+            await asyncio.sleep(0.01)
+
+
+def _retry_after(headers: Mapping[str, Any]) -> float:
+    for name, value in headers.items():
+        if name.lower() == "retry-after":
+            raw = value[0] if isinstance(value, list) else value
+            try:
+                return max(float(raw), 0.0)
+            except ValueError:
+                break
+    return 1.0

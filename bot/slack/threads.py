@@ -1,0 +1,166 @@
+"""Following work in Slack: one parent message per operation and channel, updated in place,
+with each workflow step as a reply in its thread; approval requests with buttons, replaced by
+the decision once made. Listens to the EventHub; all it remembers is in the Store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+
+from bot.slack.messages import approval_message, operation_message
+from bot.slack.outbox import Outbox, PostFailed
+from commands.events import (
+    ApprovalDecided,
+    ApprovalRequested,
+    Event,
+    OperationStarted,
+    StackProgress,
+)
+from commands.ports import Clock, Conflict, Store
+from commands.settings import Settings
+from domain.records import Approval, Operation, PostedMessage, Stack
+from domain.states import StackStatus
+from domain.steps import finished
+
+log = logging.getLogger("nelson.slack.threads")
+
+
+def is_channel_id(channel: str) -> bool:
+    return channel[:1] in ("C", "G", "D") and channel.isalnum() and channel.isupper()
+
+
+class Threads:
+    def __init__(self, settings: Settings, store: Store, outbox: Outbox, clock: Clock) -> None:
+        self.settings = settings
+        self.store = store
+        self.outbox = outbox
+        self.clock = clock
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.failures: list[str] = []  # channels that refused a message, for the operator
+        # per operation, the status each stack's events have reported so far: the thread says
+        # "done" only after every stack's last step was told, whatever order events arrive in
+        self._told: dict[int, dict[int, StackStatus]] = {}
+
+    async def on_event(self, event: Event) -> None:
+        if isinstance(event, OperationStarted):
+            await self._started(event)
+        elif isinstance(event, StackProgress):
+            await self._progress(event)
+        elif isinstance(event, ApprovalRequested):
+            await self._approval_requested(event.approval)
+        elif isinstance(event, ApprovalDecided):
+            await self._approval_decided(event.approval)
+
+    # -- operations -------------------------------------------------------------------------
+
+    def _channels(self, operation: Operation, extra: tuple[str, ...]) -> list[str]:
+        channels = []
+        if operation.channel and is_channel_id(operation.channel):
+            channels.append(operation.channel)
+        channels.extend(c.lstrip("#") for c in extra)
+        if self.settings.slack.operations_channel:
+            channels.append(self.settings.slack.operations_channel.lstrip("#"))
+        return list(dict.fromkeys(channels))
+
+    async def _started(self, event: OperationStarted) -> None:
+        operation = event.operation
+        subject = f"operation:{operation.id}"
+        async with self._locks[subject]:
+            stacks = await self.store.stacks_by_ids(operation.stack_ids)
+            text, blocks = operation_message(operation, stacks)
+            for channel in self._channels(operation, event.notify_channels):
+                try:
+                    ts = await self.outbox.post(channel, text, blocks)
+                except PostFailed as exc:
+                    log.warning("cannot follow %s in %s: %s", subject, channel, exc.error)
+                    self.failures.append(f"{channel}: {exc.error}")
+                    continue
+                # Conflict: the same channel listed twice under different names
+                with contextlib.suppress(Conflict):
+                    await self.store.remember_message(subject, channel, ts)
+
+    async def parent_posted_in(self, operation_id: int, channel: str) -> bool:
+        async with self._locks[f"operation:{operation_id}"]:
+            messages = await self.store.messages_for(f"operation:{operation_id}")
+        return any(m.channel == channel for m in messages)
+
+    async def _progress(self, event: StackProgress) -> None:
+        stack = await self.store.stack_by_id(event.stack_id)
+        if stack is None:
+            return
+        mark = ":x: " if event.failed else ""
+        line = f"{mark}`{stack.datacenter}/{stack.namespace}` {event.message}"
+        for operation in await self.store.operations_for_stack(event.stack_id):
+            subject = f"operation:{operation.id}"
+            async with self._locks[subject]:
+                messages = await self.store.messages_for(subject)
+                for message in messages:
+                    self.outbox.thread_line(message.channel, message.ts, line)
+                stacks = await self.store.stacks_by_ids(operation.stack_ids)
+                told = self._told.setdefault(operation.id, {s.id: s.status for s in stacks})
+                told.setdefault(event.stack_id, stack.status)
+                if event.status is not None:
+                    told[event.stack_id] = event.status
+                elif event.failed:
+                    told[event.stack_id] = StackStatus.FAILED
+                await self._refresh(operation, messages, stacks, told)
+
+    async def _refresh(
+        self,
+        operation: Operation,
+        messages: list[PostedMessage],
+        stacks: list[Stack],
+        told: dict[int, StackStatus],
+    ) -> None:
+        over = all(finished(told.get(s.id, s.status)) for s in stacks)
+        if operation.finished_at is None and stacks and over:
+            failed = [s for s in stacks if s.status is StackStatus.FAILED]
+            outcome = "failed" if failed else "succeeded"
+            self._told.pop(operation.id, None)
+            if await self.store.finish_operation(operation.id, outcome, self.clock.now()):
+                summary = (
+                    f":x: {operation.title} failed: "
+                    + "; ".join(f"{s.name}: {s.status_message}" for s in failed)
+                    if failed
+                    else f":white_check_mark: {operation.title} is done."
+                )
+                for message in messages:
+                    self.outbox.thread_line(message.channel, message.ts, summary)
+        text, blocks = operation_message(operation, stacks)
+        for message in messages:
+            self.outbox.update(message.channel, message.ts, text, blocks)
+
+    # -- approvals --------------------------------------------------------------------------
+
+    async def _approval_requested(self, approval: Approval) -> None:
+        subject = f"approval:{approval.id}"
+        text, blocks = approval_message(approval)
+        targets: list[tuple[str, str | None]] = []
+        if approval.stack_id is not None:
+            for operation in await self.store.operations_for_stack(approval.stack_id):
+                for message in await self.store.messages_for(f"operation:{operation.id}"):
+                    targets.append((message.channel, message.ts))
+        if not targets and self.settings.slack.operations_channel:
+            targets.append((self.settings.slack.operations_channel.lstrip("#"), None))
+        if not targets:
+            log.warning("approval #%s has no channel to be asked in", approval.id)
+        async with self._locks[subject]:
+            for channel, thread_ts in dict(targets).items():
+                try:
+                    ts = await self.outbox.post(channel, text, blocks, thread_ts=thread_ts)
+                    await self.store.remember_message(subject, channel, ts)
+                except (PostFailed, Conflict) as exc:
+                    log.warning("approval #%s not posted in %s: %s", approval.id, channel, exc)
+
+    async def _approval_decided(self, approval: Approval) -> None:
+        subject = f"approval:{approval.id}"
+        text, blocks = approval_message(approval)
+        async with self._locks[subject]:
+            for message in await self.store.messages_for(subject):
+                self.outbox.update(message.channel, message.ts, text, blocks)
+
+    async def refresh_approval(self, approval: Approval) -> None:
+        """Show the current vote count (after a vote that did not decide it yet)."""
+        await self._approval_decided(approval)

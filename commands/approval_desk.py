@@ -1,0 +1,170 @@
+"""Approval requests and decisions, whatever the front end (buttons or `approve <id>`).
+
+The rule for a namespace comes from the configuration (`approvals.<namespace>`, inherited by
+nested namespaces): how many approvals, who may approve, whether the requester may approve
+their own request, and the deadline. Every state change is in the Store, so a restart loses
+nothing and any replica can take the next click."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from commands.access import Principal, Role, authorize
+from commands.events import ApprovalDecided, ApprovalRequested, EventHub
+from commands.ports import Clock, Store
+from commands.replies import AccessDenied, UserError
+from commands.settings import Settings
+from domain.records import Approval, AuditEvent, NewApproval
+
+APPROVE = "approve"
+REJECT = "reject"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    approval: Approval
+    message: str  # for the person who acted
+    counted: bool  # False: a repeat (double click) that changed nothing
+
+
+class ApprovalDesk:
+    def __init__(self, settings: Settings, store: Store, events: EventHub, clock: Clock) -> None:
+        self.settings = settings
+        self.store = store
+        self.events = events
+        self.clock = clock
+
+    async def request(
+        self,
+        kind: str,
+        *,
+        namespace: str,
+        datacenter: str,
+        summary: str,
+        requested_by: str,
+        stack_id: int | None = None,
+        details: tuple[str, ...] = (),
+    ) -> Approval | None:
+        """Open a request, or None when the namespace's rule needs no approval."""
+        _, rule = self.settings.approval_rule(namespace)
+        if not rule.needed:
+            return None
+        now = self.clock.now()
+        approval = await self.store.create_approval(
+            NewApproval(
+                kind=kind,
+                stack_id=stack_id,
+                namespace=namespace,
+                datacenter=datacenter,
+                summary=summary,
+                requested_by=requested_by,
+                required=rule.required,
+                deadline=now + rule.deadline,
+                details=details,
+            ),
+            at=now,
+        )
+        await self._audit("nelson", "request-approval", approval, True, summary)
+        await self.events.publish(ApprovalRequested(approval))
+        return approval
+
+    def refusal(self, approval: Approval, who: Principal) -> str | None:
+        """Why `who` may not decide `approval`, or None when they may."""
+        name, rule = self.settings.approval_rule(approval.namespace)
+        access = authorize(self.settings.access, who, Role.APPROVE, approval.namespace)
+        if not access.allowed:
+            return access.reason
+        if rule.approvers and not any(who.matches(entry) for entry in rule.approvers):
+            return f"{name}.approvers lists only {', '.join(rule.approvers)}"
+        if who.user_id == approval.requested_by and not rule.allow_self_approval:
+            return (
+                f"{who.label} asked for it and {name} needs someone else to decide "
+                "(allow_self_approval is off)"
+            )
+        return None
+
+    async def decide(self, approval_id: int, who: Principal, decision: str) -> Outcome:
+        approval = await self.store.approval(approval_id)
+        if approval is None:
+            raise UserError(f"there is no approval #{approval_id}.", "`approvals` lists open ones.")
+        why_not = self.refusal(approval, who)
+        await self._audit(who.user_id, decision, approval, why_not is None, why_not or "")
+        if why_not is not None:
+            raise AccessDenied(
+                f"{who.label} may not {decision} #{approval.id}: {why_not}.",
+                "Nothing was changed.",
+            )
+        now = self.clock.now()
+        if approval.status == "pending" and approval.deadline and approval.deadline <= now:
+            approval = await self._close(approval, "expired", "nelson", now) or approval
+        if approval.status != "pending":
+            raise UserError(f"approval #{approval.id} is already {describe(approval)}.")
+        counted = await self.store.vote(approval.id, who.user_id, decision, now)
+        if not counted:
+            current = await self.store.approval(approval.id) or approval
+            return Outcome(current, f"You had already voted on #{approval.id}.", False)
+        if decision == REJECT:
+            closed = await self._close(approval, "rejected", who.user_id, now)
+            if closed is None:
+                return await self._lost_race(approval.id)
+            return Outcome(closed, f"Rejected #{approval.id}: {approval.summary}", True)
+        current = await self.store.approval(approval.id) or approval
+        if len(current.approvers) < current.required:
+            return Outcome(
+                current,
+                f"Approval counted for #{approval.id} ({len(current.approvers)} of "
+                f"{current.required}).",
+                True,
+            )
+        closed = await self._close(current, "approved", who.user_id, now)
+        if closed is None:
+            return await self._lost_race(approval.id)
+        return Outcome(closed, f"Approved #{approval.id}: {approval.summary}", True)
+
+    async def expire_overdue(self) -> list[Approval]:
+        """Close every pending request whose deadline passed; traffic stays where it is."""
+        now = self.clock.now()
+        expired = []
+        for approval in await self.store.overdue_approvals(now):
+            closed = await self._close(approval, "expired", "nelson", now)
+            if closed is not None:
+                expired.append(closed)
+        return expired
+
+    async def _close(
+        self, approval: Approval, status: str, by: str, at: datetime
+    ) -> Approval | None:
+        closed = await self.store.decide_approval(approval.id, status, by, at)
+        if closed is not None:
+            await self._audit(by, status, closed, True, approval.summary)
+            await self.events.publish(ApprovalDecided(closed))
+        return closed
+
+    async def _lost_race(self, approval_id: int) -> Outcome:
+        current = await self.store.approval(approval_id)
+        assert current is not None
+        return Outcome(current, f"#{approval_id} was {describe(current)} meanwhile.", False)
+
+    async def _audit(
+        self, actor: str, action: str, approval: Approval, allowed: bool, detail: str
+    ) -> None:
+        await self.store.audit(
+            AuditEvent(
+                actor=actor,
+                action=action,
+                target=f"approval:{approval.id}",
+                allowed=allowed,
+                detail=detail,
+                at=self.clock.now(),
+            )
+        )
+
+
+def describe(approval: Approval) -> str:
+    """`approved by U2`, `expired`, `pending (1 of 2)`."""
+    if approval.status == "pending":
+        return f"pending ({len(approval.approvers)} of {approval.required})"
+    if approval.status == "expired" or not approval.decided_by:
+        return approval.status
+    return f"{approval.status} by {approval.decided_by}"

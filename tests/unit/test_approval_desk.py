@@ -1,0 +1,186 @@
+"""Approval rules: who may decide, how many approvals, four-eyes, deadlines, double clicks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from adapters.storage import SqlStore, open_store
+from commands.access import Principal
+from commands.approval_desk import APPROVE, REJECT, ApprovalDesk
+from commands.events import ApprovalDecided, ApprovalRequested, Event, EventHub
+from commands.replies import AccessDenied, UserError
+from commands.settings import AccessRule, AccessSettings, ApprovalSettings, Settings
+
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+ALICE = Principal("U1", "alice")
+BOB = Principal("U2", "bob")
+CAROL = Principal("U3", "carol", frozenset({"S1", "@sre"}))
+DAVE = Principal("U4", "dave")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.at = T0
+
+    def now(self) -> datetime:
+        return self.at
+
+
+SETTINGS = Settings(
+    access=AccessSettings(
+        rules=(
+            AccessRule(namespace="*", view=("*",), approve=("U1", "U2", "@sre")),
+            AccessRule(namespace="dev", deploy=("*",)),
+        )
+    ),
+    approvals={
+        "prod": ApprovalSettings(required=2, deadline=timedelta(hours=1)),
+        "qa": ApprovalSettings(approvers=("@sre",), allow_self_approval=True),
+        "dev": ApprovalSettings(needed=False),
+    },
+)
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqlStore]:
+    store = await open_store(f"sqlite:///{tmp_path / 'desk.db'}")
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def heard() -> list[Event]:
+    return []
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def desk(sqlite_store: SqlStore, heard: list[Event], clock: Clock) -> ApprovalDesk:
+    events = EventHub()
+
+    async def listen(event: Event) -> None:
+        heard.append(event)
+
+    events.subscribe(listen)
+    return ApprovalDesk(SETTINGS, sqlite_store, events, clock)
+
+
+async def ask(desk: ApprovalDesk, namespace: str = "prod", by: str = "U1") -> int:
+    approval = await desk.request(
+        "traffic-shift",
+        namespace=namespace,
+        datacenter="dc-east",
+        summary="shift howdy 1.x from 1.0.0 to 1.0.1",
+        requested_by=by,
+        details=("linear over 10 minutes",),
+    )
+    assert approval is not None
+    return approval.id
+
+
+async def test_namespaces_without_approval_get_no_request(desk: ApprovalDesk) -> None:
+    assert (
+        await desk.request(
+            "traffic-shift",
+            namespace="dev/sandbox",  # inherits dev's rule
+            datacenter="dc-east",
+            summary="x",
+            requested_by="U1",
+        )
+        is None
+    )
+
+
+async def test_two_approvals_needed_and_a_double_click_counts_once(
+    desk: ApprovalDesk, heard: list[Event], sqlite_store: SqlStore
+) -> None:
+    approval_id = await ask(desk)
+    assert isinstance(heard[0], ApprovalRequested)
+    assert heard[0].approval.deadline == T0 + timedelta(hours=1)
+    first = await desk.decide(approval_id, BOB, APPROVE)
+    assert first.counted and first.approval.status == "pending"
+    assert "1 of 2" in first.message
+    again = await desk.decide(approval_id, BOB, APPROVE)
+    assert not again.counted and "already voted" in again.message
+    final = await desk.decide(approval_id, CAROL, APPROVE)
+    assert final.approval.status == "approved" and final.approval.approvers == ("U2", "U3")
+    assert isinstance(heard[-1], ApprovalDecided)
+    with pytest.raises(UserError, match="already approved by U3"):
+        await desk.decide(approval_id, BOB, REJECT)
+    audit = await sqlite_store.audit_events(target=f"approval:{approval_id}")
+    assert [(e.actor, e.action, e.allowed) for e in reversed(audit)] == [
+        ("nelson", "request-approval", True),
+        ("U2", "approve", True),
+        ("U2", "approve", True),
+        ("U3", "approve", True),
+        ("U3", "approved", True),
+        ("U2", "reject", True),
+    ]
+
+
+async def test_the_requester_cannot_approve_their_own_request(
+    desk: ApprovalDesk, sqlite_store: SqlStore
+) -> None:
+    approval_id = await ask(desk, by="U2")
+    with pytest.raises(AccessDenied, match="allow_self_approval"):
+        await desk.decide(approval_id, BOB, APPROVE)
+    approval = await sqlite_store.approval(approval_id)
+    assert approval is not None and approval.approvers == () and approval.status == "pending"
+
+
+async def test_people_without_the_approve_role_are_refused_and_audited(
+    desk: ApprovalDesk, sqlite_store: SqlStore
+) -> None:
+    approval_id = await ask(desk)
+    with pytest.raises(AccessDenied, match="may not approve #"):
+        await desk.decide(approval_id, DAVE, APPROVE)
+    with pytest.raises(AccessDenied):
+        await desk.decide(approval_id, DAVE, REJECT)
+    events = await sqlite_store.audit_events(target=f"approval:{approval_id}")
+    assert [(e.actor, e.allowed) for e in events[:2]] == [("U4", False), ("U4", False)]
+    approval = await sqlite_store.approval(approval_id)
+    assert approval is not None and approval.status == "pending"
+
+
+async def test_the_rule_can_name_the_approvers(desk: ApprovalDesk) -> None:
+    approval_id = await ask(desk, namespace="qa", by="U3")
+    with pytest.raises(AccessDenied, match=r"approvals.qa.approvers lists only @sre"):
+        await desk.decide(approval_id, BOB, APPROVE)
+    # carol is in @sre and the rule allows approving one's own request
+    outcome = await desk.decide(approval_id, CAROL, APPROVE)
+    assert outcome.approval.status == "approved"
+
+
+async def test_one_rejection_decides(desk: ApprovalDesk) -> None:
+    approval_id = await ask(desk)
+    outcome = await desk.decide(approval_id, BOB, REJECT)
+    assert outcome.approval.status == "rejected" and outcome.approval.decided_by == "U2"
+    with pytest.raises(UserError, match="already rejected by U2"):
+        await desk.decide(approval_id, CAROL, APPROVE)
+
+
+async def test_deadlines(desk: ApprovalDesk, clock: Clock, heard: list[Event]) -> None:
+    late = await ask(desk)
+    swept = await ask(desk)
+    clock.at = T0 + timedelta(hours=1, seconds=1)
+    with pytest.raises(UserError, match="already expired"):
+        await desk.decide(late, BOB, APPROVE)
+    expired = await desk.expire_overdue()
+    assert [a.id for a in expired] == [swept]
+    assert await desk.expire_overdue() == []
+    decided = [e.approval.id for e in heard if isinstance(e, ApprovalDecided)]
+    assert decided == [late, swept]
+
+
+async def test_unknown_approval(desk: ApprovalDesk) -> None:
+    with pytest.raises(UserError, match="there is no approval #99"):
+        await desk.decide(99, BOB, APPROVE)
