@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, field
 
+from adapters.registry import OciRegistry
+from adapters.scheduler import DockerEngine
 from adapters.storage import open_store
 from bot.conversation import Conversation
 from bot.manifest_dirs import register_directories
 from commands.approval_desk import ApprovalDesk
 from commands.context import SystemClock
+from commands.engine import DeployEngine
 from commands.events import EventHub
-from commands.ports import Clock, Store, WorkflowPort
+from commands.ports import Clock, Registry, Scheduler, Store, WorkflowPort
 from commands.settings import Settings
-from commands.workflow import NoEngine
 
 
 @dataclass
@@ -22,9 +25,33 @@ class Application:
     conversation: Conversation
     events: EventHub
     desk: ApprovalDesk
+    workflow: WorkflowPort
+    engine: DeployEngine | None = None
+    registry: Registry | None = None
+    schedulers: dict[str, Scheduler] = field(default_factory=dict)
+
+    async def start(self) -> int:
+        """Continue the workflows an earlier run left unfinished; returns how many."""
+        return await self.engine.resume() if self.engine is not None else 0
 
     async def close(self) -> None:
+        if self.engine is not None:
+            await self.engine.close()
+        for scheduler in self.schedulers.values():
+            with contextlib.suppress(Exception):
+                await scheduler.close()
+        if self.registry is not None:
+            await self.registry.close()
         await self.store.close()
+
+
+def schedulers_for(settings: Settings) -> dict[str, Scheduler]:
+    """One adapter per datacenter whose scheduler kind this version drives."""
+    found: dict[str, Scheduler] = {}
+    for name, dc in settings.datacenters.items():
+        if dc.scheduler.kind == "docker":
+            found[name] = DockerEngine(dc.scheduler.address, name)
+    return found
 
 
 async def build(
@@ -36,9 +63,24 @@ async def build(
     await register_directories(settings, store)
     clock = clock or SystemClock()
     events = EventHub()
-    engine = workflow or NoEngine(settings)
-    conversation = Conversation(settings, store, engine, clock, events)
+    engine: DeployEngine | None = None
+    registry: Registry | None = None
+    schedulers: dict[str, Scheduler] = {}
+    if workflow is None:
+        registry = OciRegistry()
+        schedulers = schedulers_for(settings)
+        engine = DeployEngine(settings, store, events, clock, registry, schedulers)
+        workflow = engine
+    conversation = Conversation(settings, store, workflow, clock, events)
     desk = ApprovalDesk(settings, store, events, clock)
     return Application(
-        settings=settings, store=store, conversation=conversation, events=events, desk=desk
+        settings=settings,
+        store=store,
+        conversation=conversation,
+        events=events,
+        desk=desk,
+        workflow=workflow,
+        engine=engine,
+        registry=registry,
+        schedulers=schedulers,
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 from adapters.storage.urls import safe
 from bot.bootstrap import Application, build
 from bot.config import ConfigError, load_settings
-from bot.console import local_principal, run_console
+from bot.console import local_principal, progress_printer, run_console
 from bot.conversation import Outcome
 from bot.terminal import render
 from commands.ports import StoreError
@@ -112,9 +112,22 @@ async def _dispatch(args: argparse.Namespace, settings: Settings, source: str) -
 
 
 async def _run(app: Application, text: str, as_user: str | None) -> int:
+    app.events.subscribe(progress_printer(app))
+    await app.start()
     answer = await app.conversation.answer(text, local_principal(app, as_user), local=True)
     stream = sys.stdout if answer.outcome is Outcome.OK else sys.stderr
     print(render(answer.reply), file=stream)
+    if app.engine is not None:
+        # A one-shot deploy follows its stacks to the end before the process exits.
+        await app.engine.wait_idle()
+        if answer.reply.operation_id is not None:
+            operation = await app.store.operation(answer.reply.operation_id)
+            stacks = await app.store.stacks_by_ids(operation.stack_ids if operation else ())
+            failed = [s for s in stacks if s.status.value == "failed"]
+            for stack in stacks:
+                print(f"{stack.name} {stack.datacenter}/{stack.namespace}: {stack.status.value}")
+            if failed:
+                return int(Outcome.USER_ERROR)
     return int(answer.outcome)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from bot.bootstrap import Application
 from bot.terminal import render
 from commands.access import Principal
+from commands.events import Event, StackProgress
 
 BANNER = (
     "Nelson console — acting as '{user}' on {db}.\n"
@@ -23,9 +24,25 @@ def local_principal(app: Application, as_user: str | None = None) -> Principal:
     return Principal(user_id=user, name=user)
 
 
+def progress_printer(app: Application) -> Callable[[Event], Awaitable[None]]:
+    """Print workflow steps as they happen: `[howdy--1-0-0--abcd1234 dc/ns] replicated …`."""
+
+    async def show(event: Event) -> None:
+        if isinstance(event, StackProgress):
+            stack = await app.store.stack_by_id(event.stack_id)
+            where = f"{stack.name} {stack.datacenter}/{stack.namespace}" if stack else "?"
+            print(f"[{where}] {event.message}", flush=True)
+
+    return show
+
+
 async def run_console(app: Application, as_user: str | None = None) -> int:
     principal = local_principal(app, as_user)
     print(BANNER.format(user=principal.user_id, db=_describe_db(app.settings.database_url)))
+    app.events.subscribe(progress_printer(app))
+    resumed = await app.start()
+    if resumed:
+        print(f"Continuing {resumed} deploy(s) an earlier run left unfinished.")
     prompt = _make_prompt()
     while True:
         try:

@@ -27,6 +27,7 @@ from domain.records import (
     StatusChange,
     UnitRecord,
 )
+from domain.runtime import Health, Instance, LaunchSpec
 from domain.states import StackStatus
 from domain.versions import Version
 
@@ -200,14 +201,78 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
+class RegistryError(Exception):
+    """A registry could not do what was asked; the message names the registry and the image."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient  # worth retrying (5xx, 429, connection faults)
+
+
+class ImageNotFound(RegistryError):
+    pass
+
+
+class Registry(Protocol):
+    """Container registries: resolve a reference to a digest, copy an image between them."""
+
+    async def resolve(self, image: str) -> str:
+        """The digest (sha256:…) of `image` (registry/repo:tag or @digest)."""
+        ...
+
+    async def replicate(self, image: str, digest: str, to_registry: str) -> str:
+        """Copy the image with this digest to `to_registry` (same repository name); returns
+        the reference to pull it there (registry/repo@digest). Idempotent."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class SchedulerError(Exception):
+    """The datacenter's scheduler could not do what was asked; the message says what."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class Scheduler(Protocol):
+    """One datacenter's scheduler (the Docker engine; later Nomad, Kubernetes)."""
+
+    async def check(self) -> str | None:
+        """None when it can take work now, else what to start or configure."""
+        ...
+
+    async def launch(self, spec: LaunchSpec) -> list[Instance]:
+        """Run `spec.instances` instances of the stack. Idempotent: instances that already
+        exist are kept, missing ones are created."""
+        ...
+
+    async def instances(self, stack: str) -> list[Instance]: ...
+
+    async def health(self, spec: LaunchSpec) -> Health:
+        """Probe the manifest's health checks on every instance."""
+        ...
+
+    async def delete(self, stack: str) -> int:
+        """Remove every instance of the stack; returns how many there were."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 class WorkflowPort(Protocol):
     """Takes pending stacks and drives them to ready (or failed) on their datacenter."""
 
-    def available_for(self, datacenter: str) -> str | None:
+    async def available_for(self, datacenter: str) -> str | None:
         """None when deploys can run in this datacenter now, else a sentence saying why not."""
         ...
 
     async def submit(self, stack_ids: Sequence[int]) -> None: ...
+
+    async def runtime(self, stack: Stack) -> list[Instance]:
+        """What the datacenter runs for the stack now (SchedulerError if it cannot say)."""
+        ...
 
 
 class Clock(Protocol):

@@ -125,8 +125,11 @@ class WorkflowSettings(_Model):
     max_concurrent: int = Field(default=4, ge=1, le=256)
     warming_timeout: timedelta = timedelta(minutes=5)
     image_template: str = "{staging_registry}/{unit}:{version}"
+    step_timeout: timedelta = timedelta(minutes=10)  # any one call to a registry or scheduler
+    attempts: int = Field(default=4, ge=1, le=20)  # tries of a step that fails transiently
+    health_interval: timedelta = timedelta(seconds=2)
 
-    @field_validator("warming_timeout", mode="before")
+    @field_validator("warming_timeout", "step_timeout", "health_interval", mode="before")
     @classmethod
     def _duration(cls, value: object) -> timedelta:
         return parse_duration(value)

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from adapters.storage import SqlStore, open_store
+from tests.dockerworld import DockerUnavailable, docker_engine, registry
 from tests.pgserver import PostgresUnavailable, fresh_database, postgres_server
 
 
@@ -31,3 +32,22 @@ async def store(database_url: str) -> AsyncIterator[SqlStore]:
     opened = await open_store(database_url)
     yield opened
     await opened.close()
+
+
+@pytest.fixture(scope="session")
+def docker_address() -> Iterator[str]:
+    try:
+        with docker_engine() as address:
+            yield address
+    except DockerUnavailable as exc:
+        pytest.fail(str(exc))  # never skip silently: these tests must run
+
+
+@pytest.fixture(scope="session")
+def registries() -> Iterator[tuple[str, str]]:
+    """(staging, runtime): two real Docker registries on loopback."""
+    try:
+        with registry() as staging, registry() as runtime:
+            yield staging, runtime
+    except DockerUnavailable as exc:
+        pytest.fail(str(exc))

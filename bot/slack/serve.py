@@ -122,6 +122,9 @@ async def serve(
     mode = check_tokens(settings)
     bot = SlackBot(application)
     bot.bot_user_id = await verify_token(bot)
+    resumed = await application.start()
+    if resumed:
+        log.info("continuing %s deploy(s) an earlier run left unfinished", resumed)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

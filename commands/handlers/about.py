@@ -40,9 +40,10 @@ async def datacenters(command: ListDatacenters, ctx: Context) -> Reply:
             blocks=(Text("No datacenter is configured. Add one under [datacenters.NAME]."),),
         )
     rows = []
+    reasons = {name: await ctx.workflow.available_for(name) for name in sorted(dcs)}
     for name in sorted(dcs):
         dc = dcs[name]
-        reason = ctx.workflow.available_for(name)
+        reason = reasons[name]
         rows.append(
             (
                 name,
@@ -56,7 +57,7 @@ async def datacenters(command: ListDatacenters, ctx: Context) -> Reply:
     blocks: list[Text | Table] = [
         Table(("datacenter", "scheduler", "staging", "runtime", "services", "deploys"), tuple(rows))
     ]
-    notes = [f"{n}: {r}" for n in sorted(dcs) if (r := ctx.workflow.available_for(n))]
+    notes = [f"{n}: {r}" for n, r in reasons.items() if r]
     if notes:
         blocks.append(Text("\n".join(notes)))
     blocks.append(

@@ -138,7 +138,7 @@ async def _start(
     check_live: bool = True,
 ) -> Reply:
     for dc in sorted({t.datacenter for t in targets}):
-        reason = ctx.workflow.available_for(dc)
+        reason = await ctx.workflow.available_for(dc)
         if reason is not None:
             raise NotAvailable(
                 f"deploys are not available in datacenter '{dc}' yet: {reason}",

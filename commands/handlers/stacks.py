@@ -14,6 +14,7 @@ from commands.handlers.lookup import (
     when,
 )
 from commands.model import Inspect, ListStacks, Logs, Runtime
+from commands.ports import SchedulerError
 from commands.replies import Fields, NotAvailable, Reply, Table, Text
 from domain.records import StackQuery
 
@@ -118,9 +119,29 @@ async def logs(command: Logs, ctx: Context) -> Reply:
 async def runtime(command: Runtime, ctx: Context) -> Reply:
     stack = await find_stack(ctx, command.stack)
     await require(ctx, Role.VIEW, stack.namespace, "runtime", stack.name)
-    reason = ctx.workflow.available_for(stack.datacenter)
-    raise NotAvailable(
-        f"live runtime information is not available in datacenter '{stack.datacenter}' yet"
-        + (f": {reason}" if reason else "."),
-        f"`inspect {stack.name}` shows what the bot recorded.",
+    try:
+        instances = await ctx.workflow.runtime(stack)
+    except SchedulerError as exc:
+        raise NotAvailable(
+            f"datacenter '{stack.datacenter}' cannot say what runs for {stack.name}: {exc}",
+            f"`inspect {stack.name}` shows what the bot recorded.",
+        ) from None
+    if not instances:
+        return Reply(
+            title=f"{stack.name}: nothing runs in {stack.datacenter}",
+            blocks=(Text(f"The bot records it as *{stack.status.value}*."),),
+        )
+    rows = tuple(
+        (
+            i.name,
+            i.state,
+            ", ".join(f"{label} {port}" for label, port in i.ports) or "-",
+            i.detail or "-",
+        )
+        for i in instances
+    )
+    running = sum(1 for i in instances if i.state == "running")
+    return Reply(
+        title=f"{stack.name} in {stack.datacenter}: {running} of {len(instances)} running",
+        blocks=(Table(("instance", "state", "ports", "detail"), rows),),
     )

@@ -21,6 +21,8 @@ from bot.slack.serve import serve
 from commands.events import EventHub, StackProgress
 from commands.ports import Store
 from commands.settings import Settings
+from domain.records import Stack
+from domain.runtime import Instance
 from domain.states import StackStatus
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_requests import sign
@@ -70,8 +72,11 @@ class Scripted:
     def bind(self, application: Application) -> None:
         self.store, self.events = application.store, application.events
 
-    def available_for(self, datacenter: str) -> str | None:
+    async def available_for(self, datacenter: str) -> str | None:
         return None
+
+    async def runtime(self, stack: Stack) -> list[Instance]:
+        return []
 
     async def submit(self, stack_ids: Sequence[int]) -> None:
         for stack_id in stack_ids:

@@ -15,7 +15,8 @@ from commands.access import Principal
 from commands.ports import Store
 from commands.replies import Code, Table
 from commands.settings import Settings
-from domain.records import StackQuery
+from domain.records import Stack, StackQuery
+from domain.runtime import Instance
 from domain.states import StackStatus
 from domain.versions import Version
 
@@ -75,11 +76,14 @@ class RecordingWorkflow:
         self.submitted: list[int] = []
         self.closed = closed or {}
 
-    def available_for(self, datacenter: str) -> str | None:
+    async def available_for(self, datacenter: str) -> str | None:
         return self.closed.get(datacenter)
 
     async def submit(self, stack_ids: Sequence[int]) -> None:
         self.submitted.extend(stack_ids)
+
+    async def runtime(self, stack: Stack) -> list[Instance]:
+        return [Instance(f"{stack.name}-0", "running", (("default", 31000),))]
 
 
 SETTINGS = Settings.model_validate(
@@ -289,8 +293,10 @@ async def test_later_features_say_not_available(h: Harness) -> None:
     answer = await h.ok("deploy accounts 1.0.0 to dc-east")
     stack = await h.store.stack_by_id(answer.reply.stack_ids[0])
     assert stack is not None
-    for text in (f"runtime {stack.name}", f"reverse {stack.name}", "deprecate accounts 1.0.0"):
+    for text in (f"reverse {stack.name}", "deprecate accounts 1.0.0"):
         assert "not available" in await h.fails(text)
+    runtime = render((await h.ok(f"runtime {stack.name}")).reply, width=200)
+    assert "1 of 1 running" in runtime and "default 31000" in runtime
     assert "no approval #7" in await h.fails("approve 7")
 
 

@@ -1,0 +1,390 @@
+"""The deploy workflow: pending stacks driven to ready (or failed) on their datacenter.
+
+Steps, in order: resolve the image to a digest in the staging registry, replicate it to the
+datacenter's runtime registry, the secrets step (Vault, where configured), launch on the
+scheduler, warm until the health checks pass, then ready and the traffic handover. Each step
+writes timestamped lines to the stack's log and status history and publishes `StackProgress`.
+
+Durable: the step a stack is in is stored (`workflow_step`) before it runs, and every step
+is idempotent (a digest already known, blobs already present, containers already there), so
+after a crash `resume()` continues each unfinished stack from its last step. Every external
+call has a timeout; transient faults are retried with backoff; a step that keeps failing
+ends the stack `failed` with the reason, and its containers are removed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from commands.events import EventHub, StackProgress
+from commands.ports import (
+    Clock,
+    Registry,
+    RegistryError,
+    Scheduler,
+    SchedulerError,
+    Store,
+)
+from commands.settings import Settings
+from domain.manifest import parse_manifest
+from domain.records import Stack, StackQuery
+from domain.runtime import HealthProbe, Instance, LaunchSpec, PortSpec
+from domain.states import StackStatus
+
+log = logging.getLogger("nelson.engine")
+
+UNFINISHED = (StackStatus.PENDING, StackStatus.DEPLOYING, StackStatus.WARMING)
+
+
+class StepFailed(Exception):
+    """The stack cannot be deployed; the message is the reason people will read."""
+
+
+class DeployEngine:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        events: EventHub,
+        clock: Clock,
+        registry: Registry,
+        schedulers: Mapping[str, Scheduler],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.events = events
+        self.clock = clock
+        self.registry = registry
+        self.schedulers = dict(schedulers)
+        self._slots = asyncio.Semaphore(settings.workflow.max_concurrent)
+        self._targets: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+
+    # -- the port ---------------------------------------------------------------------------
+
+    async def available_for(self, datacenter: str) -> str | None:
+        dc = self.settings.datacenters.get(datacenter)
+        if dc is None:
+            return f"datacenter '{datacenter}' is not configured"
+        scheduler = self.schedulers.get(datacenter)
+        if scheduler is None:
+            return f"this version has no deployment engine for '{dc.scheduler.kind}' schedulers"
+        return await scheduler.check()
+
+    async def submit(self, stack_ids: Sequence[int]) -> None:
+        for stack_id in stack_ids:
+            self._start(stack_id)
+
+    async def runtime(self, stack: Stack) -> list[Instance]:
+        scheduler = self.schedulers.get(stack.datacenter)
+        if scheduler is None:
+            raise SchedulerError(await self.available_for(stack.datacenter) or "no scheduler")
+        return await scheduler.instances(stack.name)
+
+    # -- running ----------------------------------------------------------------------------
+
+    async def resume(self) -> int:
+        """Continue every stack a previous run left unfinished. Returns how many."""
+        page = await self.store.list_stacks(StackQuery(statuses=UNFINISHED, limit=10_000))
+        for stack in page.stacks:
+            if stack.datacenter in self.schedulers:
+                self._start(stack.id)
+        return len(page.stacks)
+
+    async def wait_idle(self, timeout: float | None = None) -> None:
+        """Wait until every workflow this process runs has ended (tests, `nelson run`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._tasks:
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0)
+            done, _ = await asyncio.wait(list(self._tasks.values()), timeout=remaining)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError("workflows still running")
+            del done
+
+    async def close(self) -> None:
+        """Stop driving (a restart continues where this left off)."""
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._tasks.clear()
+
+    def _start(self, stack_id: int) -> None:
+        if stack_id in self._tasks:
+            return
+        task = asyncio.create_task(self._drive(stack_id), name=f"deploy-{stack_id}")
+        self._tasks[stack_id] = task
+
+        def forget(_task: asyncio.Task[None]) -> None:
+            self._tasks.pop(stack_id, None)
+
+        task.add_done_callback(forget)
+
+    async def _drive(self, stack_id: int) -> None:
+        stack = await self.store.stack_by_id(stack_id)
+        if stack is None or stack.status not in UNFINISHED:
+            return
+        if self._slots.locked():
+            await self._say(stack, "waiting: every deploy slot is busy", "queue")
+        async with self._slots:
+            key = (stack.unit, stack.datacenter, stack.namespace)
+            lock = self._targets.setdefault(key, asyncio.Lock())
+            async with lock:  # two deploys of one unit to one target never race
+                try:
+                    await self._run(stack)
+                except asyncio.CancelledError:
+                    raise
+                except StepFailed as exc:
+                    await self._fail(stack_id, str(exc))
+                except Exception:
+                    reference = secrets.token_hex(4)
+                    log.exception("internal error %s deploying stack %s", reference, stack_id)
+                    await self._fail(stack_id, f"internal error (reference {reference})")
+
+    # -- the steps --------------------------------------------------------------------------
+
+    async def _run(self, stack: Stack) -> None:
+        started = time.monotonic()
+        if stack.status is StackStatus.PENDING:
+            stack = await self.store.change_status(
+                stack.id, StackStatus.DEPLOYING, "deploy started", "nelson"
+            )
+        spec_parts = await self._manifest_parts(stack)
+        release = await self.store.release(stack.unit, stack.version)
+        if release is None:
+            raise StepFailed(f"the release of {stack.name} is missing")
+        dc = self.settings.datacenters[stack.datacenter]
+        scheduler = self.schedulers[stack.datacenter]
+        resumed_at = stack.workflow_step
+        if resumed_at:
+            await self._say(stack, f"continuing after a restart at step '{resumed_at}'", "resume")
+
+        await self._step(stack, "resolve")
+        digest = release.digest
+        if digest is None:
+            digest = await self._call(
+                stack, "resolve", lambda: self.registry.resolve(release.image)
+            )
+            await self.store.set_release_digest(release.id, digest)
+        await self._say(stack, f"resolved {release.image} to {digest[:19]}…", "resolve")
+
+        await self._step(stack, "replicate")
+        t0 = time.monotonic()
+        runtime_image = await self._call(
+            stack,
+            "replicate",
+            lambda: self.registry.replicate(release.image, digest, dc.runtime_registry),
+        )
+        await self._say(
+            stack,
+            f"replicated to {dc.runtime_registry} in {time.monotonic() - t0:.1f}s",
+            "replicate",
+        )
+
+        await self._step(stack, "secrets")
+        if dc.vault is None:
+            await self._say(
+                stack, f"no Vault in {stack.datacenter}: secrets step skipped", "secrets"
+            )
+        else:
+            await self._say(
+                stack, "Vault policies are not written by this version: skipped", "secrets"
+            )
+
+        await self._step(stack, "launch")
+        spec = await self._spec(stack, runtime_image, spec_parts)
+        instances = await self._call(stack, "launch", lambda: scheduler.launch(spec))
+        names = ", ".join(i.name for i in instances)
+        await self._say(stack, f"launched {len(instances)} instance(s): {names}", "launch")
+
+        await self._step(stack, "warm")
+        if stack.status is StackStatus.DEPLOYING:
+            stack = await self.store.change_status(
+                stack.id, StackStatus.WARMING, "waiting for health checks", "nelson"
+            )
+            await self._say(
+                stack, "warming: waiting for health checks", "warm", StackStatus.WARMING
+            )
+        await self._warm(stack, scheduler, spec)
+
+        await self.store.set_workflow_step(stack.id, None)
+        stack = await self.store.change_status(stack.id, StackStatus.READY, "healthy", "nelson")
+        await self._handover(stack)
+        await self._say(
+            stack,
+            f"ready ({time.monotonic() - started:.1f}s)",
+            "ready",
+            StackStatus.READY,
+        )
+
+    async def _warm(self, stack: Stack, scheduler: Scheduler, spec: LaunchSpec) -> None:
+        timeout = self.settings.workflow.warming_timeout.total_seconds()
+        since = await self._warming_since(stack)
+        elapsed = (self.clock.now() - since).total_seconds() if since else 0.0
+        deadline = time.monotonic() + max(timeout - elapsed, 0)
+        interval = self.settings.workflow.health_interval.total_seconds()
+        detail = "not probed yet"
+        while True:
+            try:
+                health = await asyncio.wait_for(
+                    scheduler.health(spec), timeout=max(interval, 5) * 3
+                )
+                if health.healthy:
+                    await self._say(stack, f"healthy: {health.detail}", "warm")
+                    return
+                detail = health.detail
+            except (SchedulerError, TimeoutError) as exc:
+                detail = str(exc) or "health probe timed out"
+            if time.monotonic() >= deadline:
+                raise StepFailed(f"not healthy within {_duration(timeout)}: {detail}")
+            await asyncio.sleep(interval)
+
+    async def _warming_since(self, stack: Stack) -> datetime | None:
+        for change in reversed(await self.store.status_history(stack.id)):
+            if change.status is StackStatus.WARMING:
+                return change.at
+        return None
+
+    async def _handover(self, stack: Stack) -> None:
+        page = await self.store.list_stacks(
+            StackQuery(
+                namespace=stack.namespace,
+                datacenter=stack.datacenter,
+                unit=stack.unit,
+                statuses=(StackStatus.READY,),
+                limit=100,
+            )
+        )
+        older = [
+            s
+            for s in page.stacks
+            if s.id != stack.id
+            and s.version.major == stack.version.major
+            and s.version < stack.version
+        ]
+        if older:
+            newest = max(older, key=lambda s: s.version)
+            await self._say(
+                stack,
+                f"traffic: {newest.name} ({newest.version}) serves {stack.unit} "
+                f"{stack.version.major}.x here; it keeps its traffic until a migration moves it",
+                "traffic",
+            )
+        else:
+            await self._say(
+                stack,
+                f"traffic: first stack of {stack.unit} {stack.version.major}.x in "
+                f"{stack.datacenter}/{stack.namespace}, nothing to migrate",
+                "traffic",
+            )
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    async def _manifest_parts(self, stack: Stack) -> tuple[Any, Any]:
+        release = await self.store.release(stack.unit, stack.version)
+        manifest_record = await self.store.manifest_by_id(release.manifest_id) if release else None
+        if manifest_record is None:
+            raise StepFailed(f"the manifest {stack.name} was released from is missing")
+        manifest = parse_manifest(manifest_record.text)
+        unit = manifest.unit(stack.unit)
+        plan = next((p for p in manifest.plans if p.name == stack.plan), None)
+        if unit is None or plan is None:
+            raise StepFailed(f"unit {stack.unit} or plan {stack.plan} is not in its manifest")
+        return unit, plan
+
+    async def _spec(self, stack: Stack, image: str, parts: tuple[Any, Any]) -> LaunchSpec:
+        unit, plan = parts
+        environment = list(plan.environment)
+        scheduler = self.schedulers[stack.datacenter]
+        for dependency in await self.store.dependencies(stack.id):
+            instances = await self._call(
+                stack, "launch", lambda d=dependency: scheduler.instances(d.name)
+            )
+            running = [i for i in instances if i.state == "running" and i.ports]
+            if running:
+                port = running[0].ports[0][1]
+                name = dependency.unit.upper().replace("-", "_")
+                environment.append((f"NELSON_DEPENDENCY_{name}", f"127.0.0.1:{port}"))
+        return LaunchSpec(
+            stack=stack.name,
+            unit=stack.unit,
+            version=str(stack.version),
+            namespace=stack.namespace,
+            datacenter=stack.datacenter,
+            plan=stack.plan,
+            image=image,
+            instances=plan.instances,
+            cpu=plan.cpu,
+            memory_mb=plan.memory,
+            environment=tuple(environment),
+            ports=tuple(PortSpec(p.label, p.number, p.protocol) for p in unit.ports),
+            health=tuple(
+                HealthProbe(h.name, h.port_reference, h.protocol, h.path, h.timeout_seconds)
+                for h in plan.health_checks
+            ),
+        )
+
+    async def _step(self, stack: Stack, step: str) -> None:
+        await self.store.set_workflow_step(stack.id, step)
+
+    async def _call(self, stack: Stack, step: str, call: Any) -> Any:
+        """Run one external call with a timeout, retrying transient faults with backoff."""
+        attempts = self.settings.workflow.attempts
+        timeout = self.settings.workflow.step_timeout.total_seconds()
+        delay = 1.0
+        for attempt in range(1, attempts + 1):
+            try:
+                return await asyncio.wait_for(call(), timeout)
+            except TimeoutError:
+                problem = f"{step} took longer than {_duration(timeout)}"
+                transient = True
+            except (RegistryError, SchedulerError) as exc:
+                problem, transient = str(exc), exc.transient
+            if not transient or attempt == attempts:
+                raise StepFailed(f"{step} failed: {problem}")
+            await self._say(
+                stack,
+                f"{step}: {problem}; trying again in {delay:.0f}s ({attempt}/{attempts})",
+                step,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30)
+        raise StepFailed(f"{step} failed")
+
+    async def _fail(self, stack_id: int, reason: str) -> None:
+        stack = await self.store.stack_by_id(stack_id)
+        if stack is None or stack.status not in UNFINISHED:
+            return
+        scheduler = self.schedulers.get(stack.datacenter)
+        cleanup = ""
+        if scheduler is not None:
+            try:
+                removed = await asyncio.wait_for(scheduler.delete(stack.name), 60)
+                cleanup = f"; removed {removed} container(s)" if removed else ""
+            except Exception as exc:  # the reaper will try again later
+                cleanup = f"; its containers could not be removed yet ({exc})"
+        await self.store.set_workflow_step(stack_id, None)
+        stack = await self.store.change_status(stack_id, StackStatus.FAILED, reason, "nelson")
+        await self._say(stack, f"failed: {reason}{cleanup}", "failed", StackStatus.FAILED, True)
+
+    async def _say(
+        self,
+        stack: Stack,
+        message: str,
+        step: str,
+        status: StackStatus | None = None,
+        failed: bool = False,
+    ) -> None:
+        at = self.clock.now()
+        await self.store.append_log(stack.id, message, step=step, at=at)
+        await self.events.publish(StackProgress(stack.id, message, at, failed, status))
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 120:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"

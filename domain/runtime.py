@@ -1,0 +1,55 @@
+"""What a scheduler is asked to run and what it reports back (plain data, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class PortSpec:
+    label: str  # "default", "admin"
+    number: int  # the port the manifest declares
+    protocol: str  # http | https | tcp
+
+
+@dataclass(frozen=True, slots=True)
+class HealthProbe:
+    name: str
+    port_label: str
+    protocol: str  # http | https | tcp
+    path: str | None
+    timeout_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchSpec:
+    stack: str
+    unit: str
+    version: str
+    namespace: str
+    datacenter: str
+    plan: str
+    image: str  # in the runtime registry, by digest
+    instances: int
+    cpu: float
+    memory_mb: int
+    environment: tuple[tuple[str, str], ...] = ()
+    ports: tuple[PortSpec, ...] = ()
+    health: tuple[HealthProbe, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    name: str
+    state: str  # running | pending | failed
+    ports: tuple[tuple[str, int], ...] = ()  # port label -> host port
+    detail: str = ""
+
+    def port(self, label: str) -> int | None:
+        return dict(self.ports).get(label)
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    healthy: bool
+    detail: str  # the failing check and why, or what passed
