@@ -141,7 +141,7 @@ async def _start(
         reason = await ctx.workflow.available_for(dc)
         if reason is not None:
             raise NotAvailable(
-                f"deploys are not available in datacenter '{dc}' yet: {reason}",
+                f"cannot deploy to datacenter '{dc}' now: {reason}",
                 "Nothing was recorded. `datacenters` shows which datacenters accept deploys.",
             )
     if check_live:

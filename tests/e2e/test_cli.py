@@ -102,9 +102,12 @@ def test_console_reads_commands_and_registers_a_manifest(tmp_path: Path) -> None
 def test_deploy_without_engine_says_what_is_missing(tmp_path: Path) -> None:
     example = ROOT / "examples" / "accounts.nelson.yml"
     assert nelson("run", f"manifest acme/accounts {example}", cwd=tmp_path).returncode == 0
-    result = nelson("run", "deploy accounts 1.0.0 to local", cwd=tmp_path)
+    nowhere = {"NELSON_DATACENTERS__LOCAL__SCHEDULER__ADDRESS": f"unix://{tmp_path}/no.sock"}
+    result = nelson("run", "deploy accounts 1.0.0 to local", cwd=tmp_path, env=nowhere)
     assert result.returncode == 1
-    assert "not available in datacenter 'local' yet" in result.stderr
+    assert "Cannot deploy to datacenter 'local' now" in result.stderr
+    assert "start Docker (dockerd)" in result.stderr
+    assert "datacenters.local.scheduler.address" in result.stderr
     listed = nelson("run", "stacks", cwd=tmp_path)
     assert "No stacks" in listed.stdout
 

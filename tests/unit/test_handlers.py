@@ -226,7 +226,7 @@ async def test_deploy_refused_where_no_engine_and_nothing_recorded(h: Harness) -
     await register(h, "acme/accounts", ACCOUNTS)
     h.workflow.closed["dc-west"] = "no engine for nomad"
     out = await h.fails("deploy accounts 1.2.0 everywhere", DEV)
-    assert "not available in datacenter 'dc-west' yet: no engine for nomad" in out
+    assert "Cannot deploy to datacenter 'dc-west' now: no engine for nomad" in out
     assert (await h.store.list_stacks(StackQuery())).total == 0
     assert h.workflow.submitted == []
 
