@@ -6,6 +6,7 @@ import contextlib
 from dataclasses import dataclass, field
 
 from adapters.registry import OciRegistry
+from adapters.registry.oci import Credentials
 from adapters.scheduler import DockerEngine
 from adapters.storage import open_store
 from bot.conversation import Conversation
@@ -67,7 +68,12 @@ async def build(
     registry: Registry | None = None
     schedulers: dict[str, Scheduler] = {}
     if workflow is None:
-        registry = OciRegistry()
+        registry = OciRegistry(
+            {
+                host: Credentials(c.username, c.password.get_secret_value())
+                for host, c in settings.registry_credentials.items()
+            }
+        )
         schedulers = schedulers_for(settings)
         engine = DeployEngine(settings, store, events, clock, registry, schedulers)
         workflow = engine

@@ -33,7 +33,7 @@ from commands.ports import (
 from commands.settings import Settings
 from domain.manifest import parse_manifest
 from domain.records import Stack, StackQuery
-from domain.runtime import HealthProbe, Instance, LaunchSpec, PortSpec
+from domain.runtime import Health, HealthProbe, LaunchSpec, PortSpec, RuntimeReport
 from domain.states import StackStatus
 
 log = logging.getLogger("nelson.engine")
@@ -80,11 +80,18 @@ class DeployEngine:
         for stack_id in stack_ids:
             self._start(stack_id)
 
-    async def runtime(self, stack: Stack) -> list[Instance]:
+    async def runtime(self, stack: Stack) -> RuntimeReport:
         scheduler = self.schedulers.get(stack.datacenter)
         if scheduler is None:
             raise SchedulerError(await self.available_for(stack.datacenter) or "no scheduler")
-        return await scheduler.instances(stack.name)
+        instances = tuple(await scheduler.instances(stack.name))
+        if not instances:
+            return RuntimeReport(instances)
+        try:
+            spec = await self._spec(stack, "", await self._manifest_parts(stack), resolve=False)
+        except StepFailed as exc:
+            return RuntimeReport(instances, Health(False, str(exc)))
+        return RuntimeReport(instances, await scheduler.health(spec))
 
     # -- running ----------------------------------------------------------------------------
 
@@ -296,11 +303,14 @@ class DeployEngine:
             raise StepFailed(f"unit {stack.unit} or plan {stack.plan} is not in its manifest")
         return unit, plan
 
-    async def _spec(self, stack: Stack, image: str, parts: tuple[Any, Any]) -> LaunchSpec:
+    async def _spec(
+        self, stack: Stack, image: str, parts: tuple[Any, Any], *, resolve: bool = True
+    ) -> LaunchSpec:
         unit, plan = parts
         environment = list(plan.environment)
         scheduler = self.schedulers[stack.datacenter]
-        for dependency in await self.store.dependencies(stack.id):
+        dependencies = await self.store.dependencies(stack.id) if resolve else []
+        for dependency in dependencies:
             instances = await self._call(
                 stack, "launch", lambda d=dependency: scheduler.instances(d.name)
             )

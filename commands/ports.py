@@ -27,7 +27,7 @@ from domain.records import (
     StatusChange,
     UnitRecord,
 )
-from domain.runtime import Health, Instance, LaunchSpec
+from domain.runtime import Health, Instance, LaunchSpec, RuntimeReport
 from domain.states import StackStatus
 from domain.versions import Version
 
@@ -270,7 +270,7 @@ class WorkflowPort(Protocol):
 
     async def submit(self, stack_ids: Sequence[int]) -> None: ...
 
-    async def runtime(self, stack: Stack) -> list[Instance]:
+    async def runtime(self, stack: Stack) -> RuntimeReport:
         """What the datacenter runs for the stack now (SchedulerError if it cannot say)."""
         ...
 

@@ -73,6 +73,13 @@ class DatacenterSettings(_Model):
         return self
 
 
+class RegistryCredentials(_Model):
+    """A user name and password (or token) for one registry, keyed by its host[:port]."""
+
+    username: str
+    password: SecretStr
+
+
 class AccessRule(_Model):
     """Who may do what in the namespaces matching `namespace` (a name or a glob like `dev/*`).
 
@@ -167,6 +174,7 @@ class Settings(_Model):
     namespaces: tuple[str, ...] = ("dev", "qa", "prod")
     datacenters: dict[str, DatacenterSettings] = Field(default_factory=dict)
     manifest_dirs: tuple[str, ...] = ()
+    registry_credentials: dict[str, RegistryCredentials] = Field(default_factory=dict)
     access: AccessSettings = Field(default_factory=AccessSettings)
     approvals: dict[str, ApprovalSettings] = Field(default_factory=dict)
     slack: SlackSettings = Field(default_factory=SlackSettings)

@@ -53,3 +53,11 @@ class Instance:
 class Health:
     healthy: bool
     detail: str  # the failing check and why, or what passed
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeReport:
+    """What runs for a stack now, and whether its health checks pass."""
+
+    instances: tuple[Instance, ...]
+    health: Health | None = None  # None when the stack has no instances to probe

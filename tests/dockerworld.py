@@ -108,8 +108,9 @@ def docker_engine() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def registry(port: int | None = None) -> Iterator[str]:
-    """Yield the registry's address (127.0.0.1:PORT)."""
+def registry(port: int | None = None, *, auth: str = "") -> Iterator[str]:
+    """Yield the registry's address (127.0.0.1:PORT). `auth` is an `auth:` section of the
+    registry configuration (htpasswd or token), indented by two spaces."""
     binary = _need("docker-registry", "docker-registry")
     root = Path(tempfile.mkdtemp(prefix="nelson-registry-"))
     port = port or free_port()
@@ -120,7 +121,7 @@ def registry(port: int | None = None) -> Iterator[str]:
         "storage:\n  filesystem:\n"
         f"    rootdirectory: {root / 'data'}\n"
         "  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n",
+        f"http:\n  addr: 127.0.0.1:{port}\n" + (f"auth:\n{auth}" if auth else ""),
         encoding="utf-8",
     )
     log = root / "registry.log"

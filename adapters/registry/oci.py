@@ -223,7 +223,7 @@ class OciRegistry:
             return {"Authorization": token}
         creds = self.credentials.get(_host(ref.registry))
         if creds:
-            return {"Authorization": aiohttp.BasicAuth(creds.username, creds.password).encode()}
+            return {"Authorization": _basic(creds)}
         return {}
 
     async def _call(
@@ -297,8 +297,8 @@ class OciRegistry:
         query = {"scope": _scope(ref, actions)}
         if fields.get("service"):
             query["service"] = fields["service"]
-        auth = aiohttp.BasicAuth(creds.username, creds.password) if creds else None
-        async with self._http().get(realm, params=query, auth=auth) as response:
+        headers = {"Authorization": _basic(creds)} if creds else {}
+        async with self._http().get(realm, params=query, headers=headers) as response:
             if response.status != 200:
                 raise RegistryError(
                     f"the token service of {_host(ref.registry)} refused us ({response.status}); "
@@ -312,8 +312,12 @@ class OciRegistry:
         return True
 
     def _remember(self, key: tuple[str, str], creds: Credentials) -> bool:
-        self._tokens[key] = aiohttp.BasicAuth(creds.username, creds.password).encode()
+        self._tokens[key] = _basic(creds)
         return True
+
+
+def _basic(creds: Credentials) -> str:
+    return str(aiohttp.encode_basic_auth(creds.username, creds.password))
 
 
 def _parse(image: str) -> ImageRef:

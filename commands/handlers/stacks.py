@@ -120,12 +120,13 @@ async def runtime(command: Runtime, ctx: Context) -> Reply:
     stack = await find_stack(ctx, command.stack)
     await require(ctx, Role.VIEW, stack.namespace, "runtime", stack.name)
     try:
-        instances = await ctx.workflow.runtime(stack)
+        report = await ctx.workflow.runtime(stack)
     except SchedulerError as exc:
         raise NotAvailable(
             f"datacenter '{stack.datacenter}' cannot say what runs for {stack.name}: {exc}",
             f"`inspect {stack.name}` shows what the bot recorded.",
         ) from None
+    instances = report.instances
     if not instances:
         return Reply(
             title=f"{stack.name}: nothing runs in {stack.datacenter}",
@@ -141,7 +142,11 @@ async def runtime(command: Runtime, ctx: Context) -> Reply:
         for i in instances
     )
     running = sum(1 for i in instances if i.state == "running")
+    blocks: list[Table | Text] = [Table(("instance", "state", "ports", "detail"), rows)]
+    if report.health is not None:
+        verdict = "healthy" if report.health.healthy else "unhealthy"
+        blocks.append(Text(f"Health: *{verdict}*: {report.health.detail}"))
     return Reply(
         title=f"{stack.name} in {stack.datacenter}: {running} of {len(instances)} running",
-        blocks=(Table(("instance", "state", "ports", "detail"), rows),),
+        blocks=tuple(blocks),
     )

@@ -22,7 +22,7 @@ from commands.events import EventHub, StackProgress
 from commands.ports import Store
 from commands.settings import Settings
 from domain.records import Stack
-from domain.runtime import Instance
+from domain.runtime import RuntimeReport
 from domain.states import StackStatus
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_requests import sign
@@ -75,8 +75,8 @@ class Scripted:
     async def available_for(self, datacenter: str) -> str | None:
         return None
 
-    async def runtime(self, stack: Stack) -> list[Instance]:
-        return []
+    async def runtime(self, stack: Stack) -> RuntimeReport:
+        return RuntimeReport(())
 
     async def submit(self, stack_ids: Sequence[int]) -> None:
         for stack_id in stack_ids:

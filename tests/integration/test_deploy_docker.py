@@ -155,6 +155,7 @@ async def test_deploy_replicates_runs_and_waits_for_health(
     ]
     runtime_reply = await app.conversation.answer(f"runtime {stack.name}", ADMIN)
     assert "2 of 2 running" in runtime_reply.reply.title
+    assert "Health: *healthy*: 2 instance(s) healthy (alive)" in str(runtime_reply.reply.blocks)
     # the same release again is refused; nothing new runs
     again = await app.conversation.answer("deploy howdy 1.0.0 to local", ADMIN)
     assert not again.reply.ok and "already deployed" in again.reply.title
@@ -277,3 +278,80 @@ async def test_registry_copies_are_skipped_when_present_and_errors_are_specific(
             await OciRegistry(attempts=1).resolve("127.0.0.1:9/copy:1.0.0")
     finally:
         await registry.close()
+
+
+async def test_registries_that_ask_for_credentials(
+    engine_client: docker.DockerClient, registries: tuple[str, str]
+) -> None:
+    from adapters.registry.oci import Credentials
+    from tests.registry_auth import basic_auth_registry, token_auth_registry
+
+    staging = registries[0]
+    busybox_image(engine_client, f"{staging}/private:1.0.0", "private")
+    anonymous = OciRegistry(attempts=1)
+    digest = await anonymous.resolve(f"{staging}/private:1.0.0")
+    with (
+        basic_auth_registry("ci", "s3cret") as basic,
+        token_auth_registry("ci", "s3cret") as (
+            bearer,
+            tokens,
+        ),
+    ):
+        with pytest.raises(RegistryError, match="wants a user name and password"):
+            await anonymous.replicate(f"{staging}/private:1.0.0", digest, basic)
+        with pytest.raises(RegistryError, match=r"token service .* refused"):
+            await anonymous.replicate(f"{staging}/private:1.0.0", digest, bearer)
+        wrong = OciRegistry({bearer: Credentials("ci", "wrong")}, attempts=1)
+        with pytest.raises(RegistryError, match="check the registry credentials"):
+            await wrong.replicate(f"{staging}/private:1.0.0", digest, bearer)
+        await wrong.close()
+        registry = OciRegistry(
+            {basic: Credentials("ci", "s3cret"), bearer: Credentials("ci", "s3cret")}
+        )
+        try:
+            for target in (basic, bearer):
+                copied = await registry.replicate(f"{staging}/private:1.0.0", digest, target)
+                assert copied == f"{target}/private@{digest}"
+                assert await registry.resolve(f"{target}/private:1.0.0") == digest
+            assert tokens.issued >= 1
+        finally:
+            await registry.close()
+    await anonymous.close()
+
+
+async def test_everywhere_then_commit_to_another_namespace(
+    tmp_path: Path,
+    docker_address: str,
+    registries: tuple[str, str],
+    engine_client: docker.DockerClient,
+) -> None:
+    staging, _runtime = registries
+    text = (
+        manifest("multi")
+        + "  - name: qa\n    units:\n      - ref: multi\n        plans: [default]\n"
+    )
+    settings = settings_for(tmp_path, docker_address, registries, multi=text)
+    dc = settings.datacenters["local"]
+    settings = settings.model_copy(update={"datacenters": {"east": dc, "west": dc}})
+    application = await build(settings)
+    try:
+        busybox_image(engine_client, f"{staging}/multi:1.0.0", "multi")
+        stacks = await deploy(application, "deploy multi 1.0.0 everywhere")
+        assert sorted(s.datacenter for s in stacks) == ["east", "west"]
+        assert all(s.status is StackStatus.READY for s in stacks), stacks
+        committed = await deploy(application, "commit multi 1.0.0 to qa")
+        assert sorted((s.datacenter, s.namespace) for s in committed) == [
+            ("east", "qa"),
+            ("west", "qa"),
+        ]
+        assert all(s.status is StackStatus.READY for s in committed)
+        # one release, four stacks, each its own container
+        assert len(await application.store.releases("multi")) == 1
+        running = engine_client.containers.list(filters={"label": "nelson.unit=multi"})
+        assert len(running) == 4
+    finally:
+        for container in engine_client.containers.list(
+            all=True, filters={"label": "nelson.unit=multi"}
+        ):
+            container.remove(force=True)
+        await application.close()

@@ -16,7 +16,7 @@ from commands.ports import Store
 from commands.replies import Code, Table
 from commands.settings import Settings
 from domain.records import Stack, StackQuery
-from domain.runtime import Instance
+from domain.runtime import Health, Instance, RuntimeReport
 from domain.states import StackStatus
 from domain.versions import Version
 
@@ -82,8 +82,11 @@ class RecordingWorkflow:
     async def submit(self, stack_ids: Sequence[int]) -> None:
         self.submitted.extend(stack_ids)
 
-    async def runtime(self, stack: Stack) -> list[Instance]:
-        return [Instance(f"{stack.name}-0", "running", (("default", 31000),))]
+    async def runtime(self, stack: Stack) -> RuntimeReport:
+        return RuntimeReport(
+            (Instance(f"{stack.name}-0", "running", (("default", 31000),)),),
+            Health(True, "1 instance(s) healthy (alive)"),
+        )
 
 
 SETTINGS = Settings.model_validate(
