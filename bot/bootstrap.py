@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from adapters.registry import OciRegistry
 from adapters.registry.oci import Credentials
+from adapters.router import HaproxyRouter
 from adapters.scheduler import DockerEngine
 from adapters.storage import open_store
 from bot.conversation import Conversation
@@ -15,8 +17,9 @@ from commands.approval_desk import ApprovalDesk
 from commands.context import SystemClock
 from commands.engine import DeployEngine
 from commands.events import EventHub
-from commands.ports import Clock, Registry, Scheduler, Store, WorkflowPort
+from commands.ports import Clock, Registry, Router, Scheduler, Store, WorkflowPort
 from commands.settings import Settings
+from commands.shifting import TrafficControl
 
 
 @dataclass
@@ -30,6 +33,8 @@ class Application:
     engine: DeployEngine | None = None
     registry: Registry | None = None
     schedulers: dict[str, Scheduler] = field(default_factory=dict)
+    traffic: TrafficControl | None = None
+    routers: dict[str, Router] = field(default_factory=dict)
 
     async def start(self) -> int:
         """Continue the workflows an earlier run left unfinished; returns how many."""
@@ -41,6 +46,9 @@ class Application:
         for scheduler in self.schedulers.values():
             with contextlib.suppress(Exception):
                 await scheduler.close()
+        for router in self.routers.values():
+            with contextlib.suppress(Exception):
+                await router.close()
         if self.registry is not None:
             await self.registry.close()
         await self.store.close()
@@ -52,6 +60,19 @@ def schedulers_for(settings: Settings) -> dict[str, Scheduler]:
     for name, dc in settings.datacenters.items():
         if dc.scheduler.kind == "docker":
             found[name] = DockerEngine(dc.scheduler.address, name)
+    return found
+
+
+def routers_for(settings: Settings) -> dict[str, Router]:
+    found: dict[str, Router] = {}
+    for name, dc in settings.datacenters.items():
+        if dc.router is not None and dc.router.kind == "haproxy":
+            low, _, high = dc.router.ports.partition("-")
+            found[name] = HaproxyRouter(
+                dc.router.address or Path(".nelson") / "haproxy" / name,
+                bind=dc.router.bind,
+                ports=(int(low), int(high)),
+            )
     return found
 
 
@@ -67,6 +88,9 @@ async def build(
     engine: DeployEngine | None = None
     registry: Registry | None = None
     schedulers: dict[str, Scheduler] = {}
+    routers: dict[str, Router] = {}
+    traffic: TrafficControl | None = None
+    desk = ApprovalDesk(settings, store, events, clock)
     if workflow is None:
         registry = OciRegistry(
             {
@@ -76,9 +100,13 @@ async def build(
         )
         schedulers = schedulers_for(settings)
         engine = DeployEngine(settings, store, events, clock, registry, schedulers)
+        routers = routers_for(settings)
+        traffic = TrafficControl(
+            settings, store, events, clock, desk, routers, schedulers, engine.runtime
+        )
+        engine.traffic = traffic
         workflow = engine
-    conversation = Conversation(settings, store, workflow, clock, events)
-    desk = ApprovalDesk(settings, store, events, clock)
+    conversation = Conversation(settings, store, workflow, clock, events, traffic)
     return Application(
         settings=settings,
         store=store,
@@ -89,4 +117,6 @@ async def build(
         engine=engine,
         registry=registry,
         schedulers=schedulers,
+        traffic=traffic,
+        routers=routers,
     )

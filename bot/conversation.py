@@ -15,6 +15,7 @@ from commands.handlers import handle
 from commands.ports import Clock, Store, WorkflowPort
 from commands.replies import Code, ParseError, Reply, Text, UserError
 from commands.settings import Settings
+from commands.shifting import TrafficControl
 from domain.states import IllegalTransition
 
 log = logging.getLogger("nelson.conversation")
@@ -57,12 +58,14 @@ class Conversation:
         workflow: WorkflowPort,
         clock: Clock,
         events: EventHub | None = None,
+        traffic: TrafficControl | None = None,
     ):
         self.settings = settings
         self.store = store
         self.workflow = workflow
         self.clock = clock
         self.events = events or EventHub()
+        self.traffic = traffic
 
     async def answer(
         self,
@@ -83,6 +86,7 @@ class Conversation:
             attachment=attachment,
             channel=channel,
             events=self.events,
+            traffic=self.traffic,
         )
         try:
             command = parse_command(text)

@@ -28,6 +28,15 @@ class Jobs:
             max_instances=1,
             id="expire-approvals",
         )
+        if application.traffic is not None:
+            self.scheduler.add_job(
+                self.move_traffic,
+                "interval",
+                seconds=application.settings.traffic.step_interval.total_seconds(),
+                coalesce=True,  # a run missed while busy or down is caught up, not replayed
+                max_instances=1,
+                id="move-traffic",
+            )
         self.scheduler.add_job(
             self.forget_deliveries,
             "interval",
@@ -52,6 +61,10 @@ class Jobs:
             return
         for approval in expired:
             log.info("approval #%s expired: %s", approval.id, approval.summary)
+
+    async def move_traffic(self) -> None:
+        if self.application.traffic is not None:
+            await self.application.traffic.tick()
 
     async def forget_deliveries(self) -> None:
         before = self.application.desk.clock.now() - DELIVERY_MEMORY

@@ -9,6 +9,7 @@ from commands.access import Principal
 from commands.events import EventHub
 from commands.ports import Clock, Store, WorkflowPort
 from commands.settings import Settings
+from commands.shifting import TrafficControl
 
 
 class SystemClock:
@@ -29,3 +30,4 @@ class Context:
     attachment: str | None = None  # text of a file shared with the command, if any
     channel: str | None = None
     events: EventHub = field(default_factory=EventHub)
+    traffic: TrafficControl | None = None  # None where no datacenter routes traffic

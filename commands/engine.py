@@ -31,6 +31,7 @@ from commands.ports import (
     Store,
 )
 from commands.settings import Settings
+from commands.shifting import TrafficControl
 from domain.manifest import parse_manifest
 from domain.records import Stack, StackQuery
 from domain.runtime import Health, HealthProbe, LaunchSpec, PortSpec, RuntimeReport
@@ -64,6 +65,8 @@ class DeployEngine:
         self._slots = asyncio.Semaphore(settings.workflow.max_concurrent)
         self._targets: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        # set by the wiring when the datacenters have routers (commands.shifting)
+        self.traffic: TrafficControl | None = None
 
     # -- the port ---------------------------------------------------------------------------
 
@@ -220,7 +223,10 @@ class DeployEngine:
 
         await self.store.set_workflow_step(stack.id, None)
         stack = await self.store.change_status(stack.id, StackStatus.READY, "healthy", "nelson")
-        await self._handover(stack)
+        if self.traffic is not None:
+            await self.traffic.on_ready(stack)
+        else:
+            await self._handover(stack)
         await self._say(
             stack,
             f"ready ({time.monotonic() - started:.1f}s)",

@@ -8,8 +8,9 @@ satisfy the same small interfaces.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from domain.records import (
     Approval,
@@ -25,6 +26,7 @@ from domain.records import (
     StackPage,
     StackQuery,
     StatusChange,
+    TrafficShift,
     UnitRecord,
 )
 from domain.runtime import Health, Instance, LaunchSpec, RuntimeReport
@@ -184,6 +186,29 @@ class Store(Protocol):
 
     async def messages_for(self, subject: str) -> list[PostedMessage]: ...
 
+    # traffic shifts
+    async def create_shift(
+        self,
+        from_stack_id: int,
+        to_stack_id: int,
+        policy: str,
+        duration_seconds: int,
+        state: str,
+        at: datetime,
+    ) -> TrafficShift: ...
+
+    async def shift(self, shift_id: int) -> TrafficShift | None: ...
+
+    async def shifts(
+        self, states: Sequence[str] = (), stack_id: int | None = None
+    ) -> list[TrafficShift]: ...
+
+    async def update_shift(
+        self, shift_id: int, expected_state: str | None = None, **values: Any
+    ) -> TrafficShift | None:
+        """Change a shift; with `expected_state`, only if it is still in that state."""
+        ...
+
     # deliveries: at-most-once handling of repeated requests, across replicas
     async def claim_delivery(self, key: str, at: datetime) -> bool:
         """True the first time `key` is seen, False for every repeat."""
@@ -257,6 +282,48 @@ class Scheduler(Protocol):
     async def delete(self, stack: str) -> int:
         """Remove every instance of the stack; returns how many there were."""
         ...
+
+    async def close(self) -> None: ...
+
+
+class RouterError(Exception):
+    """The router could not change routes; the message says what."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where callers reach a unit's major version in one namespace of a datacenter."""
+
+    namespace: str
+    unit: str
+    major: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace.replace('/', '_')}_{self.unit}_{self.major}"
+
+
+class Router(Protocol):
+    """Routes traffic for (namespace, unit, major) to stacks by weight (HAProxy first;
+    Consul and others later)."""
+
+    async def check(self) -> str | None: ...
+
+    async def address(self, route: Route) -> str:
+        """host:port callers use for the route (created on first use)."""
+        ...
+
+    async def set_weights(self, route: Route, backends: dict[str, tuple[list[str], int]]) -> None:
+        """Make the route send `weight` per mille of its traffic to each stack, whose
+        instances listen at the given host:port addresses. Stacks not named keep their
+        servers at their current weight; weight 0 keeps a stack attached but idle."""
+        ...
+
+    async def weights(self, route: Route) -> dict[str, int]:
+        """Per stack, the per mille of traffic it gets now."""
+        ...
+
+    async def remove(self, route: Route, stack: str) -> None: ...
 
     async def close(self) -> None: ...
 

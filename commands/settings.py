@@ -53,8 +53,17 @@ class ConsulSettings(_Model):
 
 class RouterSettings(_Model):
     kind: Literal["haproxy", "consul"] = "haproxy"
-    address: str = ""
-    bind: str = "127.0.0.1"
+    address: str = ""  # haproxy: its state directory (default .nelson/haproxy/<datacenter>)
+    bind: str = "127.0.0.1"  # where route frontends listen
+    ports: str = "20000-20999"  # the frontend ports routes get, one per unit major version
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, value: str) -> str:
+        low, _, high = value.partition("-")
+        if not (low.isdigit() and high.isdigit() and 0 < int(low) <= int(high) < 65536):
+            raise ValueError(f"'{value}' is not a port range like 20000-20999")
+        return value
 
 
 class DatacenterSettings(_Model):
@@ -153,6 +162,16 @@ class WorkflowSettings(_Model):
         return value
 
 
+class TrafficSettings(_Model):
+    step_interval: timedelta = timedelta(seconds=5)  # how often weights move during a shift
+    unhealthy_threshold: int = Field(default=3, ge=1, le=100)  # failed probes before reverse
+
+    @field_validator("step_interval", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> timedelta:
+        return parse_duration(value)
+
+
 class LifecycleSettings(_Model):
     new_stack_grace: timedelta = timedelta(minutes=30)
     garbage_grace: timedelta = timedelta(hours=24)
@@ -179,6 +198,7 @@ class Settings(_Model):
     approvals: dict[str, ApprovalSettings] = Field(default_factory=dict)
     slack: SlackSettings = Field(default_factory=SlackSettings)
     workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
+    traffic: TrafficSettings = Field(default_factory=TrafficSettings)
     lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 

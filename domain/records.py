@@ -189,3 +189,25 @@ class PostedMessage:
     subject: str
     channel: str
     ts: str
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficShift:
+    """Traffic moving between two stacks of one unit and major version at one target.
+
+    state: awaiting-approval -> running (<-> paused) -> done | reversed; or cancelled when the
+    approval is rejected or expires. Weights are per mille of traffic for the new stack."""
+
+    id: int
+    from_stack_id: int
+    to_stack_id: int
+    policy: str  # linear | atomic
+    duration_seconds: int
+    direction: str  # forward | reverse
+    state: str
+    started_at: datetime | None
+    paused_since: datetime | None
+    paused_seconds: int
+    start_new_weight: int
+    current_new_weight: int
+    updated_at: datetime

@@ -31,6 +31,7 @@ from domain.records import (
     StackPage,
     StackQuery,
     StatusChange,
+    TrafficShift,
     UnitRecord,
 )
 from domain.states import LIVE_STATUSES, StackStatus, check_transition
@@ -861,6 +862,80 @@ class SqlStore:
         async with self._begin() as conn:
             gone = await conn.execute(delete(t.deliveries).where(t.deliveries.c.seen_at < before))
         return int(gone.rowcount or 0)
+
+    # -- traffic shifts -----------------------------------------------------------------------
+
+    async def create_shift(
+        self,
+        from_stack_id: int,
+        to_stack_id: int,
+        policy: str,
+        duration_seconds: int,
+        state: str,
+        at: datetime,
+    ) -> TrafficShift:
+        async with self._begin() as conn:
+            row = (
+                await conn.execute(
+                    insert(t.traffic_shifts)
+                    .values(
+                        from_stack_id=from_stack_id,
+                        to_stack_id=to_stack_id,
+                        policy=policy,
+                        duration_seconds=duration_seconds,
+                        direction="forward",
+                        state=state,
+                        started_at=at if state == "running" else None,
+                        paused_seconds=0,
+                        start_new_weight=0,
+                        current_new_weight=0,
+                        updated_at=at,
+                    )
+                    .returning(*t.traffic_shifts.c)
+                )
+            ).one()
+        return TrafficShift(**row._mapping)
+
+    async def shift(self, shift_id: int) -> TrafficShift | None:
+        async with self._connect() as conn:
+            row = (
+                await conn.execute(
+                    select(t.traffic_shifts).where(t.traffic_shifts.c.id == shift_id)
+                )
+            ).first()
+        return TrafficShift(**row._mapping) if row else None
+
+    async def shifts(
+        self, states: Sequence[str] = (), stack_id: int | None = None
+    ) -> list[TrafficShift]:
+        """Shifts in `states` (all when empty) touching `stack_id` (any when None), oldest first."""
+        query = select(t.traffic_shifts).order_by(t.traffic_shifts.c.id)
+        if states:
+            query = query.where(t.traffic_shifts.c.state.in_(list(states)))
+        if stack_id is not None:
+            query = query.where(
+                or_(
+                    t.traffic_shifts.c.to_stack_id == stack_id,
+                    t.traffic_shifts.c.from_stack_id == stack_id,
+                )
+            )
+        async with self._connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [TrafficShift(**r._mapping) for r in rows]
+
+    async def update_shift(
+        self, shift_id: int, expected_state: str | None = None, **values: Any
+    ) -> TrafficShift | None:
+        """Change a shift; with `expected_state`, only if it is still in that state (None
+        otherwise: someone else changed it first)."""
+        query = update(t.traffic_shifts).where(t.traffic_shifts.c.id == shift_id)
+        if expected_state is not None:
+            query = query.where(t.traffic_shifts.c.state == expected_state)
+        values.setdefault("updated_at", _now())
+        async with self._begin() as conn:
+            changed = await conn.execute(query.values(**values).returning(*t.traffic_shifts.c))
+            row = changed.first()
+        return TrafficShift(**row._mapping) if row else None
 
     async def audit(self, event: AuditEvent) -> None:
         async with self._begin() as conn:

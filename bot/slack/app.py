@@ -16,7 +16,14 @@ from bot.bootstrap import Application
 from bot.slack.blocks import fallback, reply_blocks, section
 from bot.slack.directory import Directory
 from bot.slack.home import Home
-from bot.slack.messages import APPROVE_ACTION, REJECT_ACTION, approval_buttons_value
+from bot.slack.messages import (
+    APPROVE_ACTION,
+    PAUSE_ACTION,
+    REJECT_ACTION,
+    RESUME_ACTION,
+    REVERSE_ACTION,
+    approval_buttons_value,
+)
 from bot.slack.outbox import Outbox, PostFailed
 from bot.slack.threads import Threads
 from commands.approval_desk import APPROVE, REJECT
@@ -69,6 +76,8 @@ class SlackBot:
         self.app.event("app_home_opened")(self._on_home_opened)
         self.app.action(APPROVE_ACTION)(self._on_approve)
         self.app.action(REJECT_ACTION)(self._on_reject)
+        for action in (PAUSE_ACTION, RESUME_ACTION, REVERSE_ACTION):
+            self.app.action(action)(self._on_traffic)
         self.bot_user_id: str | None = None
 
     async def close(self) -> None:
@@ -203,6 +212,37 @@ class SlackBot:
         await self._tell(channel, user, outcome.message, thread_ts)
         if container.get("type") == "view":
             await self.home.opened(user)
+
+    async def _on_traffic(self, ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        user = str((body.get("user") or {}).get("id", ""))
+        container = body.get("container") or {}
+        channel = str(container.get("channel_id") or "")
+        action = ((body.get("actions") or [{}])[0]).get("action_id", "")
+        shift_id = approval_buttons_value(body)
+        traffic = self.application.traffic
+        if shift_id is None or traffic is None:
+            await self._tell(channel, user, "That button names no traffic shift.", None)
+            return
+        principal = await self.directory.principal(user)
+        operations = {
+            PAUSE_ACTION: traffic.pause,
+            RESUME_ACTION: traffic.resume,
+            REVERSE_ACTION: traffic.reverse,
+        }
+        try:
+            message = await operations[action](shift_id, principal)
+        except UserError as exc:
+            await self._tell(channel, user, f":no_entry: {exc.message} {exc.hint}".strip(), None)
+            return
+        except Exception:
+            reference = secrets.token_hex(4)
+            log.exception("internal error %s on %s of shift #%s", reference, action, shift_id)
+            await self._tell(
+                channel, user, f"Something went wrong on my side (reference {reference}).", None
+            )
+            return
+        await self._tell(channel, user, message, None)
 
     async def _tell(self, channel: str, user: str, text: str, thread_ts: str | None) -> None:
         if not channel:  # a click in the Home tab: the tab itself shows the result

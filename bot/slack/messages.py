@@ -6,12 +6,15 @@ from datetime import datetime
 from typing import Any
 
 from bot.slack.blocks import Block, clip, context, escape, progress_bar, section
-from domain.records import Approval, Operation, Stack
+from domain.records import Approval, Operation, Stack, TrafficShift
 from domain.states import StackStatus
 from domain.steps import finished, progress
 
 APPROVE_ACTION = "approval.approve"
 REJECT_ACTION = "approval.reject"
+PAUSE_ACTION = "traffic.pause"
+RESUME_ACTION = "traffic.resume"
+REVERSE_ACTION = "traffic.reverse"
 
 _STATUS_MARK = {
     StackStatus.PENDING: ":hourglass:",
@@ -36,7 +39,52 @@ def when(at: datetime) -> str:
     return f"<!date^{epoch}^{{date_short_pretty}} {{time}}|{fallback}>"
 
 
-def operation_message(operation: Operation, stacks: list[Stack]) -> tuple[str, list[Block]]:
+def _button(action: str, label: str, value: str, style: str | None = None) -> Block:
+    button: Block = {
+        "type": "button",
+        "action_id": action,
+        "text": {"type": "plain_text", "text": label},
+        "value": value,
+    }
+    if style:
+        button["style"] = style
+    return button
+
+
+def shift_lines(
+    shifts: dict[int, TrafficShift], stacks: list[Stack]
+) -> tuple[list[str], Block | None]:
+    """A progress bar per traffic shift, and the buttons for the newest active one."""
+    lines: list[str] = []
+    buttons: Block | None = None
+    by_id = {s.id: s for s in stacks}
+    for stack_id, shift in shifts.items():
+        stack = by_id.get(stack_id)
+        if stack is None:
+            continue
+        share = shift.current_new_weight / 1000
+        arrow = "→" if shift.direction == "forward" else "←"
+        lines.append(
+            f":twisted_rightwards_arrows: traffic {arrow} `{escape(stack.name)}` "
+            f"{progress_bar(share)} to {stack.version} · *{shift.state}*"
+            + (" (reversing)" if shift.direction == "reverse" and shift.state == "running" else "")
+        )
+        if shift.state in ("running", "paused"):
+            value = str(shift.id)
+            elements = [
+                _button(PAUSE_ACTION, "Pause", value)
+                if shift.state == "running"
+                else _button(RESUME_ACTION, "Resume", value, "primary")
+            ]
+            if shift.direction == "forward":
+                elements.append(_button(REVERSE_ACTION, "Reverse", value, "danger"))
+            buttons = {"type": "actions", "block_id": f"shift-{shift.id}", "elements": elements}
+    return lines, buttons
+
+
+def operation_message(
+    operation: Operation, stacks: list[Stack], shifts: dict[int, TrafficShift] | None = None
+) -> tuple[str, list[Block]]:
     total = sum(progress(s.status, s.workflow_step) for s in stacks)
     fraction = total / len(stacks) if stacks else 0.0
     failed = [s for s in stacks if s.status is StackStatus.FAILED]
@@ -65,7 +113,12 @@ def operation_message(operation: Operation, stacks: list[Stack]) -> tuple[str, l
     # one line per stack; a matrix deploy to many datacenters stays within the block limit
     for start in range(0, len(lines), 20):
         blocks.append(section("\n".join(lines[start : start + 20])))
-    blocks = blocks[:48]
+    traffic_lines, buttons = shift_lines(shifts or {}, stacks)
+    if traffic_lines:
+        blocks.append(section("\n".join(traffic_lines[:20])))
+    blocks = blocks[:47]
+    if buttons is not None:
+        blocks.append(buttons)
     blocks.append(context(f"Started {when(operation.created_at)} · details in the thread"))
     text = f"{operation.title}: " + (
         "failed" if done and failed else "done" if done else f"{round(fraction * 100)}%"

@@ -20,7 +20,7 @@ from commands.events import (
 )
 from commands.ports import Clock, Conflict, Store
 from commands.settings import Settings
-from domain.records import Approval, Operation, PostedMessage, Stack
+from domain.records import Approval, Operation, PostedMessage, Stack, TrafficShift
 from domain.states import StackStatus
 from domain.steps import finished
 
@@ -86,6 +86,14 @@ class Threads:
             messages = await self.store.messages_for(f"operation:{operation_id}")
         return any(m.channel == channel for m in messages)
 
+    async def _shifts(self, stacks: list[Stack]) -> dict[int, TrafficShift]:
+        found: dict[int, TrafficShift] = {}
+        for stack in stacks:
+            for shift in await self.store.shifts(stack_id=stack.id):
+                if shift.to_stack_id == stack.id:
+                    found[stack.id] = shift  # the newest wins
+        return found
+
     async def _progress(self, event: StackProgress) -> None:
         stack = await self.store.stack_by_id(event.stack_id)
         if stack is None:
@@ -96,8 +104,9 @@ class Threads:
             subject = f"operation:{operation.id}"
             async with self._locks[subject]:
                 messages = await self.store.messages_for(subject)
-                for message in messages:
-                    self.outbox.thread_line(message.channel, message.ts, line)
+                if event.message:  # an empty message only refreshes the parent
+                    for message in messages:
+                        self.outbox.thread_line(message.channel, message.ts, line)
                 stacks = await self.store.stacks_by_ids(operation.stack_ids)
                 told = self._told.setdefault(operation.id, {s.id: s.status for s in stacks})
                 told.setdefault(event.stack_id, stack.status)
@@ -128,7 +137,7 @@ class Threads:
                 )
                 for message in messages:
                     self.outbox.thread_line(message.channel, message.ts, summary)
-        text, blocks = operation_message(operation, stacks)
+        text, blocks = operation_message(operation, stacks, await self._shifts(stacks))
         for message in messages:
             self.outbox.update(message.channel, message.ts, text, blocks)
 

@@ -50,11 +50,15 @@ async def reject(command: Reject, ctx: Context) -> Reply:
 
 async def reverse(command: Reverse, ctx: Context) -> Reply:
     stack = await find_stack(ctx, command.stack)
-    await require(ctx, Role.DEPLOY, stack.namespace, "reverse", stack.name)
-    raise NotAvailable(
-        f"traffic shifting is not available in datacenter '{stack.datacenter}' yet, so there "
-        f"is no migration of {stack.name} to reverse."
-    )
+    if ctx.traffic is None:
+        await require(ctx, Role.DEPLOY, stack.namespace, "reverse", stack.name)
+        raise NotAvailable(
+            f"no datacenter routes traffic in this setup, so there is no migration of "
+            f"{stack.name} to reverse."
+        )
+    shift = await ctx.traffic.find_active(stack)
+    message = await ctx.traffic.reverse(shift.id, ctx.principal)
+    return Reply(title=message)
 
 
 async def deprecate(command: Deprecate, ctx: Context) -> Reply:
