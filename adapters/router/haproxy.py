@@ -101,16 +101,30 @@ class HaproxyRouter:
             raise RouterError(
                 f"HAProxy's socket {sock or self.admin} does not answer: {exc}"
             ) from None
-        writer.write(command.encode() + b"\n")
-        await writer.drain()
-        answer = await asyncio.wait_for(reader.read(), 10)
-        writer.close()
+        try:
+            writer.write(command.encode() + b"\n")
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 10)
+        except (OSError, TimeoutError) as exc:
+            raise RouterError(f"HAProxy's socket {sock or self.admin} failed: {exc}") from None
+        finally:
+            writer.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()
         text = answer.decode(errors="replace").strip()
         if any(text.startswith(p) for p in ("Unknown", "No such", "Invalid", "Require")):
             raise RouterError(f"HAProxy refused `{command}`: {text}")
         return text
+
+    async def _worker_pid(self) -> str | None:
+        try:
+            info = await self._command("show info")
+        except RouterError:
+            return None
+        for line in info.splitlines():
+            if line.startswith("Pid:"):
+                return line.split(":", 1)[1].strip()
+        return None
 
     async def _alive(self) -> bool:
         try:
@@ -122,7 +136,15 @@ class HaproxyRouter:
     async def _start_or_reload(self, state: dict[str, Any], *, reload: bool) -> None:
         if await self._alive():
             if reload:
+                before = await self._worker_pid()
                 await self._command("reload", self.master)
+
+                async def new_worker() -> bool:
+                    # the admin socket answers from the new worker: changes made now stick
+                    pid = await self._worker_pid()
+                    return pid is not None and pid != before
+
+                await self._wait_for(new_worker)
                 await self._wait_for(lambda: self._listening(state))
             return
         why = await self.check()
@@ -254,8 +276,16 @@ class HaproxyRouter:
     async def stop(self) -> None:
         """Stop HAProxy itself (tests, uninstall)."""
         pid_file = self.dir / "haproxy.pid"
-        if pid_file.exists():
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid_file.read_text().split()[0]), 15)
-        with contextlib.suppress(RouterError):
-            await self._command("quit", self.master)
+        if not pid_file.exists():
+            return
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            os.kill(pid, 15)
+        except (ProcessLookupError, ValueError, IndexError):
+            return
+        for _ in range(100):  # until it has let go of its ports
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            await asyncio.sleep(0.05)

@@ -178,7 +178,7 @@ class RunningBot:
     url: str
     stop: asyncio.Event
     task: asyncio.Task[int]
-    workflow: Scripted
+    workflow: Scripted | None
 
     async def post(
         self,
@@ -200,14 +200,20 @@ class RunningBot:
     async def shutdown(self) -> None:
         self.stop.set()
         await asyncio.wait_for(self.task, 20)
-        await asyncio.wait_for(asyncio.gather(*self.workflow.tasks), 20)
+        if self.workflow is not None:
+            await asyncio.wait_for(asyncio.gather(*self.workflow.tasks), 20)
         await asyncio.wait_for(self.application.close(), 20)
 
 
-async def start_bot(settings: Settings, workflow: Scripted | None = None) -> RunningBot:
-    workflow = workflow or Scripted()
+async def start_bot(
+    settings: Settings, workflow: Scripted | None = None, *, real: bool = False
+) -> RunningBot:
+    """`real`: the product's own deploy engine on the configured datacenters."""
+    if not real:
+        workflow = workflow or Scripted()
     application = await build(settings, workflow=workflow)
-    workflow.bind(application)
+    if workflow is not None:
+        workflow.bind(application)
     port = free_port()
     ready, stop = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(

@@ -10,12 +10,10 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
 import docker
-import pytest
 
 from adapters.storage import SqlStore, open_store
 from domain.records import Stack, StackQuery
@@ -138,19 +136,6 @@ class Bot:
             session.post(f"{self.url}/slack/events", data=body, headers=headers) as response,
         ):
             assert response.status == 200
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as workspace:
-        yield workspace
-
-
-@pytest.fixture
-def engine_client(docker_address: str) -> Iterator[docker.DockerClient]:
-    client = docker.DockerClient(base_url=docker_address, version="1.41")
-    yield client
-    client.close()
 
 
 async def stack_of(store: SqlStore, version: str) -> Stack | None:

@@ -31,12 +31,6 @@ FORM = "application/x-www-form-urlencoded"
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as workspace:
-        yield workspace
-
-
-@pytest.fixture
 async def bot(fake: FakeSlack, tmp_path: Path) -> AsyncIterator[RunningBot]:
     running = await start_bot(settings_for(fake, tmp_path))
     yield running

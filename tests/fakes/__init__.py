@@ -1,0 +1,1 @@
+"""Fakes of external services, served for real on loopback, for tests."""

@@ -1,15 +1,23 @@
-"""A fake Slack workspace: the Web API methods the bot calls, response_url endpoints, and a
-Socket Mode WebSocket, served over real HTTP on loopback.
+"""A fake Slack workspace served over real HTTP on loopback: the Web API methods the bot calls,
+`response_url` endpoints and a Socket Mode WebSocket.
 
-It behaves as Slack documents: tokens checked (`not_authed`, `invalid_auth`,
-`not_allowed_token_type`), errors as `{"ok": false, "error": ...}` with HTTP 200, Block Kit
-limits enforced (`invalid_blocks`, `msg_too_long`), rate limits answered with HTTP 429 and
-`Retry-After`. Everything the bot did is recorded for assertions."""
+It answers as Slack does: tokens are checked (`not_authed`, `invalid_auth`,
+`not_allowed_token_type`), errors come back as `{"ok": false, "error": ...}` with HTTP 200,
+Block Kit limits are enforced (`invalid_blocks` for messages, `invalid_arguments` for views,
+`msg_too_long`), and rate limits are answered with HTTP 429 and `Retry-After`. Everything that
+reached it is recorded for assertions.
+
+    async with FakeSlack() as fake:
+        client = AsyncWebClient(token=fake.bot_token, base_url=fake.base_url)
+        await client.chat_postMessage(channel="C1", text="hi")
+        assert fake.messages("C1")[0].text == "hi"
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
 import time
 import uuid
@@ -20,28 +28,29 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-BOT_METHODS = {
-    "auth.test",
-    "chat.postMessage",
-    "chat.update",
-    "chat.postEphemeral",
-    "views.publish",
-    "users.info",
-    "conversations.info",
-    "usergroups.list",
-}
+APP_METHODS = {"apps.connections.open"}  # everything else served here wants the bot token
+MESSAGE_BLOCKS, VIEW_BLOCKS, MAX_TEXT, RESPONSE_URL_USES = 50, 100, 40_000, 5
+BLOCK_TYPES = {
+    "actions", "context", "divider", "file", "header", "image", "input",
+    "markdown", "rich_text", "section", "table", "video",
+}  # fmt: skip
 
 
 @dataclass
 class Call:
+    """One authenticated Web API call that was not rate limited; `error` is set if it failed."""
+
     method: str
     params: dict[str, Any]
     token: str
     at: float
+    error: str | None = None
 
 
 @dataclass
 class Message:
+    """A message as the channel shows it now: `text`/`blocks` reflect `chat.update` edits."""
+
     channel: str
     ts: str
     text: str
@@ -54,6 +63,8 @@ class Message:
 
 @dataclass
 class Ephemeral:
+    """A message only `user` sees (`chat.postEphemeral`)."""
+
     channel: str
     user: str
     text: str
@@ -62,53 +73,103 @@ class Ephemeral:
 
 
 class SlackError(Exception):
+    """Raised by a method handler; becomes `{"ok": false, "error": ..., **extra}`."""
+
     def __init__(self, error: str, **extra: Any) -> None:
         super().__init__(error)
         self.error = error
         self.extra = extra
 
 
-def _block_problems(blocks: Any, limit: int) -> list[str]:
+def _length(value: Any, at: str, most: int, problems: list[str], least: int = 0) -> None:
+    """Slack's wording for a string over `most` characters or a list over `most` items."""
+    if isinstance(value, list) and len(value) > most:
+        problems.append(f"[ERROR] no more than {most} items allowed {at}")
+    elif isinstance(value, str) and len(value) > most:
+        problems.append(f"[ERROR] must be less than {most + 1} characters {at}")
+    elif isinstance(value, str) and len(value) < least:
+        problems.append(f"[ERROR] must be more than {least - 1} characters {at}")
+
+
+def _text_object(obj: Any, at: str, most: int, problems: list[str], plain: bool = False) -> None:
+    """A composition text object: `{"type": "plain_text" | "mrkdwn", "text": ...}`."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+        problems.append(f"[ERROR] must provide an object with a string text {at}]")
+        return
+    allowed = ("plain_text",) if plain else ("plain_text", "mrkdwn")
+    if obj.get("type") not in allowed:
+        problems.append(f"[ERROR] must be a valid enum value {at}/type]")
+    _length(obj["text"], f"{at}/text]", most, problems, least=1)
+
+
+def _element(element: Any, at: str, problems: list[str]) -> None:
+    """An interactive element (button, select, ...) inside `actions` or a section accessory."""
+    if not isinstance(element, dict):
+        problems.append(f"[ERROR] must provide an object {at}]")
+        return
+    _length(element.get("action_id", ""), f"{at}/action_id]", 255, problems)
+    if element.get("type") == "button":
+        _text_object(element.get("text"), f"{at}/text", 75, problems, plain=True)
+        _length(str(element.get("value", "")), f"{at}/value]", 2000, problems)
+        _length(str(element.get("url", "")), f"{at}/url]", 3000, problems)
+        if element.get("style") not in (None, "primary", "danger"):
+            problems.append(f"[ERROR] must be a valid enum value {at}/style]")
+
+
+def block_problems(blocks: Any, limit: int = MESSAGE_BLOCKS, pointer: str = "/blocks") -> list[str]:
+    """What Slack's Block Kit validation would reject, in Slack's message format:
+    `[ERROR] <problem> [json-pointer:/blocks/<i>/...]`. Empty when the blocks are valid."""
     if not isinstance(blocks, list):
-        return ["blocks must be an array"]
-    problems = []
-    if len(blocks) > limit:
-        problems.append(f"[ERROR] no more than {limit} items allowed [json-pointer:/blocks]")
+        return [f"[ERROR] must provide an array [json-pointer:{pointer}]"]
+    problems: list[str] = []
+    _length(blocks, f"[json-pointer:{pointer}]", limit, problems)
     for i, block in enumerate(blocks):
-        kind = block.get("type") if isinstance(block, dict) else None
-        where = f"[json-pointer:/blocks/{i}"
+        at = f"[json-pointer:{pointer}/{i}"
+        if not isinstance(block, dict):
+            problems.append(f"[ERROR] must provide an object {at}]")
+            continue
+        kind = block.get("type")
+        if kind not in BLOCK_TYPES:
+            problems.append(f"[ERROR] unsupported type: {kind} {at}/type]")
+            continue
+        _length(str(block.get("block_id", "")), f"{at}/block_id]", 255, problems)
         if kind == "section":
-            text = block.get("text")
-            if text is not None and len(text.get("text", "")) > 3000:
-                problems.append(f"[ERROR] must be less than 3001 characters {where}/text/text]")
-            fields = block.get("fields") or []
-            if len(fields) > 10:
-                problems.append(f"[ERROR] no more than 10 items allowed {where}/fields]")
-            for j, f in enumerate(fields):
-                if len(f.get("text", "")) > 2000:
-                    problems.append(
-                        f"[ERROR] must be less than 2001 characters {where}/fields/{j}/text]"
-                    )
-            if text is None and not fields:
-                problems.append(f"[ERROR] must provide text or fields {where}]")
+            fields = block.get("fields")
+            if block.get("text") is None and not fields:
+                problems.append(f"[ERROR] must provide either text or fields {at}]")
+            if block.get("text") is not None:
+                _text_object(block["text"], f"{at}/text", 3000, problems)
+            if fields is not None:
+                _length(fields, f"{at}/fields]", 10, problems)
+                for j, item in enumerate(fields if isinstance(fields, list) else []):
+                    _text_object(item, f"{at}/fields/{j}", 2000, problems)
+            if block.get("accessory") is not None:
+                _element(block["accessory"], f"{at}/accessory", problems)
         elif kind == "header":
-            text = block.get("text") or {}
-            if text.get("type") != "plain_text":
-                problems.append(f"[ERROR] must be plain_text {where}/text/type]")
-            if len(text.get("text", "")) > 150:
-                problems.append(f"[ERROR] must be less than 151 characters {where}/text/text]")
-        elif kind == "actions":
-            for j, element in enumerate(block.get("elements") or []):
-                if len(str(element.get("value", ""))) > 2000:
-                    problems.append(f"[ERROR] value too long {where}/elements/{j}/value]")
-                if len(str(element.get("action_id", ""))) > 255:
-                    problems.append(f"[ERROR] action_id too long {where}/elements/{j}/action_id]")
-        elif kind not in ("context", "divider", "image", "rich_text", "input", "file", "video"):
-            problems.append(f"[ERROR] unknown block type {where}/type]")
+            _text_object(block.get("text"), f"{at}/text", 150, problems, plain=True)
+        elif kind in ("actions", "context"):
+            elements = block.get("elements")
+            most = 25 if kind == "actions" else 10
+            if not isinstance(elements, list) or not elements:
+                problems.append(f"[ERROR] must provide a non-empty array {at}/elements]")
+                continue
+            _length(elements, f"{at}/elements]", most, problems)
+            for j, element in enumerate(elements):
+                where = f"{at}/elements/{j}"
+                if kind == "actions":
+                    _element(element, where, problems)
+                elif isinstance(element, dict) and element.get("type") != "image":
+                    _text_object(element, where, 3000, problems)
     return problems
 
 
+def _flag(value: Any) -> bool:
+    return value is True or str(value).lower() in ("1", "true")
+
+
 class FakeSlack:
+    """The workspace. `start()`/`stop()` or `async with`; `base_url` is for the Web API client."""
+
     def __init__(
         self,
         bot_token: str = "xoxb-test",
@@ -120,36 +181,40 @@ class FakeSlack:
         usergroups: dict[str, dict[str, Any]] | None = None,
         rate_limits: dict[str, tuple[int, float]] | None = None,
     ) -> None:
-        self.bot_token = bot_token
-        self.app_token = app_token
-        self.team_id = team_id
-        self.bot_user_id = bot_user_id
-        self.users = users or {
+        self.bot_token, self.app_token = bot_token, app_token
+        self.team_id, self.bot_user_id = team_id, bot_user_id
+        self.app_id, self.bot_id = "A0001", "B0001"
+        self.users = users if users is not None else {
             "U1": {"name": "alice", "real_name": "Alice"},
             "U2": {"name": "bob", "real_name": "Bob"},
             "U3": {"name": "carol", "real_name": "Carol"},
             "U4": {"name": "dave", "real_name": "Dave"},
-        }
-        self.channels = channels or {"C1": "deploys", "C2": "ops", "C3": "howdy-team"}
-        self.usergroups = usergroups or {"S1": {"handle": "sre", "users": ["U3"]}}
-        self.rate_limits = {
-            "chat.postMessage": (10, 1.0),
-            "chat.update": (50, 60.0),
-            "views.publish": (100, 60.0),
+        }  # fmt: skip
+        self.channels = channels if channels is not None else {
+            "C1": "deploys", "C2": "ops", "C3": "howdy-team",
+        }  # fmt: skip
+        self.usergroups = (
+            usergroups if usergroups is not None else {"S1": {"handle": "sre", "users": ["U3"]}}
+        )
+        self.rate_limits: dict[str, tuple[int, float]] = {
+            "chat.postMessage": (10, 1.0),  # per channel, like Slack's one message a second
+            "chat.update": (50, 60.0),  # Tier 3
+            "views.publish": (100, 60.0),  # Tier 4
             **(rate_limits or {}),
         }
+        self.response_url_ttl = 30 * 60.0  # Slack honours a response_url for 30 minutes
         self.calls: list[Call] = []
         self.ephemerals: list[Ephemeral] = []
         self.responses: dict[str, list[dict[str, Any]]] = {}
         self.ratelimited: defaultdict[str, int] = defaultdict(int)
         self.socket_acks: list[dict[str, Any]] = []
-        self._messages: dict[str, list[Message]] = defaultdict(list)
+        self._messages: defaultdict[str, list[Message]] = defaultdict(list)
         self._by_ts: dict[tuple[str, str], Message] = {}
         self._homes: dict[str, dict[str, Any]] = {}
         self._recent: defaultdict[str, deque[float]] = defaultdict(deque)
         self._forced: dict[str, tuple[int, int]] = {}
-        self._ts = int(time.time())
-        self._seq = 0
+        self._response_meta: dict[str, tuple[float, str | None, str | None]] = {}
+        self._epoch, self._seq = int(time.time()), 0
         self._tickets: set[str] = set()
         self._socket: web.WebSocketResponse | None = None
         self._socket_ready = asyncio.Event()
@@ -157,27 +222,25 @@ class FakeSlack:
         self._runner: web.AppRunner | None = None
         self.port = 0
 
-    # -- lifecycle --------------------------------------------------------------------------
+    # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Serve on 127.0.0.1 on a free port."""
         app = web.Application()
-        app.router.add_post("/api/{method}", self._api)
-        app.router.add_get("/api/{method}", self._api)
+        app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/response/{rid}", self._response)
         app.router.add_get("/socket", self._socket_endpoint)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
         if self._socket is not None:
             await self._socket.close()
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None
 
     async def __aenter__(self) -> FakeSlack:
         await self.start()
@@ -188,32 +251,39 @@ class FakeSlack:
 
     @property
     def base_url(self) -> str:
+        """For `AsyncWebClient(base_url=...)`; ends with `/` as slack_sdk requires."""
         return f"http://127.0.0.1:{self.port}/api/"
 
-    # -- what happened ----------------------------------------------------------------------
+    # -- what happened --------------------------------------------------------------------
 
     def calls_to(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
 
     def messages(self, channel: str) -> list[Message]:
+        """Top-level messages of a channel, oldest first."""
         return list(self._messages.get(channel, []))
 
     def thread(self, channel: str, ts: str) -> list[Message]:
+        """Replies in the thread under the message `ts`, oldest first."""
         parent = self._by_ts.get((channel, ts))
         return list(parent.replies) if parent else []
 
     def home(self, user_id: str) -> dict[str, Any] | None:
+        """The Home tab view last published for this user."""
         return self._homes.get(user_id)
 
     @staticmethod
     def all_text(item: Any) -> str:
-        """Every piece of text in a message, a call's params or a response, joined."""
+        """Every piece of text in a Message, Ephemeral, Call, params, response or blocks, one
+        per line: the `text` field first, then every `"text": "..."` found in the blocks."""
         found: list[str] = []
 
         def walk(node: Any) -> None:
-            if isinstance(node, Message):
+            if isinstance(node, Message | Ephemeral):
                 found.append(node.text)
                 walk(node.blocks)
+            elif isinstance(node, Call):
+                walk(node.params)
             elif isinstance(node, dict):
                 for key, value in node.items():
                     if key == "text" and isinstance(value, str):
@@ -228,141 +298,164 @@ class FakeSlack:
         return "\n".join(found)
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+        """Poll `predicate` every 10 ms until it returns something truthy, and return that."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
             value = predicate()
             if value:
                 return value
+            if time.monotonic() >= deadline:
+                break
             await asyncio.sleep(0.01)
-        summary = "\n".join(f"  {c.method} {json.dumps(c.params)[:300]}" for c in self.calls)
-        raise AssertionError(f"condition not met within {timeout}s; calls:\n{summary}")
+        summary = "\n".join(
+            f"  {c.method}{f' -> {c.error}' if c.error else ''} {json.dumps(c.params)[:300]}"
+            for c in self.calls
+        )
+        raise AssertionError(f"condition not met within {timeout}s; calls:\n{summary or '  none'}")
 
     def force_ratelimit(self, method: str, times: int = 1, retry_after: int = 1) -> None:
+        """The next `times` calls of `method` answer 429 with `Retry-After: retry_after`."""
         self._forced[method] = (times, retry_after)
 
-    def new_response_url(self) -> str:
+    def new_response_url(self, channel: str | None = None, message_ts: str | None = None) -> str:
+        """A fresh `response_url`; its id (the last path segment) keys `responses`. Bound to a
+        message (as for a button click), `replace_original`/`delete_original` act on it."""
         rid = secrets.token_hex(6)
         self.responses[rid] = []
+        self._response_meta[rid] = (time.monotonic(), channel, message_ts)
         return f"http://127.0.0.1:{self.port}/response/{rid}"
 
-    # -- the Web API ------------------------------------------------------------------------
+    # -- the Web API ----------------------------------------------------------------------
 
     async def _params(self, request: web.Request) -> dict[str, Any]:
         params: dict[str, Any] = dict(request.query)
         if request.method == "POST" and request.can_read_body:
-            if request.content_type == "application/json":
-                params.update(await request.json())
-            else:
-                params.update(dict(await request.post()))
-        for key in ("blocks", "view", "attachments"):
-            if isinstance(params.get(key), str):
-                params[key] = json.loads(params[key])
+            if request.content_type != "application/json":
+                params.update({k: v for k, v in (await request.post()).items()})
+                return params
+            try:
+                body = await request.json()
+            except ValueError:
+                raise SlackError("invalid_json") from None
+            if not isinstance(body, dict):
+                raise SlackError("json_not_object")
+            params.update(body)
         return params
 
     async def _api(self, request: web.Request) -> web.StreamResponse:
         method = request.match_info["method"]
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)
         if handler is None:
-            return web.json_response({"ok": False, "error": "unknown_method"}, status=404)
-        params = await self._params(request)
+            body = {"ok": False, "error": "unknown_method", "req_method": method}
+            return web.json_response(body, status=404)
+        try:
+            params = await self._params(request)
+        except SlackError as exc:
+            return web.json_response({"ok": False, "error": exc.error})
         header = request.headers.get("Authorization", "")
-        token = header[7:] if header.startswith("Bearer ") else str(params.pop("token", ""))
+        token = header[7:].strip() if header.startswith("Bearer ") else str(params.get("token", ""))
+        params.pop("token", None)
         if not token:
             return web.json_response({"ok": False, "error": "not_authed"})
         if token not in (self.bot_token, self.app_token):
             return web.json_response({"ok": False, "error": "invalid_auth"})
-        wants_app = method == "apps.connections.open"
-        if (token == self.app_token) != wants_app:
+        if (token == self.app_token) != (method in APP_METHODS):
             return web.json_response({"ok": False, "error": "not_allowed_token_type"})
         retry_after = self._rate_limited(method, params)
         if retry_after is not None:
             self.ratelimited[method] += 1
-            return web.json_response(
-                {"ok": False, "error": "ratelimited"},
-                status=429,
-                headers={"Retry-After": str(retry_after)},
-            )
-        self.calls.append(Call(method, params, token, time.monotonic()))
+            body = {"ok": False, "error": "ratelimited"}
+            return web.json_response(body, status=429, headers={"Retry-After": str(retry_after)})
+        call = Call(method, params, token, time.monotonic())
+        self.calls.append(call)
         try:
+            for key, error in (("blocks", "invalid_blocks_format"), ("view", "invalid_arguments")):
+                if isinstance(params.get(key), str):  # form posts carry these JSON-encoded
+                    try:
+                        params[key] = json.loads(params[key])
+                    except ValueError:
+                        raise SlackError(error) from None
             body = handler(params)
         except SlackError as exc:
+            call.error = exc.error
             return web.json_response({"ok": False, "error": exc.error, **exc.extra})
         return web.json_response({"ok": True, **body})
 
     def _rate_limited(self, method: str, params: dict[str, Any]) -> int | None:
-        forced = self._forced.get(method)
-        if forced and forced[0] > 0:
-            self._forced[method] = (forced[0] - 1, forced[1])
-            return forced[1]
+        """Seconds to wait if this call is over its limit; else None and the call counts."""
+        times, retry_after = self._forced.get(method, (0, 0))
+        if times > 0:
+            self._forced[method] = (times - 1, retry_after)
+            return retry_after
         if method not in self.rate_limits:
             return None
         limit, window = self.rate_limits[method]
         key = f"{method}:{params.get('channel', '')}" if method == "chat.postMessage" else method
-        now = time.monotonic()
-        recent = self._recent[key]
+        now, recent = time.monotonic(), self._recent[key]
         while recent and now - recent[0] >= window:
             recent.popleft()
         if len(recent) >= limit:
-            return max(1, int(window - (now - recent[0]) + 0.999))
+            return max(1, math.ceil(window - (now - recent[0])))
         recent.append(now)
         return None
 
     def _next_ts(self) -> str:
         self._seq += 1
-        return f"{self._ts}.{self._seq:06d}"
+        return f"{self._epoch + self._seq // 1_000_000}.{self._seq % 1_000_000:06d}"
 
     def _channel(self, params: dict[str, Any]) -> str:
         channel = str(params.get("channel") or "")
         if channel.startswith("#"):
             by_name = {name: cid for cid, name in self.channels.items()}
             channel = by_name.get(channel[1:], channel)
-        if channel not in self.channels and not channel.startswith("D"):
+        if channel not in self.channels and not (channel.startswith("D") and len(channel) > 1):
             raise SlackError("channel_not_found")
         return channel
 
-    def _content(self, params: dict[str, Any], limit: int = 50) -> tuple[str, Any]:
-        text = str(params.get("text") or "")
-        blocks = params.get("blocks")
+    def _content(self, params: dict[str, Any]) -> tuple[str, list[dict[str, Any]] | None]:
+        text, blocks = params.get("text"), params.get("blocks")
+        text = "" if text is None else str(text)
         if not text and not blocks:
             raise SlackError("no_text")
-        if len(text) > 40000:
+        if len(text) > MAX_TEXT:
             raise SlackError("msg_too_long")
         if blocks is not None:
-            problems = _block_problems(blocks, limit)
+            problems = block_problems(blocks)
             if problems:
                 raise SlackError("invalid_blocks", response_metadata={"messages": problems})
         return text, blocks
 
+    def _message_json(self, message: Message) -> dict[str, Any]:
+        body: dict[str, Any] = {"type": "message", "user": message.user, "bot_id": self.bot_id}
+        body.update({"app_id": self.app_id, "text": message.text, "ts": message.ts})
+        if message.blocks is not None:
+            body["blocks"] = message.blocks
+        if message.thread_ts:
+            body["thread_ts"] = message.thread_ts
+        return body
+
     def _m_auth_test(self, _params: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "url": "https://fake.slack.com/",
-            "team": "Fake",
-            "user": "nelson",
-            "team_id": self.team_id,
-            "user_id": self.bot_user_id,
-            "bot_id": "B0001",
-        }
+        workspace = {"url": "https://fake-workspace.slack.com/", "team": "Fake Workspace"}
+        bot = {"user": "nelson", "user_id": self.bot_user_id, "bot_id": self.bot_id}
+        return {**workspace, **bot, "team_id": self.team_id, "is_enterprise_install": False}
 
     def _m_chat_postMessage(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)
         text, blocks = self._content(params)
-        thread_ts = params.get("thread_ts") or None
-        parent = None
+        thread_ts, parent = params.get("thread_ts") or None, None
         if thread_ts:
-            parent = self._by_ts.get((channel, thread_ts))
+            parent = self._by_ts.get((channel, str(thread_ts)))
             if parent is None:
                 raise SlackError("thread_not_found")
-        message = Message(channel, self._next_ts(), text, blocks, thread_ts)
-        self._by_ts[(channel, message.ts)] = message
-        if parent is not None:
-            parent.replies.append(message)
-        else:
-            self._messages[channel].append(message)
-        return {
-            "channel": channel,
-            "ts": message.ts,
-            "message": {"text": text, "blocks": blocks, "ts": message.ts},
-        }
+            if parent.thread_ts:  # a reply's ts: the reply goes to the same thread
+                parent = self._by_ts[(channel, parent.thread_ts)]
+        ts = self._next_ts()
+        message = Message(
+            channel, ts, text, blocks, parent.ts if parent else None, self.bot_user_id
+        )
+        self._by_ts[(channel, ts)] = message
+        (parent.replies if parent else self._messages[channel]).append(message)
+        return {"channel": channel, "ts": ts, "message": self._message_json(message)}
 
     def _m_chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)
@@ -371,7 +464,8 @@ class FakeSlack:
             raise SlackError("message_not_found")
         message.text, message.blocks = self._content(params)
         message.edits += 1
-        return {"channel": channel, "ts": message.ts, "text": message.text}
+        body = {"channel": channel, "ts": message.ts, "text": message.text}
+        return {**body, "message": self._message_json(message)}
 
     def _m_chat_postEphemeral(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)
@@ -379,109 +473,143 @@ class FakeSlack:
         if user not in self.users:
             raise SlackError("user_not_found")
         text, blocks = self._content(params)
-        self.ephemerals.append(Ephemeral(channel, user, text, blocks, params.get("thread_ts")))
+        thread_ts = params.get("thread_ts") or None
+        self.ephemerals.append(Ephemeral(channel, user, text, blocks, thread_ts))
         return {"message_ts": self._next_ts()}
 
     def _m_views_publish(self, params: dict[str, Any]) -> dict[str, Any]:
-        user = str(params.get("user_id") or "")
-        if user not in self.users:
-            raise SlackError("user_not_found")
-        view = params.get("view") or {}
-        if view.get("type") != "home":
-            raise SlackError("invalid_arguments")
-        problems = _block_problems(view.get("blocks") or [], 100)
-        if problems:
-            raise SlackError("invalid_blocks", response_metadata={"messages": problems})
+        user, view = str(params.get("user_id") or ""), params.get("view")
+        problems = [] if user in self.users else ["invalid `user_id`"]
+        if not isinstance(view, dict):
+            view = {}
+            problems.append("[ERROR] missing required field: view [json-pointer:/]")
+        elif view.get("type") != "home":
+            problems.append("[ERROR] must be a valid enum value [json-pointer:/view/type]")
+        problems += block_problems(view.get("blocks"), VIEW_BLOCKS, "/view/blocks")
+        if problems:  # views report Block Kit problems as invalid_arguments, not invalid_blocks
+            raise SlackError("invalid_arguments", response_metadata={"messages": problems})
         self._homes[user] = view
-        return {"view": {"id": f"V{user}", **view}}
+        view_id = f"V{user}"
+        published = {"id": view_id, "team_id": self.team_id, "app_id": self.app_id, **view}
+        published.update(root_view_id=view_id, bot_id=self.bot_id, hash=f"{time.time():.6f}")
+        return {"view": published}
 
     def _m_users_info(self, params: dict[str, Any]) -> dict[str, Any]:
         user = str(params.get("user") or "")
-        if user not in self.users:
+        if user == self.bot_user_id:
+            info, is_bot = {"name": "nelson", "real_name": "Nelson"}, True
+        elif user in self.users:
+            info, is_bot = self.users[user], False
+        else:
             raise SlackError("user_not_found")
-        info = self.users[user]
-        return {
-            "user": {
-                "id": user,
-                "name": info["name"],
-                "real_name": info.get("real_name", ""),
-                "profile": {"display_name": info["name"], "real_name": info.get("real_name")},
-                "is_bot": False,
-            }
-        }
+        real_name = info.get("real_name", "")
+        profile = {"display_name": info["name"], "real_name": real_name}
+        body = {"id": user, "team_id": self.team_id, "name": info["name"], "real_name": real_name}
+        return {"user": {**body, "deleted": False, "profile": profile, "is_bot": is_bot}}
 
     def _m_conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)
-        return {
-            "channel": {
-                "id": channel,
-                "name": self.channels.get(channel, ""),
-                "is_channel": not channel.startswith("D"),
-                "is_im": channel.startswith("D"),
-            }
-        }
+        is_im = channel not in self.channels
+        body: dict[str, Any] = {"id": channel, "is_channel": not is_im, "is_im": is_im}
+        if not is_im:
+            body["name"] = self.channels[channel]
+        return {"channel": body}
 
     def _m_usergroups_list(self, params: dict[str, Any]) -> dict[str, Any]:
-        include = str(params.get("include_users", "")).lower() in ("1", "true")
-        return {
-            "usergroups": [
-                {"id": gid, "handle": g["handle"], **({"users": g["users"]} if include else {})}
-                for gid, g in self.usergroups.items()
-            ]
-        }
+        include = _flag(params.get("include_users"))
+        groups = []
+        for gid, group in self.usergroups.items():
+            entry = {"id": gid, "team_id": self.team_id, "handle": group["handle"]}
+            entry.update(name=group.get("name", group["handle"]), user_count=len(group["users"]))
+            if include:
+                entry["users"] = list(group["users"])
+            groups.append(entry)
+        return {"usergroups": groups}
 
     def _m_apps_connections_open(self, _params: dict[str, Any]) -> dict[str, Any]:
         ticket = secrets.token_hex(8)
         self._tickets.add(ticket)
         return {"url": f"ws://127.0.0.1:{self.port}/socket?ticket={ticket}"}
 
-    # -- response_url -----------------------------------------------------------------------
+    # -- response_url ---------------------------------------------------------------------
 
     async def _response(self, request: web.Request) -> web.StreamResponse:
+        """Up to 5 posts within 30 minutes; later ones get 404 `used_url` / `expired_url`."""
         rid = request.match_info["rid"]
-        if rid not in self.responses:
-            return web.Response(status=404, text="no_such_url")
-        if len(self.responses[rid]) >= 5:  # Slack: up to 5 responses per response_url
-            return web.Response(status=404, text="used_url")
-        payload = await request.json()
-        problems = _block_problems(payload.get("blocks") or [], 50)
-        if problems:
-            return web.Response(status=400, text="invalid_blocks")
-        self.responses[rid].append(payload)
-        return web.Response(text="ok")
 
-    # -- Socket Mode ------------------------------------------------------------------------
+        def fail(status: int, error: str) -> web.Response:
+            return web.json_response({"ok": False, "error": error}, status=status)
+
+        if rid not in self.responses:
+            return fail(404, "no_service")
+        issued, channel, ts = self._response_meta[rid]
+        if time.monotonic() - issued > self.response_url_ttl:
+            return fail(404, "expired_url")
+        if len(self.responses[rid]) >= RESPONSE_URL_USES:
+            return fail(404, "used_url")
+        try:
+            if request.content_type == "application/json":
+                payload = await request.json()
+            else:
+                payload = json.loads(str((await request.post()).get("payload", "")))
+        except ValueError:
+            return fail(400, "invalid_payload")
+        if not isinstance(payload, dict):
+            return fail(400, "invalid_payload")
+        text, blocks = str(payload.get("text") or ""), payload.get("blocks")
+        if not text and not blocks and not _flag(payload.get("delete_original")):
+            return fail(400, "no_text")
+        if len(text) > MAX_TEXT:
+            return fail(400, "msg_too_long")
+        if blocks is not None and block_problems(blocks):
+            return fail(400, "invalid_blocks")
+        self.responses[rid].append(payload)
+        original = self._by_ts.get((channel, ts)) if channel and ts else None
+        if original is not None and _flag(payload.get("delete_original")):
+            siblings = (
+                self._by_ts[(original.channel, original.thread_ts)].replies
+                if original.thread_ts
+                else self._messages[original.channel]
+            )
+            siblings.remove(original)
+            del self._by_ts[(original.channel, original.ts)]
+        elif original is not None and _flag(payload.get("replace_original")):
+            original.text, original.blocks = text, blocks
+            original.edits += 1
+        return web.json_response({"ok": True})
+
+    # -- Socket Mode ----------------------------------------------------------------------
 
     async def _socket_endpoint(self, request: web.Request) -> web.StreamResponse:
         ticket = request.query.get("ticket", "")
         if ticket not in self._tickets:
-            return web.Response(status=401, text="invalid ticket")
-        self._tickets.discard(ticket)
+            return web.Response(status=401, text="invalid or used ticket")
+        self._tickets.discard(ticket)  # a ticket opens one connection
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self._socket = ws
-        await ws.send_json(
-            {
-                "type": "hello",
-                "num_connections": 1,
-                "debug_info": {"host": "fake", "approximate_connection_time": 3600},
-                "connection_info": {"app_id": "A0001"},
-            }
-        )
+        debug = {"host": "applink-fake", "build_number": 1, "approximate_connection_time": 18060}
+        hello = {"type": "hello", "num_connections": 1, "debug_info": debug}
+        await ws.send_json({**hello, "connection_info": {"app_id": self.app_id}})
         self._socket_ready.set()
-        async for msg in ws:
-            if msg.type == WSMsgType.TEXT:
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
                 data = json.loads(msg.data)
-                envelope_id = data.get("envelope_id")
-                if envelope_id:
+                if isinstance(data, dict) and data.get("envelope_id"):
                     self.socket_acks.append(data)
-                    future = self._acks.pop(envelope_id, None)
+                    future = self._acks.pop(str(data["envelope_id"]), None)
                     if future is not None and not future.done():
                         future.set_result(data)
-        self._socket_ready.clear()
+        finally:
+            if self._socket is ws:
+                self._socket = None
+                self._socket_ready.clear()
         return ws
 
     async def wait_socket_connected(self, timeout: float = 10.0) -> None:
+        """Wait until a Socket Mode client is connected and has been sent `hello`."""
         await asyncio.wait_for(self._socket_ready.wait(), timeout)
 
     async def socket_send(
@@ -493,19 +621,29 @@ class FakeSlack:
         retry_attempt: int = 0,
         retry_reason: str = "",
     ) -> dict[str, Any]:
+        """Send an envelope (`slash_commands`, `interactive`, `events_api`) to the connected
+        client and return its ack (`{"envelope_id": ..., "payload"?: ...}`), waiting 5 s."""
         await self.wait_socket_connected()
-        assert self._socket is not None
+        socket = self._socket
+        assert socket is not None
         envelope_id = str(uuid.uuid4())
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._acks[envelope_id] = future
-        await self._socket.send_json(
-            {
-                "envelope_id": envelope_id,
-                "type": type_,
-                "payload": payload,
-                "accepts_response_payload": accepts_response_payload,
-                "retry_attempt": retry_attempt,
-                "retry_reason": retry_reason,
-            }
+        envelope: dict[str, Any] = {"envelope_id": envelope_id, "type": type_, "payload": payload}
+        envelope.update(accepts_response_payload=accepts_response_payload)
+        await socket.send_json(
+            {**envelope, "retry_attempt": retry_attempt, "retry_reason": retry_reason}
         )
-        return await asyncio.wait_for(future, 5)
+        try:
+            return await asyncio.wait_for(future, 5)
+        except TimeoutError:
+            raise AssertionError(f"no ack for {type_} envelope {envelope_id} within 5s") from None
+        finally:
+            self._acks.pop(envelope_id, None)
+
+    async def socket_disconnect(self, reason: str = "refresh_requested") -> None:
+        """Ask the client to reconnect, as Slack does before recycling a connection."""
+        if self._socket is not None:
+            await self._socket.send_json(
+                {"type": "disconnect", "reason": reason, "debug_info": {"host": "applink-fake"}}
+            )

@@ -1,0 +1,377 @@
+"""Traffic migration end to end: real containers (busybox httpd answering with their version)
+behind a real HAProxy, the bot serving Slack requests, approvals by signed button clicks, and
+the share of responses measured through HAProxy."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from bot.slack.messages import APPROVE_ACTION, REJECT_ACTION, REVERSE_ACTION
+from commands.ports import Route
+from domain.records import Stack, StackQuery, TrafficShift
+from domain.states import StackStatus
+from tests.dockerworld import busybox_image
+from tests.e2e.slack_harness import RunningBot, settings_for, start_bot
+from tests.fakes.slack import FakeSlack
+from tests.fakes.slack_requests import block_action, encode_form, encode_interactive, slash_command
+
+DURATION = 8  # seconds of a shift in these tests
+
+MANIFEST = """\
+units:
+  - name: hello
+    description: says which version answers
+    ports:
+      - default->8080/http
+plans:
+  - name: default
+    memory: 64
+    health_checks:
+      - name: alive
+        port_reference: default
+        protocol: http
+        path: /
+        timeout: 1s
+        interval: 1s
+    traffic_shift:
+      policy: linear
+      duration: {duration}s
+namespaces:
+  - name: dev
+    units:
+      - ref: hello
+        plans: [default]
+  - name: prod
+    units:
+      - ref: hello
+        plans: [default]
+"""
+
+
+@pytest.fixture
+def images(engine_client: docker.DockerClient, registries: tuple[str, str]) -> None:
+    for version in ("1.0.0", "1.0.1"):
+        busybox_image(engine_client, f"{registries[0]}/hello:{version}", version)
+
+
+def traffic_settings(
+    fake: FakeSlack, tmp: Path, docker_address: str, registries: tuple[str, str], **extra: Any
+):  # type: ignore[no-untyped-def]
+    settings = settings_for(
+        fake,
+        tmp,
+        approvals={"prod": {"required": 1, "deadline": extra.pop("deadline", "1h")}},
+        workflow={"warming_timeout": "20s", "health_interval": 0.2},
+        traffic={"step_interval": 0.2, "unhealthy_threshold": 3},
+    )
+    # Slack's real pace for message updates (chat.update allows about 50 a minute): weights
+    # move every 0.2 s, the parent shows the newest of them
+    settings = settings.model_copy(
+        update={"slack": settings.slack.model_copy(update={"update_interval": 1.25})}
+    )
+    (tmp / "manifests" / "howdy" / ".nelson.yml").unlink()
+    repo = tmp / "manifests" / "hello"
+    repo.mkdir(parents=True, exist_ok=True)
+    (repo / ".nelson.yml").write_text(MANIFEST.format(duration=DURATION), encoding="utf-8")
+    staging, runtime = registries
+    base = random.randrange(21000, 29900, 100)  # no two tests share frontend ports
+    local = {
+        "scheduler": {"kind": "docker", "address": docker_address},
+        "staging_registry": staging,
+        "runtime_registry": runtime,
+        "router": {
+            "kind": "haproxy",
+            "address": str(tmp / "haproxy"),
+            "ports": f"{base}-{base + 99}",
+        },
+    }
+    return settings.model_copy(
+        update={
+            "datacenters": {"local": type(settings.datacenters["dc-east"]).model_validate(local)}
+        }
+    )
+
+
+@pytest.fixture
+async def bot(
+    fake: FakeSlack,
+    tmp_path: Path,
+    docker_address: str,
+    registries: tuple[str, str],
+    images: None,
+    engine_client: docker.DockerClient,
+) -> AsyncIterator[RunningBot]:
+    running = await start_bot(
+        traffic_settings(fake, tmp_path, docker_address, registries), real=True
+    )
+    yield running
+    await stop(running, engine_client)
+
+
+async def stop(running: RunningBot, engine_client: docker.DockerClient) -> None:
+    routers = list(running.application.routers.values())
+    await running.shutdown()
+    for router in routers:
+        await router.stop()  # type: ignore[attr-defined]
+    for container in engine_client.containers.list(
+        all=True, filters={"label": "nelson.unit=hello"}
+    ):
+        container.remove(force=True)
+
+
+async def slash(bot: RunningBot, fake: FakeSlack, text: str, user: str = "U1") -> None:
+    fields = slash_command(text, user_id=user, response_url=fake.new_response_url())
+    assert (await bot.post(encode_form(fields), "application/x-www-form-urlencoded"))[0] == 200
+
+
+async def stack(bot: RunningBot, version: str) -> Stack | None:
+    page = await bot.application.store.list_stacks(StackQuery(unit="hello", limit=20))
+    return next((s for s in page.stacks if str(s.version) == version), None)
+
+
+async def ready(bot: RunningBot, version: str, timeout: float = 60) -> Stack:
+    """Ready, and attached to the route (the handover follows the status change)."""
+    router = bot.application.routers["local"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = await stack(bot, version)
+        if found is not None and found.status is StackStatus.READY:
+            lines = [line.message for line in await bot.application.store.logs(found.id)]
+            routed = found.name in await router.weights(Route("prod", "hello", 1))
+            if routed and any(line.startswith("traffic: ") for line in lines):
+                return found
+        if found is not None and found.status is StackStatus.FAILED:
+            raise AssertionError(found.status_message)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"hello {version} not ready")
+
+
+async def shift_of(bot: RunningBot, stack_id: int) -> TrafficShift:
+    shifts = await bot.application.store.shifts(stack_id=stack_id)
+    return [s for s in shifts if s.to_stack_id == stack_id][-1]
+
+
+async def share_of_new(bot: RunningBot, requests: int = 200) -> float:
+    router = bot.application.routers["local"]
+    address = await router.address(Route("prod", "hello", 1))
+
+    def sample() -> float:
+        hits = 0
+        for _ in range(requests):
+            with urllib.request.urlopen(f"http://{address}/", timeout=5) as response:
+                hits += response.read().decode().strip() == "1.0.1"
+        return hits / requests
+
+    return await asyncio.to_thread(sample)
+
+
+async def deploy_both(bot: RunningBot, fake: FakeSlack) -> tuple[Stack, Stack]:
+    await slash(bot, fake, "deploy hello 1.0.0 to local in prod")
+    old = await ready(bot, "1.0.0")
+    assert await share_of_new(bot, 50) == 0.0  # the first stack gets everything
+    await slash(bot, fake, "deploy hello 1.0.1 to local in prod")
+    new = await ready(bot, "1.0.1")
+    return old, new
+
+
+def approval_in_thread(fake: FakeSlack) -> Any:
+    for parent in fake.messages("C1"):
+        for reply in fake.thread("C1", parent.ts):
+            if "Shift traffic for hello 1.x" in fake.all_text(reply):
+                return reply
+    return None
+
+
+def parent_of(fake: FakeSlack, version: str) -> Any:
+    for parent in fake.messages("C1"):
+        if f"hello {version}" in parent.text:
+            return parent
+    return None
+
+
+async def shift_until(
+    bot: RunningBot, stack_id: int, done: Any, timeout: float = 20
+) -> TrafficShift:
+    """Poll the shift towards `stack_id` until `done(shift)` holds; return it either way."""
+    deadline = time.monotonic() + timeout
+    shift = await shift_of(bot, stack_id)
+    while not done(shift) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        shift = await shift_of(bot, stack_id)
+    return shift
+
+
+async def approve_shift(bot: RunningBot, fake: FakeSlack, user: str = "U2") -> None:
+    """Press Approve on the shift's request in the deploy thread."""
+    await fake.wait_for(lambda: approval_in_thread(fake), timeout=20)
+    message = approval_in_thread(fake)
+    approval_id = message.blocks[-1]["elements"][0]["value"]
+    await click(bot, fake, APPROVE_ACTION, approval_id, user, message.ts)
+
+
+async def click(
+    bot: RunningBot, fake: FakeSlack, action: str, value: str, user: str, ts: str
+) -> None:
+    payload = block_action(
+        action, value, user_id=user, message_ts=ts, response_url=fake.new_response_url()
+    )
+    status, _ = await bot.post(encode_interactive(payload), "application/x-www-form-urlencoded")
+    assert status == 200
+
+
+async def test_approved_shift_follows_the_policy_to_the_end(
+    bot: RunningBot, fake: FakeSlack
+) -> None:
+    old, new = await deploy_both(bot, fake)
+    await fake.wait_for(lambda: approval_in_thread(fake), timeout=20)
+    message = approval_in_thread(fake)
+    assert (
+        "Shift traffic for hello 1.x in local/prod from 1.0.0 to 1.0.1, linear over 8 seconds?"
+        in fake.all_text(message)
+    )
+    assert await share_of_new(bot, 50) == 0.0  # nothing moves before the approval
+    # someone who may not approve changes nothing
+    approval_id = message.blocks[-1]["elements"][0]["value"]
+    await click(bot, fake, APPROVE_ACTION, approval_id, "U4", message.ts)
+    await fake.wait_for(lambda: any(e.user == "U4" for e in fake.ephemerals))
+    assert (await shift_of(bot, new.id)).state == "awaiting-approval"
+    await click(bot, fake, APPROVE_ACTION, approval_id, "U2", message.ts)
+    shift = await shift_until(bot, new.id, lambda s: s.state == "running")
+    assert shift.state == "running" and shift.started_at is not None
+    measured = []
+    for target in (0.25, 0.5, 0.75):
+        while (time.time() - shift.started_at.timestamp()) < target * DURATION:
+            await asyncio.sleep(0.05)
+        share = await share_of_new(bot, 100)
+        elapsed = time.time() - shift.started_at.timestamp()
+        measured.append((target, share))
+        expected_low = target - 0.15
+        expected_high = min(elapsed / DURATION, 1.0) + 0.15
+        assert expected_low <= share <= expected_high, (target, share, elapsed)
+    assert (await shift_until(bot, new.id, lambda s: s.state == "done")).state == "done"
+    assert await share_of_new(bot, 50) == 1.0
+    # told in the thread, audited, and in the parent as a bar without buttons
+    parent = parent_of(fake, "1.0.1")
+    await fake.wait_for(
+        lambda: "traffic: done" in "\n".join(m.text for m in fake.thread("C1", parent.ts))
+    )
+    audit = [
+        e
+        for e in await bot.application.store.audit_events(target=new.name)
+        if e.action == "traffic"
+    ]
+    assert len(audit) >= 5
+    await fake.wait_for(
+        lambda: (
+            "traffic → `" in fake.all_text(parent_of(fake, "1.0.1"))
+            and not any(b.get("type") == "actions" for b in parent_of(fake, "1.0.1").blocks)
+        )
+    )
+    assert "100% to 1.0.1 · *done*" in fake.all_text(parent_of(fake, "1.0.1"))
+    del measured, old
+
+
+async def test_rejected_shift_leaves_traffic_where_it_is(bot: RunningBot, fake: FakeSlack) -> None:
+    _, new = await deploy_both(bot, fake)
+    await fake.wait_for(lambda: approval_in_thread(fake), timeout=20)
+    message = approval_in_thread(fake)
+    approval_id = message.blocks[-1]["elements"][0]["value"]
+    await click(bot, fake, REJECT_ACTION, approval_id, "U3", message.ts)
+    shift = await shift_until(bot, new.id, lambda s: s.state == "cancelled")
+    assert shift.state == "cancelled"
+    await asyncio.sleep(1)
+    assert await share_of_new(bot, 50) == 0.0
+    parent = parent_of(fake, "1.0.1")
+    await fake.wait_for(
+        lambda: "traffic stays with" in "\n".join(m.text for m in fake.thread("C1", parent.ts))
+    )
+
+
+async def test_reverse_mid_shift_by_button(bot: RunningBot, fake: FakeSlack) -> None:
+    _, new = await deploy_both(bot, fake)
+    await approve_shift(bot, fake)
+    await shift_until(bot, new.id, lambda s: s.current_new_weight >= 400)
+    parent = parent_of(fake, "1.0.1")
+    await fake.wait_for(
+        lambda: any(b.get("type") == "actions" for b in (parent_of(fake, "1.0.1").blocks or []))
+    )
+    shift = await shift_of(bot, new.id)
+    await click(bot, fake, REVERSE_ACTION, str(shift.id), "U1", parent.ts)
+    assert (await shift_until(bot, new.id, lambda s: s.state == "reversed")).state == "reversed"
+    assert await share_of_new(bot, 50) == 0.0
+
+
+async def test_unhealthy_new_stack_is_reversed_automatically(
+    bot: RunningBot, fake: FakeSlack, engine_client: docker.DockerClient
+) -> None:
+    _, new = await deploy_both(bot, fake)
+    await approve_shift(bot, fake)
+    await shift_until(bot, new.id, lambda s: s.current_new_weight >= 200)
+    for container in engine_client.containers.list(filters={"label": f"nelson.stack={new.name}"}):
+        container.stop(timeout=1)  # the new version dies mid-shift
+    shift = await shift_until(bot, new.id, lambda s: s.state == "reversed")
+    assert (shift.direction, shift.state) == ("reverse", "reversed")
+    parent = parent_of(fake, "1.0.1")
+    await fake.wait_for(
+        lambda: "health checks failed" in "\n".join(m.text for m in fake.thread("C1", parent.ts))
+    )
+    assert await share_of_new(bot, 50) == 0.0
+
+
+async def test_an_expired_approval_moves_nothing(
+    fake: FakeSlack,
+    tmp_path: Path,
+    docker_address: str,
+    registries: tuple[str, str],
+    images: None,
+    engine_client: docker.DockerClient,
+) -> None:
+    settings = traffic_settings(fake, tmp_path, docker_address, registries, deadline="2s")
+    running = await start_bot(settings, real=True)
+    try:
+        _, new = await deploy_both(running, fake)
+        shift = await shift_until(running, new.id, lambda s: s.state == "cancelled")
+        assert shift.state == "cancelled"
+        assert await share_of_new(running, 50) == 0.0
+        await fake.wait_for(lambda: "Expired" in fake.all_text(approval_in_thread(fake)))
+    finally:
+        await stop(running, engine_client)
+
+
+async def test_a_restart_mid_shift_continues_where_it_was(
+    fake: FakeSlack,
+    tmp_path: Path,
+    docker_address: str,
+    registries: tuple[str, str],
+    images: None,
+    engine_client: docker.DockerClient,
+) -> None:
+    settings = traffic_settings(fake, tmp_path, docker_address, registries)
+    first = await start_bot(settings, real=True)
+    _, new = await deploy_both(first, fake)
+    await approve_shift(first, fake)
+    before = (
+        await shift_until(first, new.id, lambda s: s.current_new_weight >= 300)
+    ).current_new_weight
+    await first.shutdown()  # HAProxy keeps routing while the bot is away
+    assert 0.1 < await share_of_new(first, 50) < 0.7
+    await asyncio.sleep(2)
+    second = await start_bot(settings, real=True)
+    try:
+        moved = await shift_until(second, new.id, lambda s: s.current_new_weight != before)
+        # caught up by the time spent away, not restarted from zero
+        assert moved.current_new_weight >= before + 200, (before, moved.current_new_weight)
+        done = await shift_until(second, new.id, lambda s: s.state == "done")
+        assert done.state == "done"
+        assert await share_of_new(second, 50) == 1.0
+    finally:
+        await stop(second, engine_client)
