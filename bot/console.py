@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bot.bootstrap import Application
+from bot.jobs import Jobs
 from bot.terminal import render
 from commands.access import Principal
 from commands.events import Event, StackProgress
@@ -28,7 +29,7 @@ def progress_printer(app: Application) -> Callable[[Event], Awaitable[None]]:
     """Print workflow steps as they happen: `[howdy--1-0-0--abcd1234 dc/ns] replicated …`."""
 
     async def show(event: Event) -> None:
-        if isinstance(event, StackProgress):
+        if isinstance(event, StackProgress) and event.message:
             stack = await app.store.stack_by_id(event.stack_id)
             where = f"{stack.name} {stack.datacenter}/{stack.namespace}" if stack else "?"
             print(f"[{where}] {event.message}", flush=True)
@@ -43,6 +44,15 @@ async def run_console(app: Application, as_user: str | None = None) -> int:
     resumed = await app.start()
     if resumed:
         print(f"Continuing {resumed} deploy(s) an earlier run left unfinished.")
+    jobs = Jobs(app)  # traffic shifts move and approvals expire while the console is open
+    jobs.start()
+    try:
+        return await _loop(app, principal)
+    finally:
+        jobs.stop()
+
+
+async def _loop(app: Application, principal: Principal) -> int:
     prompt = _make_prompt()
     while True:
         try:

@@ -35,7 +35,7 @@ class HaproxyRouter:
         ports: tuple[int, int] = (20000, 20999),
         binary: str = "haproxy",
     ) -> None:
-        self.dir = Path(state_dir)
+        self.dir = Path(state_dir).resolve()  # HAProxy reads a relative socket path as a host
         self.bind = bind
         self.ports = ports
         self.binary = binary
