@@ -7,7 +7,7 @@ satisfy the same small interfaces.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -186,6 +186,21 @@ class Store(Protocol):
 
     async def messages_for(self, subject: str) -> list[PostedMessage]: ...
 
+    # lifecycle
+    async def lifecycle_view(self) -> tuple[list[Stack], dict[int, int]]:
+        """Ready, deprecated and garbage stacks, and per depended-on stack its live dependants."""
+        ...
+
+    async def extend_expiries(self, expiries: Mapping[int, datetime]) -> None: ...
+
+    async def mark_garbage(self, reasons: Mapping[int, str], at: datetime) -> list[int]: ...
+
+    async def acquire_lease(self, name: str, holder: str, until: datetime, now: datetime) -> bool:
+        """Take or renew a lease; False while another holder has it (several replicas)."""
+        ...
+
+    async def release_lease(self, name: str, holder: str) -> None: ...
+
     # traffic shifts
     async def create_shift(
         self,
@@ -218,6 +233,10 @@ class Store(Protocol):
 
     # audit
     async def audit(self, event: AuditEvent) -> None: ...
+
+    async def audit_many(self, events: Sequence[AuditEvent]) -> None:
+        """Several events in one transaction (a cleanup pass's decisions)."""
+        ...
 
     async def audit_events(
         self, target: str | None = None, limit: int = 100
@@ -324,6 +343,10 @@ class Router(Protocol):
         ...
 
     async def remove(self, route: Route, stack: str) -> None: ...
+
+    async def serving(self) -> set[str]:
+        """Names of the stacks that get any traffic now, on every route."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -252,6 +252,15 @@ class HaproxyRouter:
             found[server["stack"]] = int(server["per_mille"])
         return found
 
+    async def serving(self) -> set[str]:
+        state = self._load()
+        return {
+            server["stack"]
+            for route in state["routes"].values()
+            for server in route["servers"].values()
+            if int(server["per_mille"]) > 0
+        }
+
     async def remove(self, route: Route, stack: str) -> None:
         async with self._lock:
             state = self._load()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -863,6 +863,111 @@ class SqlStore:
             gone = await conn.execute(delete(t.deliveries).where(t.deliveries.c.seen_at < before))
         return int(gone.rowcount or 0)
 
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def lifecycle_view(self) -> tuple[list[Stack], dict[int, int]]:
+        """Every ready, deprecated and garbage stack, and for each stack that live stacks
+        depend on, how many do: what one cleanup pass needs, in two queries."""
+        judged = [StackStatus.READY.value, StackStatus.DEPRECATED.value, StackStatus.GARBAGE.value]
+        live = [s.value for s in LIVE_STATUSES]
+        dependant = t.stacks.alias("dependant")
+        counts = (
+            select(t.stack_dependencies.c.depends_on_id, func.count())
+            .join(dependant, dependant.c.id == t.stack_dependencies.c.stack_id)
+            .where(dependant.c.status.in_(live))
+            .group_by(t.stack_dependencies.c.depends_on_id)
+        )
+        async with self._connect() as conn:
+            rows = (await conn.execute(select(t.stacks).where(t.stacks.c.status.in_(judged)))).all()
+            depended = {r[0]: int(r[1]) for r in (await conn.execute(counts)).all()}
+        return [_stack(r) for r in rows], depended
+
+    async def extend_expiries(self, expiries: Mapping[int, datetime]) -> None:
+        # a pass extends most stacks to the same moment: one UPDATE per distinct value
+        by_value: dict[datetime, list[int]] = {}
+        for stack_id, until in expiries.items():
+            by_value.setdefault(until, []).append(stack_id)
+        if not by_value:
+            return
+        async with self._begin() as conn:
+            for until, ids in by_value.items():
+                for start in range(0, len(ids), 5000):
+                    await conn.execute(
+                        update(t.stacks)
+                        .where(t.stacks.c.id.in_(ids[start : start + 5000]))
+                        .values(expires_at=until)
+                    )
+
+    async def mark_garbage(self, reasons: Mapping[int, str], at: datetime) -> list[int]:
+        """Ready or deprecated stacks -> garbage, each with its reason in the status history,
+        in one transaction. Returns the ids that changed (others moved on meanwhile)."""
+        if not reasons:
+            return []
+        changed: list[int] = []
+        async with self._begin() as conn:
+            ids = list(reasons)
+            for start in range(0, len(ids), 5000):
+                chunk = ids[start : start + 5000]
+                result = await conn.execute(
+                    update(t.stacks)
+                    .where(
+                        t.stacks.c.id.in_(chunk),
+                        t.stacks.c.status.in_(
+                            [StackStatus.READY.value, StackStatus.DEPRECATED.value]
+                        ),
+                    )
+                    .values(
+                        status=StackStatus.GARBAGE.value,
+                        status_message="expired; `inspect` shows why",
+                        updated_at=at,
+                    )
+                    .returning(t.stacks.c.id)
+                )
+                changed.extend(r[0] for r in result.all())
+            if changed:
+                await conn.execute(
+                    insert(t.stack_status),
+                    [
+                        {
+                            "stack_id": sid,
+                            "status": StackStatus.GARBAGE.value,
+                            "message": reasons[sid],
+                            "actor": "nelson",
+                            "at": at,
+                        }
+                        for sid in changed
+                    ],
+                )
+        return changed
+
+    async def acquire_lease(self, name: str, holder: str, until: datetime, now: datetime) -> bool:
+        """Take or renew the lease `name` until `until`; False while another holder has it."""
+        async with self._begin() as conn:
+            taken = await conn.execute(
+                update(t.leases)
+                .where(
+                    t.leases.c.name == name,
+                    or_(t.leases.c.holder == holder, t.leases.c.expires_at < now),
+                )
+                .values(holder=holder, expires_at=until)
+            )
+            if taken.rowcount == 1:
+                return True
+        try:
+            async with self._begin() as conn:
+                await conn.execute(
+                    insert(t.leases).values(name=name, holder=holder, expires_at=until)
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        async with self._begin() as conn:
+            await conn.execute(
+                delete(t.leases).where(t.leases.c.name == name, t.leases.c.holder == holder)
+            )
+
     # -- traffic shifts -----------------------------------------------------------------------
 
     async def create_shift(
@@ -948,6 +1053,25 @@ class SqlStore:
                     allowed=event.allowed,
                     detail=event.detail,
                 )
+            )
+
+    async def audit_many(self, events: Sequence[AuditEvent]) -> None:
+        if not events:
+            return
+        async with self._begin() as conn:
+            await conn.execute(
+                insert(t.audit_events),
+                [
+                    {
+                        "at": e.at or _now(),
+                        "actor": e.actor,
+                        "action": e.action,
+                        "target": e.target,
+                        "allowed": e.allowed,
+                        "detail": e.detail,
+                    }
+                    for e in events
+                ],
             )
 
     async def audit_events(self, target: str | None = None, limit: int = 100) -> list[AuditEvent]:
