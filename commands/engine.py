@@ -32,7 +32,7 @@ from commands.ports import (
 )
 from commands.settings import Settings
 from commands.shifting import TrafficControl
-from domain.manifest import parse_manifest
+from domain.manifest import Manifest, parse_manifest
 from domain.records import Stack, StackQuery
 from domain.runtime import Health, HealthProbe, LaunchSpec, PortSpec, RuntimeReport
 from domain.states import StackStatus
@@ -65,6 +65,7 @@ class DeployEngine:
         self._slots = asyncio.Semaphore(settings.workflow.max_concurrent)
         self._targets: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._parsed: dict[int, Manifest] = {}
         # set by the wiring when the datacenters have routers (commands.shifting)
         self.traffic: TrafficControl | None = None
 
@@ -225,8 +226,6 @@ class DeployEngine:
         stack = await self.store.change_status(stack.id, StackStatus.READY, "healthy", "nelson")
         if self.traffic is not None:
             await self.traffic.on_ready(stack)
-        else:
-            await self._handover(stack)
         await self._say(
             stack,
             f"ready ({time.monotonic() - started:.1f}s)",
@@ -262,39 +261,6 @@ class DeployEngine:
                 return change.at
         return None
 
-    async def _handover(self, stack: Stack) -> None:
-        page = await self.store.list_stacks(
-            StackQuery(
-                namespace=stack.namespace,
-                datacenter=stack.datacenter,
-                unit=stack.unit,
-                statuses=(StackStatus.READY,),
-                limit=100,
-            )
-        )
-        older = [
-            s
-            for s in page.stacks
-            if s.id != stack.id
-            and s.version.major == stack.version.major
-            and s.version < stack.version
-        ]
-        if older:
-            newest = max(older, key=lambda s: s.version)
-            await self._say(
-                stack,
-                f"traffic: {newest.name} ({newest.version}) serves {stack.unit} "
-                f"{stack.version.major}.x here; it keeps its traffic until a migration moves it",
-                "traffic",
-            )
-        else:
-            await self._say(
-                stack,
-                f"traffic: first stack of {stack.unit} {stack.version.major}.x in "
-                f"{stack.datacenter}/{stack.namespace}, nothing to migrate",
-                "traffic",
-            )
-
     # -- helpers ----------------------------------------------------------------------------
 
     async def _manifest_parts(self, stack: Stack) -> tuple[Any, Any]:
@@ -302,7 +268,9 @@ class DeployEngine:
         manifest_record = await self.store.manifest_by_id(release.manifest_id) if release else None
         if manifest_record is None:
             raise StepFailed(f"the manifest {stack.name} was released from is missing")
-        manifest = parse_manifest(manifest_record.text)
+        manifest = self._parsed.get(manifest_record.id)
+        if manifest is None:  # a manifest revision never changes: parse it once
+            manifest = self._parsed[manifest_record.id] = parse_manifest(manifest_record.text)
         unit = manifest.unit(stack.unit)
         plan = next((p for p in manifest.plans if p.name == stack.plan), None)
         if unit is None or plan is None:

@@ -223,7 +223,7 @@ class TrafficControl:
             return
         weights = self._weights(shift)
         per_mille = round(weights.new * 1000)
-        if per_mille != shift.current_new_weight or shift.current_new_weight == 0:
+        if per_mille != shift.current_new_weight:
             await self._apply(shift, old, new, per_mille)
         done = traffic.is_complete(
             traffic.ShiftPolicy(shift.policy),

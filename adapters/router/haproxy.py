@@ -172,10 +172,13 @@ class HaproxyRouter:
 
     async def _listening(self, state: dict[str, Any]) -> bool:
         for route in state["routes"].values():
-            with socket.socket() as probe:
-                probe.settimeout(0.2)
-                if probe.connect_ex((self.bind, int(route["port"]))) != 0:
-                    return False
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(self.bind, int(route["port"])), 0.5
+                )
+            except (OSError, TimeoutError):
+                return False
+            writer.close()
         return True
 
     async def _wait_for(self, check: Any) -> None:

@@ -22,7 +22,7 @@ from bot.slack.messages import (
     REJECT_ACTION,
     RESUME_ACTION,
     REVERSE_ACTION,
-    approval_buttons_value,
+    button_value,
 )
 from bot.slack.outbox import Outbox, PostFailed
 from bot.slack.threads import Threads
@@ -78,7 +78,6 @@ class SlackBot:
         self.app.action(REJECT_ACTION)(self._on_reject)
         for action in (PAUSE_ACTION, RESUME_ACTION, REVERSE_ACTION):
             self.app.action(action)(self._on_traffic)
-        self.bot_user_id: str | None = None
 
     async def close(self) -> None:
         await self.outbox.drain(timeout=10)
@@ -185,7 +184,7 @@ class SlackBot:
         container = body.get("container") or {}
         channel = str(container.get("channel_id") or (body.get("channel") or {}).get("id") or "")
         thread_ts = (body.get("message") or {}).get("thread_ts")
-        approval_id = approval_buttons_value(body)
+        approval_id = button_value(body)
         if approval_id is None:
             await self._tell(channel, user, "That button does not name an approval.", thread_ts)
             return
@@ -219,7 +218,7 @@ class SlackBot:
         container = body.get("container") or {}
         channel = str(container.get("channel_id") or "")
         action = ((body.get("actions") or [{}])[0]).get("action_id", "")
-        shift_id = approval_buttons_value(body)
+        shift_id = button_value(body)
         traffic = self.application.traffic
         if shift_id is None or traffic is None:
             await self._tell(channel, user, "That button names no traffic shift.", None)

@@ -4,6 +4,8 @@ the tab is opened and again, coalesced, whenever something changes for recent vi
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from typing import Any
 
@@ -18,6 +20,8 @@ from commands.ports import Store
 from commands.settings import Settings
 from domain.records import StackQuery
 from domain.states import StackStatus
+
+log = logging.getLogger("nelson.slack.home")
 
 VIEWER_MEMORY = 24 * 3600.0  # refresh the tab of people who opened it within a day
 STACKS_PER_DATACENTER = 10
@@ -38,6 +42,7 @@ class Home:
         self.directory = directory
         self.outbox = outbox
         self._viewers: dict[str, float] = {}
+        self._refresh: asyncio.Task[None] | None = None
 
     async def opened(self, user_id: str) -> None:
         self._viewers[user_id] = time.monotonic()
@@ -45,6 +50,19 @@ class Home:
         self.outbox.publish_home(user_id, await self.view(principal))
 
     async def on_event(self, _event: Event) -> None:
+        # events come in bursts (a traffic shift moves every few seconds): one refresh after
+        # the burst, not one render per event per viewer
+        if self._viewers and (self._refresh is None or self._refresh.done()):
+            self._refresh = asyncio.create_task(self._refresh_viewers())
+
+    async def _refresh_viewers(self) -> None:
+        await asyncio.sleep(self.outbox.update_interval)
+        try:
+            await self._publish_all()
+        except Exception:
+            log.exception("refreshing the Home tabs failed")
+
+    async def _publish_all(self) -> None:
         now = time.monotonic()
         for user_id, seen in list(self._viewers.items()):
             if now - seen > VIEWER_MEMORY:

@@ -184,8 +184,8 @@ def decided_line(approval: Approval) -> str:
     return f"*{escape(approval.status)}*{at}"
 
 
-def approval_buttons_value(payload: dict[str, Any]) -> int | None:
-    """The approval id a button click names, or None if the value is not one."""
+def button_value(payload: dict[str, Any]) -> int | None:
+    """The id a button click carries (an approval, a traffic shift), or None."""
     try:
         value = payload["actions"][0]["value"]
         return int(value)

@@ -72,7 +72,7 @@ def check_tokens(settings: Settings) -> Mode:
 
 
 async def verify_token(bot: SlackBot) -> str:
-    """auth.test: the token works and Slack is reachable. Returns the bot's user id."""
+    """auth.test: the token works and Slack is reachable."""
     try:
         response = await bot.client.auth_test()
     except SlackApiError as exc:
@@ -121,7 +121,7 @@ async def serve(
     settings = application.settings
     mode = check_tokens(settings)
     bot = SlackBot(application)
-    bot.bot_user_id = await verify_token(bot)
+    await verify_token(bot)
     resumed = await application.start()
     if resumed:
         log.info("continuing %s deploy(s) an earlier run left unfinished", resumed)

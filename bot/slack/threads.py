@@ -38,7 +38,6 @@ class Threads:
         self.outbox = outbox
         self.clock = clock
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self.failures: list[str] = []  # channels that refused a message, for the operator
         # per operation, the status each stack's events have reported so far: the thread says
         # "done" only after every stack's last step was told, whatever order events arrive in
         self._told: dict[int, dict[int, StackStatus]] = {}
@@ -75,7 +74,6 @@ class Threads:
                     ts = await self.outbox.post(channel, text, blocks)
                 except PostFailed as exc:
                     log.warning("cannot follow %s in %s: %s", subject, channel, exc.error)
-                    self.failures.append(f"{channel}: {exc.error}")
                     continue
                 # Conflict: the same channel listed twice under different names
                 with contextlib.suppress(Conflict):

@@ -17,6 +17,7 @@ import pytest
 
 from bot.slack.messages import APPROVE_ACTION, REJECT_ACTION, REVERSE_ACTION
 from commands.ports import Route
+from commands.settings import DatacenterSettings, Settings
 from domain.records import Stack, StackQuery, TrafficShift
 from domain.states import StackStatus
 from tests.dockerworld import busybox_image
@@ -65,7 +66,7 @@ def images(engine_client: docker.DockerClient, registries: tuple[str, str]) -> N
 
 def traffic_settings(
     fake: FakeSlack, tmp: Path, docker_address: str, registries: tuple[str, str], **extra: Any
-):  # type: ignore[no-untyped-def]
+) -> Settings:
     settings = settings_for(
         fake,
         tmp,
@@ -95,9 +96,7 @@ def traffic_settings(
         },
     }
     return settings.model_copy(
-        update={
-            "datacenters": {"local": type(settings.datacenters["dc-east"]).model_validate(local)}
-        }
+        update={"datacenters": {"local": DatacenterSettings.model_validate(local)}}
     )
 
 
@@ -231,7 +230,7 @@ async def click(
 async def test_approved_shift_follows_the_policy_to_the_end(
     bot: RunningBot, fake: FakeSlack
 ) -> None:
-    old, new = await deploy_both(bot, fake)
+    _, new = await deploy_both(bot, fake)
     await fake.wait_for(lambda: approval_in_thread(fake), timeout=20)
     message = approval_in_thread(fake)
     assert (
@@ -247,13 +246,11 @@ async def test_approved_shift_follows_the_policy_to_the_end(
     await click(bot, fake, APPROVE_ACTION, approval_id, "U2", message.ts)
     shift = await shift_until(bot, new.id, lambda s: s.state == "running")
     assert shift.state == "running" and shift.started_at is not None
-    measured = []
     for target in (0.25, 0.5, 0.75):
         while (time.time() - shift.started_at.timestamp()) < target * DURATION:
             await asyncio.sleep(0.05)
         share = await share_of_new(bot, 100)
         elapsed = time.time() - shift.started_at.timestamp()
-        measured.append((target, share))
         expected_low = target - 0.15
         expected_high = min(elapsed / DURATION, 1.0) + 0.15
         assert expected_low <= share <= expected_high, (target, share, elapsed)
@@ -277,7 +274,6 @@ async def test_approved_shift_follows_the_policy_to_the_end(
         )
     )
     assert "100% to 1.0.1 · *done*" in fake.all_text(parent_of(fake, "1.0.1"))
-    del measured, old
 
 
 async def test_rejected_shift_leaves_traffic_where_it_is(bot: RunningBot, fake: FakeSlack) -> None:
