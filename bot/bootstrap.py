@@ -17,6 +17,7 @@ from commands.approval_desk import ApprovalDesk
 from commands.context import SystemClock
 from commands.engine import DeployEngine
 from commands.events import EventHub
+from commands.lifecycle import Lifecycle
 from commands.ports import Clock, Registry, Router, Scheduler, Store, WorkflowPort
 from commands.settings import Settings
 from commands.shifting import TrafficControl
@@ -35,6 +36,7 @@ class Application:
     schedulers: dict[str, Scheduler] = field(default_factory=dict)
     traffic: TrafficControl | None = None
     routers: dict[str, Router] = field(default_factory=dict)
+    lifecycle: Lifecycle | None = None
 
     async def start(self) -> int:
         """Continue the workflows an earlier run left unfinished; returns how many."""
@@ -106,7 +108,12 @@ async def build(
         )
         engine.traffic = traffic
         workflow = engine
-    conversation = Conversation(settings, store, workflow, clock, events, traffic)
+    # The cleanup needs the datacenters' schedulers and routers, which only the product's own
+    # engine drives; an embedder's workflow brings none, so nothing would be removed there.
+    lifecycle: Lifecycle | None = None
+    if engine is not None:
+        lifecycle = Lifecycle(settings, store, events, clock, schedulers, routers)
+    conversation = Conversation(settings, store, workflow, clock, events, traffic, lifecycle)
     return Application(
         settings=settings,
         store=store,
@@ -119,4 +126,5 @@ async def build(
         schedulers=schedulers,
         traffic=traffic,
         routers=routers,
+        lifecycle=lifecycle,
     )

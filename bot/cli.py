@@ -14,7 +14,7 @@ from bot.bootstrap import Application, build
 from bot.config import ConfigError, load_settings
 from bot.console import local_principal, progress_printer, run_console
 from bot.conversation import Outcome
-from bot.terminal import render
+from bot.terminal import render, save_attachments
 from commands.ports import StoreError
 from commands.settings import Settings
 from domain.manifest import ManifestInvalid, parse_manifest
@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="address to listen on (default: slack.host)")
     serve.add_argument("--port", type=int, help="port to listen on (default: slack.port)")
+
+    sub.add_parser(
+        "cleanup",
+        help="run one cleanup pass now (expiration policies, garbage, reaping); "
+        "a running bot does this every lifecycle.interval",
+    )
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
@@ -106,9 +112,31 @@ async def _dispatch(args: argparse.Namespace, settings: Settings, source: str) -
             return await run_console(app, args.as_user)
         if args.command == "run":
             return await _run(app, " ".join(args.text), args.as_user)
+        if args.command == "cleanup":
+            return await _cleanup(app)
     finally:
         await app.close()
     return 2
+
+
+async def _cleanup(app: Application) -> int:
+    """One pass, as the bot's periodic job runs it (same lease: never two at once)."""
+    if app.lifecycle is None:
+        print("nelson: the cleanup does not run in this configuration", file=sys.stderr)
+        return 2
+    app.events.subscribe(progress_printer(app))
+    report = await app.lifecycle.run_once()
+    if not report.ran:
+        print("Another bot process is running the cleanup now; nothing was done.")
+        return 0
+    print(
+        f"Judged {report.judged} stacks: extended {report.extended}, "
+        f"garbage {len(report.garbage)}, reaped {len(report.reaped)}, "
+        f"failed to reap {len(report.failed)}."
+    )
+    for stack in report.garbage:
+        print(f"  garbage: {stack.name}")
+    return 1 if report.failed else 0
 
 
 async def _run(app: Application, text: str, as_user: str | None) -> int:
@@ -117,6 +145,8 @@ async def _run(app: Application, text: str, as_user: str | None) -> int:
     answer = await app.conversation.answer(text, local_principal(app, as_user), local=True)
     stream = sys.stdout if answer.outcome is Outcome.OK else sys.stderr
     print(render(answer.reply), file=stream)
+    if saved := save_attachments(answer.reply):
+        print(saved, file=stream)
     if app.engine is not None:
         # A one-shot deploy follows its stacks to the end before the process exits.
         await app.engine.wait_idle()

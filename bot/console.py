@@ -9,9 +9,9 @@ from pathlib import Path
 
 from bot.bootstrap import Application
 from bot.jobs import Jobs
-from bot.terminal import render
+from bot.terminal import render, save_attachments
 from commands.access import Principal
-from commands.events import Event, StackProgress
+from commands.events import CleanupAnnounced, CleanupDone, Event, StackProgress
 
 BANNER = (
     "Nelson console — acting as '{user}' on {db}.\n"
@@ -26,13 +26,24 @@ def local_principal(app: Application, as_user: str | None = None) -> Principal:
 
 
 def progress_printer(app: Application) -> Callable[[Event], Awaitable[None]]:
-    """Print workflow steps as they happen: `[howdy--1-0-0--abcd1234 dc/ns] replicated …`."""
+    """Print workflow steps as they happen (`[howdy--1-0-0--abcd1234 dc/ns] replicated …`)
+    and what the cleanup announces and removes."""
 
     async def show(event: Event) -> None:
         if isinstance(event, StackProgress) and event.message:
             stack = await app.store.stack_by_id(event.stack_id)
             where = f"{stack.name} {stack.datacenter}/{stack.namespace}" if stack else "?"
             print(f"[{where}] {event.message}", flush=True)
+        elif isinstance(event, CleanupAnnounced):
+            print(f"[cleanup] {len(event.removals)} stacks will be removed:", flush=True)
+            for removal in event.removals:
+                at = removal.remove_at.strftime("%Y-%m-%d %H:%M UTC")
+                print(f"  {removal.stack.name}: {removal.reason}; after {at}", flush=True)
+        elif isinstance(event, CleanupDone):
+            for stack in event.reaped:
+                print(f"[cleanup] removed {stack.name}", flush=True)
+            for stack, why in event.failed:
+                print(f"[cleanup] could not remove {stack.name} yet: {why}", flush=True)
 
     return show
 
@@ -66,6 +77,8 @@ async def _loop(app: Application, principal: Principal) -> int:
             continue
         answer = await app.conversation.answer(line, principal, local=True)
         print(render(answer.reply))
+        if saved := save_attachments(answer.reply):
+            print(saved)
 
 
 def _make_prompt() -> Callable[[], Awaitable[str]]:

@@ -12,6 +12,7 @@ from commands.context import Context
 from commands.events import EventHub
 from commands.grammar import parse_command
 from commands.handlers import handle
+from commands.lifecycle import Lifecycle
 from commands.ports import Clock, Store, WorkflowPort
 from commands.replies import Code, ParseError, Reply, Text, UserError
 from commands.settings import Settings
@@ -59,6 +60,7 @@ class Conversation:
         clock: Clock,
         events: EventHub | None = None,
         traffic: TrafficControl | None = None,
+        lifecycle: Lifecycle | None = None,
     ):
         self.settings = settings
         self.store = store
@@ -66,6 +68,7 @@ class Conversation:
         self.clock = clock
         self.events = events or EventHub()
         self.traffic = traffic
+        self.lifecycle = lifecycle
 
     async def answer(
         self,
@@ -87,6 +90,7 @@ class Conversation:
             channel=channel,
             events=self.events,
             traffic=self.traffic,
+            lifecycle=self.lifecycle,
         )
         try:
             command = parse_command(text)

@@ -1,6 +1,8 @@
 """Periodic work of a running bot (APScheduler on the asyncio loop): expiring approvals whose
-deadline passed, forgetting old delivery ids. Each job is idempotent, so several replicas
-running it at once do no harm: the Store lets one of them win each change."""
+deadline passed, moving traffic shifts, the cleanup pass and its daily announcement,
+forgetting old delivery ids. Each job is idempotent, so several replicas running it at once
+do no harm: the Store lets one of them win each change, and leases in the database let one
+replica run each cleanup pass and each announcement."""
 
 from __future__ import annotations
 
@@ -37,6 +39,27 @@ class Jobs:
                 max_instances=1,
                 id="move-traffic",
             )
+        if application.lifecycle is not None:
+            lifecycle = application.settings.lifecycle
+            self.scheduler.add_job(
+                self.clean_up,
+                "interval",
+                seconds=lifecycle.interval.total_seconds(),
+                coalesce=True,
+                max_instances=1,
+                id="clean-up",
+            )
+            hour, minute = lifecycle.announce_time
+            self.scheduler.add_job(
+                self.announce_cleanup,
+                "cron",
+                hour=hour,
+                minute=minute,
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=3600,  # a bot busy or restarting at that minute still tells
+                id="announce-cleanup",
+            )
         self.scheduler.add_job(
             self.forget_deliveries,
             "interval",
@@ -65,6 +88,32 @@ class Jobs:
     async def move_traffic(self) -> None:
         if self.application.traffic is not None:
             await self.application.traffic.tick()
+
+    async def clean_up(self) -> None:
+        if self.application.lifecycle is None:
+            return
+        try:
+            report = await self.application.lifecycle.run_once()
+        except Exception:
+            log.exception("the cleanup pass failed; the next one tries again")
+            return
+        if report.ran and (report.garbage or report.reaped or report.failed):
+            log.info(
+                "cleanup: judged %d, extended %d, garbage %d, reaped %d, failed %d",
+                report.judged,
+                report.extended,
+                len(report.garbage),
+                len(report.reaped),
+                len(report.failed),
+            )
+
+    async def announce_cleanup(self) -> None:
+        if self.application.lifecycle is None:
+            return
+        try:
+            await self.application.lifecycle.announce()
+        except Exception:
+            log.exception("the cleanup announcement failed; it is made again tomorrow")
 
     async def forget_deliveries(self) -> None:
         before = self.application.desk.clock.now() - DELIVERY_MEMORY

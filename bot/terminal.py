@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from pathlib import Path
 
 from commands.replies import Code, Fields, Reply, Table, Text
 
@@ -53,4 +54,18 @@ def render(reply: Reply, width: int | None = None) -> str:
             lines.extend(render_table(block, width))
         elif isinstance(block, Code):
             lines.extend("  " + line for line in block.text.splitlines())
+    return "\n".join(lines)
+
+
+PICTURES = Path(".nelson") / "pictures"
+
+
+def save_attachments(reply: Reply, directory: Path = PICTURES) -> str:
+    """Write a reply's files (pictures) under `directory`; lines saying where, or ''."""
+    lines = []
+    for attachment in reply.attachments:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / Path(attachment.filename).name
+        path.write_bytes(attachment.content)
+        lines.append(f"{attachment.title}: saved to {path}")
     return "\n".join(lines)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from commands.access import Principal
 from commands.events import EventHub
+from commands.lifecycle import Lifecycle
 from commands.ports import Clock, Store, WorkflowPort
 from commands.settings import Settings
 from commands.shifting import TrafficControl
@@ -31,3 +32,4 @@ class Context:
     channel: str | None = None
     events: EventHub = field(default_factory=EventHub)
     traffic: TrafficControl | None = None  # None where no datacenter routes traffic
+    lifecycle: Lifecycle | None = None  # None where the cleanup does not run

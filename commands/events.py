@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from domain.records import Approval, Operation
+from domain.records import Approval, Operation, Stack
 from domain.states import StackStatus
 
 log = logging.getLogger("nelson.events")
@@ -43,7 +43,45 @@ class ApprovalDecided:
     approval: Approval
 
 
-Event = OperationStarted | StackProgress | ApprovalRequested | ApprovalDecided
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """A garbage stack in a cleanup announcement: why, and when it may be removed."""
+
+    stack: Stack
+    reason: str
+    remove_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupAnnounced:
+    """The daily digest: per channel, what will be removed (each removal in every channel
+    of its unit, and the operations channel); `removals` is everything, for channel-less
+    front ends."""
+
+    at: datetime
+    digests: tuple[tuple[str, tuple[Removal, ...]], ...]
+    removals: tuple[Removal, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupDone:
+    """What a cleanup removed (or could not remove yet), per channel, and who asked for it
+    (`nelson` for the periodic pass, a person for "Remove now")."""
+
+    by: str
+    summaries: tuple[tuple[str, tuple[Stack, ...], tuple[tuple[Stack, str], ...]], ...]
+    reaped: tuple[Stack, ...]
+    failed: tuple[tuple[Stack, str], ...]
+
+
+Event = (
+    OperationStarted
+    | StackProgress
+    | ApprovalRequested
+    | ApprovalDecided
+    | CleanupAnnounced
+    | CleanupDone
+)
 Listener = Callable[[Event], Awaitable[None]]
 
 

@@ -674,6 +674,27 @@ COMMANDS: tuple[CommandSpec, ...] = (
         examples=("deprecate accounts 1.4.0",),
     ),
     CommandSpec(
+        "keep",
+        "keep a stack the cleanup would remove, for another day",
+        DEPLOYING,
+        model.Keep,
+        args=(STACK,),
+        description="A garbage stack goes back to where it was and expires in "
+        "`lifecycle.keep_for` (24h); the same as the Keep button of a cleanup announcement. "
+        "Needs the deploy role in the stack's namespace.",
+        examples=(f"keep {_STACK_EXAMPLE}",),
+    ),
+    CommandSpec(
+        "remove",
+        "remove a garbage stack now instead of waiting for the cleanup",
+        DEPLOYING,
+        model.Remove,
+        args=(STACK,),
+        description="Only garbage stacks (`stacks status garbage`), and only for admins of the "
+        "stack's namespace; the same as the Remove-now button of a cleanup announcement.",
+        examples=(f"remove {_STACK_EXAMPLE}",),
+    ),
+    CommandSpec(
         "stacks",
         "list stacks, newest first",
         LOOKING,
@@ -952,6 +973,10 @@ def canonical(command: Command) -> str:
             return f"reverse {stack}"
         case model.Deprecate(unit=unit, version=version):
             return f"deprecate {unit} {version}"
+        case model.Keep(stack=stack):
+            return f"keep {stack}"
+        case model.Remove(stack=stack):
+            return f"remove {stack}"
         case model.ListApprovals():
             return "approvals"
         case model.Approve(approval_id=approval_id):

@@ -4,8 +4,14 @@ and reap garbage after its grace: remove it from the scheduler and the router, t
 terminated. A reap that fails (scheduler down) is retried on the next pass and reported; a
 stack is never marked terminated while its containers may still run.
 
+Nothing is reaped before its removal was announced: `announce` (the daily digest) tells each
+unit's notification channels and the operations channel what will be removed, why and when;
+`keep` ("Keep 24h more") returns a stack to where it was, `remove_now` reaps at once, and
+`CleanupDone` reports what went, once per channel.
+
 Several bot processes may share one database: a pass runs only while its process holds the
-`lifecycle` lease, so no cleanup runs twice."""
+`lifecycle` lease, and a digest only while it holds `cleanup-announcement`, so no cleanup or
+announcement runs twice."""
 
 from __future__ import annotations
 
@@ -13,22 +19,26 @@ import logging
 import secrets
 import socket
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from commands.events import EventHub, StackProgress
-from commands.ports import Clock, Route, Router, Scheduler, Store
+from commands.access import Principal, Role, authorize
+from commands.events import CleanupAnnounced, CleanupDone, EventHub, Removal, StackProgress
+from commands.ports import Clock, Conflict, Route, Router, Scheduler, Store
+from commands.replies import AccessDenied, UserError
 from commands.settings import Settings
 from domain import expiration
 from domain.expiration import ExpirationPolicy, StackView, Verdict
 from domain.manifest import ManifestInvalid, parse_manifest
 from domain.records import AuditEvent, Stack
-from domain.states import StackStatus
+from domain.states import IllegalTransition, StackStatus
 
 log = logging.getLogger("nelson.lifecycle")
 
 LEASE = "lifecycle"
+ANNOUNCE_LEASE = "cleanup-announcement"
+ANNOUNCE_HOLD = timedelta(minutes=10)  # other replicas firing at the same moment stay quiet
 EXTENSION = timedelta(minutes=30)
 
 
@@ -59,7 +69,10 @@ class Lifecycle:
         self.schedulers = dict(schedulers)
         self.routers = dict(routers)
         self.holder = f"{socket.gethostname()}:{secrets.token_hex(4)}"
-        self._policies: dict[str, dict[tuple[str, str], ExpirationPolicy]] = {}  # by digest
+        # per manifest revision (digest): policies per (unit, plan), channels per unit
+        self._facts: dict[str, tuple[dict[tuple[str, str], ExpirationPolicy], dict[str, list[str]]]]
+        self._facts = {}
+        self._failing: set[int] = set()  # stacks whose failed reap was already reported
 
     async def run_once(self) -> PassReport:
         now = self.clock.now()
@@ -75,12 +88,10 @@ class Lifecycle:
             except Exception as exc:  # without knowing who serves, expire nothing
                 log.warning("router unavailable (%s): no stack expires this pass", exc)
                 return report
-        policies = await self._policy_table()
+        policies, _ = await self._manifest_facts()
         by_policy: dict[ExpirationPolicy, list[StackView]] = defaultdict(list)
         by_id = {s.id: s for s in stacks}
         for stack in stacks:
-            if stack.status is StackStatus.GARBAGE:
-                continue
             policy = policies.get((stack.unit, stack.plan), ExpirationPolicy.RETAIN_ACTIVE)
             by_policy[policy].append(
                 StackView(
@@ -115,25 +126,197 @@ class Lifecycle:
                     expire[stack_id] = decision.reason
         await self.store.extend_expiries(extend)
         report.extended = len(extend)
-        marked = await self.store.mark_garbage(expire, now)
+        marked = await self.store.mark_garbage(expire, now)  # audited with each reason
         report.garbage = [by_id[stack_id] for stack_id in marked]
-        await self.store.audit_many(
-            [AuditEvent("nelson", "garbage", by_id[i].name, True, expire[i], now) for i in marked]
-        )
-        for stack in stacks:
-            if stack.status is StackStatus.GARBAGE and expiration.reap_due(
-                stack.updated_at, now, self.settings.lifecycle.garbage_grace
-            ):
+        lifecycle = self.settings.lifecycle
+        for stack in await self.store.garbage_due(
+            now - lifecycle.garbage_grace, now - lifecycle.notice
+        ):
+            due = self._removal_at(stack.updated_at, stack.announced_at)
+            if due is not None and now >= due:
                 await self._reap(stack, report)
+        await self._tell(report, "nelson")
         return report
+
+    def _removal_at(self, since: datetime, announced_at: datetime | None) -> datetime | None:
+        lifecycle = self.settings.lifecycle
+        return expiration.removal_at(since, announced_at, lifecycle.garbage_grace, lifecycle.notice)
+
+    async def announce(self) -> CleanupAnnounced | None:
+        """The digest of what will be removed, per channel; marks every listed stack announced
+        (its removal time counts from now). None when another process is announcing."""
+        now = self.clock.now()
+        if not await self.store.acquire_lease(
+            ANNOUNCE_LEASE, self.holder, now + ANNOUNCE_HOLD, now
+        ):
+            return None
+        pending = await self.store.pending_removals()
+        await self.store.mark_announced(
+            [p.stack.id for p in pending if p.stack.announced_at is None], now
+        )
+        removals: list[Removal] = []
+        for item in pending:
+            due = self._removal_at(item.since, item.stack.announced_at or now)
+            assert due is not None
+            removals.append(Removal(item.stack, item.reason, max(due, now)))
+        removals.sort(key=lambda r: (r.stack.unit, r.stack.version, r.stack.name))
+        _, channels = await self._manifest_facts()
+        per_channel: dict[str, list[Removal]] = defaultdict(list)
+        for removal in removals:
+            for channel in self._channels(channels, removal.stack.unit):
+                per_channel[channel].append(removal)
+        event = CleanupAnnounced(
+            at=now,
+            digests=tuple((c, tuple(r)) for c, r in per_channel.items()),
+            removals=tuple(removals),
+        )
+        if removals:
+            await self._audit(
+                "cleanup-announced",
+                f"{len(removals)} stacks",
+                f"told {len(per_channel)} channels: " + ", ".join(per_channel),
+            )
+            await self.events.publish(event)
+        return event
+
+    async def keep(self, stack_ids: Sequence[int], who: Principal) -> str:
+        """ "Keep 24h more": garbage goes back to where it was (ready or deprecated) and
+        expires `keep_for` from now; a stack not collected yet just gets the later expiry.
+        Needs the deploy role in each stack's namespace."""
+        now = self.clock.now()
+        until = now + self.settings.lifecycle.keep_for
+        kept: list[str] = []
+        skipped: list[str] = []
+        stacks = await self._stacks(stack_ids)
+        for stack in stacks:
+            await self._allow(who, Role.DEPLOY, stack, "keep")
+        for stack in stacks:
+            if stack.status is StackStatus.GARBAGE:
+                back = await self._status_before_garbage(stack.id)
+                try:
+                    await self.store.change_status(
+                        stack.id, back, f"kept until {_at(until)} by {who.label}", who.user_id
+                    )
+                except (IllegalTransition, Conflict):
+                    skipped.append(f"{stack.name} (it changed meanwhile)")
+                    continue
+            elif stack.status not in (StackStatus.READY, StackStatus.DEPRECATED):
+                skipped.append(f"{stack.name} (it is {stack.status.value})")
+                continue
+            if stack.expires_at is None or stack.expires_at < until:
+                await self.store.set_expiry(stack.id, until)
+            await self.store.audit(
+                AuditEvent(who.user_id, "keep", stack.name, True, f"until {_at(until)}", now)
+            )
+            kept.append(stack.name)
+            await self.events.publish(
+                StackProgress(stack.id, f"kept until {_at(until)} by {who.label}", now)
+            )
+        parts = []
+        if kept:
+            parts.append(f"Kept until {_at(until)}: {', '.join(kept)}.")
+        if skipped:
+            parts.append(f"Not kept: {', '.join(skipped)}.")
+        return " ".join(parts) or "Nothing to keep."
+
+    async def remove_now(self, stack_ids: Sequence[int], who: Principal) -> str:
+        """ "Remove now": reap these garbage stacks at once (admins of their namespaces)."""
+        stacks = await self._stacks(stack_ids)
+        for stack in stacks:
+            await self._allow(who, Role.ADMIN, stack, "remove")
+        report = PassReport()
+        skipped: list[str] = []
+        for stack in stacks:
+            if stack.status is not StackStatus.GARBAGE:
+                skipped.append(f"{stack.name} (it is {stack.status.value})")
+                continue
+            await self.store.audit(
+                AuditEvent(who.user_id, "remove", stack.name, True, "remove now", self.clock.now())
+            )
+            await self._reap(stack, report)
+        await self._tell(report, who.label)
+        parts = []
+        if report.reaped:
+            parts.append(f"Removed {', '.join(s.name for s in report.reaped)}.")
+        if report.failed:
+            parts.append(
+                "Could not remove "
+                + "; ".join(f"{s.name}: {why}" for s, why in report.failed)
+                + ". The cleanup pass tries again."
+            )
+        if skipped:
+            parts.append(f"Left alone: {', '.join(skipped)}.")
+        return " ".join(parts) or "Nothing to remove."
+
+    async def _stacks(self, stack_ids: Sequence[int]) -> list[Stack]:
+        stacks = await self.store.stacks_by_ids(list(dict.fromkeys(stack_ids)))
+        if not stacks:
+            raise UserError("those stacks are gone.", "`stacks status garbage` lists what waits.")
+        return stacks
+
+    async def _allow(self, who: Principal, role: Role, stack: Stack, action: str) -> None:
+        decision = authorize(self.settings.access, who, role, stack.namespace)
+        if not decision.allowed:
+            await self.store.audit(
+                AuditEvent(
+                    who.user_id, action, stack.name, False, decision.reason, self.clock.now()
+                )
+            )
+            raise AccessDenied(
+                f"{who.label} may not {action} {stack.name}: {decision.reason}.",
+                "Ask an admin of this bot if you need to.",
+            )
+
+    async def _status_before_garbage(self, stack_id: int) -> StackStatus:
+        for change in reversed(await self.store.status_history(stack_id)):
+            if change.status is StackStatus.DEPRECATED:
+                return StackStatus.DEPRECATED
+            if change.status is StackStatus.READY:
+                return StackStatus.READY
+        return StackStatus.READY
+
+    def _channels(self, channels: Mapping[str, list[str]], unit: str) -> list[str]:
+        found = [c.lstrip("#") for c in channels.get(unit, [])]
+        if self.settings.slack.operations_channel:
+            found.append(self.settings.slack.operations_channel.lstrip("#"))
+        return list(dict.fromkeys(found))
+
+    async def _tell(self, report: PassReport, by: str) -> None:
+        """One CleanupDone for what was reaped and for failures not reported before."""
+        failed = [(s, why) for s, why in report.failed if s.id not in self._failing]
+        self._failing |= {s.id for s, _ in report.failed}
+        self._failing -= {s.id for s in report.reaped}
+        if not report.reaped and not failed:
+            return
+        _, channels = await self._manifest_facts()
+        per_channel: dict[str, tuple[list[Stack], list[tuple[Stack, str]]]] = defaultdict(
+            lambda: ([], [])
+        )
+        for stack in report.reaped:
+            for channel in self._channels(channels, stack.unit):
+                per_channel[channel][0].append(stack)
+        for stack, why in failed:
+            for channel in self._channels(channels, stack.unit):
+                per_channel[channel][1].append((stack, why))
+        await self.events.publish(
+            CleanupDone(
+                by=by,
+                summaries=tuple((c, tuple(r), tuple(f)) for c, (r, f) in per_channel.items()),
+                reaped=tuple(report.reaped),
+                failed=tuple(failed),
+            )
+        )
 
     async def _reap(self, stack: Stack, report: PassReport) -> None:
         scheduler = self.schedulers.get(stack.datacenter)
         try:
-            if scheduler is not None:
-                await scheduler.delete(stack.name)
-                if await scheduler.instances(stack.name):
-                    raise RuntimeError("instances are still there after deleting them")
+            if scheduler is None:  # what runs there cannot be removed, so it is not reaped
+                raise RuntimeError(
+                    f"datacenter '{stack.datacenter}' has no scheduler this bot drives"
+                )
+            await scheduler.delete(stack.name)
+            if await scheduler.instances(stack.name):
+                raise RuntimeError("instances are still there after deleting them")
             router = self.routers.get(stack.datacenter)
             if router is not None:
                 await router.remove(
@@ -144,43 +327,56 @@ class Lifecycle:
             report.failed.append((stack, reason))
             await self._audit("reap-failed", stack.name, f"will try again: {reason}", allowed=False)
             return
-        await self.store.change_status(
-            stack.id, StackStatus.TERMINATED, "reaped: removed from the datacenter", "nelson"
-        )
+        try:
+            await self.store.change_status(
+                stack.id, StackStatus.TERMINATED, "reaped: removed from the datacenter", "nelson"
+            )
+        except (IllegalTransition, Conflict):
+            return  # reaped by someone else at the same moment ("Remove now", another pass)
         report.reaped.append(stack)
         await self._audit("reaped", stack.name, "removed from the scheduler and the router")
         await self.events.publish(
             StackProgress(stack.id, "reaped", self.clock.now(), status=StackStatus.TERMINATED)
         )
 
-    async def _policy_table(self) -> dict[tuple[str, str], ExpirationPolicy]:
-        """(unit, plan) -> policy, from the latest manifests (parsed once per revision)."""
-        table: dict[tuple[str, str], ExpirationPolicy] = {}
+    async def _manifest_facts(
+        self,
+    ) -> tuple[dict[tuple[str, str], ExpirationPolicy], dict[str, list[str]]]:
+        """From the latest manifests (each revision parsed once): the policy per (unit, plan)
+        and the notification channels per unit."""
+        policies: dict[tuple[str, str], ExpirationPolicy] = {}
+        channels: dict[str, list[str]] = {}
         for record in await self.store.manifests():
-            cached = self._policies.get(record.digest)
+            cached = self._facts.get(record.digest)
             if cached is None:
-                cached = {}
+                cached = ({}, {})
                 try:
                     manifest = parse_manifest(record.text)
                 except ManifestInvalid:
-                    self._policies[record.digest] = cached  # judged by the defaults
+                    self._facts[record.digest] = cached  # judged by the defaults
                     continue
                 kinds = {
                     u.name: "job" if u.workflow == "job" else "service" for u in manifest.units
                 }
                 for unit in manifest.units:
+                    cached[1][unit.name] = list(manifest.notifications.slack_channels)
                     for plan in manifest.plans:
                         text = plan.expiration_policy
                         if text:
-                            cached[(unit.name, plan.name)] = expiration.parse_policy(text)
+                            cached[0][(unit.name, plan.name)] = expiration.parse_policy(text)
                         else:
                             kind = "job" if plan.schedule is not None else kinds[unit.name]
-                            cached[(unit.name, plan.name)] = expiration.default_policy(kind)
-                self._policies[record.digest] = cached
-            table.update(cached)
-        return table
+                            cached[0][(unit.name, plan.name)] = expiration.default_policy(kind)
+                self._facts[record.digest] = cached
+            policies.update(cached[0])
+            channels.update(cached[1])
+        return policies, channels
 
     async def _audit(self, action: str, target: str, detail: str, allowed: bool = True) -> None:
         await self.store.audit(
             AuditEvent("nelson", action, target, allowed, detail, self.clock.now())
         )
+
+
+def _at(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")

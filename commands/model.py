@@ -72,6 +72,16 @@ class Deprecate:
 
 
 @dataclass(frozen=True, slots=True)
+class Keep:
+    stack: str
+
+
+@dataclass(frozen=True, slots=True)
+class Remove:
+    stack: str
+
+
+@dataclass(frozen=True, slots=True)
 class ListApprovals:
     pass
 
@@ -147,6 +157,8 @@ Command = (
     | Runtime
     | Redeploy
     | Deprecate
+    | Keep
+    | Remove
     | ListApprovals
     | Approve
     | Reject

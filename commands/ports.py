@@ -20,6 +20,7 @@ from domain.records import (
     NewApproval,
     NewStack,
     Operation,
+    PendingRemoval,
     PostedMessage,
     Release,
     Stack,
@@ -100,6 +101,10 @@ class Store(Protocol):
         self, namespace: str, datacenter: str | None = None
     ) -> dict[str, dict[Version, int]]:
         """Per unit, how many live stacks each version has in the namespace (and datacenter)."""
+        ...
+
+    async def release_stacks(self, unit: str, version: Version) -> list[Stack]:
+        """Every stack of one release, in every namespace and datacenter."""
         ...
 
     async def live_stacks(
@@ -188,12 +193,29 @@ class Store(Protocol):
 
     # lifecycle
     async def lifecycle_view(self) -> tuple[list[Stack], dict[int, int]]:
-        """Ready, deprecated and garbage stacks, and per depended-on stack its live dependants."""
+        """Ready and deprecated stacks, and per depended-on stack its live dependants."""
+        ...
+
+    async def garbage_due(self, since_before: datetime, announced_before: datetime) -> list[Stack]:
+        """Garbage collected before `since_before`, announced before `announced_before`."""
         ...
 
     async def extend_expiries(self, expiries: Mapping[int, datetime]) -> None: ...
 
-    async def mark_garbage(self, reasons: Mapping[int, str], at: datetime) -> list[int]: ...
+    async def mark_garbage(
+        self, reasons: Mapping[int, str], at: datetime, actor: str = "nelson"
+    ) -> list[int]:
+        """Ready or deprecated stacks -> garbage with their reasons (status history and an
+        audit event each, by `actor`); returns the ids that changed."""
+        ...
+
+    async def pending_removals(self) -> list[PendingRemoval]:
+        """Every garbage stack with the reason it was collected."""
+        ...
+
+    async def mark_announced(self, stack_ids: Sequence[int], at: datetime) -> int:
+        """Record the first announcement of these garbage stacks' removal; how many changed."""
+        ...
 
     async def acquire_lease(self, name: str, holder: str, until: datetime, now: datetime) -> bool:
         """Take or renew a lease; False while another holder has it (several replicas)."""

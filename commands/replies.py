@@ -36,6 +36,16 @@ Block = Text | Fields | Table | Code
 
 
 @dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file that goes with a reply (a rendered picture); front ends share or save it."""
+
+    filename: str
+    content: bytes
+    title: str
+    alt_text: str  # what the picture shows, for screen readers and text-only front ends
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     title: str
     blocks: tuple[Block, ...] = ()
@@ -43,6 +53,7 @@ class Reply:
     private: bool = False  # meant for the asker only (ephemeral in Slack)
     stack_ids: tuple[int, ...] = field(default=())  # stacks this reply started work on
     operation_id: int | None = None  # the long work it started, followed in its own messages
+    attachments: tuple[Attachment, ...] = ()
 
 
 class UserError(Exception):

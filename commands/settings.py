@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 _NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(/[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)?\s*$")
+_TIME_OF_DAY = re.compile(r"^(\d{1,2}):(\d{2})$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
 
@@ -176,11 +177,31 @@ class LifecycleSettings(_Model):
     new_stack_grace: timedelta = timedelta(minutes=30)
     garbage_grace: timedelta = timedelta(hours=24)
     interval: timedelta = timedelta(minutes=5)
+    # the daily digest of what will be removed (UTC, HH:MM), the least time between that
+    # announcement and the removal, and how long "Keep" keeps a stack
+    announce_at: str = "09:00"
+    notice: timedelta = timedelta(hours=4)
+    keep_for: timedelta = timedelta(hours=24)
 
-    @field_validator("new_stack_grace", "garbage_grace", "interval", mode="before")
+    @field_validator(
+        "new_stack_grace", "garbage_grace", "interval", "notice", "keep_for", mode="before"
+    )
     @classmethod
     def _duration(cls, value: object) -> timedelta:
         return parse_duration(value)
+
+    @field_validator("announce_at")
+    @classmethod
+    def _time_of_day(cls, value: str) -> str:
+        match = _TIME_OF_DAY.match(value)
+        if match is None or int(match.group(1)) > 23 or int(match.group(2)) > 59:
+            raise ValueError(f"'{value}' is not a time of day like 09:00 (UTC)")
+        return value
+
+    @property
+    def announce_time(self) -> tuple[int, int]:
+        hour, _, minute = self.announce_at.partition(":")
+        return int(hour), int(minute)
 
 
 class ConsoleSettings(_Model):

@@ -19,6 +19,7 @@ from domain.versions import Version
 
 DEFAULT_NEW_STACK_GRACE = timedelta(minutes=30)
 DEFAULT_GARBAGE_GRACE = timedelta(hours=24)
+DEFAULT_NOTICE = timedelta(hours=4)  # least time between announcing a removal and doing it
 # Each review pushes a retained stack's expiry this far ahead. It must comfortably exceed the
 # time between reviews, or a retained stack could expire between two of them.
 DEFAULT_EXTENSION = timedelta(minutes=30)
@@ -306,6 +307,20 @@ def reap_due(
 ) -> bool:
     """Garbage is removed only after `garbage_grace`, leaving time to notice a mistake."""
     return now >= garbage_since + garbage_grace
+
+
+def removal_at(
+    garbage_since: datetime,
+    announced_at: datetime | None,
+    garbage_grace: timedelta = DEFAULT_GARBAGE_GRACE,
+    notice: timedelta = DEFAULT_NOTICE,
+) -> datetime | None:
+    """When garbage may be removed: never before its removal was announced (None until then),
+    and only once both the garbage grace and the notice after the announcement have passed,
+    so people always get time to press Keep."""
+    if announced_at is None:
+        return None
+    return max(garbage_since + garbage_grace, announced_at + notice)
 
 
 def _why_not(policy: ExpirationPolicy, stack: StackView) -> str:

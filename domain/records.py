@@ -79,6 +79,16 @@ class Stack:
     updated_at: datetime
     expires_at: datetime | None
     workflow_step: str | None = None
+    announced_at: datetime | None = None  # garbage only: when its removal was announced
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRemoval:
+    """A garbage stack waiting for the reaper: why it was collected and since when."""
+
+    stack: Stack
+    reason: str
+    since: datetime
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,14 +38,17 @@ LIVE_STATUSES = frozenset(
 # Nelson's lifecycle, plus the exits a real deploy needs: a stack can fail at any point before
 # it is ready (the image vanished while pending, health never came while warming); a failed
 # stack, even one that never started, is then terminated. Garbage may return to ready while it
-# waits to be reaped: the grace before reaping exists so a mistaken collection can be undone.
+# waits to be reaped (or to deprecated, if it was): the grace before reaping exists so a
+# mistaken collection can be undone ("Keep").
 TRANSITIONS: dict[StackStatus, frozenset[StackStatus]] = {
     StackStatus.PENDING: frozenset({StackStatus.DEPLOYING, StackStatus.FAILED}),
     StackStatus.DEPLOYING: frozenset({StackStatus.WARMING, StackStatus.FAILED}),
     StackStatus.WARMING: frozenset({StackStatus.READY, StackStatus.FAILED}),
     StackStatus.READY: frozenset({StackStatus.DEPRECATED, StackStatus.GARBAGE}),
     StackStatus.DEPRECATED: frozenset({StackStatus.GARBAGE}),
-    StackStatus.GARBAGE: frozenset({StackStatus.TERMINATED, StackStatus.READY}),
+    StackStatus.GARBAGE: frozenset(
+        {StackStatus.TERMINATED, StackStatus.READY, StackStatus.DEPRECATED}
+    ),
     StackStatus.FAILED: frozenset({StackStatus.TERMINATED}),
     StackStatus.TERMINATED: frozenset(),
 }

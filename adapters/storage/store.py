@@ -3,18 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, event, func, insert, or_, select, update
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    and_,
+    delete,
+    event,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from adapters.storage import tables as t
 from adapters.storage.migrate import upgrade as run_migrations
+from adapters.storage.tables import UtcDateTime
 from adapters.storage.urls import async_url, safe
 from commands.ports import Conflict, StoreError
 from domain.records import (
@@ -25,6 +43,7 @@ from domain.records import (
     NewApproval,
     NewStack,
     Operation,
+    PendingRemoval,
     PostedMessage,
     Release,
     Stack,
@@ -39,13 +58,27 @@ from domain.versions import Version
 
 GUID_PREFIX_MIN = 6
 
+# A pass's garbage reasons, per stack, for set-based updates (created and dropped per use).
+_cleanup_reasons = Table(
+    "cleanup_reasons",
+    MetaData(),
+    Column("stack_id", Integer, primary_key=True),
+    Column("reason", Text, nullable=False),
+    prefixes=["TEMPORARY"],
+)
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@functools.lru_cache(maxsize=65536)
+def _version_of(major: int, minor: int, patch: int) -> Version:
+    return Version(major, minor, patch)  # immutable, so one object per version is shared
+
+
 def _version(row: Row[Any]) -> Version:
-    return Version(row.major, row.minor, row.patch)
+    return _version_of(row.major, row.minor, row.patch)
 
 
 def _stack(row: Row[Any]) -> Stack:
@@ -66,6 +99,7 @@ def _stack(row: Row[Any]) -> Stack:
         updated_at=row.updated_at,
         expires_at=row.expires_at,
         workflow_step=row.workflow_step,
+        announced_at=row.announced_at,
     )
 
 
@@ -540,7 +574,9 @@ class SqlStore:
             changed = await conn.execute(
                 update(t.stacks)
                 .where(t.stacks.c.id == stack_id, t.stacks.c.status == current)
-                .values(status=status.value, status_message=message, updated_at=at)
+                .values(
+                    status=status.value, status_message=message, updated_at=at, announced_at=None
+                )
             )
             if changed.rowcount != 1:
                 raise Conflict(f"stack {stack_id} changed status at the same moment; try again")
@@ -866,9 +902,9 @@ class SqlStore:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def lifecycle_view(self) -> tuple[list[Stack], dict[int, int]]:
-        """Every ready, deprecated and garbage stack, and for each stack that live stacks
-        depend on, how many do: what one cleanup pass needs, in two queries."""
-        judged = [StackStatus.READY.value, StackStatus.DEPRECATED.value, StackStatus.GARBAGE.value]
+        """Every ready and deprecated stack, and for each stack that live stacks depend on,
+        how many do: what one cleanup pass judges, in two queries."""
+        judged = [StackStatus.READY.value, StackStatus.DEPRECATED.value]
         live = [s.value for s in LIVE_STATUSES]
         dependant = t.stacks.alias("dependant")
         counts = (
@@ -881,6 +917,65 @@ class SqlStore:
             rows = (await conn.execute(select(t.stacks).where(t.stacks.c.status.in_(judged)))).all()
             depended = {r[0]: int(r[1]) for r in (await conn.execute(counts)).all()}
         return [_stack(r) for r in rows], depended
+
+    async def garbage_due(self, since_before: datetime, announced_before: datetime) -> list[Stack]:
+        """Garbage collected before `since_before` whose removal was announced before
+        `announced_before`: what the reaper may remove now."""
+        query = select(t.stacks).where(
+            t.stacks.c.status == StackStatus.GARBAGE.value,
+            t.stacks.c.updated_at <= since_before,
+            t.stacks.c.announced_at <= announced_before,
+        )
+        async with self._connect() as conn:
+            return [_stack(r) for r in (await conn.execute(query.order_by(t.stacks.c.id))).all()]
+
+    async def pending_removals(self) -> list[PendingRemoval]:
+        """Every garbage stack with the reason it was collected (its latest status row)."""
+        inner = t.stack_status.alias("newer")
+        latest = (
+            select(func.max(inner.c.id))
+            .where(inner.c.stack_id == t.stacks.c.id)
+            .correlate(t.stacks)
+            .scalar_subquery()
+        )
+        query = (
+            select(t.stacks, t.stack_status.c.message.label("reason"))
+            .select_from(t.stacks)
+            .join(t.stack_status, t.stack_status.c.id == latest)
+            .where(t.stacks.c.status == StackStatus.GARBAGE.value)
+            .order_by(t.stacks.c.unit, t.stacks.c.id)
+        )
+        async with self._connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [PendingRemoval(_stack(r), r.reason, r.updated_at) for r in rows]
+
+    async def mark_announced(self, stack_ids: Sequence[int], at: datetime) -> int:
+        """Record that these garbage stacks' removal was announced (once: the first time)."""
+        count = 0
+        async with self._begin() as conn:
+            for start in range(0, len(stack_ids), 5000):
+                result = await conn.execute(
+                    update(t.stacks)
+                    .where(
+                        t.stacks.c.id.in_(list(stack_ids[start : start + 5000])),
+                        t.stacks.c.status == StackStatus.GARBAGE.value,
+                        t.stacks.c.announced_at.is_(None),
+                    )
+                    .values(announced_at=at)
+                )
+                count += int(result.rowcount or 0)
+        return count
+
+    async def release_stacks(self, unit: str, version: Version) -> list[Stack]:
+        """Every stack of one release, in every namespace and datacenter, oldest first."""
+        query = select(t.stacks).where(
+            t.stacks.c.unit == unit,
+            t.stacks.c.major == version.major,
+            t.stacks.c.minor == version.minor,
+            t.stacks.c.patch == version.patch,
+        )
+        async with self._connect() as conn:
+            return [_stack(r) for r in (await conn.execute(query.order_by(t.stacks.c.id))).all()]
 
     async def extend_expiries(self, expiries: Mapping[int, datetime]) -> None:
         # a pass extends most stacks to the same moment: one UPDATE per distinct value
@@ -898,46 +993,92 @@ class SqlStore:
                         .values(expires_at=until)
                     )
 
-    async def mark_garbage(self, reasons: Mapping[int, str], at: datetime) -> list[int]:
-        """Ready or deprecated stacks -> garbage, each with its reason in the status history,
-        in one transaction. Returns the ids that changed (others moved on meanwhile)."""
+    async def mark_garbage(
+        self, reasons: Mapping[int, str], at: datetime, actor: str = "nelson"
+    ) -> list[int]:
+        """Ready or deprecated stacks -> garbage, each with its reason in the status history
+        and an audit event by `actor`, in one transaction. Returns the ids that changed
+        (others moved on meanwhile).
+
+        Set-based, so a pass that collects thousands costs a few statements: the reasons go
+        into a temporary table, then one UPDATE and two INSERT ... SELECT do the rest."""
         if not reasons:
             return []
-        changed: list[int] = []
+        garbage = StackStatus.GARBAGE.value
         async with self._begin() as conn:
-            ids = list(reasons)
-            for start in range(0, len(ids), 5000):
-                chunk = ids[start : start + 5000]
-                result = await conn.execute(
-                    update(t.stacks)
-                    .where(
-                        t.stacks.c.id.in_(chunk),
-                        t.stacks.c.status.in_(
-                            [StackStatus.READY.value, StackStatus.DEPRECATED.value]
+            await conn.run_sync(lambda sync: _cleanup_reasons.create(sync, checkfirst=False))
+            try:
+                if conn.dialect.name == "postgresql":  # one statement, arrays in, no round trips
+                    await conn.execute(
+                        text(
+                            "INSERT INTO cleanup_reasons (stack_id, reason) SELECT * FROM "
+                            "unnest(CAST(:ids AS integer[]), CAST(:reasons AS text[]))"
                         ),
+                        {"ids": list(reasons), "reasons": list(reasons.values())},
                     )
-                    .values(
-                        status=StackStatus.GARBAGE.value,
-                        status_message="expired; `inspect` shows why",
-                        updated_at=at,
+                    await conn.exec_driver_sql("ANALYZE cleanup_reasons")
+                else:
+                    await conn.execute(
+                        insert(_cleanup_reasons),
+                        [{"stack_id": i, "reason": r} for i, r in reasons.items()],
                     )
-                    .returning(t.stacks.c.id)
-                )
-                changed.extend(r[0] for r in result.all())
-            if changed:
-                await conn.execute(
-                    insert(t.stack_status),
-                    [
-                        {
-                            "stack_id": sid,
-                            "status": StackStatus.GARBAGE.value,
-                            "message": reasons[sid],
-                            "actor": "nelson",
-                            "at": at,
-                        }
-                        for sid in changed
-                    ],
-                )
+                changed = [
+                    r[0]
+                    for r in (
+                        await conn.execute(
+                            update(t.stacks)
+                            .where(
+                                t.stacks.c.id.in_(select(_cleanup_reasons.c.stack_id)),
+                                t.stacks.c.status.in_(
+                                    [StackStatus.READY.value, StackStatus.DEPRECATED.value]
+                                ),
+                            )
+                            .values(
+                                status=garbage,
+                                status_message="expired; `inspect` shows why",
+                                updated_at=at,
+                                announced_at=None,
+                            )
+                            .returning(t.stacks.c.id)
+                        )
+                    ).all()
+                ]
+                if len(changed) != len(reasons):  # keep only the reasons of what changed
+                    moved_on = set(reasons) - set(changed)
+                    await conn.execute(
+                        delete(_cleanup_reasons).where(
+                            _cleanup_reasons.c.stack_id.in_(list(moved_on))
+                        )
+                    )
+                if changed:
+                    reason, stack_id = _cleanup_reasons.c.reason, _cleanup_reasons.c.stack_id
+                    await conn.execute(
+                        insert(t.stack_status).from_select(
+                            ["stack_id", "status", "message", "actor", "at"],
+                            select(
+                                stack_id,
+                                literal(garbage),
+                                reason,
+                                literal(actor),
+                                literal(at, UtcDateTime()),
+                            ),
+                        )
+                    )
+                    await conn.execute(
+                        insert(t.audit_events).from_select(
+                            ["at", "actor", "action", "target", "allowed", "detail"],
+                            select(
+                                literal(at, UtcDateTime()),
+                                literal(actor),
+                                literal("garbage"),
+                                t.stacks.c.name,
+                                literal(True),
+                                reason,
+                            ).join_from(_cleanup_reasons, t.stacks, t.stacks.c.id == stack_id),
+                        )
+                    )
+            finally:
+                await conn.run_sync(lambda sync: _cleanup_reasons.drop(sync, checkfirst=False))
         return changed
 
     async def acquire_lease(self, name: str, holder: str, until: datetime, now: datetime) -> bool:

@@ -122,6 +122,7 @@ stacks = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime),
+    Column("announced_at", UtcDateTime),  # garbage: when its removal was announced
     # `stacks in <ns> [at <dc>]`, newest first (ids grow with time)
     Index("ix_stacks_namespace_datacenter_id", "namespace", "datacenter", "id"),
     # `stacks in <ns> status <s>` and the workflow's "what is pending"

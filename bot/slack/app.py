@@ -14,6 +14,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.bootstrap import Application
 from bot.slack.blocks import fallback, reply_blocks, section
+from bot.slack.cleanup import KEEP_ACTION, REMOVE_ACTION, CleanupNotices
 from bot.slack.directory import Directory
 from bot.slack.home import Home
 from bot.slack.messages import (
@@ -64,6 +65,10 @@ class SlackBot:
         )
         application.events.subscribe(self.threads.on_event)
         application.events.subscribe(self.home.on_event)
+        self.cleanup: CleanupNotices | None = None
+        if application.lifecycle is not None:
+            self.cleanup = CleanupNotices(application.lifecycle, self.outbox, self.directory)
+            application.events.subscribe(self.cleanup.on_event)
         self.app = AsyncApp(
             name="nelson",
             client=self.client,  # carries the token and the API base URL
@@ -78,6 +83,8 @@ class SlackBot:
         self.app.action(REJECT_ACTION)(self._on_reject)
         for action in (PAUSE_ACTION, RESUME_ACTION, REVERSE_ACTION):
             self.app.action(action)(self._on_traffic)
+        for action in (KEEP_ACTION, REMOVE_ACTION):
+            self.app.action(action)(self._on_cleanup)
 
     async def close(self) -> None:
         await self.outbox.drain(timeout=10)
@@ -112,7 +119,46 @@ class SlackBot:
             reply.operation_id, channel
         ):
             return  # the parent message in the channel is the answer
+        # Files need a message to hang from: the answer goes to the channel, with the
+        # details and the pictures in its thread.
+        if (
+            reply.attachments
+            and not reply.private
+            and await self._post_with_files(channel, None, reply)
+        ):
+            return
         await self._respond(body.get("response_url"), channel, user, reply)
+
+    async def _post_with_files(self, channel: str, thread_ts: str | None, reply: Reply) -> bool:
+        """Post the reply (its title as the message, the rest in the thread, when a thread is
+        to be started) and share its files in the thread; False when it could not be posted."""
+        text, blocks = fallback(reply), reply_blocks(reply)
+        try:
+            if thread_ts is None:
+                head = Reply(title=reply.title)
+                thread_ts = await self.outbox.post(channel, fallback(head), reply_blocks(head))
+            await self.outbox.post(channel, text, blocks, thread_ts=thread_ts)
+        except PostFailed as exc:
+            log.info("could not post in %s (%s); answering privately", channel, exc.error)
+            return False
+        for attachment in reply.attachments:
+            try:
+                await self.outbox.upload(
+                    channel,
+                    thread_ts,
+                    attachment.filename,
+                    attachment.content,
+                    attachment.title,
+                    attachment.alt_text,
+                )
+            except PostFailed as exc:
+                log.warning("could not share %s in %s: %s", attachment.filename, channel, exc)
+                await self.outbox.post(
+                    channel,
+                    f"I could not attach the picture: {exc.error}.",
+                    thread_ts=thread_ts,
+                )
+        return True
 
     async def _respond(self, response_url: Any, channel: str, user: str, reply: Reply) -> None:
         text, blocks = fallback(reply), reply_blocks(reply)
@@ -158,6 +204,12 @@ class SlackBot:
         reply = answer.reply
         if reply.operation_id is not None and await self.threads.parent_posted_in(
             reply.operation_id, channel
+        ):
+            return
+        if (
+            reply.attachments
+            and not reply.private
+            and await self._post_with_files(channel, thread_ts, reply)
         ):
             return
         text, blocks = fallback(reply), reply_blocks(reply)
@@ -242,6 +294,15 @@ class SlackBot:
             )
             return
         await self._tell(channel, user, message, None)
+
+    async def _on_cleanup(self, ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        user = str((body.get("user") or {}).get("id", ""))
+        channel = str((body.get("container") or {}).get("channel_id") or "")
+        if self.cleanup is None:
+            await self._tell(channel, user, "The cleanup does not run in this bot.", None)
+            return
+        await self._tell(channel, user, await self.cleanup.on_click(body), None)
 
     async def _tell(self, channel: str, user: str, text: str, thread_ts: str | None) -> None:
         if not channel:  # a click in the Home tab: the tab itself shows the result

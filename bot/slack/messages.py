@@ -39,7 +39,8 @@ def when(at: datetime) -> str:
     return f"<!date^{epoch}^{{date_short_pretty}} {{time}}|{fallback}>"
 
 
-def _button(action: str, label: str, value: str, style: str | None = None) -> Block:
+def button(action: str, label: str, value: str, style: str | None = None) -> Block:
+    """A Block Kit button; its value is all a click carries back."""
     button: Block = {
         "type": "button",
         "action_id": action,
@@ -72,12 +73,12 @@ def shift_lines(
         if shift.state in ("running", "paused"):
             value = str(shift.id)
             elements = [
-                _button(PAUSE_ACTION, "Pause", value)
+                button(PAUSE_ACTION, "Pause", value)
                 if shift.state == "running"
-                else _button(RESUME_ACTION, "Resume", value, "primary")
+                else button(RESUME_ACTION, "Resume", value, "primary")
             ]
             if shift.direction == "forward":
-                elements.append(_button(REVERSE_ACTION, "Reverse", value, "danger"))
+                elements.append(button(REVERSE_ACTION, "Reverse", value, "danger"))
             buttons = {"type": "actions", "block_id": f"shift-{shift.id}", "elements": elements}
     return lines, buttons
 
@@ -154,20 +155,8 @@ def _buttons(approval: Approval) -> Block:
         "type": "actions",
         "block_id": f"approval-{approval.id}",
         "elements": [
-            {
-                "type": "button",
-                "action_id": APPROVE_ACTION,
-                "text": {"type": "plain_text", "text": "Approve"},
-                "style": "primary",
-                "value": value,
-            },
-            {
-                "type": "button",
-                "action_id": REJECT_ACTION,
-                "text": {"type": "plain_text", "text": "Reject"},
-                "style": "danger",
-                "value": value,
-            },
+            button(APPROVE_ACTION, "Approve", value, "primary"),
+            button(REJECT_ACTION, "Reject", value, "danger"),
         ],
     }
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,14 @@ log = logging.getLogger("nelson.slack.outbox")
 
 THREAD_REPLY_LINES = 40  # lines joined into one thread reply at most
 THREAD_REPLY_CHARS = 3000
+
+
+def channel_ref(channel: str) -> str:
+    """A channel as Slack's methods take it: ids (C…, G…, D…) as they are, names as #name."""
+    bare = channel.lstrip("#")
+    if bare[:1] in ("C", "G", "D") and bare.isalnum() and bare.isupper():
+        return bare
+    return f"#{bare}"
 
 
 class PostFailed(Exception):
@@ -79,13 +87,24 @@ class Outbox:
         thread_ts: str | None = None,
     ) -> str:
         """Post now (after any earlier post to the channel) and return the message ts."""
-        args: dict[str, Any] = {"channel": channel, "text": text}
+        return (await self.post_message(channel, text, blocks, thread_ts))[1]
+
+    async def post_message(
+        self,
+        channel: str,
+        text: str,
+        blocks: list[dict[str, Any]] | None = None,
+        thread_ts: str | None = None,
+    ) -> tuple[str, str]:
+        """Post like `post`; returns the channel's id (a post by name resolves it; updates
+        need the id) and the message ts."""
+        args: dict[str, Any] = {"channel": channel_ref(channel), "text": text}
         if blocks is not None:
             args["blocks"] = blocks
         if thread_ts:
             args["thread_ts"] = thread_ts
         response = await self._posting(channel, "chat.postMessage", args)
-        return str(response["ts"])
+        return str(response.get("channel") or channel), str(response["ts"])
 
     async def ephemeral(
         self,
@@ -193,10 +212,43 @@ class Outbox:
     # -- the one place that calls Slack -----------------------------------------------------
 
     async def call(self, method: str, args: dict[str, Any]) -> Any:
+        return await self._retrying(method, lambda: self.client.api_call(method, json=args))
+
+    async def upload(
+        self,
+        channel: str,
+        thread_ts: str | None,
+        filename: str,
+        content: bytes,
+        title: str,
+        alt_text: str,
+        comment: str = "",
+    ) -> None:
+        """Share a file in a channel (in a thread when `thread_ts` is given), with Slack's
+        external upload flow (get an upload URL, send the bytes, complete)."""
+        args: dict[str, Any] = {
+            "channel": channel,
+            "file": content,
+            "filename": filename,
+            "title": title,
+            "alt_txt": alt_text[:1000],
+        }
+        if thread_ts:
+            args["thread_ts"] = thread_ts
+        if comment:
+            args["initial_comment"] = comment
+        state = self._channel(channel)
+        async with state.lock:
+            try:
+                await self._retrying("files.upload", lambda: self.client.files_upload_v2(**args))
+            finally:
+                state.last_post = time.monotonic()
+
+    async def _retrying(self, method: str, send: Callable[[], Awaitable[Any]]) -> Any:
         delay = 0.5
         for attempt in range(1, self.max_attempts + 1):
             try:
-                return await self.client.api_call(method, json=args)
+                return await send()
             except SlackApiError as exc:
                 status = exc.response.status_code
                 if status == 429:

@@ -71,7 +71,7 @@ class Threads:
             text, blocks = operation_message(operation, stacks)
             for channel in self._channels(operation, event.notify_channels):
                 try:
-                    ts = await self.outbox.post(channel, text, blocks)
+                    channel, ts = await self.outbox.post_message(channel, text, blocks)
                 except PostFailed as exc:
                     log.warning("cannot follow %s in %s: %s", subject, channel, exc.error)
                     continue

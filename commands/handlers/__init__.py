@@ -7,7 +7,7 @@ from typing import Any
 
 from commands import model
 from commands.context import Context
-from commands.handlers import about, approvals, catalogue, deploy, stacks
+from commands.handlers import about, approvals, catalogue, cleanup, deploy, graph, stacks
 from commands.replies import Reply
 
 Handler = Callable[[Any, Context], Awaitable[Reply]]
@@ -25,7 +25,7 @@ HANDLERS: dict[type, Handler] = {
     model.RegisterManifest: catalogue.register_manifest,
     model.ListManifests: catalogue.manifests,
     model.ListUnits: catalogue.list_units,
-    model.Graph: catalogue.graph,
+    model.Graph: graph.graph,
     model.Deploy: deploy.deploy,
     model.Commit: deploy.commit,
     model.Redeploy: deploy.redeploy,
@@ -33,7 +33,9 @@ HANDLERS: dict[type, Handler] = {
     model.Approve: approvals.approve,
     model.Reject: approvals.reject,
     model.Reverse: approvals.reverse,
-    model.Deprecate: approvals.deprecate,
+    model.Deprecate: cleanup.deprecate,
+    model.Keep: cleanup.keep,
+    model.Remove: cleanup.remove,
 }
 
 

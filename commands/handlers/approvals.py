@@ -6,9 +6,9 @@ from __future__ import annotations
 from commands.access import Role
 from commands.approval_desk import APPROVE, REJECT, ApprovalDesk
 from commands.context import Context
-from commands.handlers.lookup import ago, find_stack, find_unit, require
-from commands.model import Approve, Deprecate, ListApprovals, Reject, Reverse
-from commands.replies import NotAvailable, Reply, Table, Text, UserError
+from commands.handlers.lookup import ago, find_stack, require
+from commands.model import Approve, ListApprovals, Reject, Reverse
+from commands.replies import NotAvailable, Reply, Table, Text
 
 
 async def list_approvals(command: ListApprovals, ctx: Context) -> Reply:
@@ -59,20 +59,3 @@ async def reverse(command: Reverse, ctx: Context) -> Reply:
     shift = await ctx.traffic.find_active(stack)
     message = await ctx.traffic.reverse(shift.id, ctx.principal)
     return Reply(title=message)
-
-
-async def deprecate(command: Deprecate, ctx: Context) -> Reply:
-    unit = await find_unit(ctx, command.unit)
-    release = await ctx.store.release(unit.name, command.version)
-    if release is None:
-        raise UserError(f"{unit.name} {command.version} has never been released.")
-    await require(
-        ctx,
-        Role.DEPLOY,
-        ctx.settings.default_namespace,
-        "deprecate",
-        f"{unit.name} {command.version}",
-    )
-    raise NotAvailable(
-        f"deprecation is not available yet: {unit.name} {command.version} was left as it is."
-    )

@@ -1,4 +1,4 @@
-"""Manifests and units: manifest, manifests, units, lint, graph."""
+"""Manifests and units: manifest, manifests, units, lint."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ from commands.context import Context
 from commands.handlers.lookup import (
     check_datacenter,
     check_namespace,
-    find_unit,
     require,
     when,
 )
-from commands.model import Graph, Lint, ListManifests, ListUnits, RegisterManifest
-from commands.replies import Code, Fields, Reply, Table, Text, UserError
+from commands.model import Lint, ListManifests, ListUnits, RegisterManifest
+from commands.replies import Code, Reply, Table, Text, UserError
 from domain.manifest import Manifest, ManifestInvalid, parse_manifest
 from domain.records import UnitRecord
 
@@ -172,33 +171,4 @@ async def list_units(command: ListUnits, ctx: Context) -> Reply:
     return Reply(
         title=f"Units ({len(units)}), live stacks in {where}",
         blocks=(Table(("unit", "kind", "repository", "live stacks", "versions"), tuple(rows)),),
-    )
-
-
-async def graph(command: Graph, ctx: Context) -> Reply:
-    unit = await find_unit(ctx, command.unit)
-    await require(ctx, Role.VIEW, ctx.settings.default_namespace, "graph", f"unit:{unit.name}")
-    depends_on: list[str] = []
-    used_by: list[str] = []
-    for record in await ctx.store.manifests():
-        try:
-            manifest = parse_manifest(record.text, default_namespace=ctx.settings.default_namespace)
-        except ManifestInvalid:
-            continue  # an outdated manifest says nothing reliable about dependencies
-        for declared in manifest.units:
-            for dep in declared.dependencies:
-                if declared.name == unit.name:
-                    depends_on.append(f"{dep.unit}@{dep.major}.{dep.minor}")
-                elif dep.unit == unit.name:
-                    used_by.append(f"{declared.name} (needs {dep.major}.{dep.minor})")
-    return Reply(
-        title=f"Dependencies of {unit.name}",
-        blocks=(
-            Fields(
-                (
-                    ("depends on", ", ".join(sorted(depends_on)) or "nothing"),
-                    ("used by", ", ".join(sorted(used_by)) or "nothing"),
-                )
-            ),
-        ),
     )

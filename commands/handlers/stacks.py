@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from commands.access import Role
 from commands.context import Context
 from commands.handlers.lookup import (
@@ -16,7 +18,9 @@ from commands.handlers.lookup import (
 from commands.model import Inspect, ListStacks, Logs, Runtime
 from commands.ports import SchedulerError
 from commands.replies import Fields, NotAvailable, Reply, Table, Text
-from domain.records import StackQuery
+from domain.expiration import removal_at
+from domain.records import StackPage, StackQuery
+from domain.states import StackStatus
 
 PAGE = 50
 
@@ -42,6 +46,8 @@ async def list_stacks(command: ListStacks, ctx: Context) -> Reply:
     if not page.stacks:
         return Reply(title=f"Stacks in {where}", blocks=(Text(f"No stacks in {where}{filters}."),))
     now = ctx.clock.now()
+    if command.statuses == (StackStatus.GARBAGE,):
+        return await _garbage(ctx, page, f"Garbage in {where}", now)
     rows = tuple(
         (s.name, s.datacenter, s.plan, s.status.value, ago(s.updated_at, now)) for s in page.stacks
     )
@@ -53,6 +59,35 @@ async def list_stacks(command: ListStacks, ctx: Context) -> Reply:
                 rows,
                 total=page.total if page.total > len(rows) else None,
             ),
+        ),
+    )
+
+
+async def _garbage(ctx: Context, page: StackPage, title: str, now: datetime) -> Reply:
+    """What waits for removal: why it was collected and when it may go."""
+    lifecycle = ctx.settings.lifecycle
+    rows: list[tuple[str, ...]] = []
+    for stack in page.stacks:
+        history = await ctx.store.status_history(stack.id)
+        reason = next((h.message for h in reversed(history) if h.status is StackStatus.GARBAGE), "")
+        due = removal_at(
+            stack.updated_at, stack.announced_at, lifecycle.garbage_grace, lifecycle.notice
+        )
+        removal = (
+            f"after {when(due)} ({ago(due, now)})"
+            if due is not None
+            else "after the next cleanup announcement"
+        )
+        rows.append((stack.name, stack.datacenter, reason, removal))
+    return Reply(
+        title=f"{title} ({page.total})",
+        blocks=(
+            Table(
+                ("stack", "datacenter", "why", "removal"),
+                tuple(rows),
+                total=page.total if page.total > len(rows) else None,
+            ),
+            Text("`keep <stack>` keeps one for another day; `inspect <stack>` tells more."),
         ),
     )
 

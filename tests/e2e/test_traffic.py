@@ -5,7 +5,6 @@ the share of responses measured through HAProxy."""
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 import urllib.request
 from collections.abc import AsyncIterator
@@ -17,13 +16,15 @@ import pytest
 
 from bot.slack.messages import APPROVE_ACTION, REJECT_ACTION, REVERSE_ACTION
 from commands.ports import Route
-from commands.settings import DatacenterSettings, Settings
+from commands.settings import Settings
 from domain.records import Stack, StackQuery, TrafficShift
 from domain.states import StackStatus
 from tests.dockerworld import busybox_image
+from tests.e2e.local_dc import slash, use_manifest, with_local_datacenter
+from tests.e2e.local_dc import stop as stop_local
 from tests.e2e.slack_harness import RunningBot, settings_for, start_bot
 from tests.fakes.slack import FakeSlack
-from tests.fakes.slack_requests import block_action, encode_form, encode_interactive, slash_command
+from tests.fakes.slack_requests import block_action, encode_interactive
 
 DURATION = 8  # seconds of a shift in these tests
 
@@ -79,25 +80,8 @@ def traffic_settings(
     settings = settings.model_copy(
         update={"slack": settings.slack.model_copy(update={"update_interval": 1.25})}
     )
-    (tmp / "manifests" / "howdy" / ".nelson.yml").unlink()
-    repo = tmp / "manifests" / "hello"
-    repo.mkdir(parents=True, exist_ok=True)
-    (repo / ".nelson.yml").write_text(MANIFEST.format(duration=DURATION), encoding="utf-8")
-    staging, runtime = registries
-    base = random.randrange(21000, 29900, 100)  # no two tests share frontend ports
-    local = {
-        "scheduler": {"kind": "docker", "address": docker_address},
-        "staging_registry": staging,
-        "runtime_registry": runtime,
-        "router": {
-            "kind": "haproxy",
-            "address": str(tmp / "haproxy"),
-            "ports": f"{base}-{base + 99}",
-        },
-    }
-    return settings.model_copy(
-        update={"datacenters": {"local": DatacenterSettings.model_validate(local)}}
-    )
+    use_manifest(tmp, "hello", MANIFEST.format(duration=DURATION))
+    return with_local_datacenter(settings, tmp, docker_address, registries)
 
 
 @pytest.fixture
@@ -117,19 +101,7 @@ async def bot(
 
 
 async def stop(running: RunningBot, engine_client: docker.DockerClient) -> None:
-    routers = list(running.application.routers.values())
-    await running.shutdown()
-    for router in routers:
-        await router.stop()  # type: ignore[attr-defined]
-    for container in engine_client.containers.list(
-        all=True, filters={"label": "nelson.unit=hello"}
-    ):
-        container.remove(force=True)
-
-
-async def slash(bot: RunningBot, fake: FakeSlack, text: str, user: str = "U1") -> None:
-    fields = slash_command(text, user_id=user, response_url=fake.new_response_url())
-    assert (await bot.post(encode_form(fields), "application/x-www-form-urlencoded"))[0] == 200
+    await stop_local(running, engine_client, ["hello"])
 
 
 async def stack(bot: RunningBot, version: str) -> Stack | None:

@@ -4,12 +4,17 @@ two processes from cleaning up at once."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from adapters.storage import SqlStore
-from commands.events import EventHub
+from commands.access import Principal
+from commands.events import CleanupDone, Event, EventHub
 from commands.lifecycle import Lifecycle
 from commands.ports import SchedulerError
+from commands.replies import AccessDenied
 from commands.settings import Settings
 from domain.records import NewStack, Stack
 from domain.runtime import Health, Instance, LaunchSpec
@@ -40,6 +45,9 @@ namespaces:
         plans: [default]
       - ref: client
         plans: [default]
+notifications:
+  slack:
+    - channel: "#svc-team"
 """
 
 
@@ -156,8 +164,26 @@ async def test_a_cleanup_pass(store: SqlStore) -> None:
     second = Lifecycle(settings, store, EventHub(), clock, {"local": engine}, {})
     assert not (await second.run_once()).ran
 
-    # the garbage grace passes, the scheduler is down: nothing is marked terminated
-    clock.at = T0 + settings.lifecycle.garbage_grace + timedelta(minutes=1)
+    # the daily announcement: the unit's channel is told what goes, why and when
+    told: list[Event] = []
+    first.events.subscribe(_record(told))
+    announced = await first.announce()
+    assert announced is not None and [r.stack.name for r in announced.removals] == [old.name]
+    removal = announced.removals[0]
+    assert removal.remove_at == T0 + settings.lifecycle.garbage_grace
+    assert "not the latest version" in removal.reason
+    assert dict(announced.digests).keys() == {"svc-team"}
+    assert told == [announced]
+    # a second replica announcing at the same moment stays quiet
+    assert await second.announce() is None
+    audit = await store.audit_events(target="1 stacks")
+    assert audit[0].action == "cleanup-announced" and "svc-team" in audit[0].detail
+
+    # within the grace nothing goes; after it, the scheduler is down: nothing is terminated
+    clock.at = T0 + settings.lifecycle.garbage_grace - timedelta(minutes=1)
+    assert (await first.run_once()).reaped == []
+    clock.at += timedelta(minutes=2)
+    # 0.9.0 left its grace and is collected now, but it was never announced: it stays
     engine.down = True
     report = await first.run_once()
     assert [s.name for s, _ in report.failed] == [old.name]
@@ -174,3 +200,99 @@ async def test_a_cleanup_pass(store: SqlStore) -> None:
     assert engine.deleted == [old.name]
     gone = await store.stack_by_id(old.id)
     assert gone is not None and gone.status is StackStatus.TERMINATED
+    # the failure was told once, then the removal, each to the unit's channel
+    done = [e for e in told if isinstance(e, CleanupDone)]
+    assert [(e.summaries[0][0], [s.name for s, _ in e.failed]) for e in done] == [
+        ("svc-team", [old.name]),
+        ("svc-team", []),
+    ]
+    assert [s.name for s in done[1].reaped] == [old.name]
+
+
+def _record(into: list[Event]) -> Callable[[Event], Awaitable[None]]:
+    async def listen(event: Event) -> None:
+        into.append(event)
+
+    return listen
+
+
+async def test_keep_and_remove_now(store: SqlStore) -> None:
+    from domain.records import UnitRecord
+
+    await store.register_manifest(
+        "acme/svc", MANIFEST, [UnitRecord("svc", "acme/svc", "service", "", 1)], "U1"
+    )
+    one = await make(store, "svc", "1.0.0", 1, T0 - timedelta(hours=5))
+    two = await make(store, "svc", "1.0.1", 2, T0 - timedelta(hours=5))
+    three = await make(store, "svc", "1.0.2", 3, T0 - timedelta(hours=5))
+    await store.change_status(two.id, StackStatus.DEPRECATED, "old", "U1", at=T0)
+    await make(store, "svc", "1.0.3", 4, T0 - timedelta(hours=5))
+    settings = Settings.model_validate(
+        {
+            "access": {
+                "admins": ["UADMIN"],
+                "rules": [{"namespace": "dev", "view": ["*"], "deploy": ["UDEV"]}],
+            }
+        }
+    )
+    engine = Engine()
+    clock = Clock(T0)
+    lifecycle = Lifecycle(settings, store, EventHub(), clock, {"local": engine}, {})
+    report = await lifecycle.run_once()
+    assert {s.id for s in report.garbage} == {one.id, two.id, three.id}
+
+    # Keep: deployers only; garbage returns to where it was, for keep_for
+    with pytest.raises(AccessDenied, match="may not keep"):
+        await lifecycle.keep([one.id], Principal("UGUEST"))
+    refused = await store.audit_events(target=one.name)
+    assert refused[0].action == "keep" and not refused[0].allowed
+    message = await lifecycle.keep([one.id, two.id], Principal("UDEV", "dev"))
+    assert one.name in message and two.name in message
+    kept = {s.id: s for s in await store.stacks_by_ids([one.id, two.id])}
+    assert kept[one.id].status is StackStatus.READY
+    assert kept[two.id].status is StackStatus.DEPRECATED  # it was deprecated before
+    assert kept[one.id].expires_at == T0 + settings.lifecycle.keep_for
+    assert (await store.audit_events(target=one.name))[0].action == "keep"
+    # the next pass leaves kept stacks alone until their new expiry
+    clock.at = T0 + timedelta(hours=1)
+    assert {s.id for s in (await lifecycle.run_once()).garbage} == set()
+
+    # Remove now: admins only, garbage only, at once (no announcement needed)
+    with pytest.raises(AccessDenied):
+        await lifecycle.remove_now([three.id], Principal("UDEV", "dev"))
+    message = await lifecycle.remove_now([three.id, one.id], Principal("UADMIN", "admin"))
+    assert f"Removed {three.name}" in message and f"{one.name} (it is ready)" in message
+    assert engine.deleted == [three.name]
+    gone = await store.stack_by_id(three.id)
+    assert gone is not None and gone.status is StackStatus.TERMINATED
+    assert (await store.audit_events(target=three.name))[0].action == "reaped"
+
+    # a scheduler that is down: nothing is marked terminated, and the clicker is told
+    clock.at = T0 + timedelta(days=2)
+    await lifecycle.run_once()
+    engine.down = True
+    garbage = [p.stack for p in await store.pending_removals()]
+    assert garbage
+    message = await lifecycle.remove_now([garbage[0].id], Principal("UADMIN"))
+    assert "Could not remove" in message and "not reachable" in message
+    still = await store.stack_by_id(garbage[0].id)
+    assert still is not None and still.status is StackStatus.GARBAGE
+
+
+async def test_a_datacenter_without_a_scheduler_is_never_reaped(store: SqlStore) -> None:
+    from domain.records import UnitRecord
+
+    await store.register_manifest(
+        "acme/svc", MANIFEST, [UnitRecord("svc", "acme/svc", "service", "", 1)], "U1"
+    )
+    old = await make(store, "svc", "1.0.0", 1, T0 - timedelta(hours=5))
+    await make(store, "svc", "1.0.1", 2, T0 - timedelta(hours=5))
+    clock = Clock(T0)
+    lifecycle = Lifecycle(Settings(), store, EventHub(), clock, {}, {})
+    await lifecycle.run_once()
+    await lifecycle.announce()
+    clock.at = T0 + timedelta(days=2)
+    report = await lifecycle.run_once()
+    assert [(s.name, why) for s, why in report.failed] == [
+        (old.name, "datacenter 'local' has no scheduler this bot drives")
+    ]

@@ -291,13 +291,14 @@ async def test_stacks_filters_and_logs(h: Harness) -> None:
     assert "no stack 'nope--1-0-0--aaaaaaaa'" in await h.fails("inspect nope--1-0-0--aaaaaaaa")
 
 
-async def test_later_features_say_not_available(h: Harness) -> None:
+async def test_reverse_without_a_shift_and_runtime(h: Harness) -> None:
     await register(h, "acme/accounts", ACCOUNTS)
     answer = await h.ok("deploy accounts 1.0.0 to dc-east")
     stack = await h.store.stack_by_id(answer.reply.stack_ids[0])
     assert stack is not None
     assert "no migration of" in await h.fails(f"reverse {stack.name}")
-    assert "not available" in await h.fails("deprecate accounts 1.0.0")
+    deprecating = await h.fails("deprecate accounts 1.0.0")
+    assert "no ready stack to deprecate" in deprecating and "still deploying" in deprecating
     runtime = render((await h.ok(f"runtime {stack.name}")).reply, width=200)
     assert "1 of 1 running" in runtime and "default 31000" in runtime
     assert "no approval #7" in await h.fails("approve 7")

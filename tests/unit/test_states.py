@@ -37,6 +37,7 @@ def test_the_happy_path_is_legal() -> None:
         (S.READY, S.GARBAGE),  # collected without being deprecated first
         (S.FAILED, S.TERMINATED),
         (S.GARBAGE, S.READY),  # rescued before reaping
+        (S.GARBAGE, S.DEPRECATED),  # rescued, still deprecated
     ],
 )
 def test_side_exits_are_legal(current: StackStatus, target: StackStatus) -> None:

@@ -1,0 +1,213 @@
+"""Cleanup in Slack: the daily digest of what will be removed (per channel, grouped by unit,
+with "Keep 24h more" and "Remove now" buttons), the summary of what was removed, and the
+clicks on those buttons. The lifecycle (`commands.lifecycle`) decides; this only tells."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections import defaultdict
+from typing import Any
+
+from bot.slack.blocks import MAX_BLOCKS, Block, clip, context, escape, section
+from bot.slack.directory import Directory
+from bot.slack.messages import button, when, who
+from bot.slack.outbox import Outbox, PostFailed
+from commands.events import CleanupAnnounced, CleanupDone, Event, Removal
+from commands.lifecycle import Lifecycle
+from commands.replies import UserError
+from domain.records import Stack
+
+log = logging.getLogger("nelson.slack.cleanup")
+
+KEEP_ACTION = "cleanup.keep"
+REMOVE_ACTION = "cleanup.remove"
+BUTTON_VALUE = 2000  # Slack's limit for a button's value
+STACKS_PER_UNIT = 12  # lines per unit; the buttons still act on all of the unit's stacks
+_HEAD_BLOCKS, _TAIL_BLOCKS = 2, 1
+
+
+def stack_ids(value: str) -> list[int]:
+    """The stack ids a cleanup button carries ("12,13"); [] when it carries none."""
+    try:
+        return [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        return []
+
+
+def _ids_value(stacks: list[Stack]) -> str:
+    value = ""
+    for stack in stacks:
+        more = f"{value},{stack.id}" if value else str(stack.id)
+        if len(more) > BUTTON_VALUE:
+            break
+        value = more
+    return value
+
+
+def _removal_line(removal: Removal) -> str:
+    stack = removal.stack
+    return (
+        f"• `{escape(stack.name)}` {escape(stack.datacenter)}/{escape(stack.namespace)}: "
+        f"{escape(removal.reason)}; removal {when(removal.remove_at)}"
+    )
+
+
+def digest_message(removals: tuple[Removal, ...]) -> tuple[str, list[Block]]:
+    """One channel's digest: a section and the two buttons per unit."""
+    by_unit: dict[str, list[Removal]] = defaultdict(list)
+    for removal in removals:
+        by_unit[removal.stack.unit].append(removal)
+    count = len(removals)
+    title = f"Cleanup: {count} stack{'s' if count != 1 else ''} will be removed"
+    blocks: list[Block] = [
+        section(f":broom: *{title}*"),
+        context(
+            "Each goes at the time shown unless someone presses *Keep 24h more* (deployers). "
+            "*Remove now* is for admins. `stacks status garbage` lists them all."
+        ),
+    ]
+    room = (MAX_BLOCKS - _HEAD_BLOCKS - _TAIL_BLOCKS) // 2
+    units = sorted(by_unit)
+    for unit in units[:room]:
+        items = by_unit[unit]
+        lines = [f"*{escape(unit)}*: {len(items)} stack{'s' if len(items) != 1 else ''}"]
+        lines += [_removal_line(r) for r in items[:STACKS_PER_UNIT]]
+        if len(items) > STACKS_PER_UNIT:
+            lines.append(f"…and {len(items) - STACKS_PER_UNIT} more of {escape(unit)}")
+        blocks.append(section("\n".join(lines)))
+        value = _ids_value([r.stack for r in items])
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": clip(f"cleanup:{unit}", 255),
+                "elements": [
+                    button(KEEP_ACTION, "Keep 24h more", value, "primary"),
+                    button(REMOVE_ACTION, "Remove now", value, "danger")
+                    | {
+                        "confirm": {
+                            "title": {"type": "plain_text", "text": "Remove now?"},
+                            "text": {
+                                "type": "mrkdwn",
+                                "text": clip(
+                                    f"Removes {len(items)} stack(s) of {escape(unit)} from "
+                                    "their datacenters now. This cannot be undone.",
+                                    300,
+                                ),
+                            },
+                            "confirm": {"type": "plain_text", "text": "Remove"},
+                            "deny": {"type": "plain_text", "text": "Cancel"},
+                        },
+                    },
+                ],
+            }
+        )
+    hidden = units[room:]
+    if hidden:
+        rest = sum(len(by_unit[u]) for u in hidden)
+        blocks.append(
+            context(
+                f"…and {len(hidden)} more units ({rest} stacks): `stacks status garbage` lists "
+                "them; `keep <stack>` keeps one."
+            )
+        )
+    lines = [title] + [f"{r.stack.name}: {r.reason}" for r in removals[:20]]
+    return clip("\n".join(lines), 3000), blocks
+
+
+def summary_message(
+    by: str, reaped: tuple[Stack, ...], failed: tuple[tuple[Stack, str], ...]
+) -> tuple[str, list[Block]]:
+    parts: list[str] = []
+    title = (
+        f"Cleanup removed {len(reaped)} stack{'s' if len(reaped) != 1 else ''}"
+        if reaped
+        else "Cleanup could not remove everything"
+    )
+    if by != "nelson":
+        title += f" (Remove now by {by})"
+    by_unit: dict[str, list[Stack]] = defaultdict(list)
+    for stack in reaped:
+        by_unit[stack.unit].append(stack)
+    for unit in sorted(by_unit):
+        names = ", ".join(f"`{escape(s.name)}`" for s in by_unit[unit])
+        parts.append(f"*{escape(unit)}*: {names}")
+    for stack, why in failed:
+        parts.append(
+            f":warning: could not remove `{escape(stack.name)}` yet: {escape(why)}. "
+            "The cleanup tries again on every pass."
+        )
+    blocks = [section(f":wastebasket: *{escape(title)}*")]
+    body = "\n".join(parts)
+    while body:
+        blocks.append(section(body[:2900]))
+        body = body[2900:]
+        if len(blocks) >= MAX_BLOCKS:
+            break
+    text = "\n".join([title] + [s.name for s in reaped[:30]])
+    return clip(text, 3000), blocks
+
+
+class CleanupNotices:
+    """Posts digests and summaries, and answers the buttons on them."""
+
+    def __init__(self, lifecycle: Lifecycle, outbox: Outbox, directory: Directory) -> None:
+        self.lifecycle = lifecycle
+        self.outbox = outbox
+        self.directory = directory
+
+    async def on_event(self, event: Event) -> None:
+        if isinstance(event, CleanupAnnounced):
+            for channel, removals in event.digests:
+                text, blocks = digest_message(removals)
+                await self._post(channel, text, blocks)
+        elif isinstance(event, CleanupDone):
+            for channel, reaped, failed in event.summaries:
+                text, blocks = summary_message(event.by, reaped, failed)
+                await self._post(channel, text, blocks)
+
+    async def _post(self, channel: str, text: str, blocks: list[Block]) -> None:
+        try:
+            await self.outbox.post(channel, text, blocks)
+        except PostFailed as exc:
+            log.warning("could not post the cleanup notice in %s: %s", channel, exc.error)
+
+    async def on_click(self, body: dict[str, Any]) -> str:
+        """Run a Keep or Remove-now click; returns what to tell the clicker. The message's
+        buttons for that unit are replaced by who did what."""
+        action = (body.get("actions") or [{}])[0]
+        ids = stack_ids(str(action.get("value", "")))
+        if not ids:
+            return "That button names no stacks."
+        user = str((body.get("user") or {}).get("id", ""))
+        principal = await self.directory.principal(user)
+        try:
+            if action.get("action_id") == KEEP_ACTION:
+                outcome = await self.lifecycle.keep(ids, principal)
+                done = f":pushpin: Kept by {who(user)} {when(self.lifecycle.clock.now())}"
+            else:
+                outcome = await self.lifecycle.remove_now(ids, principal)
+                done = f":wastebasket: Removed by {who(user)} {when(self.lifecycle.clock.now())}"
+        except UserError as exc:
+            return f":no_entry: {exc.message} {exc.hint}".strip()
+        except Exception:
+            reference = secrets.token_hex(4)
+            log.exception("internal error %s on a cleanup button", reference)
+            return f"Something went wrong on my side (reference {reference})."
+        self._mark(body, str(action.get("block_id", "")), f"{done}: {escape(outcome)}")
+        return outcome
+
+    def _mark(self, body: dict[str, Any], block_id: str, line: str) -> None:
+        container = body.get("container") or {}
+        message = body.get("message") or {}
+        channel = str(container.get("channel_id") or "")
+        ts = str(container.get("message_ts") or message.get("ts") or "")
+        blocks = message.get("blocks")
+        if not (channel and ts and isinstance(blocks, list)):
+            return
+        replaced = [
+            context(line) if block.get("block_id") == block_id else block
+            for block in blocks
+            if isinstance(block, dict)
+        ]
+        self.outbox.update(channel, ts, str(message.get("text") or "Cleanup"), replaced)

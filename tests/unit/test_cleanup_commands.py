@@ -1,0 +1,247 @@
+"""deprecate, keep, remove, `stacks status garbage` and `graph` through the conversation, on a
+real SQLite store; the cleanup's Slack messages within Block Kit's limits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from adapters.storage import open_store
+from bot.conversation import Conversation
+from bot.slack.cleanup import digest_message, stack_ids, summary_message
+from bot.terminal import render, save_attachments
+from commands.events import EventHub, Removal
+from commands.graph_picture import dot_source, render_png
+from commands.lifecycle import Lifecycle
+from commands.settings import Settings
+from domain.states import StackStatus
+from tests.fakes.slack import block_problems
+from tests.unit.test_handlers import (
+    ACCOUNTS,
+    ADMIN,
+    DEV,
+    GUEST,
+    HOWDY,
+    NOW,
+    SETTINGS,
+    FixedClock,
+    Harness,
+    RecordingWorkflow,
+    register,
+)
+
+
+class Scheduler:
+    def __init__(self) -> None:
+        self.deleted: list[str] = []
+
+    async def delete(self, stack: str) -> int:
+        self.deleted.append(stack)
+        return 1
+
+    async def instances(self, stack: str) -> list[object]:
+        return []
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    store = await open_store(f"sqlite:///{tmp_path / 'nelson.db'}")
+    harness = Harness(store, RecordingWorkflow())
+    scheduler = Scheduler()
+    lifecycle = Lifecycle(
+        SETTINGS,
+        store,
+        EventHub(),
+        FixedClock(),
+        {"dc-east": scheduler, "dc-west": scheduler},  # type: ignore[dict-item]
+        {},
+    )
+    harness.conversation = Conversation(
+        SETTINGS, store, harness.workflow, FixedClock(), lifecycle=lifecycle
+    )
+    harness.scheduler = scheduler  # type: ignore[attr-defined]
+    yield harness
+    await store.close()
+
+
+async def ready(h: Harness, text: str) -> list[int]:
+    answer = await h.ok(text)
+    for stack_id in answer.reply.stack_ids:
+        for status in (StackStatus.DEPLOYING, StackStatus.WARMING, StackStatus.READY):
+            await h.store.change_status(stack_id, status, "test", "nelson")
+    return list(answer.reply.stack_ids)
+
+
+async def test_deprecate_stops_new_dependants_and_keeps_the_old(h: Harness) -> None:
+    await register(h, "acme/accounts", ACCOUNTS)
+    await register(h, "acme/howdy", HOWDY)
+    [accounts] = await ready(h, "deploy accounts 1.2.0 to dc-east")
+    [howdy] = await ready(h, "deploy howdy-http 0.1.0 to dc-east")
+    assert "may not deploy" in await h.fails("deprecate accounts 1.2.0", GUEST)
+    assert (await h.store.stack_by_id(accounts)).status is StackStatus.READY  # type: ignore[union-attr]
+
+    out = render((await h.ok("deprecate accounts 1.2.0", DEV)).reply, width=200)
+    assert "Deprecated accounts 1.2.0: 1 stacks" in out
+    assert "howdy-http--0-1-0" in out  # its dependant, which keeps working
+    stack = await h.store.stack_by_id(accounts)
+    assert stack is not None and stack.status is StackStatus.DEPRECATED
+    history = await h.store.status_history(accounts)
+    assert history[-1].actor == "UDEV" and "deprecated by dev" in history[-1].message
+    assert (await h.store.stack_by_id(howdy)).status is StackStatus.READY  # type: ignore[union-attr]
+
+    refused = await h.fails("deploy howdy-http 0.2.0 to dc-east")
+    assert "accounts@1.2 in dc-east/dev is deprecated" in refused
+    assert "already deprecated" in render((await h.ok("deprecate accounts 1.2.0")).reply)
+    assert "never been released" in await h.fails("deprecate accounts 9.9.9")
+    assert "no unit" in await h.fails("deprecate nothing 1.0.0")
+
+
+async def test_keep_and_remove_by_text(h: Harness) -> None:
+    await register(h, "acme/accounts", ACCOUNTS)
+    [old] = await ready(h, "deploy accounts 1.0.0 to dc-east")
+    stack = await h.store.stack_by_id(old)
+    assert stack is not None
+    assert "not garbage" in await h.fails(f"remove {stack.name}")
+    await h.store.mark_garbage({old: "nobody depends on it"}, NOW - timedelta(hours=1))
+
+    listed = render((await h.ok("stacks status garbage")).reply, width=250)
+    assert stack.name in listed and "nobody depends on it" in listed
+    assert "after the next cleanup announcement" in listed
+
+    assert "may not keep" in await h.fails(f"keep {stack.name}", GUEST)
+    kept = render((await h.ok(f"keep {stack.name}", DEV)).reply)
+    assert "Kept until" in kept
+    again = await h.store.stack_by_id(old)
+    assert again is not None and again.status is StackStatus.READY
+    assert again.expires_at == NOW + SETTINGS.lifecycle.keep_for
+
+    await h.store.mark_garbage({old: "expired"}, NOW)
+    assert "may not remove" in await h.fails(f"remove {stack.name}", DEV)
+    removed = render((await h.ok(f"remove {stack.name}", ADMIN)).reply)
+    assert f"Removed {stack.name}" in removed
+    assert h.scheduler.deleted == [stack.name]  # type: ignore[attr-defined]
+    gone = await h.store.stack_by_id(old)
+    assert gone is not None and gone.status is StackStatus.TERMINATED
+
+
+async def test_keep_without_a_cleanup_says_so(tmp_path: Path) -> None:
+    store = await open_store(f"sqlite:///{tmp_path / 'nelson.db'}")
+    try:
+        h = Harness(store, RecordingWorkflow())
+        await register(h, "acme/accounts", ACCOUNTS)
+        [stack_id] = await ready(h, "deploy accounts 1.0.0 to dc-east")
+        stack = await store.stack_by_id(stack_id)
+        assert stack is not None
+        assert "cleanup does not run" in await h.fails(f"keep {stack.name}")
+    finally:
+        await store.close()
+
+
+async def test_graph_draws_the_deployed_dependencies(h: Harness, tmp_path: Path) -> None:
+    await register(h, "acme/accounts", ACCOUNTS)
+    await register(h, "acme/howdy", HOWDY)
+    assert "nothing to draw" in render((await h.ok("graph accounts")).reply)
+    [accounts] = await ready(h, "deploy accounts 1.2.0 to dc-east")
+    [old] = await ready(h, "deploy accounts 1.1.0 to dc-east")
+    await h.store.mark_garbage({old: "expired"}, NOW)
+    [howdy] = await ready(h, "deploy howdy-http 0.1.0 to dc-east")
+    reply = (await h.ok("graph accounts")).reply
+    out = render(reply, width=250)
+    assert "howdy-http (needs 1.2)" in out  # declared in the manifests
+    assert "howdy-http--0-1-0" in out  # deployed, stack to stack
+    [picture] = reply.attachments
+    assert picture.content.startswith(b"\x89PNG") and len(picture.content) > 1000
+    assert "depends on" in picture.alt_text and "garbage" in picture.alt_text
+    saved = save_attachments(reply, tmp_path / "pictures")
+    assert (tmp_path / "pictures" / "accounts-dependencies.png").read_bytes() == picture.content
+    assert "saved to" in saved
+    stacks = await h.store.stacks_by_ids([accounts, old, howdy])
+    source = dot_source("accounts", [], [], NOW)
+    assert source.startswith("digraph")
+    assert all(s.status for s in stacks)
+
+
+async def test_rendering_failures_are_reported() -> None:
+    from commands.graph_picture import RenderError
+
+    with pytest.raises(RenderError, match="not installed"):
+        await render_png("digraph { a -> b }", program="no-such-graphviz")
+    with pytest.raises(RenderError, match="graphviz failed"):
+        await render_png("this is not dot {")
+
+
+def test_cleanup_messages_stay_within_slack_limits(h: Harness) -> None:
+    from domain.records import Stack
+    from domain.versions import Version
+
+    def stack(i: int, unit: str) -> Stack:
+        return Stack(
+            id=i,
+            guid=f"{i:032x}",
+            name=f"{unit}--1-0-{i}--abcdefgh",
+            release_id=1,
+            unit=unit,
+            version=Version(1, 0, i),
+            datacenter="dc-east",
+            namespace="dev",
+            plan="default",
+            status=StackStatus.GARBAGE,
+            status_message="",
+            created_by="U1",
+            created_at=NOW,
+            updated_at=NOW,
+            expires_at=None,
+        )
+
+    removals = tuple(
+        Removal(stack(i, f"unit-{i % 40:02d}"), "nobody depends on it <b>&", NOW)
+        for i in range(1, 900)
+    )
+    text, blocks = digest_message(removals)
+    assert block_problems(blocks) == []
+    assert "…and 17 more units (374 stacks)" in str(blocks[-1])
+    assert "…and 10 more of unit-00" in str(blocks[2])
+    assert "&lt;b&gt;&amp;" in str(blocks[2])
+    values = [e["value"] for b in blocks if b["type"] == "actions" for e in b["elements"]]
+    assert all(len(v) <= 2000 and stack_ids(v) for v in values)
+    assert text.startswith("Cleanup: 899 stacks will be removed")
+    text, blocks = summary_message(
+        "dev (UDEV)",
+        tuple(r.stack for r in removals),
+        ((removals[0].stack, "scheduler down"),),
+    )
+    assert block_problems(blocks) == []
+    assert "Remove now by dev (UDEV)" in text
+    assert stack_ids("1,2,x") == [] and stack_ids("") == []
+
+
+async def test_the_bot_schedules_the_pass_and_the_daily_announcement(tmp_path: Path) -> None:
+    from bot.bootstrap import build
+    from bot.jobs import Jobs
+
+    settings = Settings.model_validate(
+        {
+            "database_url": f"sqlite:///{tmp_path / 'nelson.db'}",
+            "lifecycle": {"interval": "2m", "announce_at": "07:45"},
+        }
+    )
+    app = await build(settings)
+    try:
+        jobs = Jobs(app)
+        pass_job = jobs.scheduler.get_job("clean-up")
+        assert pass_job is not None and pass_job.trigger.interval == timedelta(minutes=2)
+        announce = jobs.scheduler.get_job("announce-cleanup")
+        assert announce is not None
+        fields = {f.name: str(f) for f in announce.trigger.fields}
+        assert (fields["hour"], fields["minute"]) == ("7", "45")
+    finally:
+        await app.close()
+
+
+@pytest.mark.parametrize("value", ["7", "24:00", "12:60", "noon", "12:5"])
+def test_announce_at_must_be_a_time_of_day(value: str) -> None:
+    with pytest.raises(ValueError, match="time of day"):
+        Settings.model_validate({"lifecycle": {"announce_at": value}})
