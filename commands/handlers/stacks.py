@@ -19,7 +19,7 @@ from commands.model import Inspect, ListStacks, Logs, Runtime
 from commands.ports import SchedulerError
 from commands.replies import Fields, NotAvailable, Reply, Table, Text
 from domain.expiration import removal_at
-from domain.records import StackPage, StackQuery
+from domain.records import Stack, StackPage, StackQuery
 from domain.states import StackStatus
 
 PAGE = 50
@@ -63,22 +63,24 @@ async def list_stacks(command: ListStacks, ctx: Context) -> Reply:
     )
 
 
+def removal_text(ctx: Context, stack: Stack, now: datetime) -> str:
+    """When a garbage stack may be removed, in words."""
+    lifecycle = ctx.settings.lifecycle
+    due = removal_at(
+        stack.updated_at, stack.announced_at, lifecycle.garbage_grace, lifecycle.notice
+    )
+    if due is None:
+        return "after the next cleanup announcement"
+    return f"after {when(due)} ({ago(due, now)})"
+
+
 async def _garbage(ctx: Context, page: StackPage, title: str, now: datetime) -> Reply:
     """What waits for removal: why it was collected and when it may go."""
-    lifecycle = ctx.settings.lifecycle
     rows: list[tuple[str, ...]] = []
     for stack in page.stacks:
         history = await ctx.store.status_history(stack.id)
         reason = next((h.message for h in reversed(history) if h.status is StackStatus.GARBAGE), "")
-        due = removal_at(
-            stack.updated_at, stack.announced_at, lifecycle.garbage_grace, lifecycle.notice
-        )
-        removal = (
-            f"after {when(due)} ({ago(due, now)})"
-            if due is not None
-            else "after the next cleanup announcement"
-        )
-        rows.append((stack.name, stack.datacenter, reason, removal))
+        rows.append((stack.name, stack.datacenter, reason, removal_text(ctx, stack, now)))
     return Reply(
         title=f"{title} ({page.total})",
         blocks=(
@@ -122,6 +124,8 @@ async def inspect(command: Inspect, ctx: Context) -> Reply:
         pairs.append(("digest", release.digest or "not resolved yet"))
     if stack.workflow_step:
         pairs.append(("workflow step", stack.workflow_step))
+    if stack.status is StackStatus.GARBAGE:
+        pairs.append(("removal", f"{removal_text(ctx, stack, now)}; `keep {stack.name}` keeps it"))
     blocks: list[Fields | Table | Text] = [Fields(tuple(pairs))]
     blocks.append(
         Table(

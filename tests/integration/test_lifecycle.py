@@ -88,7 +88,9 @@ class Engine:
         pass
 
 
-async def make(store: SqlStore, unit: str, version: str, n: int, created: datetime) -> Stack:
+async def make(
+    store: SqlStore, unit: str, version: str, n: int, created: datetime, namespace: str = "dev"
+) -> Stack:
     manifest = await store.latest_manifest("acme/svc")
     assert manifest is not None
     v = Version.parse(version)
@@ -107,7 +109,7 @@ async def make(store: SqlStore, unit: str, version: str, n: int, created: dateti
                 unit=unit,
                 version=v,
                 datacenter="local",
-                namespace="dev",
+                namespace=namespace,
                 plan="default",
                 expires_at=created + timedelta(minutes=30),
                 created_by="U1",
@@ -296,3 +298,46 @@ async def test_a_datacenter_without_a_scheduler_is_never_reaped(store: SqlStore)
     assert [(s.name, why) for s, why in report.failed] == [
         (old.name, "datacenter 'local' has no scheduler this bot drives")
     ]
+
+
+async def test_a_chain_across_namespaces_and_a_deprecated_dependency(store: SqlStore) -> None:
+    """svc 1.0.0 (dev, deprecated) <- client (qa) <- edge (prod): everything a live stack
+    depends on stays, whatever its namespace; once the chain's end goes, the rest follows."""
+    from domain.records import UnitRecord
+
+    await store.register_manifest(
+        "acme/svc",
+        MANIFEST,
+        [
+            UnitRecord("svc", "acme/svc", "service", "", 1),
+            UnitRecord("client", "acme/svc", "service", "", 1),
+        ],
+        "U1",
+    )
+    old = T0 - timedelta(hours=5)
+    svc = await make(store, "svc", "1.0.0", 1, old)
+    await make(store, "svc", "1.0.1", 2, old)  # the latest: retain-latest keeps it anyway
+    client = await make(store, "client", "1.0.0", 3, old, namespace="qa")
+    await make(store, "client", "1.0.1", 4, old, namespace="qa")
+    edge = await make(store, "client", "0.1.0", 5, old, namespace="prod")
+    await make(store, "client", "0.2.0", 6, old, namespace="prod")
+    await store.add_dependency(client.id, svc.id)
+    await store.add_dependency(edge.id, client.id)
+    await store.change_status(svc.id, StackStatus.DEPRECATED, "old", "U1", at=old)
+
+    clock = Clock(T0)
+    lifecycle = Lifecycle(Settings(), store, EventHub(), clock, {"local": Engine()}, {})
+    report = await lifecycle.run_once()
+    # retain-latest would drop svc 1.0.0 (deprecated, not the latest), client 1.0.0 and
+    # edge 0.1.0; the live chain edge -> client -> svc keeps client and svc
+    assert [s.name for s in report.garbage] == [edge.name]
+    # edge is garbage (not live) now, so nothing keeps client once the expiry it got
+    # while protected passes; then the same for svc
+    clock.at += timedelta(minutes=5)
+    assert (await lifecycle.run_once()).garbage == []
+    clock.at += timedelta(hours=1)
+    assert [s.name for s in (await lifecycle.run_once()).garbage] == [client.name]
+    clock.at += timedelta(hours=1)
+    assert [s.name for s in (await lifecycle.run_once()).garbage] == [svc.name]
+    history = await store.status_history(svc.id)
+    assert history[-1].status is StackStatus.GARBAGE and "deprecated" in history[-1].message

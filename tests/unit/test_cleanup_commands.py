@@ -110,6 +110,8 @@ async def test_keep_and_remove_by_text(h: Harness) -> None:
     listed = render((await h.ok("stacks status garbage")).reply, width=250)
     assert stack.name in listed and "nobody depends on it" in listed
     assert "after the next cleanup announcement" in listed
+    inspected = render((await h.ok(f"inspect {stack.name}")).reply, width=250)
+    assert "removal" in inspected and f"keep {stack.name}" in inspected
 
     assert "may not keep" in await h.fails(f"keep {stack.name}", GUEST)
     kept = render((await h.ok(f"keep {stack.name}", DEV)).reply)
