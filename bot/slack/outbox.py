@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web.async_client import AsyncWebClient
 
 log = logging.getLogger("nelson.slack.outbox")
@@ -262,6 +262,8 @@ class Outbox:
                     delay = min(delay * 2, 30)
                     continue
                 raise PostFailed(method, str(exc.response.get("error") or status)) from None
+            except SlackRequestError as exc:  # the SDK refused a step itself (an upload's)
+                raise PostFailed(method, str(exc)) from None
             except (aiohttp.ClientError, TimeoutError) as exc:
                 if attempt == self.max_attempts:
                     raise PostFailed(method, f"Slack unreachable: {exc!r}") from None

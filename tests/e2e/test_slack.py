@@ -120,6 +120,26 @@ async def test_deploy_follows_progress_in_one_parent_and_its_thread(
     assert operation.outcome == "succeeded"
 
 
+async def test_graph_answers_in_a_thread_with_a_picture(bot: RunningBot, fake: FakeSlack) -> None:
+    await slash(bot, fake, "deploy howdy 1.0.0 to dc-east")
+    await fake.wait_for(lambda: fake.messages("C1") and "done" in fake.messages("C1")[0].text)
+    await slash(bot, fake, "graph howdy")
+    await fake.wait_for(lambda: fake.uploaded_files("C1"))
+    [picture] = fake.uploaded_files("C1")
+    assert picture.content is not None and picture.content.startswith(b"\x89PNG")
+    assert picture.filename == "howdy-dependencies.png" and "howdy" in picture.alt_txt
+    parent = next(m for m in fake.messages("C1") if m.text.startswith("Dependencies of howdy"))
+    assert picture.thread_ts == parent.ts
+    thread = fake.thread("C1", parent.ts)
+    assert "howdy--1-0-0" in fake.all_text(thread[0])  # the details, then the picture
+    assert thread[-1].files == [picture]
+    # where the bot may not post, the answer still comes, through the response_url
+    rid = await slash(bot, fake, "graph howdy", channel_id="C9", channel_name="elsewhere")
+    await fake.wait_for(lambda: fake.responses.get(rid))
+    assert "Dependencies of howdy" in response_text(fake.responses[rid][0])
+    assert len(fake.uploaded_files()) == 1
+
+
 async def test_a_failed_step_marks_the_parent_failed_with_the_reason(
     fake: FakeSlack, tmp_path: Path
 ) -> None:

@@ -1,5 +1,6 @@
 """A fake Slack workspace served over real HTTP on loopback: the Web API methods the bot calls,
-`response_url` endpoints and a Socket Mode WebSocket.
+`response_url` endpoints, Slack's external file upload (`files.getUploadURLExternal`, the
+upload URL, `files.completeUploadExternal`) and a Socket Mode WebSocket.
 
 It answers as Slack does: tokens are checked (`not_authed`, `invalid_auth`,
 `not_allowed_token_type`), errors come back as `{"ok": false, "error": ...}` with HTTP 200,
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import BodyPartReader, WSMsgType, web
 
 APP_METHODS = {"apps.connections.open"}  # everything else served here wants the bot token
 MESSAGE_BLOCKS, VIEW_BLOCKS, MAX_TEXT, RESPONSE_URL_USES = 50, 100, 40_000, 5
@@ -59,6 +60,23 @@ class Message:
     user: str = "UBOT"
     edits: int = 0
     replies: list[Message] = field(default_factory=list)
+    files: list[UploadedFile] = field(default_factory=list)
+
+
+@dataclass
+class UploadedFile:
+    """A file going through Slack's external upload: asked for, sent, then completed (shared
+    in `channel`, in the thread `thread_ts` when given)."""
+
+    id: str
+    filename: str
+    length: int
+    alt_txt: str = ""
+    title: str = ""
+    content: bytes | None = None  # None until the bytes reached the upload URL
+    completed: bool = False
+    channel: str | None = None
+    thread_ts: str | None = None
 
 
 @dataclass
@@ -208,6 +226,7 @@ class FakeSlack:
         self.responses: dict[str, list[dict[str, Any]]] = {}
         self.ratelimited: defaultdict[str, int] = defaultdict(int)
         self.socket_acks: list[dict[str, Any]] = []
+        self.files: dict[str, UploadedFile] = {}
         self._messages: defaultdict[str, list[Message]] = defaultdict(list)
         self._by_ts: dict[tuple[str, str], Message] = {}
         self._homes: dict[str, dict[str, Any]] = {}
@@ -229,6 +248,7 @@ class FakeSlack:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/response/{rid}", self._response)
+        app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_get("/socket", self._socket_endpoint)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -255,6 +275,14 @@ class FakeSlack:
         return f"http://127.0.0.1:{self.port}/api/"
 
     # -- what happened --------------------------------------------------------------------
+
+    def uploaded_files(self, channel: str | None = None) -> list[UploadedFile]:
+        """Files completed (shared), in `channel` when given, oldest first."""
+        return [
+            f
+            for f in self.files.values()
+            if f.completed and (channel is None or f.channel == channel)
+        ]
 
     def calls_to(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
@@ -525,6 +553,90 @@ class FakeSlack:
                 entry["users"] = list(group["users"])
             groups.append(entry)
         return {"usergroups": groups}
+
+    def _m_files_getUploadURLExternal(self, params: dict[str, Any]) -> dict[str, Any]:
+        filename = str(params.get("filename") or "")
+        try:
+            length = int(str(params.get("length", "")))
+        except ValueError:
+            length = 0
+        if not filename or length <= 0:
+            raise SlackError("invalid_arguments")
+        file_id = "F" + secrets.token_hex(5).upper()
+        self.files[file_id] = UploadedFile(
+            file_id, filename, length, alt_txt=str(params.get("alt_txt") or "")
+        )
+        return {"upload_url": f"http://127.0.0.1:{self.port}/upload/{file_id}", "file_id": file_id}
+
+    async def _upload(self, request: web.Request) -> web.StreamResponse:
+        upload = self.files.get(request.match_info["file_id"])
+        if upload is None or upload.completed:
+            return web.Response(status=404, text="Not Found")
+        if request.content_type.startswith("multipart/"):
+            data = b""
+            async for part in await request.multipart():
+                if isinstance(part, BodyPartReader):
+                    data = await part.read()
+        else:
+            data = await request.read()
+        upload.content = data
+        return web.Response(text=f"OK - {len(data)}")
+
+    def _m_files_completeUploadExternal(self, params: dict[str, Any]) -> dict[str, Any]:
+        raw = params.get("files")
+        try:
+            items = json.loads(raw) if isinstance(raw, str) else raw
+        except ValueError:
+            raise SlackError("invalid_arguments") from None
+        if not isinstance(items, list) or not items:
+            raise SlackError("invalid_arguments")
+        uploads = []
+        for item in items:
+            upload = self.files.get(str((item or {}).get("id", "")))
+            if upload is None or upload.completed:
+                raise SlackError("file_not_found")
+            if upload.content is None:
+                raise SlackError("file_upload_not_uploaded")  # the bytes never arrived
+            if len(upload.content) != upload.length:
+                raise SlackError("file_upload_size_mismatch")
+            upload.title = str(item.get("title") or upload.filename)
+            uploads.append(upload)
+        channel = params.get("channel_id") or params.get("channels")
+        thread_ts = str(params.get("thread_ts") or "") or None
+        if channel:
+            resolved = self._channel({"channel": str(channel).split(",")[0]})
+            parent = None
+            if thread_ts:
+                parent = self._by_ts.get((resolved, thread_ts))
+                if parent is None:
+                    raise SlackError("thread_not_found")
+            message = Message(
+                resolved,
+                self._next_ts(),
+                str(params.get("initial_comment") or ""),
+                None,
+                parent.ts if parent else None,
+                self.bot_user_id,
+                files=uploads,
+            )
+            self._by_ts[(resolved, message.ts)] = message
+            (parent.replies if parent else self._messages[resolved]).append(message)
+            for upload in uploads:
+                upload.channel, upload.thread_ts = resolved, thread_ts
+        for upload in uploads:
+            upload.completed = True
+        return {
+            "files": [
+                {
+                    "id": u.id,
+                    "name": u.filename,
+                    "title": u.title,
+                    "size": u.length,
+                    "mimetype": "image/png" if u.filename.endswith(".png") else "text/plain",
+                }
+                for u in uploads
+            ]
+        }
 
     def _m_apps_connections_open(self, _params: dict[str, Any]) -> dict[str, Any]:
         ticket = secrets.token_hex(8)

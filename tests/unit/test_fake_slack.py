@@ -694,3 +694,58 @@ async def test_post_signed_is_accepted_by_a_verifying_server() -> None:
     finally:
         await runner.cleanup()
     assert seen == [("1", "application/json")]
+
+
+# -- files: the external upload flow ------------------------------------------------------------
+
+
+async def test_files_upload_v2_shares_a_file_in_a_thread(
+    fake: FakeSlack, bot: AsyncWebClient
+) -> None:
+    parent = await bot.chat_postMessage(channel="C1", text="graph")
+    content = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
+    result = await bot.files_upload_v2(
+        channel="C1",
+        thread_ts=parent["ts"],
+        file=content,
+        filename="graph.png",
+        title="Dependency graph",
+        alt_txt="two boxes",
+        initial_comment="the picture",
+    )
+    assert result["file"]["name"] == "graph.png" and result["file"]["size"] == len(content)
+    [uploaded] = fake.uploaded_files("C1")
+    assert uploaded.content == content and uploaded.title == "Dependency graph"
+    assert (uploaded.alt_txt, uploaded.thread_ts) == ("two boxes", parent["ts"])
+    [reply] = fake.thread("C1", parent["ts"])
+    assert reply.text == "the picture" and reply.files == [uploaded]
+    assert fake.uploaded_files("C2") == []
+
+
+async def test_file_upload_errors(fake: FakeSlack, bot: AsyncWebClient) -> None:
+    stranger = AsyncWebClient(token="xoxb-wrong", base_url=fake.base_url)
+    with pytest.raises(SlackApiError) as caught:
+        await stranger.files_getUploadURLExternal(filename="a.png", length=3)
+    assert caught.value.response["error"] == "invalid_auth"
+    with pytest.raises(SlackApiError) as caught:
+        await bot.api_call("files.getUploadURLExternal", params={"filename": "a.png"})
+    assert caught.value.response["error"] == "invalid_arguments"
+    asked = await bot.files_getUploadURLExternal(filename="a.png", length=3)
+    files = [{"id": asked["file_id"], "title": "a"}]
+    with pytest.raises(SlackApiError) as caught:  # the bytes never reached the upload URL
+        await bot.files_completeUploadExternal(files=files, channel_id="C1")
+    assert caught.value.response["error"] == "file_upload_not_uploaded"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(asked["upload_url"], data=b"four") as response,
+    ):
+        assert response.status == 200 and (await response.text()) == "OK - 4"
+    with pytest.raises(SlackApiError) as caught:
+        await bot.files_completeUploadExternal(files=files, channel_id="C1")
+    assert caught.value.response["error"] == "file_upload_size_mismatch"
+    with pytest.raises(SlackApiError) as caught:
+        await bot.files_completeUploadExternal(files=[{"id": "FNOPE"}], channel_id="C1")
+    assert caught.value.response["error"] == "file_not_found"
+    with pytest.raises(SlackApiError) as caught:
+        await bot.files_upload_v2(channel="CNOPE", content="x", filename="x.txt")
+    assert caught.value.response["error"] == "channel_not_found"
