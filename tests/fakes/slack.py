@@ -31,6 +31,7 @@ from aiohttp import BodyPartReader, WSMsgType, web
 
 APP_METHODS = {"apps.connections.open"}  # everything else served here wants the bot token
 MESSAGE_BLOCKS, VIEW_BLOCKS, MAX_TEXT, RESPONSE_URL_USES = 50, 100, 40_000, 5
+MAX_ALT_TXT = 1000  # files.getUploadURLExternal answers alt_txt_too_large beyond this
 BLOCK_TYPES = {
     "actions", "context", "divider", "file", "header", "image", "input",
     "markdown", "rich_text", "section", "table", "video",
@@ -555,28 +556,32 @@ class FakeSlack:
         return {"usergroups": groups}
 
     def _m_files_getUploadURLExternal(self, params: dict[str, Any]) -> dict[str, Any]:
-        filename = str(params.get("filename") or "")
-        try:
-            length = int(str(params.get("length", "")))
-        except ValueError:
-            length = 0
-        if not filename or length <= 0:
-            raise SlackError("invalid_arguments")
+        filename, raw = str(params.get("filename") or ""), str(params.get("length", "")).strip()
+        problems = [] if filename else ["[ERROR] missing required field: filename"]
+        if not raw:
+            problems.append("[ERROR] missing required field: length")
+        elif not (raw.isascii() and raw.isdigit()):
+            problems.append("[ERROR] must be a positive integer [json-pointer:/length]")
+        if problems:
+            raise SlackError("invalid_arguments", response_metadata={"messages": problems})
+        if int(raw) == 0:  # Slack's documented answer to `length=0`
+            raise SlackError("missing_argument")
+        alt_txt = str(params.get("alt_txt") or "")
+        if len(alt_txt) > MAX_ALT_TXT:
+            raise SlackError("alt_txt_too_large")
         file_id = "F" + secrets.token_hex(5).upper()
-        self.files[file_id] = UploadedFile(
-            file_id, filename, length, alt_txt=str(params.get("alt_txt") or "")
-        )
+        self.files[file_id] = UploadedFile(file_id, filename, int(raw), alt_txt=alt_txt)
         return {"upload_url": f"http://127.0.0.1:{self.port}/upload/{file_id}", "file_id": file_id}
 
     async def _upload(self, request: web.Request) -> web.StreamResponse:
         upload = self.files.get(request.match_info["file_id"])
         if upload is None or upload.completed:
             return web.Response(status=404, text="Not Found")
-        if request.content_type.startswith("multipart/"):
-            data = b""
+        if request.content_type.startswith("multipart/"):  # the file part, else the last one
+            data, found = b"", False
             async for part in await request.multipart():
-                if isinstance(part, BodyPartReader):
-                    data = await part.read()
+                if isinstance(part, BodyPartReader) and not found:
+                    data, found = await part.read(), part.filename is not None
         else:
             data = await request.read()
         upload.content = data
@@ -590,41 +595,48 @@ class FakeSlack:
             raise SlackError("invalid_arguments") from None
         if not isinstance(items, list) or not items:
             raise SlackError("invalid_arguments")
-        uploads = []
+        uploads: list[tuple[UploadedFile, str]] = []
         for item in items:
-            upload = self.files.get(str((item or {}).get("id", "")))
-            if upload is None or upload.completed:
+            if not isinstance(item, dict):
+                raise SlackError("invalid_arguments")
+            upload = self.files.get(str(item.get("id", "")))
+            # "Could not find the file from the upload ticket": unknown, already completed, or
+            # the bytes never reached the upload URL
+            if upload is None or upload.completed or upload.content is None:
                 raise SlackError("file_not_found")
-            if upload.content is None:
-                raise SlackError("file_upload_not_uploaded")  # the bytes never arrived
-            if len(upload.content) != upload.length:
+            if len(upload.content) != upload.length:  # not in Slack's list; the fake's own name
                 raise SlackError("file_upload_size_mismatch")
-            upload.title = str(item.get("title") or upload.filename)
-            uploads.append(upload)
+            uploads.append((upload, str(item.get("title") or upload.filename)))
         channel = params.get("channel_id") or params.get("channels")
         thread_ts = str(params.get("thread_ts") or "") or None
+        resolved, parent = None, None
         if channel:
             resolved = self._channel({"channel": str(channel).split(",")[0]})
-            parent = None
             if thread_ts:
                 parent = self._by_ts.get((resolved, thread_ts))
                 if parent is None:
                     raise SlackError("thread_not_found")
+                if parent.thread_ts:  # a reply's ts: shared in the same thread, as for messages
+                    parent = self._by_ts[(resolved, parent.thread_ts)]
+        files = [upload for upload, _title in uploads]
+        for upload, title in uploads:  # nothing changes until every check passed
+            upload.title, upload.completed = title, True
+            if resolved is not None:
+                upload.channel, upload.thread_ts = resolved, parent.ts if parent else None
+        if resolved is not None:
+            ts = self._next_ts()
+            comment = str(params.get("initial_comment") or "")
             message = Message(
                 resolved,
-                self._next_ts(),
-                str(params.get("initial_comment") or ""),
+                ts,
+                comment,
                 None,
                 parent.ts if parent else None,
                 self.bot_user_id,
-                files=uploads,
+                files=files,
             )
-            self._by_ts[(resolved, message.ts)] = message
+            self._by_ts[(resolved, ts)] = message
             (parent.replies if parent else self._messages[resolved]).append(message)
-            for upload in uploads:
-                upload.channel, upload.thread_ts = resolved, thread_ts
-        for upload in uploads:
-            upload.completed = True
         return {
             "files": [
                 {
@@ -634,7 +646,7 @@ class FakeSlack:
                     "size": u.length,
                     "mimetype": "image/png" if u.filename.endswith(".png") else "text/plain",
                 }
-                for u in uploads
+                for u in files
             ]
         }
 

@@ -734,7 +734,7 @@ async def test_file_upload_errors(fake: FakeSlack, bot: AsyncWebClient) -> None:
     files = [{"id": asked["file_id"], "title": "a"}]
     with pytest.raises(SlackApiError) as caught:  # the bytes never reached the upload URL
         await bot.files_completeUploadExternal(files=files, channel_id="C1")
-    assert caught.value.response["error"] == "file_upload_not_uploaded"
+    assert caught.value.response["error"] == "file_not_found"
     async with (
         aiohttp.ClientSession() as session,
         session.post(asked["upload_url"], data=b"four") as response,
@@ -749,3 +749,57 @@ async def test_file_upload_errors(fake: FakeSlack, bot: AsyncWebClient) -> None:
     with pytest.raises(SlackApiError) as caught:
         await bot.files_upload_v2(channel="CNOPE", content="x", filename="x.txt")
     assert caught.value.response["error"] == "channel_not_found"
+
+
+async def test_upload_url_arguments(bot: AsyncWebClient) -> None:
+    missing = await slack_error(bot.api_call("files.getUploadURLExternal", params={"length": 3}))
+    assert missing.response["error"] == "invalid_arguments"
+    assert missing.response["response_metadata"]["messages"] == [
+        "[ERROR] missing required field: filename"
+    ]
+    for length in ("-3", "2.5", "many", "²"):
+        params = {"filename": "a.txt", "length": length}
+        error = await slack_error(bot.api_call("files.getUploadURLExternal", params=params))
+        assert error.response["error"] == "invalid_arguments", length
+    empty = await slack_error(bot.files_getUploadURLExternal(filename="a.txt", length=0))
+    assert empty.response["error"] == "missing_argument"  # Slack's documented answer to 0
+    wordy = bot.files_getUploadURLExternal(filename="a.png", length=3, alt_txt="x" * 1001)
+    assert (await slack_error(wordy)).response["error"] == "alt_txt_too_large"
+
+
+async def test_file_shared_under_a_reply_goes_to_its_thread(
+    fake: FakeSlack, bot: AsyncWebClient
+) -> None:
+    parent = await bot.chat_postMessage(channel="C1", text="graph")
+    reply = await bot.chat_postMessage(channel="C1", text="here", thread_ts=parent["ts"])
+    await bot.files_upload_v2(
+        channel="C1", thread_ts=reply["ts"], content="a -> b", filename="g.txt"
+    )
+    [_, shared] = fake.thread("C1", parent["ts"])
+    [uploaded] = shared.files
+    assert (uploaded.content, uploaded.title) == (b"a -> b", "g.txt")
+    assert uploaded.thread_ts == parent["ts"]
+
+
+async def test_failed_completion_changes_nothing_and_can_be_retried(
+    fake: FakeSlack, bot: AsyncWebClient
+) -> None:
+    asked = await bot.files_getUploadURLExternal(filename="a.txt", length=3)
+    form = aiohttp.FormData()  # multipart, with a field ahead of the file part
+    form.add_field("note", "not the file")
+    form.add_field("file", b"abc", filename="a.txt")
+    async with aiohttp.ClientSession() as session:
+        async with session.post(asked["upload_url"], data=form) as response:
+            assert (await response.text()) == "OK - 3"
+        files = [{"id": asked["file_id"], "title": "first try"}]
+        failed = bot.files_completeUploadExternal(files=files, channel_id="CNOPE")
+        assert (await slack_error(failed)).response["error"] == "channel_not_found"
+        assert fake.files[asked["file_id"]].title == "" and fake.uploaded_files() == []
+        await bot.files_completeUploadExternal(files=[{"id": asked["file_id"]}], channel_id="C2")
+        [uploaded] = fake.uploaded_files("C2")
+        assert (uploaded.content, uploaded.title) == (b"abc", "a.txt")
+        assert fake.messages("C2")[0].files == [uploaded]
+        async with session.post(asked["upload_url"], data=b"abc") as late:
+            assert late.status == 404  # the upload URL is spent once the file is completed
+        again = bot.files_completeUploadExternal(files=files, channel_id="C2")
+        assert (await slack_error(again)).response["error"] == "file_not_found"
