@@ -19,7 +19,7 @@ from commands.engine import DeployEngine
 from commands.events import EventHub
 from commands.lifecycle import Lifecycle
 from commands.ports import Clock, Registry, Router, Scheduler, Store, WorkflowPort
-from commands.settings import Settings
+from commands.settings import Settings, port_bounds
 from commands.shifting import TrafficControl
 
 
@@ -61,7 +61,9 @@ def schedulers_for(settings: Settings) -> dict[str, Scheduler]:
     found: dict[str, Scheduler] = {}
     for name, dc in settings.datacenters.items():
         if dc.scheduler.kind == "docker":
-            found[name] = DockerEngine(dc.scheduler.address, name)
+            found[name] = DockerEngine(
+                dc.scheduler.address, name, ports=port_bounds(dc.scheduler.ports)
+            )
     return found
 
 
@@ -69,11 +71,10 @@ def routers_for(settings: Settings) -> dict[str, Router]:
     found: dict[str, Router] = {}
     for name, dc in settings.datacenters.items():
         if dc.router is not None and dc.router.kind == "haproxy":
-            low, _, high = dc.router.ports.partition("-")
             found[name] = HaproxyRouter(
                 dc.router.address or Path(".nelson") / "haproxy" / name,
                 bind=dc.router.bind,
-                ports=(int(low), int(high)),
+                ports=port_bounds(dc.router.ports),
             )
     return found
 

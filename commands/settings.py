@@ -35,10 +35,30 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _port_range(value: str) -> str:
+    low, _, high = value.partition("-")
+    if not (low.isdigit() and high.isdigit() and 0 < int(low) <= int(high) < 65536):
+        raise ValueError(f"'{value}' is not a port range like 20000-20999")
+    return value
+
+
+def port_bounds(value: str) -> tuple[int, int]:
+    low, _, high = value.partition("-")
+    return int(low), int(high)
+
+
 class SchedulerSettings(_Model):
     kind: Literal["docker", "nomad", "kubernetes"] = "docker"
     address: str = "unix:///var/run/docker.sock"
     token: SecretStr | None = None
+    # docker: the host ports instances get (containers share the host's network); below
+    # Linux's ephemeral range, so no outgoing connection holds one
+    ports: str = "30000-32767"
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, value: str) -> str:
+        return _port_range(value)
 
 
 class VaultSettings(_Model):
@@ -61,10 +81,7 @@ class RouterSettings(_Model):
     @field_validator("ports")
     @classmethod
     def _ports(cls, value: str) -> str:
-        low, _, high = value.partition("-")
-        if not (low.isdigit() and high.isdigit() and 0 < int(low) <= int(high) < 65536):
-            raise ValueError(f"'{value}' is not a port range like 20000-20999")
-        return value
+        return _port_range(value)
 
 
 class DatacenterSettings(_Model):

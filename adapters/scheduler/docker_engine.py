@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import socket
+import threading
 import time
 from typing import Any
 
@@ -26,10 +28,18 @@ LABEL = "nelson.stack"
 API_VERSION = "1.41"
 
 
-def _free_port() -> int:
+DEFAULT_PORTS = (30000, 32767)  # below Linux's ephemeral range, so no client socket takes one
+_allocating = threading.Lock()  # one allocation at a time in this process, across adapters
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
 
 
 def _state(container: Any) -> tuple[str, str]:
@@ -45,10 +55,18 @@ def _state(container: Any) -> tuple[str, str]:
 
 
 class DockerEngine:
-    def __init__(self, address: str, datacenter: str, *, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        datacenter: str,
+        *,
+        timeout: float = 60.0,
+        ports: tuple[int, int] = DEFAULT_PORTS,
+    ) -> None:
         self.address = address
         self.datacenter = datacenter
         self.timeout = timeout
+        self.ports = ports
         self._client: docker.DockerClient | None = None
         self._http: aiohttp.ClientSession | None = None
 
@@ -127,8 +145,29 @@ class DockerEngine:
             instances.append(self._instance(container))
         return instances
 
+    def _free_ports(self, count: int) -> list[int]:
+        """Host ports from the configured range that no container on this engine claims and
+        nothing listens on, picked at random so concurrent bots rarely reach for the same."""
+        claimed: set[int] = set()
+        for container in self._docker().containers.list(all=True, filters={"label": LABEL}):
+            claimed.update(json.loads(container.labels.get("nelson.ports") or "{}").values())
+        low, high = self.ports
+        candidates = [p for p in range(low, high + 1) if p not in claimed]
+        random.shuffle(candidates)
+        found = [p for p in candidates[: count * 20] if _bindable(p)][:count]
+        if len(found) < count:
+            raise SchedulerError(
+                f"no free host port left in {low}-{high} on the Docker engine at {self.address}"
+            )
+        return found
+
     def _create(self, spec: LaunchSpec, name: str, n: int) -> Any:
-        ports = {p.label: _free_port() for p in spec.ports}
+        with _allocating:  # until the container exists and its label claims the ports
+            return self._create_claiming(spec, name, n)
+
+    def _create_claiming(self, spec: LaunchSpec, name: str, n: int) -> Any:
+        free = self._free_ports(len(spec.ports))
+        ports = {p.label: port for p, port in zip(spec.ports, free, strict=True)}
         env = dict(spec.environment)
         env.update(
             {

@@ -4,6 +4,8 @@ run as containers on a real Docker engine, probed until healthy."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import random
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,7 +18,7 @@ from adapters.registry import OciRegistry
 from adapters.scheduler import DockerEngine
 from bot.bootstrap import Application, build
 from commands.access import Principal
-from commands.ports import ImageNotFound, RegistryError
+from commands.ports import ImageNotFound, RegistryError, SchedulerError
 from commands.settings import Settings
 from domain.runtime import HealthProbe, LaunchSpec, PortSpec
 from domain.states import StackStatus
@@ -212,7 +214,8 @@ async def test_the_engine_is_idempotent(
     docker_address: str, engine_client: docker.DockerClient, registries: tuple[str, str]
 ) -> None:
     busybox_image(engine_client, f"{registries[0]}/idem:1.0.0", "idem")
-    scheduler = DockerEngine(docker_address, "local")
+    base = random.randrange(30000, 32700, 3)
+    scheduler = DockerEngine(docker_address, "local", ports=(base, base + 2))
     spec = LaunchSpec(
         stack="idem--1-0-0--00000001",
         unit="idem",
@@ -233,6 +236,13 @@ async def test_the_engine_is_idempotent(
         second = await scheduler.launch(spec)
         assert [i.name for i in second] == [i.name for i in first]
         assert second[0].ports == first[0].ports  # the surviving instance is kept as it was
+        # host ports come from the configured range, one per instance, never shared
+        used = [port for i in second for _, port in i.ports]
+        assert len(set(used)) == 2 and all(base <= p <= base + 2 for p in used)
+        crowded = dataclasses.replace(spec, stack="idem--1-0-0--00000002", instances=2)
+        with pytest.raises(SchedulerError, match=f"no free host port left in {base}-{base + 2}"):
+            await scheduler.launch(crowded)  # one port is left for two instances
+        await scheduler.delete(crowded.stack)
         for _ in range(50):
             if (await scheduler.health(spec)).healthy:
                 break
@@ -338,7 +348,9 @@ async def test_everywhere_then_commit_to_another_namespace(
         busybox_image(engine_client, f"{staging}/multi:1.0.0", "multi")
         stacks = await deploy(application, "deploy multi 1.0.0 everywhere")
         assert sorted(s.datacenter for s in stacks) == ["east", "west"]
-        assert all(s.status is StackStatus.READY for s in stacks), stacks
+        assert all(s.status is StackStatus.READY for s in stacks), [
+            (s.datacenter, s.status, s.status_message) for s in stacks
+        ]
         committed = await deploy(application, "commit multi 1.0.0 to qa")
         assert sorted((s.datacenter, s.namespace) for s in committed) == [
             ("east", "qa"),
