@@ -76,10 +76,6 @@ def dot_source(
     return "\n".join(lines) + "\n"
 
 
-def available() -> bool:
-    return shutil.which("dot") is not None
-
-
 async def render_png(source: str, *, program: str = "dot") -> bytes:
     """Draw DOT text as PNG with graphviz; RenderError when it cannot."""
     path = shutil.which(program)

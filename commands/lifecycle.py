@@ -36,6 +36,9 @@ from domain.states import IllegalTransition, StackStatus
 
 log = logging.getLogger("nelson.lifecycle")
 
+# from one manifest: the policy per (unit, plan), the notification channels per unit
+_Facts = tuple[dict[tuple[str, str], ExpirationPolicy], dict[str, list[str]]]
+
 LEASE = "lifecycle"
 ANNOUNCE_LEASE = "cleanup-announcement"
 ANNOUNCE_HOLD = timedelta(minutes=10)  # other replicas firing at the same moment stay quiet
@@ -69,9 +72,7 @@ class Lifecycle:
         self.schedulers = dict(schedulers)
         self.routers = dict(routers)
         self.holder = f"{socket.gethostname()}:{secrets.token_hex(4)}"
-        # per manifest revision (digest): policies per (unit, plan), channels per unit
-        self._facts: dict[str, tuple[dict[tuple[str, str], ExpirationPolicy], dict[str, list[str]]]]
-        self._facts = {}
+        self._facts: dict[str, _Facts] = {}  # per manifest revision (digest)
         self._failing: set[int] = set()  # stacks whose failed reap was already reported
 
     async def run_once(self) -> PassReport:
@@ -132,15 +133,11 @@ class Lifecycle:
         for stack in await self.store.garbage_due(
             now - lifecycle.garbage_grace, now - lifecycle.notice
         ):
-            due = self._removal_at(stack.updated_at, stack.announced_at)
+            due = lifecycle.removal_at(stack.updated_at, stack.announced_at)
             if due is not None and now >= due:
                 await self._reap(stack, report)
         await self._tell(report, "nelson")
         return report
-
-    def _removal_at(self, since: datetime, announced_at: datetime | None) -> datetime | None:
-        lifecycle = self.settings.lifecycle
-        return expiration.removal_at(since, announced_at, lifecycle.garbage_grace, lifecycle.notice)
 
     async def announce(self) -> CleanupAnnounced | None:
         """The digest of what will be removed, per channel; marks every listed stack announced
@@ -156,7 +153,7 @@ class Lifecycle:
         )
         removals: list[Removal] = []
         for item in pending:
-            due = self._removal_at(item.since, item.stack.announced_at or now)
+            due = self.settings.lifecycle.removal_at(item.since, item.stack.announced_at or now)
             assert due is not None
             removals.append(Removal(item.stack, item.reason, max(due, now)))
         removals.sort(key=lambda r: (r.stack.unit, r.stack.version, r.stack.name))
@@ -339,9 +336,7 @@ class Lifecycle:
             StackProgress(stack.id, "reaped", self.clock.now(), status=StackStatus.TERMINATED)
         )
 
-    async def _manifest_facts(
-        self,
-    ) -> tuple[dict[tuple[str, str], ExpirationPolicy], dict[str, list[str]]]:
+    async def _manifest_facts(self) -> _Facts:
         """From the latest manifests (each revision parsed once): the policy per (unit, plan)
         and the notification channels per unit."""
         policies: dict[tuple[str, str], ExpirationPolicy] = {}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from domain import expiration
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 _NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(/[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
@@ -214,6 +216,10 @@ class LifecycleSettings(_Model):
         if match is None or int(match.group(1)) > 23 or int(match.group(2)) > 59:
             raise ValueError(f"'{value}' is not a time of day like 09:00 (UTC)")
         return value
+
+    def removal_at(self, garbage_since: datetime, announced_at: datetime | None) -> datetime | None:
+        """When garbage may be removed under these graces (None until it was announced)."""
+        return expiration.removal_at(garbage_since, announced_at, self.garbage_grace, self.notice)
 
     @property
     def announce_time(self) -> tuple[int, int]:

@@ -58,13 +58,13 @@ from domain.versions import Version
 
 GUID_PREFIX_MIN = 6
 
-# A pass's garbage reasons, per stack, for set-based updates (created and dropped per use).
+# A pass's garbage reasons, per stack, for set-based updates (`mark_garbage` creates and
+# drops it; this describes it for queries).
 _cleanup_reasons = Table(
     "cleanup_reasons",
     MetaData(),
     Column("stack_id", Integer, primary_key=True),
     Column("reason", Text, nullable=False),
-    prefixes=["TEMPORARY"],
 )
 
 
@@ -1006,79 +1006,80 @@ class SqlStore:
             return []
         garbage = StackStatus.GARBAGE.value
         async with self._begin() as conn:
-            await conn.run_sync(lambda sync: _cleanup_reasons.create(sync, checkfirst=False))
-            try:
-                if conn.dialect.name == "postgresql":  # one statement, arrays in, no round trips
+            # a temporary table of this connection; one an earlier failure left is emptied
+            await conn.exec_driver_sql(
+                "CREATE TEMPORARY TABLE IF NOT EXISTS cleanup_reasons "
+                "(stack_id INTEGER PRIMARY KEY, reason TEXT NOT NULL)"
+            )
+            await conn.execute(delete(_cleanup_reasons))
+            if conn.dialect.name == "postgresql":  # one statement, arrays in, no round trips
+                await conn.execute(
+                    text(
+                        "INSERT INTO cleanup_reasons (stack_id, reason) SELECT * FROM "
+                        "unnest(CAST(:ids AS integer[]), CAST(:reasons AS text[]))"
+                    ),
+                    {"ids": list(reasons), "reasons": list(reasons.values())},
+                )
+                await conn.exec_driver_sql("ANALYZE cleanup_reasons")
+            else:
+                await conn.execute(
+                    insert(_cleanup_reasons),
+                    [{"stack_id": i, "reason": r} for i, r in reasons.items()],
+                )
+            changed = [
+                r[0]
+                for r in (
                     await conn.execute(
-                        text(
-                            "INSERT INTO cleanup_reasons (stack_id, reason) SELECT * FROM "
-                            "unnest(CAST(:ids AS integer[]), CAST(:reasons AS text[]))"
-                        ),
-                        {"ids": list(reasons), "reasons": list(reasons.values())},
-                    )
-                    await conn.exec_driver_sql("ANALYZE cleanup_reasons")
-                else:
-                    await conn.execute(
-                        insert(_cleanup_reasons),
-                        [{"stack_id": i, "reason": r} for i, r in reasons.items()],
-                    )
-                changed = [
-                    r[0]
-                    for r in (
-                        await conn.execute(
-                            update(t.stacks)
-                            .where(
-                                t.stacks.c.id.in_(select(_cleanup_reasons.c.stack_id)),
-                                t.stacks.c.status.in_(
-                                    [StackStatus.READY.value, StackStatus.DEPRECATED.value]
-                                ),
-                            )
-                            .values(
-                                status=garbage,
-                                status_message="expired; `inspect` shows why",
-                                updated_at=at,
-                                announced_at=None,
-                            )
-                            .returning(t.stacks.c.id)
-                        )
-                    ).all()
-                ]
-                if len(changed) != len(reasons):  # keep only the reasons of what changed
-                    moved_on = set(reasons) - set(changed)
-                    await conn.execute(
-                        delete(_cleanup_reasons).where(
-                            _cleanup_reasons.c.stack_id.in_(list(moved_on))
-                        )
-                    )
-                if changed:
-                    reason, stack_id = _cleanup_reasons.c.reason, _cleanup_reasons.c.stack_id
-                    await conn.execute(
-                        insert(t.stack_status).from_select(
-                            ["stack_id", "status", "message", "actor", "at"],
-                            select(
-                                stack_id,
-                                literal(garbage),
-                                reason,
-                                literal(actor),
-                                literal(at, UtcDateTime()),
+                        update(t.stacks)
+                        .where(
+                            t.stacks.c.id.in_(select(_cleanup_reasons.c.stack_id)),
+                            t.stacks.c.status.in_(
+                                [StackStatus.READY.value, StackStatus.DEPRECATED.value]
                             ),
                         )
-                    )
-                    await conn.execute(
-                        insert(t.audit_events).from_select(
-                            ["at", "actor", "action", "target", "allowed", "detail"],
-                            select(
-                                literal(at, UtcDateTime()),
-                                literal(actor),
-                                literal("garbage"),
-                                t.stacks.c.name,
-                                literal(True),
-                                reason,
-                            ).join_from(_cleanup_reasons, t.stacks, t.stacks.c.id == stack_id),
+                        .values(
+                            status=garbage,
+                            status_message="expired; `inspect` shows why",
+                            updated_at=at,
+                            announced_at=None,
                         )
+                        .returning(t.stacks.c.id)
                     )
-            finally:
-                await conn.run_sync(lambda sync: _cleanup_reasons.drop(sync, checkfirst=False))
+                ).all()
+            ]
+            if len(changed) != len(reasons):  # keep only the reasons of what changed
+                moved_on = set(reasons) - set(changed)
+                await conn.execute(
+                    delete(_cleanup_reasons).where(_cleanup_reasons.c.stack_id.in_(list(moved_on)))
+                )
+            if changed:
+                reason, stack_id = _cleanup_reasons.c.reason, _cleanup_reasons.c.stack_id
+                await conn.execute(
+                    insert(t.stack_status).from_select(
+                        ["stack_id", "status", "message", "actor", "at"],
+                        select(
+                            stack_id,
+                            literal(garbage),
+                            reason,
+                            literal(actor),
+                            literal(at, UtcDateTime()),
+                        ),
+                    )
+                )
+                await conn.execute(
+                    insert(t.audit_events).from_select(
+                        ["at", "actor", "action", "target", "allowed", "detail"],
+                        select(
+                            literal(at, UtcDateTime()),
+                            literal(actor),
+                            literal("garbage"),
+                            t.stacks.c.name,
+                            literal(True),
+                            reason,
+                        ).join_from(_cleanup_reasons, t.stacks, t.stacks.c.id == stack_id),
+                    )
+                )
+            await conn.exec_driver_sql("DROP TABLE cleanup_reasons")
         return changed
 
     async def acquire_lease(self, name: str, holder: str, until: datetime, now: datetime) -> bool:

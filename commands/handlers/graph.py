@@ -11,7 +11,6 @@ from commands.graph_picture import Node, RenderError, describe, dot_source, rend
 from commands.handlers.lookup import ago, find_unit, require
 from commands.model import Graph
 from commands.replies import Attachment, Fields, Reply, Table, Text
-from domain.expiration import removal_at
 from domain.manifest import ManifestInvalid, parse_manifest
 from domain.records import Stack, StackQuery
 from domain.states import LIVE_STATUSES, StackStatus
@@ -102,10 +101,7 @@ async def graph(command: Graph, ctx: Context) -> Reply:
 def _note(ctx: Context, stack: Stack) -> str:
     now = ctx.clock.now()
     if stack.status is StackStatus.GARBAGE:
-        lifecycle = ctx.settings.lifecycle
-        due = removal_at(
-            stack.updated_at, stack.announced_at, lifecycle.garbage_grace, lifecycle.notice
-        )
+        due = ctx.settings.lifecycle.removal_at(stack.updated_at, stack.announced_at)
         return f"removal {ago(due, now)}" if due else "removal after its announcement"
     if stack.status in (StackStatus.READY, StackStatus.DEPRECATED) and stack.expires_at:
         return f"retained, expires {ago(stack.expires_at, now)}"

@@ -18,7 +18,6 @@ from commands.handlers.lookup import (
 from commands.model import Inspect, ListStacks, Logs, Runtime
 from commands.ports import SchedulerError
 from commands.replies import Fields, NotAvailable, Reply, Table, Text
-from domain.expiration import removal_at
 from domain.records import Stack, StackPage, StackQuery
 from domain.states import StackStatus
 
@@ -65,10 +64,7 @@ async def list_stacks(command: ListStacks, ctx: Context) -> Reply:
 
 def removal_text(ctx: Context, stack: Stack, now: datetime) -> str:
     """When a garbage stack may be removed, in words."""
-    lifecycle = ctx.settings.lifecycle
-    due = removal_at(
-        stack.updated_at, stack.announced_at, lifecycle.garbage_grace, lifecycle.notice
-    )
+    due = ctx.settings.lifecycle.removal_at(stack.updated_at, stack.announced_at)
     if due is None:
         return "after the next cleanup announcement"
     return f"after {when(due)} ({ago(due, now)})"

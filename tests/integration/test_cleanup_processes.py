@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from adapters.storage import open_store
-from domain.records import UnitRecord
 from domain.states import StackStatus
-from tests.integration.test_lifecycle import MANIFEST, make
+from tests.integration.test_lifecycle import make, register
 from tests.pgserver import fresh_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,9 +39,7 @@ async def test_two_processes_clean_up_once(
     url = fresh_database(postgres_admin_url)
     store = await open_store(url)
     try:
-        await store.register_manifest(
-            "acme/svc", MANIFEST, [UnitRecord("svc", "acme/svc", "service", "", 1)], "U1"
-        )
+        await register(store, "svc")
         old = datetime.now(UTC) - timedelta(hours=5)
         stacks = [await make(store, "svc", f"1.0.{n}", n, old) for n in range(1, 41)]
         # ten older ones are garbage already, announced days ago: due for reaping

@@ -16,7 +16,7 @@ from commands.lifecycle import Lifecycle
 from commands.ports import SchedulerError
 from commands.replies import AccessDenied
 from commands.settings import Settings
-from domain.records import NewStack, Stack
+from domain.records import NewStack, Stack, UnitRecord
 from domain.runtime import Health, Instance, LaunchSpec
 from domain.states import StackStatus
 from domain.versions import Version
@@ -88,6 +88,12 @@ class Engine:
         pass
 
 
+async def register(store: SqlStore, *units: str) -> None:
+    """The test manifest, declaring `units`, as repository acme/svc."""
+    records = [UnitRecord(u, "acme/svc", "service", "", 1) for u in units]
+    await store.register_manifest("acme/svc", MANIFEST, records, "U1")
+
+
 async def make(
     store: SqlStore, unit: str, version: str, n: int, created: datetime, namespace: str = "dev"
 ) -> Stack:
@@ -123,17 +129,7 @@ async def make(
 
 
 async def test_a_cleanup_pass(store: SqlStore) -> None:
-    from domain.records import UnitRecord
-
-    await store.register_manifest(
-        "acme/svc",
-        MANIFEST,
-        [
-            UnitRecord("svc", "acme/svc", "service", "", 1),
-            UnitRecord("client", "acme/svc", "service", "", 1),
-        ],
-        "U1",
-    )
+    await register(store, "svc", "client")
     old = await make(store, "svc", "1.0.0", 1, T0 - timedelta(hours=5))
     kept_by_client = await make(store, "svc", "1.0.1", 2, T0 - timedelta(hours=4))
     newest = await make(store, "svc", "1.0.2", 3, T0 - timedelta(hours=3))
@@ -219,11 +215,7 @@ def _record(into: list[Event]) -> Callable[[Event], Awaitable[None]]:
 
 
 async def test_keep_and_remove_now(store: SqlStore) -> None:
-    from domain.records import UnitRecord
-
-    await store.register_manifest(
-        "acme/svc", MANIFEST, [UnitRecord("svc", "acme/svc", "service", "", 1)], "U1"
-    )
+    await register(store, "svc")
     one = await make(store, "svc", "1.0.0", 1, T0 - timedelta(hours=5))
     two = await make(store, "svc", "1.0.1", 2, T0 - timedelta(hours=5))
     three = await make(store, "svc", "1.0.2", 3, T0 - timedelta(hours=5))
@@ -282,11 +274,7 @@ async def test_keep_and_remove_now(store: SqlStore) -> None:
 
 
 async def test_a_datacenter_without_a_scheduler_is_never_reaped(store: SqlStore) -> None:
-    from domain.records import UnitRecord
-
-    await store.register_manifest(
-        "acme/svc", MANIFEST, [UnitRecord("svc", "acme/svc", "service", "", 1)], "U1"
-    )
+    await register(store, "svc")
     old = await make(store, "svc", "1.0.0", 1, T0 - timedelta(hours=5))
     await make(store, "svc", "1.0.1", 2, T0 - timedelta(hours=5))
     clock = Clock(T0)
@@ -303,17 +291,7 @@ async def test_a_datacenter_without_a_scheduler_is_never_reaped(store: SqlStore)
 async def test_a_chain_across_namespaces_and_a_deprecated_dependency(store: SqlStore) -> None:
     """svc 1.0.0 (dev, deprecated) <- client (qa) <- edge (prod): everything a live stack
     depends on stays, whatever its namespace; once the chain's end goes, the rest follows."""
-    from domain.records import UnitRecord
-
-    await store.register_manifest(
-        "acme/svc",
-        MANIFEST,
-        [
-            UnitRecord("svc", "acme/svc", "service", "", 1),
-            UnitRecord("client", "acme/svc", "service", "", 1),
-        ],
-        "U1",
-    )
+    await register(store, "svc", "client")
     old = T0 - timedelta(hours=5)
     svc = await make(store, "svc", "1.0.0", 1, old)
     await make(store, "svc", "1.0.1", 2, old)  # the latest: retain-latest keeps it anyway
