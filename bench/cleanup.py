@@ -17,7 +17,6 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
-from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -31,11 +30,7 @@ from bench.stack_listing import load
 from commands.events import EventHub
 from commands.lifecycle import Lifecycle
 from commands.settings import Settings
-
-
-class Clock:
-    def now(self) -> datetime:
-        return datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+from tests.fakes.clock import FakeClock
 
 
 def add_edges(url: str, stacks: int, edges: int) -> None:
@@ -70,8 +65,9 @@ async def main() -> None:
             url = f"sqlite:///{tempfile.mkdtemp(prefix='nelson-bench-')}/bench.db"
         loaded = load(url, args.stacks, args.units, args.stacks)
         add_edges(url, args.stacks, args.edges)
-        store = await open_store(url, upgrade=False)
-        lifecycle = Lifecycle(Settings(), store, EventHub(), Clock(), {}, {})
+        clock = FakeClock()  # the data set is dated around the fake clock's start
+        store = await open_store(url, clock=clock, upgrade=False)
+        lifecycle = Lifecycle(Settings(), store, EventHub(), clock, {}, {})
         warm = time.perf_counter()
         await store.lifecycle_view()  # a running bot has its database pages cached
         warm = time.perf_counter() - warm

@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from adapters.storage.migrate import upgrade
 from adapters.storage.urls import sync_url
 from domain.records import StackQuery
 from domain.states import StackStatus
+from tests.fakes.clock import T0, FakeClock
 
 DCS = ("dc-east", "dc-west", "dc-north")
 NAMESPACES = ("dev", "qa", "prod")
@@ -43,7 +44,7 @@ def rows(
     stacks: int, units: int, history: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     rng = random.Random(7)
-    now = datetime(2026, 11, 25, tzinfo=UTC)
+    now = T0
     stack_rows = []
     for n in range(1, stacks + 1):
         unit = f"unit-{n % units}"
@@ -90,7 +91,7 @@ def load(url: str, stacks: int, units: int, history: int) -> float:
     stack_rows, history_rows = rows(stacks, units, history)
     started = time.perf_counter()
     engine = create_engine(sync_url(url))
-    now = datetime(2026, 11, 25, tzinfo=UTC)
+    now = T0
     with engine.begin() as conn:
         conn.execute(insert(t.repositories).values(id=1, name="bench", created_at=now))
         conn.execute(
@@ -143,8 +144,9 @@ def _copy(url: str, stack_rows: list[dict[str, Any]], history_rows: list[dict[st
 
 
 async def measure(url: str, repeats: int) -> list[tuple[str, float, float]]:
-    store = await open_store(url, upgrade=False)
-    now = datetime(2026, 11, 25, tzinfo=UTC)
+    clock = FakeClock()
+    store = await open_store(url, clock=clock, upgrade=False)
+    now = clock.now()
     engine = store._engine  # the cleanup query is timed on the store's own connection pool
 
     async def cleanup_candidates() -> Any:

@@ -6,6 +6,7 @@ import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adapters.clock import SystemClock
 from adapters.registry import OciRegistry
 from adapters.registry.oci import Credentials
 from adapters.router import HaproxyRouter
@@ -14,7 +15,6 @@ from adapters.storage import open_store
 from bot.conversation import Conversation
 from bot.manifest_dirs import register_directories
 from commands.approval_desk import ApprovalDesk
-from commands.context import SystemClock
 from commands.engine import DeployEngine
 from commands.events import EventHub
 from commands.lifecycle import Lifecycle
@@ -26,6 +26,7 @@ from commands.shifting import TrafficControl
 @dataclass
 class Application:
     settings: Settings
+    clock: Clock
     store: Store
     conversation: Conversation
     events: EventHub
@@ -84,9 +85,9 @@ async def build(
 ) -> Application:
     """Open the store and wire the handlers to the adapters the configuration names.
     `workflow` and `clock` replace the defaults (embedders and tests choose their own)."""
-    store = await open_store(settings.database_url, upgrade=True)
+    clock = clock or SystemClock()  # the program's one clock, handed to all that read time
+    store = await open_store(settings.database_url, clock=clock, upgrade=True)
     await register_directories(settings, store)
-    clock = clock or SystemClock()
     events = EventHub()
     engine: DeployEngine | None = None
     registry: Registry | None = None
@@ -117,6 +118,7 @@ async def build(
     conversation = Conversation(settings, store, workflow, clock, events, traffic, lifecycle)
     return Application(
         settings=settings,
+        clock=clock,
         store=store,
         conversation=conversation,
         events=events,

@@ -116,7 +116,7 @@ class Jobs:
             log.exception("the cleanup announcement failed; it is made again tomorrow")
 
     async def forget_deliveries(self) -> None:
-        before = self.application.desk.clock.now() - DELIVERY_MEMORY
+        before = self.application.clock.now() - DELIVERY_MEMORY
         try:
             await self.application.store.forget_deliveries(before)
         except Exception:

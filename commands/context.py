@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from commands.access import Principal
 from commands.events import EventHub
@@ -11,11 +10,6 @@ from commands.lifecycle import Lifecycle
 from commands.ports import Clock, Store, WorkflowPort
 from commands.settings import Settings
 from commands.shifting import TrafficControl
-
-
-class SystemClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ import pytest
 
 from adapters.storage import SqlStore, open_store
 from tests.dockerworld import DockerUnavailable, docker_engine, registry
+from tests.fakes.clock import FakeClock
 from tests.pgserver import PostgresUnavailable, fresh_database, postgres_server
 
 
@@ -28,8 +29,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def store(database_url: str) -> AsyncIterator[SqlStore]:
-    opened = await open_store(database_url)
+def clock() -> FakeClock:
+    """The test's one clock, shared by the store and whatever the test builds on it."""
+    return FakeClock()
+
+
+@pytest.fixture
+async def store(database_url: str, clock: FakeClock) -> AsyncIterator[SqlStore]:
+    opened = await open_store(database_url, clock=clock)
     yield opened
     await opened.close()
 

@@ -6,7 +6,7 @@ import asyncio
 import functools
 import hashlib
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -34,7 +34,7 @@ from adapters.storage import tables as t
 from adapters.storage.migrate import upgrade as run_migrations
 from adapters.storage.tables import UtcDateTime
 from adapters.storage.urls import async_url, safe
-from commands.ports import Conflict, StoreError
+from commands.ports import Clock, Conflict, StoreError
 from domain.records import (
     Approval,
     AuditEvent,
@@ -66,10 +66,6 @@ _cleanup_reasons = Table(
     Column("stack_id", Integer, primary_key=True),
     Column("reason", Text, nullable=False),
 )
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -177,9 +173,13 @@ def _operation(row: Row[Any], stack_ids: Sequence[int]) -> Operation:
 
 
 class SqlStore:
-    def __init__(self, engine: AsyncEngine, url: str) -> None:
+    def __init__(self, engine: AsyncEngine, url: str, clock: Clock) -> None:
         self._engine = engine
         self._url = url
+        self._clock = clock  # the program's one clock: every row is stamped by it
+
+    def _now(self) -> datetime:
+        return self._clock.now()
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -198,7 +198,7 @@ class SqlStore:
         self, repository: str, text: str, units: Sequence[UnitRecord], actor: str
     ) -> ManifestRecord:
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        now = _now()
+        now = self._now()
         try:
             async with self._begin() as conn:
                 repo_id = await self._repository_id(conn, repository, now)
@@ -385,7 +385,7 @@ class SqlStore:
         stacks: Sequence[NewStack],
         actor: str,
     ) -> tuple[Release, list[Stack]]:
-        now = _now()
+        now = self._now()
         try:
             async with self._begin() as conn:
                 if release is None:
@@ -560,7 +560,7 @@ class SqlStore:
         actor: str,
         at: datetime | None = None,
     ) -> Stack:
-        at = at or _now()
+        at = at or self._now()
         async with self._begin() as conn:
             current = (
                 await conn.execute(
@@ -593,7 +593,7 @@ class SqlStore:
             await conn.execute(
                 update(t.stacks)
                 .where(t.stacks.c.id == stack_id)
-                .values(workflow_step=step, updated_at=_now())
+                .values(workflow_step=step, updated_at=self._now())
             )
 
     async def set_expiry(self, stack_id: int, expires_at: datetime | None) -> None:
@@ -620,7 +620,7 @@ class SqlStore:
         async with self._begin() as conn:
             await conn.execute(
                 insert(t.stack_logs).values(
-                    stack_id=stack_id, message=message, step=step, at=at or _now()
+                    stack_id=stack_id, message=message, step=step, at=at or self._now()
                 )
             )
 
@@ -723,7 +723,7 @@ class SqlStore:
                         requested_by=new.requested_by,
                         status="pending",
                         required=new.required,
-                        created_at=at or _now(),
+                        created_at=at or self._now(),
                         deadline=new.deadline,
                     )
                     .returning(t.approvals.c.id)
@@ -790,7 +790,7 @@ class SqlStore:
                         title=title,
                         requested_by=requested_by,
                         channel=channel,
-                        created_at=at or _now(),
+                        created_at=at or self._now(),
                     )
                     .returning(*t.operations.c)
                 )
@@ -867,7 +867,7 @@ class SqlStore:
             async with self._begin() as conn:
                 await conn.execute(
                     insert(t.posted_messages).values(
-                        subject=subject, channel=channel, ts=ts, posted_at=_now()
+                        subject=subject, channel=channel, ts=ts, posted_at=self._now()
                     )
                 )
         except IntegrityError:
@@ -1178,7 +1178,7 @@ class SqlStore:
         query = update(t.traffic_shifts).where(t.traffic_shifts.c.id == shift_id)
         if expected_state is not None:
             query = query.where(t.traffic_shifts.c.state == expected_state)
-        values.setdefault("updated_at", _now())
+        values.setdefault("updated_at", self._now())
         async with self._begin() as conn:
             changed = await conn.execute(query.values(**values).returning(*t.traffic_shifts.c))
             row = changed.first()
@@ -1188,7 +1188,7 @@ class SqlStore:
         async with self._begin() as conn:
             await conn.execute(
                 insert(t.audit_events).values(
-                    at=event.at or _now(),
+                    at=event.at or self._now(),
                     actor=event.actor,
                     action=event.action,
                     target=event.target,
@@ -1205,7 +1205,7 @@ class SqlStore:
                 insert(t.audit_events),
                 [
                     {
-                        "at": e.at or _now(),
+                        "at": e.at or self._now(),
                         "actor": e.actor,
                         "action": e.action,
                         "target": e.target,
@@ -1236,8 +1236,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-async def open_store(url: str, *, upgrade: bool = True) -> SqlStore:
-    """Open the database at `url` (migrating it first unless told not to)."""
+async def open_store(url: str, *, clock: Clock, upgrade: bool = True) -> SqlStore:
+    """Open the database at `url` (migrating it first unless told not to); rows are stamped
+    with `clock`, the program's one clock."""
     driver_url = async_url(url)
     if upgrade:
         await asyncio.to_thread(run_migrations, url)
@@ -1250,4 +1251,4 @@ async def open_store(url: str, *, upgrade: bool = True) -> SqlStore:
     except (OperationalError, OSError) as exc:
         await engine.dispose()
         raise StoreError(f"cannot open the database at {safe(url)}: {exc}") from None
-    return SqlStore(engine, url)
+    return SqlStore(engine, url, clock)

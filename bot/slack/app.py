@@ -55,7 +55,7 @@ class SlackBot:
         )
         self.directory = Directory(self.client)
         store = application.store
-        self.threads = Threads(settings, store, self.outbox, application.desk.clock)
+        self.threads = Threads(settings, store, self.outbox, application.clock)
         self.home = Home(
             settings,
             store,
@@ -95,7 +95,7 @@ class SlackBot:
         """False for a delivery seen before (Events API retries, Socket Mode redeliveries)."""
         if not key:
             return True
-        fresh = await self.application.store.claim_delivery(key, self.application.desk.clock.now())
+        fresh = await self.application.store.claim_delivery(key, self.application.clock.now())
         if not fresh:
             log.info("ignored a repeated delivery: %s", key)
         return fresh

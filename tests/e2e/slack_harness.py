@@ -10,7 +10,6 @@ import asyncio
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,12 @@ import aiohttp
 from bot.bootstrap import Application, build
 from bot.slack.serve import serve
 from commands.events import EventHub, StackProgress
-from commands.ports import Store
+from commands.ports import Clock, Store
 from commands.settings import Settings
 from domain.records import Stack
 from domain.runtime import RuntimeReport
 from domain.states import StackStatus
+from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_requests import sign
 
@@ -65,12 +65,14 @@ class Scripted:
         self.fail_in = set(fail_in)
         self.store: Store | None = None
         self.events: EventHub | None = None
+        self.clock: Clock | None = None
         self.gate = asyncio.Event()
         self.gate.set()
         self.tasks: list[asyncio.Task[None]] = []
 
     def bind(self, application: Application) -> None:
         self.store, self.events = application.store, application.events
+        self.clock = application.clock
 
     async def available_for(self, datacenter: str) -> str | None:
         return None
@@ -89,9 +91,9 @@ class Scripted:
         failed: bool = False,
         status: StackStatus | None = None,
     ) -> None:
-        assert self.events is not None
+        assert self.events is not None and self.clock is not None
         await self.events.publish(
-            StackProgress(stack_id, message, datetime.now(UTC), failed, status)
+            StackProgress(stack_id, message, self.clock.now(), failed, status)
         )
 
     async def _run(self, stack_id: int) -> None:
@@ -179,6 +181,7 @@ class RunningBot:
     stop: asyncio.Event
     task: asyncio.Task[int]
     workflow: Scripted | None
+    clock: FakeClock
 
     async def post(
         self,
@@ -206,12 +209,18 @@ class RunningBot:
 
 
 async def start_bot(
-    settings: Settings, workflow: Scripted | None = None, *, real: bool = False
+    settings: Settings,
+    workflow: Scripted | None = None,
+    *,
+    real: bool = False,
+    clock: FakeClock | None = None,
 ) -> RunningBot:
-    """`real`: the product's own deploy engine on the configured datacenters."""
+    """`real`: the product's own deploy engine on the configured datacenters. The bot's clock
+    ticks from the fake clock's start (not today), unless the test hands its own."""
     if not real:
         workflow = workflow or Scripted()
-    application = await build(settings, workflow=workflow)
+    clock = clock or FakeClock(ticking=True)
+    application = await build(settings, workflow=workflow, clock=clock)
     if workflow is not None:
         workflow.bind(application)
     port = free_port()
@@ -225,4 +234,4 @@ async def start_bot(
     if task in done:
         task.result()  # raises the startup error
     assert ready.is_set(), "the bot did not start within 20 s"
-    return RunningBot(application, f"http://127.0.0.1:{port}", stop, task, workflow)
+    return RunningBot(application, f"http://127.0.0.1:{port}", stop, task, workflow, clock)

@@ -194,7 +194,7 @@ async def test_announce_keep_then_reap_with_an_outage(
     client = await ready(bot, "tidy-client", "1.0.0")
     assert [s.name for s in await bot.application.store.dependencies(client.id)] == [new.name]
     await until_serving_moves(bot, old)
-    await asyncio.sleep(1.1)  # the new-stack grace
+    bot.clock.advance(1.1)  # the new-stack grace
 
     # the pass collects 1.0.0 only: 1.0.1 serves and the client depends on it
     report = await lifecycle.run_once()
@@ -228,10 +228,10 @@ async def test_announce_keep_then_reap_with_an_outage(
     assert (await lifecycle.run_once()).garbage == []  # kept: nothing happens for keep_for
 
     # keep_for passes: collected again, announced again; the scheduler is down while reaping
-    await asyncio.sleep(4.1)
+    bot.clock.advance(4.1)
     assert [s.name for s in (await lifecycle.run_once()).garbage] == [old.name]
     await lifecycle.announce()
-    await asyncio.sleep(1.1)  # the garbage grace and the notice
+    bot.clock.advance(1.1)  # the garbage grace and the notice
     real = lifecycle.schedulers["local"]
     lifecycle.schedulers["local"] = DockerEngine("unix:///nonexistent/docker.sock", "local")
     try:

@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import docker
 
+from adapters.clock import SystemClock
 from adapters.storage import SqlStore, open_store
 from domain.records import Stack, StackQuery
 from domain.states import StackStatus
@@ -170,7 +171,9 @@ async def test_deploy_from_slack_survives_kill_9(
     busybox_image(engine_client, f"{registries[0]}/hello:1.0.1", "hello 1.0.1", start_delay=4)
     bot = Bot(tmp_path, fake, docker_address, registries)
     await bot.start()
-    store = await open_store(f"sqlite:///{tmp_path / 'nelson.db'}", upgrade=False)
+    store = await open_store(
+        f"sqlite:///{tmp_path / 'nelson.db'}", clock=SystemClock(), upgrade=False
+    )
     try:
         await bot.slash(fake, "deploy hello 1.0.0 to local")
         first = await wait_status(store, "1.0.0", StackStatus.READY, 60)

@@ -3,7 +3,6 @@ envelopes), talking to the fake Slack workspace. Assertions are about what peopl
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -90,7 +89,12 @@ async def test_forged_and_stale_requests_are_refused_without_effect(
     assert (await bot.post(body, FORM, timestamp=stale))[0] == 401
     status, _ = await bot.post(body, FORM, headers={"X-Slack-Signature": "v0=00"})
     assert status == 401
-    await asyncio.sleep(0.3)
+    # a genuine request after them is answered: had a forged one been taken, it would be too
+    later = fake.new_response_url()
+    assert (await bot.post(encode_form(slash_command("whoami", response_url=later)), FORM))[
+        0
+    ] == 200
+    await fake.wait_for(lambda: fake.responses.get(later.rsplit("/", 1)[1]))
     assert not fake.responses.get(url.rsplit("/", 1)[1])
     assert [e for e in await bot.application.store.audit_events() if e.actor != "nelson"] == []
     assert not fake.messages("C1")
@@ -176,10 +180,12 @@ async def test_mentions_answer_in_a_thread_and_retries_are_ignored(
     for attempt in (1, 2):
         status, _ = await bot.post(body, "application/json", headers=retry_headers(attempt))
         assert status == 200
-    await asyncio.sleep(0.3)
+    # a new mention after the retries is answered: the retries were handled by then
+    later = event_callback(app_mention("<@UBOT> whoami", ts="1700000000.000200"))
+    assert (await bot.post(encode_event(later), "application/json"))[0] == 200
+    await fake.wait_for(lambda: len(fake.calls_to("chat.postMessage")) >= 2)
     posts = fake.calls_to("chat.postMessage")
-    assert len(posts) == 1
-    assert posts[0].params["thread_ts"] == "1700000000.000100"
+    assert [p.params["thread_ts"] for p in posts] == ["1700000000.000100", "1700000000.000200"]
     assert "dc-east" in FakeSlack.all_text(posts[0].params)
 
 
@@ -273,7 +279,7 @@ async def test_buttons_keep_working_after_a_restart(fake: FakeSlack, tmp_path: P
     approval_id = await ask_approval(first, stack_id)
     await fake.wait_for(lambda: approval_message(fake, approval_id))
     await first.shutdown()
-    second = await start_bot(settings)
+    second = await start_bot(settings, clock=first.clock)
     try:
         message = approval_message(fake, approval_id)
         await click(second, fake, REJECT_ACTION, approval_id, "U3", message.ts)
@@ -292,6 +298,7 @@ async def test_text_approvals_and_expiry(fake: FakeSlack, tmp_path: Path) -> Non
         rid = await slash(running, fake, "approvals", user="U2")
         await fake.wait_for(lambda: fake.responses.get(rid))
         assert f"#{kept}" in response_text(fake.responses[rid][0])
+        running.clock.advance(2.1)  # past the deadline; the sweep runs on its own schedule
         # nobody decides: the sweep expires it and says so in place of the buttons
         await fake.wait_for(
             lambda: (m := approval_message(fake, kept)) is not None and not has_buttons(m),
@@ -349,8 +356,11 @@ async def test_socket_mode(fake: FakeSlack, tmp_path: Path) -> None:
         await fake.socket_send("events_api", envelope)
         await fake.socket_send("events_api", envelope, retry_attempt=1, retry_reason="timeout")
         await fake.wait_for(lambda: fake.calls_to("chat.postMessage"))
-        await asyncio.sleep(0.3)
-        assert len(fake.calls_to("chat.postMessage")) == 1
+        later = event_callback(app_mention("<@UBOT> whoami", ts="1700000001.000200"))
+        await fake.socket_send("events_api", later)
+        await fake.wait_for(lambda: len(fake.calls_to("chat.postMessage")) >= 2)
+        posts = fake.calls_to("chat.postMessage")
+        assert [p.params["thread_ts"] for p in posts] == ["1700000001.000100", "1700000001.000200"]
         # no public endpoint in Socket Mode, health still answers
         status, _ = await running.post(b"{}", "application/json")
         assert status == 404

@@ -219,10 +219,10 @@ async def test_approved_shift_follows_the_policy_to_the_end(
     shift = await shift_until(bot, new.id, lambda s: s.state == "running")
     assert shift.state == "running" and shift.started_at is not None
     for target in (0.25, 0.5, 0.75):
-        while (time.time() - shift.started_at.timestamp()) < target * DURATION:
+        while ((bot.clock.now() - shift.started_at).total_seconds()) < target * DURATION:
             await asyncio.sleep(0.05)
         share = await share_of_new(bot, 100)
-        elapsed = time.time() - shift.started_at.timestamp()
+        elapsed = (bot.clock.now() - shift.started_at).total_seconds()
         expected_low = target - 0.15
         expected_high = min(elapsed / DURATION, 1.0) + 0.15
         assert expected_low <= share <= expected_high, (target, share, elapsed)
@@ -333,7 +333,7 @@ async def test_a_restart_mid_shift_continues_where_it_was(
     await first.shutdown()  # HAProxy keeps routing while the bot is away
     assert 0.1 < await share_of_new(first, 50) < 0.7
     await asyncio.sleep(2)
-    second = await start_bot(settings, real=True)
+    second = await start_bot(settings, real=True, clock=first.clock)  # one clock across both
     try:
         moved = await shift_until(second, new.id, lambda s: s.current_new_weight != before)
         # caught up by the time spent away, not restarted from zero

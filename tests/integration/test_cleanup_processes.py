@@ -6,13 +6,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from adapters.clock import SystemClock
 from adapters.storage import open_store
 from domain.states import StackStatus
+from tests.fakes.clock import FakeClock
 from tests.integration.test_lifecycle import make, register
 from tests.pgserver import fresh_database
 
@@ -37,14 +39,16 @@ async def test_two_processes_clean_up_once(
     postgres_admin_url: str, docker_address: str, tmp_path: Path
 ) -> None:
     url = fresh_database(postgres_admin_url)
-    store = await open_store(url)
+    # `nelson cleanup` runs in processes of its own, on the system clock: so does this setup
+    clock = FakeClock(SystemClock().now())
+    store = await open_store(url, clock=clock)
     try:
         await register(store, "svc")
-        old = datetime.now(UTC) - timedelta(hours=5)
-        stacks = [await make(store, "svc", f"1.0.{n}", n, old) for n in range(1, 41)]
+        old = clock.now() - timedelta(hours=5)
+        stacks = [await make(store, clock, "svc", f"1.0.{n}", n, old) for n in range(1, 41)]
         # ten older ones are garbage already, announced days ago: due for reaping
         due = stacks[:10]
-        long_ago = datetime.now(UTC) - timedelta(days=3)
+        long_ago = clock.now() - timedelta(days=3)
         await store.mark_garbage({s.id: "expired" for s in due}, long_ago)
         await store.mark_announced([s.id for s in due], long_ago)
     finally:
@@ -70,7 +74,7 @@ async def test_two_processes_clean_up_once(
     # retain-latest keeps 1.0.40; the 29 others of the 30 ready ones become garbage
     assert "garbage 29, reaped 10, failed to reap 0" in ran[0]
 
-    store = await open_store(url)
+    store = await open_store(url, clock=SystemClock())
     try:
         for stack in stacks:
             history = await store.status_history(stack.id)

@@ -5,7 +5,7 @@ two processes from cleaning up at once."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -20,8 +20,7 @@ from domain.records import NewStack, Stack, UnitRecord
 from domain.runtime import Health, Instance, LaunchSpec
 from domain.states import StackStatus
 from domain.versions import Version
-
-T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+from tests.fakes.clock import T0, FakeClock
 
 MANIFEST = """\
 units:
@@ -49,14 +48,6 @@ notifications:
   slack:
     - channel: "#svc-team"
 """
-
-
-class Clock:
-    def __init__(self, at: datetime) -> None:
-        self.at = at
-
-    def now(self) -> datetime:
-        return self.at
 
 
 class Engine:
@@ -95,8 +86,17 @@ async def register(store: SqlStore, *units: str) -> None:
 
 
 async def make(
-    store: SqlStore, unit: str, version: str, n: int, created: datetime, namespace: str = "dev"
+    store: SqlStore,
+    clock: FakeClock,
+    unit: str,
+    version: str,
+    n: int,
+    created: datetime,
+    namespace: str = "dev",
 ) -> Stack:
+    """A ready stack deployed at `created`; the clock is back where it was afterwards."""
+    back_to = clock.now()
+    clock.set(created)
     manifest = await store.latest_manifest("acme/svc")
     assert manifest is not None
     v = Version.parse(version)
@@ -124,21 +124,21 @@ async def make(
         "U1",
     )
     for status in (StackStatus.DEPLOYING, StackStatus.WARMING, StackStatus.READY):
-        stack = await store.change_status(stack.id, status, "", "nelson", at=created)
+        stack = await store.change_status(stack.id, status, "", "nelson")
+    clock.set(back_to)
     return stack
 
 
-async def test_a_cleanup_pass(store: SqlStore) -> None:
+async def test_a_cleanup_pass(store: SqlStore, clock: FakeClock) -> None:
     await register(store, "svc", "client")
-    old = await make(store, "svc", "1.0.0", 1, T0 - timedelta(hours=5))
-    kept_by_client = await make(store, "svc", "1.0.1", 2, T0 - timedelta(hours=4))
-    newest = await make(store, "svc", "1.0.2", 3, T0 - timedelta(hours=3))
-    client = await make(store, "client", "1.0.0", 4, T0 - timedelta(hours=3))
-    young = await make(store, "svc", "0.9.0", 5, T0 - timedelta(minutes=5))
+    old = await make(store, clock, "svc", "1.0.0", 1, T0 - timedelta(hours=5))
+    kept_by_client = await make(store, clock, "svc", "1.0.1", 2, T0 - timedelta(hours=4))
+    newest = await make(store, clock, "svc", "1.0.2", 3, T0 - timedelta(hours=3))
+    client = await make(store, clock, "client", "1.0.0", 4, T0 - timedelta(hours=3))
+    young = await make(store, clock, "svc", "0.9.0", 5, T0 - timedelta(minutes=5))
     await store.add_dependency(client.id, kept_by_client.id)
 
     engine = Engine()
-    clock = Clock(T0)
     settings = Settings()
     first = Lifecycle(settings, store, EventHub(), clock, {"local": engine}, {})
     report = await first.run_once()
@@ -178,9 +178,9 @@ async def test_a_cleanup_pass(store: SqlStore) -> None:
     assert audit[0].action == "cleanup-announced" and "svc-team" in audit[0].detail
 
     # within the grace nothing goes; after it, the scheduler is down: nothing is terminated
-    clock.at = T0 + settings.lifecycle.garbage_grace - timedelta(minutes=1)
+    clock.set(T0 + settings.lifecycle.garbage_grace - timedelta(minutes=1))
     assert (await first.run_once()).reaped == []
-    clock.at += timedelta(minutes=2)
+    clock.advance(timedelta(minutes=2))
     # 0.9.0 left its grace and is collected now, but it was never announced: it stays
     engine.down = True
     report = await first.run_once()
@@ -192,7 +192,7 @@ async def test_a_cleanup_pass(store: SqlStore) -> None:
 
     # back up: the next pass reaps it
     engine.down = False
-    clock.at += timedelta(minutes=5)
+    clock.advance(timedelta(minutes=5))
     report = await first.run_once()
     assert [s.name for s in report.reaped] == [old.name]
     assert engine.deleted == [old.name]
@@ -214,13 +214,13 @@ def _record(into: list[Event]) -> Callable[[Event], Awaitable[None]]:
     return listen
 
 
-async def test_keep_and_remove_now(store: SqlStore) -> None:
+async def test_keep_and_remove_now(store: SqlStore, clock: FakeClock) -> None:
     await register(store, "svc")
-    one = await make(store, "svc", "1.0.0", 1, T0 - timedelta(hours=5))
-    two = await make(store, "svc", "1.0.1", 2, T0 - timedelta(hours=5))
-    three = await make(store, "svc", "1.0.2", 3, T0 - timedelta(hours=5))
+    one = await make(store, clock, "svc", "1.0.0", 1, T0 - timedelta(hours=5))
+    two = await make(store, clock, "svc", "1.0.1", 2, T0 - timedelta(hours=5))
+    three = await make(store, clock, "svc", "1.0.2", 3, T0 - timedelta(hours=5))
     await store.change_status(two.id, StackStatus.DEPRECATED, "old", "U1", at=T0)
-    await make(store, "svc", "1.0.3", 4, T0 - timedelta(hours=5))
+    await make(store, clock, "svc", "1.0.3", 4, T0 - timedelta(hours=5))
     settings = Settings.model_validate(
         {
             "access": {
@@ -230,7 +230,6 @@ async def test_keep_and_remove_now(store: SqlStore) -> None:
         }
     )
     engine = Engine()
-    clock = Clock(T0)
     lifecycle = Lifecycle(settings, store, EventHub(), clock, {"local": engine}, {})
     report = await lifecycle.run_once()
     assert {s.id for s in report.garbage} == {one.id, two.id, three.id}
@@ -248,7 +247,7 @@ async def test_keep_and_remove_now(store: SqlStore) -> None:
     assert kept[one.id].expires_at == T0 + settings.lifecycle.keep_for
     assert (await store.audit_events(target=one.name))[0].action == "keep"
     # the next pass leaves kept stacks alone until their new expiry
-    clock.at = T0 + timedelta(hours=1)
+    clock.set(T0 + timedelta(hours=1))
     assert {s.id for s in (await lifecycle.run_once()).garbage} == set()
 
     # Remove now: admins only, garbage only, at once (no announcement needed)
@@ -262,7 +261,7 @@ async def test_keep_and_remove_now(store: SqlStore) -> None:
     assert (await store.audit_events(target=three.name))[0].action == "reaped"
 
     # a scheduler that is down: nothing is marked terminated, and the clicker is told
-    clock.at = T0 + timedelta(days=2)
+    clock.set(T0 + timedelta(days=2))
     await lifecycle.run_once()
     engine.down = True
     garbage = [p.stack for p in await store.pending_removals()]
@@ -273,37 +272,39 @@ async def test_keep_and_remove_now(store: SqlStore) -> None:
     assert still is not None and still.status is StackStatus.GARBAGE
 
 
-async def test_a_datacenter_without_a_scheduler_is_never_reaped(store: SqlStore) -> None:
+async def test_a_datacenter_without_a_scheduler_is_never_reaped(
+    store: SqlStore, clock: FakeClock
+) -> None:
     await register(store, "svc")
-    old = await make(store, "svc", "1.0.0", 1, T0 - timedelta(hours=5))
-    await make(store, "svc", "1.0.1", 2, T0 - timedelta(hours=5))
-    clock = Clock(T0)
+    old = await make(store, clock, "svc", "1.0.0", 1, T0 - timedelta(hours=5))
+    await make(store, clock, "svc", "1.0.1", 2, T0 - timedelta(hours=5))
     lifecycle = Lifecycle(Settings(), store, EventHub(), clock, {}, {})
     await lifecycle.run_once()
     await lifecycle.announce()
-    clock.at = T0 + timedelta(days=2)
+    clock.set(T0 + timedelta(days=2))
     report = await lifecycle.run_once()
     assert [(s.name, why) for s, why in report.failed] == [
         (old.name, "datacenter 'local' has no scheduler this bot drives")
     ]
 
 
-async def test_a_chain_across_namespaces_and_a_deprecated_dependency(store: SqlStore) -> None:
+async def test_a_chain_across_namespaces_and_a_deprecated_dependency(
+    store: SqlStore, clock: FakeClock
+) -> None:
     """svc 1.0.0 (dev, deprecated) <- client (qa) <- edge (prod): everything a live stack
     depends on stays, whatever its namespace; once the chain's end goes, the rest follows."""
     await register(store, "svc", "client")
     old = T0 - timedelta(hours=5)
-    svc = await make(store, "svc", "1.0.0", 1, old)
-    await make(store, "svc", "1.0.1", 2, old)  # the latest: retain-latest keeps it anyway
-    client = await make(store, "client", "1.0.0", 3, old, namespace="qa")
-    await make(store, "client", "1.0.1", 4, old, namespace="qa")
-    edge = await make(store, "client", "0.1.0", 5, old, namespace="prod")
-    await make(store, "client", "0.2.0", 6, old, namespace="prod")
+    svc = await make(store, clock, "svc", "1.0.0", 1, old)
+    await make(store, clock, "svc", "1.0.1", 2, old)  # the latest: retain-latest keeps it anyway
+    client = await make(store, clock, "client", "1.0.0", 3, old, namespace="qa")
+    await make(store, clock, "client", "1.0.1", 4, old, namespace="qa")
+    edge = await make(store, clock, "client", "0.1.0", 5, old, namespace="prod")
+    await make(store, clock, "client", "0.2.0", 6, old, namespace="prod")
     await store.add_dependency(client.id, svc.id)
     await store.add_dependency(edge.id, client.id)
     await store.change_status(svc.id, StackStatus.DEPRECATED, "old", "U1", at=old)
 
-    clock = Clock(T0)
     lifecycle = Lifecycle(Settings(), store, EventHub(), clock, {"local": Engine()}, {})
     report = await lifecycle.run_once()
     # retain-latest would drop svc 1.0.0 (deprecated, not the latest), client 1.0.0 and
@@ -311,11 +312,11 @@ async def test_a_chain_across_namespaces_and_a_deprecated_dependency(store: SqlS
     assert [s.name for s in report.garbage] == [edge.name]
     # edge is garbage (not live) now, so nothing keeps client once the expiry it got
     # while protected passes; then the same for svc
-    clock.at += timedelta(minutes=5)
+    clock.advance(timedelta(minutes=5))
     assert (await lifecycle.run_once()).garbage == []
-    clock.at += timedelta(hours=1)
+    clock.advance(timedelta(hours=1))
     assert [s.name for s in (await lifecycle.run_once()).garbage] == [client.name]
-    clock.at += timedelta(hours=1)
+    clock.advance(timedelta(hours=1))
     assert [s.name for s in (await lifecycle.run_once()).garbage] == [svc.name]
     history = await store.status_history(svc.id)
     assert history[-1].status is StackStatus.GARBAGE and "deprecated" in history[-1].message

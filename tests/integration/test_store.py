@@ -15,6 +15,7 @@ from commands.ports import Conflict, StoreError
 from domain.records import AuditEvent, NewApproval, NewStack, StackQuery, UnitRecord
 from domain.states import IllegalTransition, StackStatus
 from domain.versions import Version
+from tests.fakes.clock import FakeClock
 
 V1 = Version(1, 0, 0)
 HEAD = ScriptDirectory(str(MIGRATIONS)).get_current_head()
@@ -254,9 +255,9 @@ async def test_no_approvals_yet(store: SqlStore) -> None:
 
 async def test_bad_urls_give_clear_messages(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(StoreError, match="not supported"):
-        await open_store("mysql://root:hunter2@localhost/db")
+        await open_store("mysql://root:hunter2@localhost/db", clock=FakeClock())
     with pytest.raises(StoreError) as info:
-        await open_store("postgresql://nelson:hunter2@127.0.0.1:1/nelson")
+        await open_store("postgresql://nelson:hunter2@127.0.0.1:1/nelson", clock=FakeClock())
     assert "hunter2" not in str(info.value) and "cannot" in str(info.value)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,21 +14,12 @@ from commands.approval_desk import APPROVE, REJECT, ApprovalDesk
 from commands.events import ApprovalDecided, ApprovalRequested, Event, EventHub
 from commands.replies import AccessDenied, UserError
 from commands.settings import AccessRule, AccessSettings, ApprovalSettings, Settings
-
-T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+from tests.fakes.clock import T0, FakeClock
 
 ALICE = Principal("U1", "alice")
 BOB = Principal("U2", "bob")
 CAROL = Principal("U3", "carol", frozenset({"S1", "@sre"}))
 DAVE = Principal("U4", "dave")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.at = T0
-
-    def now(self) -> datetime:
-        return self.at
 
 
 SETTINGS = Settings(
@@ -47,8 +38,8 @@ SETTINGS = Settings(
 
 
 @pytest.fixture
-async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    store = await open_store(f"sqlite:///{tmp_path / 'desk.db'}")
+async def sqlite_store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SqlStore]:
+    store = await open_store(f"sqlite:///{tmp_path / 'desk.db'}", clock=clock)
     yield store
     await store.close()
 
@@ -59,12 +50,7 @@ def heard() -> list[Event]:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def desk(sqlite_store: SqlStore, heard: list[Event], clock: Clock) -> ApprovalDesk:
+def desk(sqlite_store: SqlStore, heard: list[Event], clock: FakeClock) -> ApprovalDesk:
     events = EventHub()
 
     async def listen(event: Event) -> None:
@@ -168,10 +154,10 @@ async def test_one_rejection_decides(desk: ApprovalDesk) -> None:
         await desk.decide(approval_id, CAROL, APPROVE)
 
 
-async def test_deadlines(desk: ApprovalDesk, clock: Clock, heard: list[Event]) -> None:
+async def test_deadlines(desk: ApprovalDesk, clock: FakeClock, heard: list[Event]) -> None:
     late = await ask(desk)
     swept = await ask(desk)
-    clock.at = T0 + timedelta(hours=1, seconds=1)
+    clock.set(T0 + timedelta(hours=1, seconds=1))
     with pytest.raises(UserError, match="already expired"):
         await desk.decide(late, BOB, APPROVE)
     expired = await desk.expire_overdue()

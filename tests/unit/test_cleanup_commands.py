@@ -18,6 +18,7 @@ from commands.graph_picture import dot_source, render_png
 from commands.lifecycle import Lifecycle
 from commands.settings import Settings
 from domain.states import StackStatus
+from tests.fakes.clock import T0, FakeClock
 from tests.fakes.slack import block_problems
 from tests.unit.test_handlers import (
     ACCOUNTS,
@@ -25,9 +26,7 @@ from tests.unit.test_handlers import (
     DEV,
     GUEST,
     HOWDY,
-    NOW,
     SETTINGS,
-    FixedClock,
     Harness,
     RecordingWorkflow,
     register,
@@ -47,20 +46,20 @@ class Scheduler:
 
 
 @pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    store = await open_store(f"sqlite:///{tmp_path / 'nelson.db'}")
-    harness = Harness(store, RecordingWorkflow())
+async def h(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Harness]:
+    store = await open_store(f"sqlite:///{tmp_path / 'nelson.db'}", clock=clock)
+    harness = Harness(store, RecordingWorkflow(), clock)
     scheduler = Scheduler()
     lifecycle = Lifecycle(
         SETTINGS,
         store,
         EventHub(),
-        FixedClock(),
+        clock,
         {"dc-east": scheduler, "dc-west": scheduler},  # type: ignore[dict-item]
         {},
     )
     harness.conversation = Conversation(
-        SETTINGS, store, harness.workflow, FixedClock(), lifecycle=lifecycle
+        SETTINGS, store, harness.workflow, clock, lifecycle=lifecycle
     )
     harness.scheduler = scheduler  # type: ignore[attr-defined]
     yield harness
@@ -105,7 +104,7 @@ async def test_keep_and_remove_by_text(h: Harness) -> None:
     stack = await h.store.stack_by_id(old)
     assert stack is not None
     assert "not garbage" in await h.fails(f"remove {stack.name}")
-    await h.store.mark_garbage({old: "nobody depends on it"}, NOW - timedelta(hours=1))
+    await h.store.mark_garbage({old: "nobody depends on it"}, T0 - timedelta(hours=1))
 
     listed = render((await h.ok("stacks status garbage")).reply, width=250)
     assert stack.name in listed and "nobody depends on it" in listed
@@ -118,9 +117,9 @@ async def test_keep_and_remove_by_text(h: Harness) -> None:
     assert "Kept until" in kept
     again = await h.store.stack_by_id(old)
     assert again is not None and again.status is StackStatus.READY
-    assert again.expires_at == NOW + SETTINGS.lifecycle.keep_for
+    assert again.expires_at == T0 + SETTINGS.lifecycle.keep_for
 
-    await h.store.mark_garbage({old: "expired"}, NOW)
+    await h.store.mark_garbage({old: "expired"}, T0)
     assert "may not remove" in await h.fails(f"remove {stack.name}", DEV)
     removed = render((await h.ok(f"remove {stack.name}", ADMIN)).reply)
     assert f"Removed {stack.name}" in removed
@@ -129,10 +128,10 @@ async def test_keep_and_remove_by_text(h: Harness) -> None:
     assert gone is not None and gone.status is StackStatus.TERMINATED
 
 
-async def test_keep_without_a_cleanup_says_so(tmp_path: Path) -> None:
-    store = await open_store(f"sqlite:///{tmp_path / 'nelson.db'}")
+async def test_keep_without_a_cleanup_says_so(tmp_path: Path, clock: FakeClock) -> None:
+    store = await open_store(f"sqlite:///{tmp_path / 'nelson.db'}", clock=clock)
     try:
-        h = Harness(store, RecordingWorkflow())
+        h = Harness(store, RecordingWorkflow(), clock)
         await register(h, "acme/accounts", ACCOUNTS)
         [stack_id] = await ready(h, "deploy accounts 1.0.0 to dc-east")
         stack = await store.stack_by_id(stack_id)
@@ -148,7 +147,7 @@ async def test_graph_draws_the_deployed_dependencies(h: Harness, tmp_path: Path)
     assert "nothing to draw" in render((await h.ok("graph accounts")).reply)
     [accounts] = await ready(h, "deploy accounts 1.2.0 to dc-east")
     [old] = await ready(h, "deploy accounts 1.1.0 to dc-east")
-    await h.store.mark_garbage({old: "expired"}, NOW)
+    await h.store.mark_garbage({old: "expired"}, T0)
     [howdy] = await ready(h, "deploy howdy-http 0.1.0 to dc-east")
     reply = (await h.ok("graph accounts")).reply
     out = render(reply, width=250)
@@ -161,7 +160,7 @@ async def test_graph_draws_the_deployed_dependencies(h: Harness, tmp_path: Path)
     assert (tmp_path / "pictures" / "accounts-dependencies.png").read_bytes() == picture.content
     assert "saved to" in saved
     stacks = await h.store.stacks_by_ids([accounts, old, howdy])
-    source = dot_source("accounts", [], [], NOW)
+    source = dot_source("accounts", [], [], T0)
     assert source.startswith("digraph")
     assert all(s.status for s in stacks)
 
@@ -193,13 +192,13 @@ def test_cleanup_messages_stay_within_slack_limits(h: Harness) -> None:
             status=StackStatus.GARBAGE,
             status_message="",
             created_by="U1",
-            created_at=NOW,
-            updated_at=NOW,
+            created_at=T0,
+            updated_at=T0,
             expires_at=None,
         )
 
     removals = tuple(
-        Removal(stack(i, f"unit-{i % 40:02d}"), "nobody depends on it <b>&", NOW)
+        Removal(stack(i, f"unit-{i % 40:02d}"), "nobody depends on it <b>&", T0)
         for i in range(1, 900)
     )
     text, blocks = digest_message(removals)

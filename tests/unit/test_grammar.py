@@ -545,5 +545,7 @@ def test_reference_page_is_the_table() -> None:
 
 def test_reference_page_examples_parse() -> None:
     page = DOCS.read_text(encoding="utf-8")
-    for example in re.findall(r"^- `([^`]+)`$", page, flags=re.MULTILINE):
+    examples = re.findall(r"^- `([^`]+)`$", page, flags=re.MULTILINE)
+    assert len(examples) >= len(COMMANDS), "the reference lost its examples"
+    for example in examples:
         parse_command(example)

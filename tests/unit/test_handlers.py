@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from domain.records import Stack, StackQuery
 from domain.runtime import Health, Instance, RuntimeReport
 from domain.states import StackStatus
 from domain.versions import Version
+from tests.fakes.clock import FakeClock
 
 ACCOUNTS = """
 units:
@@ -60,13 +60,6 @@ namespaces:
       - ref: howdy-http
         plans: [default]
 """
-
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-
-
-class FixedClock:
-    def now(self) -> datetime:
-        return NOW
 
 
 class RecordingWorkflow:
@@ -112,10 +105,11 @@ GUEST = Principal("UGUEST", "guest")
 
 
 class Harness:
-    def __init__(self, store: Store, workflow: RecordingWorkflow) -> None:
+    def __init__(self, store: Store, workflow: RecordingWorkflow, clock: FakeClock) -> None:
         self.store = store
         self.workflow = workflow
-        self.conversation = Conversation(SETTINGS, store, workflow, FixedClock())
+        self.clock = clock
+        self.conversation = Conversation(SETTINGS, store, workflow, clock)
 
     async def say(self, text: str, who: Principal = ADMIN, **kw: object) -> Answer:
         return await self.conversation.answer(text, who, **kw)  # type: ignore[arg-type]
@@ -132,9 +126,9 @@ class Harness:
 
 
 @pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    store = await open_store(f"sqlite:///{tmp_path / 'nelson.db'}")
-    yield Harness(store, RecordingWorkflow())
+async def h(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Harness]:
+    store = await open_store(f"sqlite:///{tmp_path / 'nelson.db'}", clock=clock)
+    yield Harness(store, RecordingWorkflow(), clock)
     await store.close()
 
 
