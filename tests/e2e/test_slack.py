@@ -181,7 +181,7 @@ async def test_mentions_answer_in_a_thread_and_retries_are_ignored(
         status, _ = await bot.post(body, "application/json", headers=retry_headers(attempt))
         assert status == 200
     # a new mention after the retries is answered: the retries were handled by then
-    later = event_callback(app_mention("<@UBOT> whoami", ts="1700000000.000200"))
+    later = event_callback(app_mention("<@UBOT> datacenters", ts="1700000000.000200"))
     assert (await bot.post(encode_event(later), "application/json"))[0] == 200
     await fake.wait_for(lambda: len(fake.calls_to("chat.postMessage")) >= 2)
     posts = fake.calls_to("chat.postMessage")
@@ -356,7 +356,7 @@ async def test_socket_mode(fake: FakeSlack, tmp_path: Path) -> None:
         await fake.socket_send("events_api", envelope)
         await fake.socket_send("events_api", envelope, retry_attempt=1, retry_reason="timeout")
         await fake.wait_for(lambda: fake.calls_to("chat.postMessage"))
-        later = event_callback(app_mention("<@UBOT> whoami", ts="1700000001.000200"))
+        later = event_callback(app_mention("<@UBOT> datacenters", ts="1700000001.000200"))
         await fake.socket_send("events_api", later)
         await fake.wait_for(lambda: len(fake.calls_to("chat.postMessage")) >= 2)
         posts = fake.calls_to("chat.postMessage")
