@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass
 from enum import IntEnum
 
+from bot.outage import UNREACHABLE, describe, is_outage
 from commands.access import Principal
 from commands.context import Context
 from commands.events import EventHub
@@ -99,7 +100,12 @@ class Conversation:
             return Answer(error_reply(exc), Outcome.USER_ERROR)
         except IllegalTransition as exc:
             return Answer(Reply(title=str(exc), ok=False, private=True), Outcome.USER_ERROR)
-        except Exception:
+        except Exception as exc:
+            if is_outage(exc):
+                log.warning("could not answer %s: %s", principal.user_id, describe(exc))
+                return Answer(
+                    Reply(title=UNREACHABLE, ok=False, private=True), Outcome.INTERNAL_ERROR
+                )
             reference = secrets.token_hex(4)
             # Details stay in the log; the person gets a reference to quote.
             log.exception("internal error %s while answering %s", reference, principal.user_id)
