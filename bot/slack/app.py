@@ -17,7 +17,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from bot.bootstrap import Application
 from bot.outage import UNREACHABLE, describe, is_outage
 from bot.slack.blocks import fallback, reply_blocks, section
-from bot.slack.cleanup import KEEP_ACTION, REMOVE_ACTION, CleanupNotices
+from bot.slack.cleanup import KEEP_ACTION, REMOVE_ACTION, CleanupNotices, stack_ids
 from bot.slack.directory import Directory
 from bot.slack.guard import first_action, text_at
 from bot.slack.home import Home
@@ -327,11 +327,11 @@ class SlackBot:
         action = text_at(first_action(body), "action_id")
         shift_id = button_value(body)
         traffic = self.application.traffic
-        if traffic is None:
-            await self._tell(channel, user, "Traffic shifting does not run in this bot.", None)
-            return
         if shift_id is None:
             await self._tell(channel, user, "There is no such traffic shift.", None)
+            return
+        if traffic is None:
+            await self._tell(channel, user, "Traffic shifting does not run in this bot.", None)
             return
         principal = await self.directory.principal(user)
         operations = {
@@ -352,6 +352,9 @@ class SlackBot:
 
     async def _clean_up(self, body: dict[str, Any]) -> None:
         user, channel, _ = self._clicked(body)
+        if stack_ids(text_at(first_action(body), "value")) is None:
+            await self._tell(channel, user, "There is no such stack.", None)
+            return
         if self.cleanup is None:
             await self._tell(channel, user, "The cleanup does not run in this bot.", None)
             return
