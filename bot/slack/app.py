@@ -113,20 +113,26 @@ class SlackBot:
 
     # -- commands ---------------------------------------------------------------------------
 
-    async def _safely(self, body: dict[str, Any], work: Awaitable[None]) -> None:
+    async def _safely(
+        self, body: dict[str, Any], work: Awaitable[None], *, tell: bool = True
+    ) -> None:
         """Run a listener's work after its ack. Whatever goes wrong, the person hears about
-        it in one line: the database being down is said as such; anything else is a fault,
-        logged with a reference they can quote."""
+        it in one line (unless nobody asked, `tell=False`): the database being down is said
+        as such; anything else is a fault, logged with a reference they can quote."""
         try:
             await work
         except Exception as exc:
             if is_outage(exc):
                 log.warning("answered with 'database unreachable': %s", describe(exc))
-                await self._apologise(body, UNREACHABLE)
+                if tell:
+                    await self._apologise(body, UNREACHABLE)
                 return
             reference = secrets.token_hex(4)
             log.exception("internal error %s in a Slack listener", reference)
-            await self._apologise(body, f"Something went wrong on my side (reference {reference}).")
+            if tell:
+                await self._apologise(
+                    body, f"Something went wrong on my side (reference {reference})."
+                )
 
     async def _apologise(self, body: dict[str, Any], text: str) -> None:
         event = body.get("event")
@@ -146,7 +152,8 @@ class SlackBot:
                 body.get("response_url"), channel, user, Reply(title=text, ok=False, private=True)
             )
             return
-        if channel.startswith("D"):
+        if channel.startswith("D"):  # answered in the conversation, as a direct message is
+            thread = text_at(event, "thread_ts") or None
             try:
                 await self.outbox.post(channel, text, [section(text)], thread_ts=thread)
             except PostFailed as exc:
@@ -388,4 +395,5 @@ class SlackBot:
     async def _on_home_opened(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         if (text_at(event, "tab") or "home") != "home":
             return
-        await self._safely(body, self.home.opened(text_at(event, "user")))
+        # Opening the tab asks nothing: on failure the tab keeps what it showed last.
+        await self._safely(body, self.home.opened(text_at(event, "user")), tell=False)

@@ -20,7 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.bootstrap import Application
 from bot.jobs import Jobs
-from bot.outage import is_outage
+from bot.outage import describe, is_outage
 from bot.slack.app import SlackBot, api_url
 from bot.slack.guard import Refusal, check_signature, forwarded_headers, parse_body
 from commands.settings import Settings
@@ -143,7 +143,7 @@ def web_app(bot: SlackBot, *, http_mode: bool) -> web.Application:
             if not is_outage(exc):
                 log.exception("the health check failed")
             else:
-                log.warning("health check: the database is unreachable: %s", exc)
+                log.warning("health check: the database is unreachable: %s", describe(exc))
             return web.json_response({"ok": False, "database": "unreachable"}, status=503)
         return web.json_response({"ok": True, "mode": "http" if http_mode else "socket"})
 
