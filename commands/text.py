@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 _SMART = str.maketrans(
     {
@@ -156,8 +157,51 @@ def unwrap(text: str) -> str:
     return text
 
 
+# Characters that start or end formatting in chat markup (Slack's *bold*, _italic_, ~strike~,
+# `code` and ``` blocks). A zero-width space on each side keeps them from pairing up, so quoted
+# input shows as typed; `normalise` drops zero-width spaces, so a quote pasted back reads the
+# same.
+# Between two letters or digits (`my_app`) `*_~` cannot open or close anything; backticks can.
+_FORMATTING = re.compile(r"(`|(?<![^\W_])[*_~]|[*_~](?![^\W_]))")
+
+
 def clip(text: str, limit: int = 60) -> str:
-    """A piece of user input fit to quote back in a message: one line, printable, short."""
+    """A piece of user input fit to quote back in a message: one line, printable, short, and
+    unable to change the formatting of the message around it."""
     text = " ".join(text[: limit * 4].split())
     text = "".join(c if c.isprintable() else "\ufffd" for c in text)
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+    text = text if len(text) <= limit else text[: limit - 1] + "\u2026"
+    return _FORMATTING.sub("\u200b\\1\u200b", text)
+
+
+# userinfo before a host (`scheme://user:pw@host`, `user:pw@host:5000`) and query parameters
+# whose names say they carry a credential
+_USERINFO = re.compile(r"(?P<head>(?:[A-Za-z][A-Za-z0-9+.-]*://)?)(?P<info>[^\s/@?#]+)@(?=[^\s@]+)")
+_SECRET_PARAM = re.compile(
+    r"(?P<name>[?&;](?:[A-Za-z0-9_.-]*(?:token|secret|password|passwd|pwd|key|sig|signature|"
+    r"auth|credential)[A-Za-z0-9_.-]*)=)(?P<value>[^&;#\s]*)",
+    re.IGNORECASE,
+)
+
+
+def redact(address: str) -> str:
+    """An address fit to show: a password in its userinfo, a bare token standing as the
+    userinfo, and query parameters named like credentials become `***`; the rest stays, so
+    the address can still be recognised."""
+
+    def userinfo(match: re.Match[str]) -> str:
+        user, colon, _ = match["info"].partition(":")
+        return f"{match['head']}{user}:***@" if colon else f"{match['head']}***@"
+
+    return _SECRET_PARAM.sub(lambda m: f"{m['name']}***", _USERINFO.sub(userinfo, address, count=1))
+
+
+def redacted(value: Any) -> Any:
+    """`value` (settings as plain data) with every string passed through `redact`."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: redacted(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [redacted(item) for item in value]
+    return value

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -53,7 +53,7 @@ async def bot(
     assert "Traceback" not in caplog.text
 
 
-async def raw_post(bot: RunningBot, body: bytes, headers: dict[str, bytes | str]) -> int:
+async def raw_post(bot: RunningBot, body: bytes, headers: Mapping[str, bytes | str]) -> int:
     """POST /slack/events with exactly these bytes; the response's status."""
     where = urlsplit(bot.url)
     assert where.hostname is not None and where.port is not None
