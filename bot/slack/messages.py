@@ -167,7 +167,8 @@ def decided_line(approval: Approval) -> str:
         voters = ", ".join(who(u) for u in approval.approvers) or who(approval.decided_by or "")
         return f":white_check_mark: *Approved* by {voters}{at}"
     if approval.status == "rejected":
-        return f":no_entry: *Rejected* by {who(approval.decided_by or '')}{at}"
+        because = f": {escape(approval.reason)}" if approval.reason else ""
+        return f":no_entry: *Rejected* by {who(approval.decided_by or '')}{at}{because}"
     if approval.status == "expired":
         return f":alarm_clock: *Expired*{at}: nobody decided in time; nothing was changed."
     return f"*{escape(approval.status)}*{at}"
