@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from commands.shifting import TrafficControl
 from domain.states import IllegalTransition
 
 log = logging.getLogger("nelson.conversation")
+
+LONG_TEXT = 4000  # characters; reading this many takes a few milliseconds
 
 
 class Outcome(IntEnum):
@@ -94,7 +97,12 @@ class Conversation:
             lifecycle=self.lifecycle,
         )
         try:
-            command = parse_command(text)
+            # A long text (a pasted manifest) is read off the event loop.
+            command = (
+                await asyncio.to_thread(parse_command, text)
+                if len(text) > LONG_TEXT
+                else parse_command(text)
+            )
             reply = await handle(command, ctx)
         except UserError as exc:
             return Answer(error_reply(exc), Outcome.USER_ERROR)

@@ -339,3 +339,60 @@ async def test_a_rejection_keeps_its_reason(sqlite_store: SqlStore, clock: FakeC
     assert "error rate too high" in str(blocks[-1])
     audit = await sqlite_store.audit_events()
     assert any(e.action == "rejected" and "error rate too high" in e.detail for e in audit)
+
+
+# -- pasted manifests ------------------------------------------------------------------------
+
+NO_VIEW = Settings.model_validate(
+    {"access": {"rules": [{"namespace": "*", "view": ["U0VIEWER"]}]}, "namespaces": ["dev"]}
+)
+MANIFEST_UNIT = (
+    "  - name: u{i}\n    description: unit {i}\n    ports:\n      - default->8080/http\n"
+)
+
+
+def big_manifest(units: int) -> str:
+    return "units:\n" + "".join(MANIFEST_UNIT.format(i=i) for i in range(units))
+
+
+@pytest.fixture
+def conversation(sqlite_store: SqlStore, clock: FakeClock) -> Any:
+    from bot.conversation import Conversation
+    from tests.unit.test_handlers import RecordingWorkflow
+
+    return Conversation(NO_VIEW, sqlite_store, RecordingWorkflow(), clock)
+
+
+async def test_lint_needs_view_access(conversation: Any) -> None:
+    refused = await conversation.answer("lint\n```\nunits: []\n```", Principal("U0STRANGER"))
+    assert not refused.reply.ok and "may not view" in refused.reply.title
+    allowed = await conversation.answer("lint\n```\nunits: []\n```", Principal("U0VIEWER"))
+    assert "may not" not in allowed.reply.title
+
+
+async def test_a_paste_over_the_limit_is_refused_clearly(conversation: Any) -> None:
+    from commands.handlers.catalogue import MAX_PASTED_BYTES
+
+    text = big_manifest(MAX_PASTED_BYTES // 60)
+    assert len(text) > MAX_PASTED_BYTES
+    answer = await conversation.answer(f"lint\n```\n{text}\n```", Principal("U0VIEWER"))
+    assert not answer.reply.ok
+    assert "64 KiB" in answer.reply.title and "nelson lint manifest" in str(answer.reply.blocks)
+
+
+async def test_a_big_paste_is_read_off_the_event_loop(conversation: Any) -> None:
+    """While a large manifest is being checked, another request is answered first."""
+    import asyncio
+
+    text = big_manifest(600)  # under the limit, and a good part of a second to check
+    order: list[str] = []
+
+    async def say(what: str) -> None:
+        await conversation.answer(what, Principal("U0VIEWER"))
+        order.append(what.split()[0])
+
+    lint = asyncio.create_task(say(f"lint\n```\n{text}\n```"))
+    await asyncio.sleep(0)  # the lint has started
+    await say("whoami")
+    await lint
+    assert order == ["whoami", "lint"]
