@@ -263,3 +263,24 @@ async def test_after_all_that_the_bot_still_answers(bot: RunningBot, fake: FakeS
     rid = url.rsplit("/", 1)[1]
     answer = await fake.wait_for(lambda: fake.responses.get(rid))
     assert "U1" in FakeSlack.all_text(answer[0])
+
+
+async def test_starting_logs_no_warning_about_an_unused_token(
+    fake: FakeSlack,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bolt reads SLACK_BOT_TOKEN from the environment, where deployments put it."""
+    monkeypatch.setenv("SLACK_BOT_TOKEN", fake.bot_token)
+    caplog.set_level(logging.INFO)
+    running = await start_bot(settings_for(fake, tmp_path))
+    try:
+        url = fake.new_response_url()
+        body = encode_form(slash_command("whoami", response_url=url))
+        assert await raw_post(running, body, signed(body)) == 200
+        await fake.wait_for(lambda: fake.responses.get(url.rsplit("/", 1)[1]))
+    finally:
+        await running.shutdown()
+    assert "unused" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
