@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+import functools
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
 from pathlib import Path
 
 from commands.access import Role
@@ -23,16 +26,28 @@ MAX_MANIFEST_BYTES = 512 * 1024  # a file read by path in the console
 # Pasted or attached in chat: a manifest of this size already lists hundreds of units, and
 # checking it takes about a second of CPU.
 MAX_PASTED_BYTES = 64 * 1024
-# Manifests are parsed and checked here, off the event loop, two at a time at most, so a big
-# paste delays neither its own acknowledgement nor anyone else's request.
-_PARSERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="manifest")
+# Manifests are parsed and checked in a separate process, one at a time: a big paste then
+# delays neither its own acknowledgement nor anyone else's request (a thread would still
+# share the interpreter lock with the event loop).
+_parser: ProcessPoolExecutor | None = None
+
+
+def _parser_pool() -> ProcessPoolExecutor:
+    global _parser
+    if _parser is None:
+        _parser = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
+    return _parser
 
 
 async def _parse(text: str, default_namespace: str) -> Manifest:
+    global _parser
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(
-        _PARSERS, lambda: parse_manifest(text, default_namespace=default_namespace)
-    )
+    job = functools.partial(parse_manifest, text, default_namespace=default_namespace)
+    try:
+        return await loop.run_in_executor(_parser_pool(), job)
+    except BrokenProcessPool:  # the parser died (killed, out of memory): a fresh one next time
+        _parser = None
+        raise UserError("I could not check that manifest; try again.") from None
 
 
 def _read_source(
