@@ -113,7 +113,7 @@ def shape_problem(body: dict[str, Any]) -> str:
     for key in ("user", "container", "channel", "message", "view", "team"):
         if _wrong(body.get(key), dict):
             return f"'{key}' is not an object"
-    if "user" in body and _wrong(body["user"].get("id"), _STRINGS):
+    if isinstance(body.get("user"), dict) and _wrong(body["user"].get("id"), _STRINGS):
         return "'user.id' is not a string"
     if body.get("type") == "block_actions":
         actions = body.get("actions")

@@ -284,3 +284,34 @@ async def test_starting_logs_no_warning_about_an_unused_token(
         await running.shutdown()
     assert "unused" not in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_socket_mode_acknowledges_unknown_and_misshapen_clicks(
+    fake: FakeSlack, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    running = await start_bot(settings_for(fake, tmp_path, socket_mode=True))
+    try:
+        await fake.wait_socket_connected()
+        old = block_action(
+            "deploy.retry.v0", "12", message_ts="1700000000.000001", response_url=fake.base_url
+        )
+        assert (await fake.socket_send("interactive", old))["envelope_id"]
+        told = await fake.wait_for(lambda: fake.ephemerals)
+        assert "no longer active" in told[0].text
+        for changes in ({"user": "U1"}, {"container": "C1", "message": [1]}):
+            shaped = block_action(
+                APPROVE_ACTION, HUGE, message_ts="1700000000.000001", response_url=fake.base_url
+            )
+            shaped.update(changes)
+            assert (await fake.socket_send("interactive", shaped))["envelope_id"]
+        event = event_callback({"type": "app_mention", "user": ["U1"], "text": 7, "ts": 1})
+        assert (await fake.socket_send("events_api", event))["envelope_id"]
+        # what each of them led to: a refusal where the clicker is known, a warning where not
+        await fake.wait_for(lambda: len(fake.ephemerals) >= 2)
+        assert "no such approval" in fake.ephemerals[1].text
+        await fake.wait_for(lambda: sum("could not" in r.getMessage() for r in caplog.records) >= 2)
+    finally:
+        await running.shutdown()
+    tracebacks = [r.getMessage() for r in caplog.records if r.exc_info]
+    assert not tracebacks and "Traceback" not in caplog.text

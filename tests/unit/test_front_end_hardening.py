@@ -396,3 +396,61 @@ async def test_a_big_paste_is_read_off_the_event_loop(conversation: Any) -> None
     await say("whoami")
     await lint
     assert order == ["whoami", "lint"]
+
+
+# -- anything at all -------------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    raw=st.binary(max_size=300),
+    content_type=st.sampled_from([FORM, "application/json", "", "text/plain; charset=latin-1"]),
+    timestamp=st.text(max_size=20),
+    signature=st.text(max_size=80),
+)
+def test_any_bytes_and_headers_are_refused_or_parsed_never_raised(
+    raw: bytes, content_type: str, timestamp: str, signature: str
+) -> None:
+    headers = {"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": signature}
+    assert check_signature(SECRET, headers, raw) is not None  # no valid signature by chance
+    parsed = parse_body(raw, content_type)
+    assert isinstance(parsed, dict | Refusal)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    payload=st.dictionaries(
+        st.sampled_from(
+            ["type", "user", "actions", "container", "channel", "message", "event", "view"]
+        ),
+        JSONISH,
+        max_size=6,
+    )
+)
+def test_any_payload_shape_is_refused_or_safe_to_read(payload: dict[str, Any]) -> None:
+    import json
+    from urllib.parse import quote
+
+    raw = b"payload=" + quote(json.dumps(payload)).encode()
+    parsed = parse_body(raw, FORM)
+    if isinstance(parsed, Refusal):
+        return
+    # what the listeners read, read without surprise
+    for path in (("user", "id"), ("container", "channel_id"), ("message", "thread_ts")):
+        assert isinstance(text_at(parsed, *path), str)
+    if parsed.get("type") == "block_actions":
+        assert isinstance(parsed["actions"][0]["action_id"], str)
+        button_value(parsed)
+    if "event" in parsed:
+        assert isinstance(parsed["event"], dict)
