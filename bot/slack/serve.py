@@ -117,6 +117,12 @@ def web_app(bot: SlackBot, *, http_mode: bool) -> web.Application:
         body = parse_body(raw, request.headers.get("Content-Type", ""))
         if isinstance(body, Refusal):
             return refuse(body, request)
+        try:
+            # Bolt reads ids from many places (team, enterprise, authorizations, …) assuming
+            # Slack's shapes; a body it cannot read is refused here rather than failing there.
+            context = build_async_context(AsyncBoltContext({}), body)
+        except Exception:
+            return refuse(Refusal(400, "a field is not of the kind Slack sends"), request)
         bolt_request = AsyncBoltRequest(
             body=raw.decode("utf-8"),
             query=request.query_string,
@@ -126,7 +132,7 @@ def web_app(bot: SlackBot, *, http_mode: bool) -> web.Application:
             # Bolt reads any form mentioning "payload" as an interactive payload; the strict
             # reading above is the one listeners get.
             bolt_request.body = body
-            bolt_request.context = build_async_context(AsyncBoltContext({}), body)
+            bolt_request.context = context
         bolt_response = await bot.app.async_dispatch(bolt_request)
         if bolt_response.status == 404:
             # Signed, well formed, but nothing here handles it (an event type or interaction

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -26,6 +27,7 @@ from bot.slack.messages import (
 from tests.e2e.slack_harness import SIGNING_SECRET, RunningBot, settings_for, start_bot
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_requests import (
+    app_mention,
     block_action,
     encode_event,
     encode_form,
@@ -165,6 +167,15 @@ SIGNED_MALFORMED: list[tuple[str, bytes, str]] = [
     ("container a string", click(APPROVE_ACTION, "1", container="C1"), FORM),
     ("message a list", click(APPROVE_ACTION, "1", message=[1]), FORM),
     ("type a number", click(APPROVE_ACTION, "1", type=7), FORM),
+    ("enterprise a number", click(APPROVE_ACTION, "1", enterprise=5), FORM),
+    ("team a number", click(APPROVE_ACTION, "1", team=7), FORM),
+    (
+        "authorizations a number",
+        encode_event(
+            {**event_callback({"type": "app_mention", "user": "U1"}), "authorizations": 3}
+        ),
+        JSON,
+    ),
     ("non-UTF-8 text", b"command=%2Fnelson&text=\xff\xfe&user_id=U1", FORM),
     ("non-UTF-8 escaped text", b"command=%2Fnelson&text=%ff%fe&user_id=U1", FORM),
     ("duplicate payload", with_payload("{}") + b"&" + with_payload('{"type": "x"}'), FORM),
@@ -315,3 +326,66 @@ async def test_socket_mode_acknowledges_unknown_and_misshapen_clicks(
         await running.shutdown()
     tracebacks = [r.getMessage() for r in caplog.records if r.exc_info]
     assert not tracebacks and "Traceback" not in caplog.text
+
+
+def _scramble(rng: random.Random, data: Any, depth: int = 0) -> Any:
+    """`data` with a few values swapped for values of other kinds."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for key in rng.sample(sorted(out), k=min(len(out), rng.randint(1, 3))):
+        if isinstance(out[key], dict) and depth < 2 and rng.random() < 0.5:
+            out[key] = _scramble(rng, out[key], depth + 1)
+        else:
+            out[key] = rng.choice(ODD_VALUES)
+    return out
+
+
+ODD_VALUES: list[Any] = [
+    None,
+    True,
+    0,
+    -1,
+    10**20,
+    "",
+    "x",
+    "U1",
+    "C1",
+    [],
+    [1, "a"],
+    {},
+    {"id": 7},
+    "<!channel>",
+]
+
+
+async def test_scrambled_requests_are_never_a_5xx(bot: RunningBot, fake: FakeSlack) -> None:
+    """Slack's own request shapes with values of the wrong kind put anywhere (a fixed seed,
+    so a failure replays)."""
+    rng = random.Random(12)
+    statuses: dict[int, int] = {}
+    for _ in range(300):
+        kind = rng.choice(("click", "event", "command"))
+        if kind == "click":
+            action = rng.choice((APPROVE_ACTION, PAUSE_ACTION, KEEP_ACTION, "gone.button"))
+            body = encode_interactive(
+                _scramble(
+                    rng,
+                    block_action(
+                        action, "1", message_ts="1700000000.000001", response_url=fake.base_url
+                    ),
+                )
+            )
+            content_type = FORM
+        elif kind == "event":
+            body = encode_event(_scramble(rng, event_callback(app_mention("<@UBOT> whoami"))))
+            content_type = JSON
+        else:
+            fields = slash_command("whoami", response_url=fake.new_response_url())
+            for key in rng.sample(sorted(fields), k=2):
+                fields[key] = rng.choice(("", "%ff", "x" * 300, "U1"))
+            body, content_type = encode_form(fields), FORM
+        status = await raw_post(bot, body, signed(body, content_type))
+        statuses[status] = statuses.get(status, 0) + 1
+    assert all(status < 500 for status in statuses), statuses
+    assert statuses.get(200, 0) > 0 and statuses.get(400, 0) > 0, statuses
