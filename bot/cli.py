@@ -18,8 +18,8 @@ from bot.conversation import Outcome
 from bot.terminal import render, save_attachments
 from commands.ports import StoreError
 from commands.settings import Settings
-from commands.text import redacted
 from domain.manifest import ManifestInvalid, parse_manifest
+from domain.redaction import redacted
 
 
 def _parser() -> argparse.ArgumentParser:

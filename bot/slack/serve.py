@@ -24,6 +24,7 @@ from bot.outage import describe, is_outage
 from bot.slack.app import SlackBot, api_url
 from bot.slack.guard import Refusal, check_signature, forwarded_headers, parse_body
 from commands.settings import Settings
+from domain.redaction import redact
 
 log = logging.getLogger("nelson.serve")
 
@@ -87,7 +88,7 @@ async def verify_token(bot: SlackBot) -> str:
         ) from None
     except Exception as exc:
         raise SetupError(
-            f"cannot reach Slack at {api_url(bot.settings)} ({exc!r}); check the network, "
+            f"cannot reach Slack at {redact(api_url(bot.settings))} ({exc!r}); check the network, "
             "or SLACK_API_URL if you use a proxy or GovSlack."
         ) from None
     return str(response.get("user_id", ""))

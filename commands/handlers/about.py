@@ -10,8 +10,8 @@ from commands.context import Context
 from commands.model import CleanupPolicies, Help, ListDatacenters, Whoami
 from commands.replies import Code, Fields, Reply, Table, Text
 from commands.settings import DatacenterSettings
-from commands.text import redact
 from domain.expiration import ExpirationPolicy, default_policy
+from domain.redaction import redact
 
 
 async def help_(command: Help, ctx: Context) -> Reply:

@@ -27,7 +27,8 @@ from commands.approval_desk import describe as describe_approval
 from commands.events import EventHub
 from commands.ports import StoreError
 from commands.settings import AccessRule, AccessSettings, Settings
-from commands.text import clip, normalise, redact, redacted
+from commands.text import clip, normalise
+from domain.redaction import redact, redacted
 from tests.fakes.clock import FakeClock
 
 SECRET = "0123456789abcdef0123456789abcdef"
@@ -454,3 +455,54 @@ def test_any_payload_shape_is_refused_or_safe_to_read(payload: dict[str, Any]) -
         button_value(parsed)
     if "event" in parsed:
         assert isinstance(parsed["event"], dict)
+
+
+async def test_datacenters_shows_no_credentials(sqlite_store: SqlStore, clock: FakeClock) -> None:
+    from bot.conversation import Conversation
+    from bot.terminal import render
+    from tests.unit.test_handlers import RecordingWorkflow
+
+    settings = Settings.model_validate(
+        {
+            "datacenters": {
+                "dc-east": {
+                    "scheduler": {"kind": "nomad", "address": "http://ops:hunter2@nomad:4646"},
+                    "staging_registry": "ci:s3cret@stage:5000",
+                    "runtime_registry": "east:5000",
+                }
+            }
+        }
+    )
+    conversation = Conversation(settings, sqlite_store, RecordingWorkflow(), clock)
+    answer = await conversation.answer("datacenters", Principal("U1"))
+    shown = render(answer.reply, width=300)
+    assert "hunter2" not in shown and "s3cret" not in shown
+    assert "http://ops:***@nomad:4646" in shown and "ci:***@stage:5000" in shown
+
+
+def test_nelson_config_and_a_bad_database_port(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "nelson.toml"
+    config.write_text(
+        'database_url = "postgresql://nelson:dbpw@db:5432/nelson"\n'
+        "[datacenters.local]\n"
+        'staging_registry = "ci:s3cret@127.0.0.1:5000"\n'
+        'runtime_registry = "127.0.0.1:5001"\n'
+        'scheduler = { kind = "nomad", address = "http://ops:hunter2@nomad:4646?token=t0k" }\n',
+        encoding="utf-8",
+    )
+    assert main(["--config", str(config), "config"]) == 0
+    shown = capsys.readouterr().out
+    for secret in ("dbpw", "s3cret", "hunter2", "t0k"):
+        assert secret not in shown
+    assert "http://ops:***@nomad:4646?token=***" in shown
+
+    config.write_text('database_url = "postgresql://nelson@db:abc/nelson"\n', encoding="utf-8")
+    assert main(["--config", str(config), "run", "stacks"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is the port a number" in err
+    assert "Traceback" not in err
