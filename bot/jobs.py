@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
 
 from bot.bootstrap import Application
 from bot.outage import OutageWatch, is_outage
@@ -75,11 +76,13 @@ class Jobs:
     def start(self) -> None:
         self.outage = OutageWatch(self.application.clock, log)
         for job in self.scheduler.get_jobs():
-            job.modify(func=self._guarded(job.id, job.func))
+            # a daily announcement is not skipped for a backoff that may end a second later
+            daily = isinstance(job.trigger, CronTrigger)
+            job.modify(func=self._guarded(job.id, job.func, backoff=not daily))
         self.scheduler.start()
 
     def _guarded(
-        self, name: str, run: Callable[[], Awaitable[None]]
+        self, name: str, run: Callable[[], Awaitable[None]], *, backoff: bool = True
     ) -> Callable[[], Awaitable[None]]:
         """Each job's failures end here: an unreachable database is one warning and growing
         pauses until it answers again; anything else is logged with its traceback, and the
@@ -87,7 +90,7 @@ class Jobs:
 
         @functools.wraps(run)
         async def guarded() -> None:
-            if not self.outage.due():
+            if backoff and not self.outage.due():
                 return
             try:
                 await run()

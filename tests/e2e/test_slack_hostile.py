@@ -6,6 +6,7 @@ log. Requests go over a raw socket so that headers and bodies can be anything at
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -389,3 +390,9 @@ async def test_scrambled_requests_are_never_a_5xx(bot: RunningBot, fake: FakeSla
         statuses[status] = statuses.get(status, 0) + 1
     assert all(status < 500 for status in statuses), statuses
     assert statuses.get(200, 0) > 0 and statuses.get(400, 0) > 0, statuses
+
+
+async def test_url_verification_still_answers_its_challenge(bot: RunningBot) -> None:
+    body = json.dumps({"type": "url_verification", "challenge": "c-123", "token": "t"}).encode()
+    status, text = await bot.post(body, JSON)
+    assert status == 200 and "c-123" in text

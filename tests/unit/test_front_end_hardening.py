@@ -506,3 +506,39 @@ def test_nelson_config_and_a_bad_database_port(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is the port a number" in err
     assert "Traceback" not in err
+
+
+async def test_jobs_warn_once_during_an_outage_and_keep_tracebacks_for_faults(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bot.bootstrap import build
+    from bot.jobs import Jobs
+    from tests.unit.test_handlers import RecordingWorkflow
+
+    settings = Settings.model_validate({"database_url": f"sqlite:///{tmp_path / 'j.db'}"})
+    app = await build(settings, workflow=RecordingWorkflow(), clock=clock)
+    jobs = Jobs(app)
+    jobs.start()
+    try:
+        sweep = jobs.scheduler.get_job("expire-approvals").func
+        failure: list[BaseException] = [
+            OperationalError("SELECT", {}, ConnectionRefusedError("refused"))
+        ]
+
+        async def failing() -> list[Any]:
+            raise failure[0]
+
+        app.desk.expire_overdue = failing  # type: ignore[method-assign]
+        with caplog.at_level(logging.INFO, logger="nelson.jobs"):
+            for _ in range(5):
+                await sweep()
+                clock.advance(timedelta(seconds=11))
+            failure[0] = KeyError("a fault")
+            await sweep()
+        records = [r for r in caplog.records if r.name == "nelson.jobs"]
+        assert [r.levelname for r in records] == ["WARNING", "ERROR"]
+        assert "unreachable" in records[0].getMessage() and records[0].exc_info is None
+        assert records[1].exc_info is not None  # a fault keeps its traceback
+    finally:
+        jobs.stop()
+        await app.close()
