@@ -241,11 +241,16 @@ class SlackBot:
         except PostFailed as exc:
             log.warning("could not answer %s in %s: %s", user, channel, exc.error)
 
+    @staticmethod
+    def _event_key(body: dict[str, Any]) -> str | None:
+        event_id = text_at(body, "event_id")
+        return f"event:{event_id}" if event_id else None  # no id, nothing to compare
+
     async def _on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         await self._safely(body, self._mentioned(body, event))
 
     async def _mentioned(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        if not await self._first_time(f"event:{text_at(body, 'event_id')}"):
+        if not await self._first_time(self._event_key(body)):
             return
         thread = text_at(event, "thread_ts") or text_at(event, "ts")
         await self._converse(event, thread or None)
@@ -257,7 +262,7 @@ class SlackBot:
         await self._safely(body, self._direct_message(body, event))
 
     async def _direct_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        if not await self._first_time(f"event:{text_at(body, 'event_id')}"):
+        if not await self._first_time(self._event_key(body)):
             return
         await self._converse(event, text_at(event, "thread_ts") or None)
 
