@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from bot.terminal import render, save_attachments
 from commands.ports import StoreError
 from commands.settings import Settings
 from domain.manifest import ManifestInvalid, parse_manifest
+from domain.redaction import redacted
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -96,9 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _dispatch(args: argparse.Namespace, settings: Settings, source: str) -> int:
     if args.command == "config":
         print(f"# from {source}")
-        # Tokens are SecretStr already; the database URL may carry a password too.
+        # Tokens are SecretStr already; addresses may carry passwords and tokens too.
         shown = settings.model_copy(update={"database_url": safe(settings.database_url)})
-        print(shown.model_dump_json(indent=2))
+        print(json.dumps(redacted(shown.model_dump(mode="json")), indent=2))
         return 0
     if args.command == "db":
         return await _db(args.db_command, settings)

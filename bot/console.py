@@ -22,7 +22,7 @@ HISTORY = Path.home() / ".nelson_history"
 
 def local_principal(app: Application, as_user: str | None = None) -> Principal:
     user = as_user or app.settings.console.user
-    return Principal(user_id=user, name=user)
+    return Principal(user_id=user, name=user, local=True)
 
 
 def progress_printer(app: Application) -> Callable[[Event], Awaitable[None]]:

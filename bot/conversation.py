@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from dataclasses import dataclass
 from enum import IntEnum
 
+from bot.outage import UNREACHABLE, describe, is_outage
 from commands.access import Principal
 from commands.context import Context
 from commands.events import EventHub
@@ -20,6 +22,8 @@ from commands.shifting import TrafficControl
 from domain.states import IllegalTransition
 
 log = logging.getLogger("nelson.conversation")
+
+LONG_TEXT = 4000  # characters; reading this many takes a few milliseconds
 
 
 class Outcome(IntEnum):
@@ -93,13 +97,23 @@ class Conversation:
             lifecycle=self.lifecycle,
         )
         try:
-            command = parse_command(text)
+            # A long text (a pasted manifest) is read off the event loop.
+            command = (
+                await asyncio.to_thread(parse_command, text)
+                if len(text) > LONG_TEXT
+                else parse_command(text)
+            )
             reply = await handle(command, ctx)
         except UserError as exc:
             return Answer(error_reply(exc), Outcome.USER_ERROR)
         except IllegalTransition as exc:
             return Answer(Reply(title=str(exc), ok=False, private=True), Outcome.USER_ERROR)
-        except Exception:
+        except Exception as exc:
+            if is_outage(exc):
+                log.warning("could not answer %s: %s", principal.user_id, describe(exc))
+                return Answer(
+                    Reply(title=UNREACHABLE, ok=False, private=True), Outcome.INTERNAL_ERROR
+                )
             reference = secrets.token_hex(4)
             # Details stay in the log; the person gets a reference to quote.
             log.exception("internal error %s while answering %s", reference, principal.user_id)

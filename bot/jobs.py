@@ -6,12 +6,16 @@ replica run each cleanup pass and each announcement."""
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
 
 from bot.bootstrap import Application
+from bot.outage import OutageWatch, is_outage
 
 log = logging.getLogger("nelson.jobs")
 
@@ -70,18 +74,42 @@ class Jobs:
         )
 
     def start(self) -> None:
+        self.outage = OutageWatch(self.application.clock, log)
+        for job in self.scheduler.get_jobs():
+            # a daily announcement is not skipped for a backoff that may end a second later
+            daily = isinstance(job.trigger, CronTrigger)
+            job.modify(func=self._guarded(job.id, job.func, backoff=not daily))
         self.scheduler.start()
+
+    def _guarded(
+        self, name: str, run: Callable[[], Awaitable[None]], *, backoff: bool = True
+    ) -> Callable[[], Awaitable[None]]:
+        """Each job's failures end here: an unreachable database is one warning and growing
+        pauses until it answers again; anything else is logged with its traceback, and the
+        next run tries again."""
+
+        @functools.wraps(run)
+        async def guarded() -> None:
+            if backoff and not self.outage.due():
+                return
+            try:
+                await run()
+            except Exception as exc:
+                if is_outage(exc):
+                    self.outage.failed(name, exc)
+                else:
+                    log.exception("%s failed; the next run tries again", name)
+                return
+            self.outage.succeeded()
+
+        return guarded
 
     def stop(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
 
     async def expire_approvals(self) -> None:
-        try:
-            expired = await self.application.desk.expire_overdue()
-        except Exception:
-            log.exception("expiring approvals failed; will try again")
-            return
+        expired = await self.application.desk.expire_overdue()
         for approval in expired:
             log.info("approval #%s expired: %s", approval.id, approval.summary)
 
@@ -92,11 +120,7 @@ class Jobs:
     async def clean_up(self) -> None:
         if self.application.lifecycle is None:
             return
-        try:
-            report = await self.application.lifecycle.run_once()
-        except Exception:
-            log.exception("the cleanup pass failed; the next one tries again")
-            return
+        report = await self.application.lifecycle.run_once()
         if report.ran and (report.garbage or report.reaped or report.failed):
             log.info(
                 "cleanup: judged %d, extended %d, garbage %d, reaped %d, failed %d",
@@ -110,14 +134,8 @@ class Jobs:
     async def announce_cleanup(self) -> None:
         if self.application.lifecycle is None:
             return
-        try:
-            await self.application.lifecycle.announce()
-        except Exception:
-            log.exception("the cleanup announcement failed; it is made again tomorrow")
+        await self.application.lifecycle.announce()  # if it fails, it is made again tomorrow
 
     async def forget_deliveries(self) -> None:
         before = self.application.clock.now() - DELIVERY_MEMORY
-        try:
-            await self.application.store.forget_deliveries(before)
-        except Exception:
-            log.exception("forgetting old deliveries failed; will try again")
+        await self.application.store.forget_deliveries(before)

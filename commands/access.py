@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from fnmatch import fnmatchcase
@@ -16,18 +17,30 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
+SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]+")
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The person asking: a Slack user (id, display name, user groups) or the local user."""
+    """The person asking: a Slack user or the console's local identity.
+
+    Access entries match ids only: a Slack user by their user id (U…/W…) or the ids and
+    @handles of their user groups as Slack's API reports them; the console by its configured
+    identity. The display name is anyone's to choose, so it is shown and never matched."""
 
     user_id: str
     name: str = ""
     groups: frozenset[str] = field(default_factory=frozenset)  # ids (S…) and handles (@team)
+    local: bool = False  # the console's identity, never a Slack user
 
     def matches(self, entry: str) -> bool:
         if entry == "*":
             return True
-        if entry in (self.user_id, self.name):
+        if self.local:
+            return entry == self.user_id
+        # A Slack principal whose id is not Slack-shaped (a forged or corrupted payload) can
+        # claim nothing by id, least of all a console identity such as `local`.
+        if entry == self.user_id and SLACK_USER_ID.fullmatch(self.user_id):
             return True
         return entry in self.groups
 

@@ -84,7 +84,10 @@ class ApprovalDesk:
             )
         return None
 
-    async def decide(self, approval_id: int, who: Principal, decision: str) -> Outcome:
+    async def decide(
+        self, approval_id: int, who: Principal, decision: str, reason: str = ""
+    ) -> Outcome:
+        """`reason` (a rejection's) is kept with the approval and in the audit."""
         approval = await self.store.approval(approval_id)
         if approval is None:
             raise UserError(f"there is no approval #{approval_id}.", "`approvals` lists open ones.")
@@ -105,10 +108,11 @@ class ApprovalDesk:
             current = await self.store.approval(approval.id) or approval
             return Outcome(current, f"You had already voted on #{approval.id}.", False)
         if decision == REJECT:
-            closed = await self._close(approval, "rejected", who.user_id, now)
+            closed = await self._close(approval, "rejected", who.user_id, now, reason)
             if closed is None:
                 return await self._lost_race(approval.id)
-            return Outcome(closed, f"Rejected #{approval.id}: {approval.summary}", True)
+            because = f" (reason: {reason})" if reason else ""
+            return Outcome(closed, f"Rejected #{approval.id}: {approval.summary}{because}", True)
         current = await self.store.approval(approval.id) or approval
         if len(current.approvers) < current.required:
             return Outcome(
@@ -133,11 +137,12 @@ class ApprovalDesk:
         return expired
 
     async def _close(
-        self, approval: Approval, status: str, by: str, at: datetime
+        self, approval: Approval, status: str, by: str, at: datetime, reason: str = ""
     ) -> Approval | None:
-        closed = await self.store.decide_approval(approval.id, status, by, at)
+        closed = await self.store.decide_approval(approval.id, status, by, at, reason)
         if closed is not None:
-            await self._audit(by, status, closed, True, approval.summary)
+            detail = f"{approval.summary}; reason: {reason}" if reason else approval.summary
+            await self._audit(by, status, closed, True, detail)
             await self.events.publish(ApprovalDecided(closed))
         return closed
 
@@ -167,4 +172,5 @@ def describe(approval: Approval) -> str:
         return f"pending ({len(approval.approvers)} of {approval.required})"
     if approval.status == "expired" or not approval.decided_by:
         return approval.status
-    return f"{approval.status} by {approval.decided_by}"
+    because = f" ({approval.reason})" if approval.reason else ""
+    return f"{approval.status} by {approval.decided_by}{because}"

@@ -34,6 +34,7 @@ from commands.settings import Settings
 from commands.shifting import TrafficControl
 from domain.manifest import Manifest, parse_manifest
 from domain.records import Stack, StackQuery
+from domain.redaction import redact
 from domain.runtime import Health, HealthProbe, LaunchSpec, PortSpec, RuntimeReport
 from domain.states import StackStatus
 
@@ -192,7 +193,7 @@ class DeployEngine:
         )
         await self._say(
             stack,
-            f"replicated to {dc.runtime_registry} in {time.monotonic() - t0:.1f}s",
+            f"replicated to {redact(dc.runtime_registry)} in {time.monotonic() - t0:.1f}s",
             "replicate",
         )
 

@@ -157,7 +157,7 @@ class Store(Protocol):
         ...
 
     async def decide_approval(
-        self, approval_id: int, status: str, decided_by: str, at: datetime
+        self, approval_id: int, status: str, decided_by: str, at: datetime, reason: str = ""
     ) -> Approval | None:
         """Close a pending approval; None when it was no longer pending."""
         ...

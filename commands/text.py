@@ -156,8 +156,18 @@ def unwrap(text: str) -> str:
     return text
 
 
+# Characters that start or end formatting in chat markup (Slack's *bold*, _italic_, ~strike~,
+# `code` and ``` blocks). A zero-width space on each side keeps them from pairing up, so quoted
+# input shows as typed; `normalise` drops zero-width spaces, so a quote pasted back reads the
+# same.
+# Between two letters or digits (`my_app`) `*_~` cannot open or close anything; backticks can.
+_FORMATTING = re.compile(r"(`|(?<![^\W_])[*_~]|[*_~](?![^\W_]))")
+
+
 def clip(text: str, limit: int = 60) -> str:
-    """A piece of user input fit to quote back in a message: one line, printable, short."""
+    """A piece of user input fit to quote back in a message: one line, printable, short, and
+    unable to change the formatting of the message around it."""
     text = " ".join(text[: limit * 4].split())
     text = "".join(c if c.isprintable() else "\ufffd" for c in text)
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+    text = text if len(text) <= limit else text[: limit - 1] + "\u2026"
+    return _FORMATTING.sub("\u200b\\1\u200b", text)

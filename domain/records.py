@@ -125,6 +125,7 @@ class Approval:
     decided_by: str | None = None
     decided_at: datetime | None = None
     details: tuple[str, ...] = ()
+    reason: str = ""  # why it was rejected, when the rejecter said
 
 
 @dataclass(frozen=True, slots=True)

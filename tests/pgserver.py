@@ -15,6 +15,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -44,13 +45,37 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
+@dataclass
+class PostgresServer:
+    """A server of our own, which a test may stop and start again (a database outage)."""
+
+    url: str
+    bin_dir: Path
+    data: Path
+    options: str
+    log: Path
+
+    def _pg_ctl(self, *args: str) -> None:
+        subprocess.run(
+            _as_postgres([str(self.bin_dir / "pg_ctl"), "-D", str(self.data), *args]),
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def start(self) -> None:
+        self._pg_ctl("-w", "-t", "60", "-l", str(self.log), "-o", self.options, "start")
+        _wait(self.url)
+
+    def stop(self) -> None:
+        self._pg_ctl("-m", "immediate", "stop")
+
+
 @contextlib.contextmanager
-def postgres_server() -> Iterator[str]:
-    """Yield an admin URL (postgresql://user@127.0.0.1:port/postgres)."""
-    existing = os.environ.get("NELSON_TEST_POSTGRES_URL")
-    if existing:
-        yield existing
-        return
+def own_postgres_server() -> Iterator[PostgresServer]:
+    """A fresh server from the Debian `postgresql` package, whatever NELSON_TEST_POSTGRES_URL
+    says (a test that stops the server must not stop a shared one)."""
     bin_dir = _binaries()
     root = Path(tempfile.mkdtemp(prefix="nelson-pg-"))
     data, sockets = root / "data", root / "sock"
@@ -60,32 +85,28 @@ def postgres_server() -> Iterator[str]:
         shutil.chown(sockets, "postgres")
     user = "postgres" if os.geteuid() == 0 else os.environ.get("USER", "postgres")
     port = _free_port()
-    run = lambda cmd: subprocess.run(  # noqa: E731
-        _as_postgres(cmd), check=True, capture_output=True, text=True, timeout=120
+    server = PostgresServer(
+        url=f"postgresql://{user}@127.0.0.1:{port}/postgres",
+        bin_dir=bin_dir,
+        data=data,
+        options=f"-h 127.0.0.1 -p {port} -k {sockets} -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+        log=root / "server.log",
     )
     try:
-        run([str(bin_dir / "initdb"), "-D", str(data), "-U", user, "-A", "trust", "-E", "UTF8"])
-        run(
-            [
-                str(bin_dir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-w",
-                "-t",
-                "60",
-                "-l",
-                str(root / "server.log"),
-                "-o",
-                f"-h 127.0.0.1 -p {port} -k {sockets} -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
-                "start",
-            ]
+        subprocess.run(
+            _as_postgres(
+                [str(bin_dir / "initdb"), "-D", str(data), "-U", user, "-A", "trust", "-E", "UTF8"]
+            ),
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
-        url = f"postgresql://{user}@127.0.0.1:{port}/postgres"
-        _wait(url)
-        yield url
+        server.start()
+        yield server
     except subprocess.CalledProcessError as exc:
-        log = (root / "server.log").read_text() if (root / "server.log").exists() else ""
+        log = server.log.read_text() if server.log.exists() else ""
         raise PostgresUnavailable(f"could not start PostgreSQL: {exc.stderr}\n{log}") from None
     finally:
         subprocess.run(
@@ -94,6 +115,17 @@ def postgres_server() -> Iterator[str]:
             timeout=60,
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """Yield an admin URL (postgresql://user@127.0.0.1:port/postgres)."""
+    existing = os.environ.get("NELSON_TEST_POSTGRES_URL")
+    if existing:
+        yield existing
+        return
+    with own_postgres_server() as server:
+        yield server.url
 
 
 def _wait(url: str) -> None:

@@ -22,6 +22,7 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from commands.ports import SchedulerError
+from domain.redaction import redact
 from domain.runtime import Health, Instance, LaunchSpec
 
 LABEL = "nelson.stack"
@@ -64,6 +65,7 @@ class DockerEngine:
         ports: tuple[int, int] = DEFAULT_PORTS,
     ) -> None:
         self.address = address
+        self.shown = redact(address)  # for messages: without credentials
         self.datacenter = datacenter
         self.timeout = timeout
         self.ports = ports
@@ -82,7 +84,7 @@ class DockerEngine:
             return await asyncio.wait_for(asyncio.to_thread(fn, *args, **kwargs), self.timeout)
         except TimeoutError:
             raise SchedulerError(
-                f"the Docker engine at {self.address} did not answer in {self.timeout:.0f} s "
+                f"the Docker engine at {self.shown} did not answer in {self.timeout:.0f} s "
                 f"({what})",
                 transient=True,
             ) from None
@@ -93,7 +95,7 @@ class DockerEngine:
             raise SchedulerError(f"{what}: {exc.explanation or exc}", transient=transient) from None
         except (DockerException, OSError) as exc:
             raise SchedulerError(
-                f"cannot reach the Docker engine at {self.address} ({what}): {exc}",
+                f"cannot reach the Docker engine at {self.shown} ({what}): {redact(str(exc))}",
                 transient=True,
             ) from None
 
@@ -112,7 +114,7 @@ class DockerEngine:
             await asyncio.wait_for(asyncio.to_thread(self._docker().ping), 5)
         except Exception:
             return (
-                f"the Docker engine at {self.address} is not reachable: start Docker "
+                f"the Docker engine at {self.shown} is not reachable: start Docker "
                 "(`dockerd`), or set datacenters."
                 f"{self.datacenter}.scheduler.address to where it listens"
             )
@@ -157,7 +159,7 @@ class DockerEngine:
         found = [p for p in candidates[: count * 20] if _bindable(p)][:count]
         if len(found) < count:
             raise SchedulerError(
-                f"no free host port left in {low}-{high} on the Docker engine at {self.address}"
+                f"no free host port left in {low}-{high} on the Docker engine at {self.shown}"
             )
         return found
 

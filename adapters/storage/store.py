@@ -155,6 +155,7 @@ def _approval(row: Row[Any], approvers: tuple[str, ...], details: str | None) ->
         decided_by=row.decided_by,
         decided_at=row.decided_at,
         details=tuple(details.splitlines()) if details else (),
+        reason=row.reason or "",
     )
 
 
@@ -751,14 +752,14 @@ class SqlStore:
         return True
 
     async def decide_approval(
-        self, approval_id: int, status: str, decided_by: str, at: datetime
+        self, approval_id: int, status: str, decided_by: str, at: datetime, reason: str = ""
     ) -> Approval | None:
         """Close a pending approval; None when it was no longer pending (someone else won)."""
         async with self._begin() as conn:
             changed = await conn.execute(
                 update(t.approvals)
                 .where(t.approvals.c.id == approval_id, t.approvals.c.status == "pending")
-                .values(status=status, decided_by=decided_by, decided_at=at)
+                .values(status=status, decided_by=decided_by, decided_at=at, reason=reason or None)
             )
             if changed.rowcount != 1:
                 return None

@@ -180,6 +180,7 @@ approvals = Table(
     Column("deadline", UtcDateTime),
     Column("decided_by", String(100)),
     Column("decided_at", UtcDateTime),
+    Column("reason", Text),  # why it was rejected, in the rejecter's words
     Index("ix_approvals_status_id", "status", "id"),
 )
 

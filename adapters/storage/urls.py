@@ -14,9 +14,10 @@ _SYNC = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}
 def _parse(url: str) -> URL:
     try:
         parsed = make_url(url)
-    except ArgumentError:
+        parsed.port  # noqa: B018 -- a port that is not a number fails here, not later
+    except (ArgumentError, ValueError):
         raise StoreError(
-            "the database URL is not valid; use sqlite:///path.db or "
+            "the database URL is not valid (is the port a number?); use sqlite:///path.db or "
             "postgresql://user@host:5432/dbname"
         ) from None
     backend = parsed.get_backend_name()
@@ -42,6 +43,6 @@ def safe(url: str | URL) -> str:
     """The URL without its password, for messages and logs."""
     try:
         parsed = url if isinstance(url, URL) else make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "(unparseable database URL)"
     return parsed.render_as_string(hide_password=True)

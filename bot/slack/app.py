@@ -5,7 +5,9 @@ runs after the ack so Slack's 3-second deadline is never at risk."""
 from __future__ import annotations
 
 import logging
+import re
 import secrets
+from collections.abc import Awaitable
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -13,9 +15,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.bootstrap import Application
+from bot.outage import UNREACHABLE, describe, is_outage
 from bot.slack.blocks import fallback, reply_blocks, section
-from bot.slack.cleanup import KEEP_ACTION, REMOVE_ACTION, CleanupNotices
+from bot.slack.cleanup import KEEP_ACTION, REMOVE_ACTION, CleanupNotices, stack_ids
 from bot.slack.directory import Directory
+from bot.slack.guard import first_action, text_at
 from bot.slack.home import Home
 from bot.slack.messages import (
     APPROVE_ACTION,
@@ -47,7 +51,17 @@ class SlackBot:
         settings = self.settings = application.settings
         token = settings.slack.bot_token.get_secret_value() if settings.slack.bot_token else None
         secret = settings.slack.signing_secret
-        self.client = AsyncWebClient(token=token, base_url=api_url(settings), timeout=10)
+        # Bolt makes the Web API client from the token; handing it a ready client as well
+        # would make it warn on every start that the token goes unused.
+        self.app = AsyncApp(
+            name="nelson",
+            token=token,
+            signing_secret=secret.get_secret_value() if secret else None,
+            logger=logging.getLogger("nelson.slack.bolt"),
+        )
+        self.client: AsyncWebClient = self.app.client
+        self.client.base_url = api_url(settings)
+        self.client.timeout = 10
         self.outbox = Outbox(
             self.client,
             post_interval=settings.slack.post_interval,
@@ -69,12 +83,6 @@ class SlackBot:
         if application.lifecycle is not None:
             self.cleanup = CleanupNotices(application.lifecycle, self.outbox, self.directory)
             application.events.subscribe(self.cleanup.on_event)
-        self.app = AsyncApp(
-            name="nelson",
-            client=self.client,  # carries the token and the API base URL
-            signing_secret=secret.get_secret_value() if secret else None,
-            logger=logging.getLogger("nelson.slack.bolt"),
-        )
         self.app.command("/nelson")(self._on_command)
         self.app.event("app_mention")(self._on_mention)
         self.app.event("message")(self._on_message)
@@ -85,6 +93,9 @@ class SlackBot:
             self.app.action(action)(self._on_traffic)
         for action in (KEEP_ACTION, REMOVE_ACTION):
             self.app.action(action)(self._on_cleanup)
+        # Last, so it only gets the clicks no listener above claims (old messages, removed
+        # buttons): every click is acknowledged, in HTTP mode and in Socket Mode.
+        self.app.action(re.compile(".*"))(self._on_unknown_action)
 
     async def close(self) -> None:
         await self.outbox.drain(timeout=10)
@@ -102,17 +113,67 @@ class SlackBot:
 
     # -- commands ---------------------------------------------------------------------------
 
+    async def _safely(
+        self, body: dict[str, Any], work: Awaitable[None], *, tell: bool = True
+    ) -> None:
+        """Run a listener's work after its ack. Whatever goes wrong, the person hears about
+        it in one line (unless nobody asked, `tell=False`): the database being down is said
+        as such; anything else is a fault, logged with a reference they can quote."""
+        try:
+            await work
+        except Exception as exc:
+            if is_outage(exc):
+                log.warning("answered with 'database unreachable': %s", describe(exc))
+                if tell:
+                    await self._apologise(body, UNREACHABLE)
+                return
+            reference = secrets.token_hex(4)
+            log.exception("internal error %s in a Slack listener", reference)
+            if tell:
+                await self._apologise(
+                    body, f"Something went wrong on my side (reference {reference})."
+                )
+
+    async def _apologise(self, body: dict[str, Any], text: str) -> None:
+        event = body.get("event")
+        if isinstance(event, dict):  # a mention or a direct message
+            user, channel = text_at(event, "user"), text_at(event, "channel")
+            thread = text_at(event, "thread_ts") or text_at(event, "ts") or None
+        else:  # a slash command or a click
+            user = text_at(body, "user_id") or text_at(body, "user", "id")
+            channel = (
+                text_at(body, "channel_id")
+                or text_at(body, "container", "channel_id")
+                or text_at(body, "channel", "id")
+            )
+            thread = text_at(body, "message", "thread_ts") or None
+        if "user_id" in body:  # slash commands answer through their response_url
+            await self._respond(
+                body.get("response_url"), channel, user, Reply(title=text, ok=False, private=True)
+            )
+            return
+        if channel.startswith("D"):  # answered in the conversation, as a direct message is
+            thread = text_at(event, "thread_ts") or None
+            try:
+                await self.outbox.post(channel, text, [section(text)], thread_ts=thread)
+            except PostFailed as exc:
+                log.warning("could not tell %s in %s: %s", user, channel, exc.error)
+            return
+        await self._tell(channel, user, text, thread)
+
     async def _on_command(self, ack: Any, body: dict[str, Any]) -> None:
         await ack()
-        if not await self._first_time(
-            f"command:{body.get('trigger_id', '')}" if body.get("trigger_id") else None
-        ):
+        await self._safely(body, self._command(body))
+
+    async def _command(self, body: dict[str, Any]) -> None:
+        trigger = text_at(body, "trigger_id")
+        if not await self._first_time(f"command:{trigger}" if trigger else None):
             return
-        user = str(body.get("user_id", ""))
-        channel = str(body.get("channel_id", ""))
-        principal = await self.directory.principal(user, str(body.get("user_name", "")))
+        user = text_at(body, "user_id")
+        channel = text_at(body, "channel_id")
+        principal = await self.directory.principal(user, text_at(body, "user_name"))
         answer = await self.application.conversation.answer(
-            str(body.get("text", "")), principal, channel=channel
+            text_at(body, "text"), principal, channel=channel
         )
         reply = answer.reply
         if reply.operation_id is not None and await self.threads.parent_posted_in(
@@ -180,26 +241,37 @@ class SlackBot:
         except PostFailed as exc:
             log.warning("could not answer %s in %s: %s", user, channel, exc.error)
 
+    @staticmethod
+    def _event_key(body: dict[str, Any]) -> str | None:
+        event_id = text_at(body, "event_id")
+        return f"event:{event_id}" if event_id else None  # no id, nothing to compare
+
     async def _on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        if not await self._first_time(f"event:{body.get('event_id')}"):
+        await self._safely(body, self._mentioned(body, event))
+
+    async def _mentioned(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        if not await self._first_time(self._event_key(body)):
             return
-        thread = str(event.get("thread_ts") or event.get("ts") or "")
+        thread = text_at(event, "thread_ts") or text_at(event, "ts")
         await self._converse(event, thread or None)
 
     async def _on_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         # Direct messages only; channel messages reach the bot as mentions.
         if event.get("channel_type") != "im" or event.get("subtype") or event.get("bot_id"):
             return
-        if not await self._first_time(f"event:{body.get('event_id')}"):
+        await self._safely(body, self._direct_message(body, event))
+
+    async def _direct_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        if not await self._first_time(self._event_key(body)):
             return
-        await self._converse(event, event.get("thread_ts"))
+        await self._converse(event, text_at(event, "thread_ts") or None)
 
     async def _converse(self, event: dict[str, Any], thread_ts: str | None) -> None:
-        user = str(event.get("user", ""))
-        channel = str(event.get("channel", ""))
+        user = text_at(event, "user")
+        channel = text_at(event, "channel")
         principal = await self.directory.principal(user)
         answer = await self.application.conversation.answer(
-            str(event.get("text", "")), principal, channel=channel
+            text_at(event, "text"), principal, channel=channel
         )
         reply = answer.reply
         if reply.operation_id is not None and await self.threads.parent_posted_in(
@@ -221,59 +293,57 @@ class SlackBot:
         except PostFailed as exc:
             log.warning("could not answer %s in %s: %s", user, channel, exc.error)
 
-    # -- approval buttons -------------------------------------------------------------------
+    # -- buttons ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _clicked(body: dict[str, Any]) -> tuple[str, str, str | None]:
+        """Who clicked, in which channel ('' in the Home tab), in which thread."""
+        user = text_at(body, "user", "id")
+        channel = text_at(body, "container", "channel_id") or text_at(body, "channel", "id")
+        return user, channel, text_at(body, "message", "thread_ts") or None
 
     async def _on_approve(self, ack: Any, body: dict[str, Any]) -> None:
         await ack()
-        await self._decide(body, APPROVE)
+        await self._safely(body, self._decide(body, APPROVE))
 
     async def _on_reject(self, ack: Any, body: dict[str, Any]) -> None:
         await ack()
-        await self._decide(body, REJECT)
+        await self._safely(body, self._decide(body, REJECT))
 
     async def _decide(self, body: dict[str, Any], decision: str) -> None:
-        user = str((body.get("user") or {}).get("id", ""))
-        container = body.get("container") or {}
-        channel = str(container.get("channel_id") or (body.get("channel") or {}).get("id") or "")
-        thread_ts = (body.get("message") or {}).get("thread_ts")
+        user, channel, thread_ts = self._clicked(body)
         approval_id = button_value(body)
         if approval_id is None:
-            await self._tell(channel, user, "That button does not name an approval.", thread_ts)
+            await self._tell(channel, user, "There is no such approval.", thread_ts)
             return
+        principal = await self.directory.principal(user)
         try:
-            principal = await self.directory.principal(user)
             outcome = await self.application.desk.decide(approval_id, principal, decision)
         except UserError as exc:
             await self._tell(
                 channel, user, f":no_entry: {exc.message} {exc.hint}".strip(), thread_ts
             )
             return
-        except Exception:
-            reference = secrets.token_hex(4)
-            log.exception("internal error %s deciding approval #%s", reference, approval_id)
-            await self._tell(
-                channel,
-                user,
-                f"Something went wrong on my side (reference {reference}). Nothing was changed.",
-                thread_ts,
-            )
-            return
         if outcome.counted and outcome.approval.status == "pending":
             await self.threads.refresh_approval(outcome.approval)
         await self._tell(channel, user, outcome.message, thread_ts)
-        if container.get("type") == "view":
+        if text_at(body, "container", "type") == "view":
             await self.home.opened(user)
 
     async def _on_traffic(self, ack: Any, body: dict[str, Any]) -> None:
         await ack()
-        user = str((body.get("user") or {}).get("id", ""))
-        container = body.get("container") or {}
-        channel = str(container.get("channel_id") or "")
-        action = ((body.get("actions") or [{}])[0]).get("action_id", "")
+        await self._safely(body, self._shift_traffic(body))
+
+    async def _shift_traffic(self, body: dict[str, Any]) -> None:
+        user, channel, _ = self._clicked(body)
+        action = text_at(first_action(body), "action_id")
         shift_id = button_value(body)
         traffic = self.application.traffic
-        if shift_id is None or traffic is None:
-            await self._tell(channel, user, "That button names no traffic shift.", None)
+        if shift_id is None:
+            await self._tell(channel, user, "There is no such traffic shift.", None)
+            return
+        if traffic is None:
+            await self._tell(channel, user, "Traffic shifting does not run in this bot.", None)
             return
         principal = await self.directory.principal(user)
         operations = {
@@ -286,23 +356,36 @@ class SlackBot:
         except UserError as exc:
             await self._tell(channel, user, f":no_entry: {exc.message} {exc.hint}".strip(), None)
             return
-        except Exception:
-            reference = secrets.token_hex(4)
-            log.exception("internal error %s on %s of shift #%s", reference, action, shift_id)
-            await self._tell(
-                channel, user, f"Something went wrong on my side (reference {reference}).", None
-            )
-            return
         await self._tell(channel, user, message, None)
 
     async def _on_cleanup(self, ack: Any, body: dict[str, Any]) -> None:
         await ack()
-        user = str((body.get("user") or {}).get("id", ""))
-        channel = str((body.get("container") or {}).get("channel_id") or "")
+        await self._safely(body, self._clean_up(body))
+
+    async def _clean_up(self, body: dict[str, Any]) -> None:
+        user, channel, _ = self._clicked(body)
+        if stack_ids(text_at(first_action(body), "value")) is None:
+            await self._tell(channel, user, "There is no such stack.", None)
+            return
         if self.cleanup is None:
             await self._tell(channel, user, "The cleanup does not run in this bot.", None)
             return
         await self._tell(channel, user, await self.cleanup.on_click(body), None)
+
+    async def _on_unknown_action(self, ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        user, channel, thread_ts = self._clicked(body)
+        log.info(
+            "a click on a button this bot does not know (%r) from %s",
+            text_at(first_action(body), "action_id")[:80],
+            user,
+        )
+        await self._tell(
+            channel,
+            user,
+            "This button is no longer active. Ask me again (`help` lists what I can do).",
+            thread_ts,
+        )
 
     async def _tell(self, channel: str, user: str, text: str, thread_ts: str | None) -> None:
         if not channel:  # a click in the Home tab: the tab itself shows the result
@@ -315,6 +398,7 @@ class SlackBot:
     # -- Home -------------------------------------------------------------------------------
 
     async def _on_home_opened(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        if event.get("tab", "home") != "home":
+        if (text_at(event, "tab") or "home") != "home":
             return
-        await self.home.opened(str(event.get("user", "")))
+        # Opening the tab asks nothing: on failure the tab keeps what it showed last.
+        await self._safely(body, self.home.opened(text_at(event, "user")), tell=False)

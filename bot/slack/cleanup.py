@@ -5,13 +5,13 @@ clicks on those buttons. The lifecycle (`commands.lifecycle`) decides; this only
 from __future__ import annotations
 
 import logging
-import secrets
 from collections import defaultdict
 from typing import Any
 
 from bot.slack.blocks import MAX_BLOCKS, Block, clip, context, escape, section
 from bot.slack.directory import Directory
-from bot.slack.messages import button, when, who
+from bot.slack.guard import first_action, text_at
+from bot.slack.messages import button, record_id, when, who
 from bot.slack.outbox import Outbox, PostFailed
 from commands.events import CleanupAnnounced, CleanupDone, Event, Removal
 from commands.lifecycle import Lifecycle
@@ -27,12 +27,14 @@ STACKS_PER_UNIT = 12  # lines per unit; the buttons still act on all of the unit
 _HEAD_BLOCKS, _TAIL_BLOCKS = 2, 1
 
 
-def stack_ids(value: str) -> list[int]:
-    """The stack ids a cleanup button carries ("12,13"); [] when it carries none."""
-    try:
-        return [int(part) for part in value.split(",") if part.strip()]
-    except ValueError:
-        return []
+def stack_ids(value: str) -> list[int] | None:
+    """The stack ids a cleanup button carries ("12,13"); [] when it carries none, None when
+    it names one no stack can have (not a positive 64-bit number)."""
+    parts = [part for part in value.split(",") if part.strip()]
+    ids = [record_id(part) for part in parts]
+    if any(i is None for i in ids):
+        return None if all(p.strip().isascii() and p.strip().isdigit() for p in parts) else []
+    return [i for i in ids if i is not None]
 
 
 def _ids_value(stacks: list[Stack]) -> str:
@@ -175,11 +177,13 @@ class CleanupNotices:
     async def on_click(self, body: dict[str, Any]) -> str:
         """Run a Keep or Remove-now click; returns what to tell the clicker. The message's
         buttons for that unit are replaced by who did what."""
-        action = (body.get("actions") or [{}])[0]
-        ids = stack_ids(str(action.get("value", "")))
+        action = first_action(body)
+        ids = stack_ids(text_at(action, "value"))
+        if ids is None:
+            return "There is no such stack."
         if not ids:
             return "That button names no stacks."
-        user = str((body.get("user") or {}).get("id", ""))
+        user = text_at(body, "user", "id")
         principal = await self.directory.principal(user)
         try:
             if action.get("action_id") == KEEP_ACTION:
@@ -190,18 +194,15 @@ class CleanupNotices:
                 done = f":wastebasket: Removed by {who(user)} {when(self.lifecycle.clock.now())}"
         except UserError as exc:
             return f":no_entry: {exc.message} {exc.hint}".strip()
-        except Exception:
-            reference = secrets.token_hex(4)
-            log.exception("internal error %s on a cleanup button", reference)
-            return f"Something went wrong on my side (reference {reference})."
-        self._mark(body, str(action.get("block_id", "")), f"{done}: {escape(outcome)}")
+        self._mark(body, text_at(action, "block_id"), f"{done}: {escape(outcome)}")
         return outcome
 
     def _mark(self, body: dict[str, Any], block_id: str, line: str) -> None:
-        container = body.get("container") or {}
-        message = body.get("message") or {}
-        channel = str(container.get("channel_id") or "")
-        ts = str(container.get("message_ts") or message.get("ts") or "")
+        message = body.get("message")
+        if not isinstance(message, dict):
+            return
+        channel = text_at(body, "container", "channel_id")
+        ts = text_at(body, "container", "message_ts") or text_at(message, "ts")
         blocks = message.get("blocks")
         if not (channel and ts and isinstance(blocks, list)):
             return
@@ -210,4 +211,4 @@ class CleanupNotices:
             for block in blocks
             if isinstance(block, dict)
         ]
-        self.outbox.update(channel, ts, str(message.get("text") or "Cleanup"), replaced)
+        self.outbox.update(channel, ts, text_at(message, "text") or "Cleanup", replaced)

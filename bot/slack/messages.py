@@ -167,16 +167,27 @@ def decided_line(approval: Approval) -> str:
         voters = ", ".join(who(u) for u in approval.approvers) or who(approval.decided_by or "")
         return f":white_check_mark: *Approved* by {voters}{at}"
     if approval.status == "rejected":
-        return f":no_entry: *Rejected* by {who(approval.decided_by or '')}{at}"
+        because = f": {escape(approval.reason)}" if approval.reason else ""
+        return f":no_entry: *Rejected* by {who(approval.decided_by or '')}{at}{because}"
     if approval.status == "expired":
         return f":alarm_clock: *Expired*{at}: nobody decided in time; nothing was changed."
     return f"*{escape(approval.status)}*{at}"
 
 
 def button_value(payload: dict[str, Any]) -> int | None:
-    """The id a button click carries (an approval, a traffic shift), or None."""
-    try:
-        value = payload["actions"][0]["value"]
-        return int(value)
-    except (KeyError, IndexError, TypeError, ValueError):
+    """The id a button click carries (an approval, a traffic shift), or None when it carries
+    none a record could have (ids are positive and fit in 64 bits)."""
+    actions = payload.get("actions")
+    if not isinstance(actions, list) or not actions or not isinstance(actions[0], dict):
         return None
+    return record_id(actions[0].get("value"))
+
+
+def record_id(value: Any) -> int | None:
+    if not isinstance(value, str):
+        return None
+    digits = value.strip()
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 18):
+        return None
+    number = int(digits)
+    return number if number > 0 else None

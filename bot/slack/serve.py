@@ -10,15 +10,21 @@ import signal
 from dataclasses import dataclass
 
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.request.async_internals import build_async_context
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.bootstrap import Application
 from bot.jobs import Jobs
+from bot.outage import describe, is_outage
 from bot.slack.app import SlackBot, api_url
+from bot.slack.guard import Refusal, check_signature, forwarded_headers, parse_body
 from commands.settings import Settings
+from domain.redaction import redact
 
 log = logging.getLogger("nelson.serve")
 
@@ -82,7 +88,7 @@ async def verify_token(bot: SlackBot) -> str:
         ) from None
     except Exception as exc:
         raise SetupError(
-            f"cannot reach Slack at {api_url(bot.settings)} ({exc!r}); check the network, "
+            f"cannot reach Slack at {redact(api_url(bot.settings))} ({exc!r}); check the network, "
             "or SLACK_API_URL if you use a proxy or GovSlack."
         ) from None
     return str(response.get("user_id", ""))
@@ -91,16 +97,62 @@ async def verify_token(bot: SlackBot) -> str:
 def web_app(bot: SlackBot, *, http_mode: bool) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
 
+    secret_setting = bot.settings.slack.signing_secret
+    secret = secret_setting.get_secret_value() if secret_setting else ""
+
+    def refuse(refusal: Refusal, request: web.Request) -> web.StreamResponse:
+        log.warning(
+            "refused a request to %s from %s: %s (%s)",
+            request.path,
+            request.remote,
+            refusal.reason,
+            refusal.status,
+        )
+        return web.json_response({"error": refusal.reason}, status=refusal.status)
+
     async def events(request: web.Request) -> web.StreamResponse:
-        bolt_request = await to_bolt_request(request)
+        raw = await request.read()  # more than MAX_BODY is refused by aiohttp (413)
+        refusal = check_signature(secret, request.headers, raw)
+        if refusal is not None:
+            return refuse(refusal, request)
+        body = parse_body(raw, request.headers.get("Content-Type", ""))
+        if isinstance(body, Refusal):
+            return refuse(body, request)
+        try:
+            # Bolt reads ids from many places (team, enterprise, authorizations, …) assuming
+            # Slack's shapes; a body it cannot read is refused here rather than failing there.
+            context = build_async_context(AsyncBoltContext({}), body)
+        except Exception:
+            return refuse(Refusal(400, "a field is not of the kind Slack sends"), request)
+        bolt_request = AsyncBoltRequest(
+            body=raw.decode("utf-8"),
+            query=request.query_string,
+            headers=forwarded_headers(request.headers),  # type: ignore[arg-type]
+        )
+        if bolt_request.body != body:
+            # Bolt reads any form mentioning "payload" as an interactive payload; the strict
+            # reading above is the one listeners get.
+            bolt_request.body = body
+            bolt_request.context = context
         bolt_response = await bot.app.async_dispatch(bolt_request)
+        if bolt_response.status == 404:
+            # Signed, well formed, but nothing here handles it (an event type or interaction
+            # the app does not use): Slack only needs to know it arrived.
+            log.info("ignored a %s request no listener handles", body.get("type") or "command")
+            return web.Response(status=200)
         return await to_aiohttp_response(bolt_response)
 
     async def healthz(_request: web.Request) -> web.StreamResponse:
         try:
             await bot.application.store.operation(0)
         except Exception as exc:
-            return web.json_response({"ok": False, "database": repr(exc)}, status=503)
+            # The driver's text names the database host: it stays in the log, and at debug
+            # level, since probes come every few seconds and the jobs already warn once.
+            if not is_outage(exc):
+                log.exception("the health check failed")
+            else:
+                log.debug("health check: the database is unreachable: %s", describe(exc))
+            return web.json_response({"ok": False, "database": "unreachable"}, status=503)
         return web.json_response({"ok": True, "mode": "http" if http_mode else "socket"})
 
     if http_mode:

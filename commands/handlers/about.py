@@ -11,6 +11,7 @@ from commands.model import CleanupPolicies, Help, ListDatacenters, Whoami
 from commands.replies import Code, Fields, Reply, Table, Text
 from commands.settings import DatacenterSettings
 from domain.expiration import ExpirationPolicy, default_policy
+from domain.redaction import redact
 
 
 async def help_(command: Help, ctx: Context) -> Reply:
@@ -47,9 +48,9 @@ async def datacenters(command: ListDatacenters, ctx: Context) -> Reply:
         rows.append(
             (
                 name,
-                f"{dc.scheduler.kind} {dc.scheduler.address}",
-                dc.staging_registry,
-                dc.runtime_registry,
+                f"{dc.scheduler.kind} {redact(dc.scheduler.address)}",
+                redact(dc.staging_registry),
+                redact(dc.runtime_registry),
                 _services(dc),
                 "yes" if reason is None else "no",
             )

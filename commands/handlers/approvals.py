@@ -3,8 +3,10 @@ reverse, deprecate."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from commands.access import Role
-from commands.approval_desk import APPROVE, REJECT, ApprovalDesk
+from commands.approval_desk import APPROVE, REJECT, ApprovalDesk, describe
 from commands.context import Context
 from commands.handlers.lookup import ago, find_stack, require
 from commands.model import Approve, ListApprovals, Reject, Reverse
@@ -14,9 +16,17 @@ from commands.replies import NotAvailable, Reply, Table, Text
 async def list_approvals(command: ListApprovals, ctx: Context) -> Reply:
     await require(ctx, Role.VIEW, ctx.settings.default_namespace, "approvals", "approvals")
     pending = await ctx.store.approvals("pending")
-    if not pending:
-        return Reply(title="Approvals", blocks=(Text("Nothing is waiting for approval."),))
     now = ctx.clock.now()
+    recent = [
+        a
+        for a in await ctx.store.approvals("rejected")
+        if a.decided_at is not None and now - a.decided_at <= RECENT
+    ][-RECENT_SHOWN:]
+    rejected = tuple(Text(f"#{a.id} {a.summary}: {describe(a)}") for a in recent)
+    if not pending:
+        return Reply(
+            title="Approvals", blocks=(Text("Nothing is waiting for approval."), *rejected)
+        )
     rows = tuple(
         (
             f"#{a.id}",
@@ -30,8 +40,16 @@ async def list_approvals(command: ListApprovals, ctx: Context) -> Reply:
     )
     return Reply(
         title=f"Waiting for approval ({len(pending)})",
-        blocks=(Table(("id", "what", "where", "asked by", "approvals", "expires"), rows),),
+        blocks=(
+            Table(("id", "what", "where", "asked by", "approvals", "expires"), rows),
+            *rejected,
+        ),
     )
+
+
+RECENT = timedelta(days=1)  # rejections `approvals` still mentions, with their reasons
+RECENT_SHOWN = 5
+MAX_REASON = 500  # characters of a rejection's reason kept; a reason, not an essay
 
 
 def _desk(ctx: Context) -> ApprovalDesk:
@@ -44,7 +62,8 @@ async def approve(command: Approve, ctx: Context) -> Reply:
 
 
 async def reject(command: Reject, ctx: Context) -> Reply:
-    outcome = await _desk(ctx).decide(command.approval_id, ctx.principal, REJECT)
+    reason = " ".join(command.reason.split())[:MAX_REASON]
+    outcome = await _desk(ctx).decide(command.approval_id, ctx.principal, REJECT, reason)
     return Reply(title=outcome.message, ok=True)
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
 from pathlib import Path
 
 from commands.access import Role
@@ -17,7 +22,32 @@ from commands.replies import Code, Reply, Table, Text, UserError
 from domain.manifest import Manifest, ManifestInvalid, parse_manifest
 from domain.records import UnitRecord
 
-MAX_MANIFEST_BYTES = 512 * 1024
+MAX_MANIFEST_BYTES = 512 * 1024  # a file read by path in the console
+# Pasted or attached in chat: a manifest of this size already lists hundreds of units, and
+# checking it takes about a second of CPU.
+MAX_PASTED_BYTES = 64 * 1024
+# Manifests are parsed and checked in a separate process, one at a time: a big paste then
+# delays neither its own acknowledgement nor anyone else's request (a thread would still
+# share the interpreter lock with the event loop).
+_parser: ProcessPoolExecutor | None = None
+
+
+def _parser_pool() -> ProcessPoolExecutor:
+    global _parser
+    if _parser is None:
+        _parser = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
+    return _parser
+
+
+async def _parse(text: str, default_namespace: str) -> Manifest:
+    global _parser
+    loop = asyncio.get_running_loop()
+    job = functools.partial(parse_manifest, text, default_namespace=default_namespace)
+    try:
+        return await loop.run_in_executor(_parser_pool(), job)
+    except BrokenProcessPool:  # the parser died (killed, out of memory): a fresh one next time
+        _parser = None
+        raise UserError("I could not check that manifest; try again.") from None
 
 
 def _read_source(
@@ -25,7 +55,7 @@ def _read_source(
 ) -> tuple[str, str]:
     """Return (text, where it came from)."""
     if text is not None:
-        return text, "the pasted text"
+        return _bounded(text, "the pasted text"), "the pasted text"
     if path is not None:
         if not ctx.local:
             raise UserError(
@@ -46,12 +76,23 @@ def _read_source(
         except OSError as exc:
             raise UserError(f"cannot read {file}: {exc.strerror}.") from None
     if attachment and ctx.attachment is not None:
-        return ctx.attachment, "the attached file"
+        return _bounded(ctx.attachment, "the attached file"), "the attached file"
     raise UserError(
         "there is no manifest to read.",
         "Attach a .nelson.yml file, paste it after the command in a ``` block"
         + (", or give a path." if ctx.local else "."),
     )
+
+
+def _bounded(text: str, source: str) -> str:
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_PASTED_BYTES:
+        raise UserError(
+            f"{source} is {size // 1024} KiB; I check manifests up to "
+            f"{MAX_PASTED_BYTES // 1024} KiB sent in chat.",
+            "Split the manifest, or check it from a file with `nelson lint manifest PATH`.",
+        )
+    return text
 
 
 def _summary(manifest: Manifest) -> str:
@@ -64,9 +105,10 @@ def _summary(manifest: Manifest) -> str:
 
 
 async def lint(command: Lint, ctx: Context) -> Reply:
+    await require(ctx, Role.VIEW, ctx.settings.default_namespace, "lint", "manifest")
     text, source = _read_source(ctx, command.path, command.text, command.attachment)
     try:
-        manifest = parse_manifest(text, default_namespace=ctx.settings.default_namespace)
+        manifest = await _parse(text, ctx.settings.default_namespace)
     except ManifestInvalid as exc:
         errors = exc.errors
         return Reply(
@@ -96,7 +138,7 @@ async def register_manifest(command: RegisterManifest, ctx: Context) -> Reply:
     await require(ctx, Role.DEPLOY, namespace, "manifest", f"repository:{command.repository}")
     text, source = _read_source(ctx, command.path, command.text, command.attachment)
     try:
-        manifest = parse_manifest(text, default_namespace=namespace)
+        manifest = await _parse(text, namespace)
     except ManifestInvalid as exc:
         raise UserError(
             f"the manifest in {source} is not valid, so nothing was registered.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from commands.access import Role
+from commands.approval_desk import describe as describe_approval
 from commands.context import Context
 from commands.handlers.lookup import (
     ago,
@@ -120,6 +121,9 @@ async def inspect(command: Inspect, ctx: Context) -> Reply:
         pairs.append(("digest", release.digest or "not resolved yet"))
     if stack.workflow_step:
         pairs.append(("workflow step", stack.workflow_step))
+    approvals = [a for a in await ctx.store.approvals(None) if a.stack_id == stack.id]
+    if approvals:
+        pairs.append(("approval", f"#{approvals[-1].id} {describe_approval(approvals[-1])}"))
     if stack.status is StackStatus.GARBAGE:
         pairs.append(("removal", f"{removal_text(ctx, stack, now)}; `keep {stack.name}` keeps it"))
     blocks: list[Fields | Table | Text] = [Fields(tuple(pairs))]
