@@ -1,17 +1,23 @@
-"""Periodic work of a running bot (APScheduler on the asyncio loop): expiring approvals whose
-deadline passed, moving traffic shifts, the cleanup pass and its daily announcement,
-forgetting old delivery ids. Each job is idempotent, so several replicas running it at once
+"""Periodic work of a running bot (APScheduler on the asyncio loop): a heartbeat in the Store
+(so `nelson run` knows something drives shifts), expiring approvals whose deadline passed,
+moving traffic shifts, the cleanup pass and its daily announcement (posted at start when the
+process was not running at `announce_at` and nobody posted it that day), forgetting old
+delivery ids. Each job is idempotent, so several replicas running it at once
 do no harm: the Store lets one of them win each change, and leases in the database let one
 replica run each cleanup pass and each announcement."""
 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import socket
 from datetime import timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.bootstrap import Application
+from commands import daemons
 
 log = logging.getLogger("nelson.jobs")
 
@@ -19,9 +25,19 @@ DELIVERY_MEMORY = timedelta(days=1)  # Slack retries within minutes; a day is am
 
 
 class Jobs:
-    def __init__(self, application: Application) -> None:
+    def __init__(self, application: Application, kind: str = "nelson serve") -> None:
         self.application = application
+        self.kind = kind  # what `nelson run` reports as driving shifts: "nelson serve", …
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
         self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self.scheduler.add_job(
+            self.heartbeat,
+            "interval",
+            seconds=daemons.HEARTBEAT.total_seconds(),
+            coalesce=True,
+            max_instances=1,
+            id="heartbeat",
+        )
         self.scheduler.add_job(
             self.expire_approvals,
             "interval",
@@ -69,12 +85,28 @@ class Jobs:
             id="forget-deliveries",
         )
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        await self.heartbeat()
         self.scheduler.start()
+        if self.application.lifecycle is not None:
+            # not running at `announce_at` today: post the day's digest if nobody did
+            self.scheduler.add_job(self.announce_cleanup, id="announce-missed")
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        try:
+            await self.application.store.forget_daemon(self.holder)
+        except Exception:
+            log.exception("could not remove this process's heartbeat; it goes stale by itself")
+
+    async def heartbeat(self) -> None:
+        try:
+            await self.application.store.heartbeat(
+                self.holder, self.kind, self.application.clock.now()
+            )
+        except Exception:
+            log.exception("the heartbeat failed; will try again")
 
     async def expire_approvals(self) -> None:
         try:
@@ -97,7 +129,9 @@ class Jobs:
         except Exception:
             log.exception("the cleanup pass failed; the next one tries again")
             return
-        if report.ran and (report.garbage or report.reaped or report.failed):
+        if not report.ran:
+            log.info("cleanup: another process is running a pass; skipped")
+        else:
             log.info(
                 "cleanup: judged %d, extended %d, garbage %d, reaped %d, failed %d",
                 report.judged,
@@ -111,9 +145,23 @@ class Jobs:
         if self.application.lifecycle is None:
             return
         try:
-            await self.application.lifecycle.announce()
+            event = await self.application.lifecycle.announce_daily()
         except Exception:
             log.exception("the cleanup announcement failed; it is made again tomorrow")
+            return
+        if event is not None:
+            log.info(
+                "cleanup digest: %d stack(s) will be removed; told %s",
+                len(event.removals),
+                ", ".join(channel for channel, _ in event.digests) or "no channel",
+            )
+            for removal in event.removals:
+                log.info(
+                    "  %s: %s; after %s",
+                    removal.stack.name,
+                    removal.reason,
+                    removal.remove_at.strftime("%Y-%m-%d %H:%M UTC"),
+                )
 
     async def forget_deliveries(self) -> None:
         before = self.application.clock.now() - DELIVERY_MEMORY
