@@ -202,6 +202,38 @@ class TrafficControl:
                 return target
         return None
 
+    async def _withdraw(self, target: Stack, by: Stack, earlier: TrafficShift) -> None:
+        """A superseded stack answers no more requests: its share goes to the other ready
+        stacks on the route that serve (the one its shift came from, at least)."""
+        router = self.routers.get(target.datacenter)
+        if router is None:
+            return
+        route = route_of(target)
+        current = await router.weights(route)
+        share = current.get(target.name, 0)
+        others: dict[str, int] = {}
+        backends: dict[str, tuple[list[str], int]] = {
+            target.name: (await self._addresses(target), 0)
+        }
+        for name, weight in current.items():
+            if name in (target.name, by.name) or weight <= 0:
+                continue
+            stack = await self.store.stack(name)
+            if stack is not None and stack.status in ROUTABLE:
+                others[name] = weight
+                backends[name] = (await self._addresses(stack), weight)
+        if not others:
+            source = await self.store.stack_by_id(earlier.from_stack_id)
+            if source is None or source.status not in ROUTABLE:
+                return  # nothing else may serve: it keeps its share until the new shift moves
+            others[source.name] = 0
+            backends[source.name] = (await self._addresses(source), 0)
+        total = sum(others.values()) + share
+        for name, weight in split(total, others).items():
+            backends[name] = (backends[name][0], weight)
+        await router.set_weights(route, backends)
+        await self.store.update_shift(earlier.id, current_new_weight=0)
+
     async def _superseded(self, earlier: TrafficShift, by: Stack, shift: TrafficShift) -> None:
         """Tell both threads, audit, and withdraw the earlier shift's pending approval."""
         target = await self.store.stack_by_id(earlier.to_stack_id)
@@ -215,11 +247,13 @@ class TrafficControl:
             f"shift #{earlier.id} ({earlier.state}, at {at}) superseded by shift #{shift.id} "
             f"to {by.name}",
         )
+        if earlier.current_new_weight > 0:
+            await self._withdraw(target, by, earlier)
         await self._say(
             target,
-            f"traffic: superseded by {by.name} ({by.version}), which became ready; the new "
-            f"shift starts from the weights as they are ({target.version} at {at}) and "
-            f"takes this stack's share down with the rest",
+            f"traffic: superseded by {by.name} ({by.version}), which became ready; this stack "
+            f"had {at} and now gets none (its share went back to the stacks serving before); "
+            f"the new shift starts from there",
         )
         await self._say(
             by,
