@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from commands import daemons
 from commands.access import Principal, Role, authorize
@@ -341,13 +341,13 @@ class TrafficControl:
         """Time that does not count: pauses, and time no process drove the shift."""
         return timedelta(seconds=shift.paused_seconds + shift.delayed_seconds)
 
-    def _weights(self, shift: TrafficShift) -> traffic.Weights:
+    def _weights(self, shift: TrafficShift, now: datetime) -> traffic.Weights:
         assert shift.started_at is not None
         return traffic.weights_at(
             traffic.ShiftPolicy(shift.policy),
             shift.started_at,
             timedelta(seconds=shift.duration_seconds),
-            self.clock.now(),
+            now,
             self._stopped(shift),
             shift.paused_since,
             traffic.Weights.of_new(shift.start_new_weight / 1000),
@@ -368,7 +368,8 @@ class TrafficControl:
         assert shift.started_at is not None
         if shift.direction == "forward" and await self._unhealthy(shift, new):
             return
-        weights = self._weights(shift)
+        now = self.clock.now()  # one instant: the weights applied are the ones judged complete
+        weights = self._weights(shift, now)
         per_mille = round(weights.new * 1000)
         if per_mille != shift.current_new_weight:
             await self._apply(shift, old, new, per_mille)
@@ -376,7 +377,7 @@ class TrafficControl:
             traffic.ShiftPolicy(shift.policy),
             shift.started_at,
             timedelta(seconds=shift.duration_seconds),
-            self.clock.now(),
+            now,
             self._stopped(shift),
             shift.paused_since,
         )

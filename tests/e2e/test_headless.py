@@ -96,7 +96,7 @@ class Shell:
             '[access]\nadmins = ["local"]\n'
             "[approvals.dev]\nneeded = false\n"
             '[workflow]\nwarming_timeout = "30s"\nhealth_interval = 0.2\n'
-            '[traffic]\nstep_interval = 0.5\n'
+            "[traffic]\nstep_interval = 0.5\n"
             '[lifecycle]\nnew_stack_grace = "0s"\ngarbage_grace = "0s"\nnotice = "2s"\n'
             'interval = "1h"\nannounce_at = "23:59"\n',
             encoding="utf-8",
