@@ -16,7 +16,7 @@ ready supersedes the active shift there and starts from the weights as they are.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -512,6 +512,44 @@ class TrafficControl:
         await self._reverse(shift, new, "nelson", f"health checks failed {count} times: {detail}")
         return True
 
+    # -- reading -------------------------------------------------------------------------------
+
+    async def weights_of(self, stacks: Sequence[Stack]) -> dict[str, int]:
+        """Per mille of its route's traffic for each of `stacks` that is routed."""
+        found: dict[str, int] = {}
+        seen: set[tuple[str, str]] = set()
+        for stack in stacks:
+            router = self.routers.get(stack.datacenter)
+            route = route_of(stack)
+            if router is None or (stack.datacenter, route.key) in seen:
+                continue
+            seen.add((stack.datacenter, route.key))
+            try:
+                found.update(await router.weights(route))
+            except RouterError as exc:
+                log.warning("router of %s unavailable: %s", stack.datacenter, exc)
+        return found
+
+    def progress(self, shift: TrafficShift) -> str:
+        """Where a shift stands, in words: `running: 42% (linear, 3 min of 10 left)`."""
+        share = f"{shift.current_new_weight / 10:g}%"
+        towards = "back to the old stack" if shift.direction == "reverse" else ""
+        if shift.state == "awaiting-approval":
+            return f"awaiting approval ({shift.policy} over {_human(shift.duration_seconds)})"
+        if shift.state == "paused":
+            return f"paused at {share}" + (f", moving {towards}" if towards else "")
+        if shift.state == "running":
+            left = self._remaining(shift)
+            delayed = (
+                f"; delayed {_human(shift.delayed_seconds)}" if shift.delayed_seconds >= 1 else ""
+            )
+            moving = f" moving {towards}" if towards else ""
+            return (
+                f"running{moving}: {share} ({shift.policy}, {_human(left)} of "
+                f"{_human(shift.duration_seconds)} left{delayed})"
+            )
+        return f"{shift.state} at {share}"
+
     # -- people --------------------------------------------------------------------------------
 
     async def find_active(self, stack: Stack) -> TrafficShift:
@@ -548,6 +586,8 @@ class TrafficControl:
     async def pause(self, shift_id: int, who: Principal) -> str:
         shift, stack = await self._shift_and_stack(shift_id)
         await self._allowed(who, stack, "pause")
+        if shift.state == "running" and shift.started_at is not None:
+            shift = await self._count_absence(shift, stack)  # undriven time before the pause
         paused = await self.store.update_shift(
             shift.id, "running", state="paused", paused_since=self.clock.now()
         )
@@ -563,13 +603,15 @@ class TrafficControl:
         await self._allowed(who, stack, "resume")
         if shift.state != "paused" or shift.paused_since is None:
             raise UserError(f"the shift to {stack.name} is {shift.state}, not paused.")
-        extra = int((self.clock.now() - shift.paused_since).total_seconds())
+        extra = (self.clock.now() - shift.paused_since).total_seconds()
         resumed = await self.store.update_shift(
             shift.id,
             "paused",
             state="running",
             paused_since=None,
-            paused_seconds=shift.paused_seconds + extra,
+            paused_seconds=shift.paused_seconds + int(extra),
+            # whole seconds are stored as paused; the fraction must not count either
+            delayed_seconds=shift.delayed_seconds + (extra - int(extra)),
             last_step_at=self.clock.now(),
         )
         if resumed is None:

@@ -297,11 +297,24 @@ async def test_three_versions_without_a_daemon_then_serve_no_slack(shell: Shell)
     assert "nelson is running without Slack" in shell.log.read_text()  # logged at INFO
 
 
-async def test_cleanup_twice_then_announce_then_removal(
+async def test_buttons_as_text_then_cleanup_twice_announce_and_removal(
     shell: Shell, engine_client: docker.DockerClient
 ) -> None:
     deploy(shell, "1.0.0")
     deploy(shell, "1.1.0")
+    new = (await stacks(shell))["1.1.0"]
+    # every button has its text: pause, look, resume
+    paused = shell.nelson("run", f"pause {new.name}")
+    assert paused.returncode == 0 and f"Paused the shift to {new.name}" in paused.stdout, paused
+    again = shell.nelson("run", f"pause {new.name}")
+    assert again.returncode == 1 and "is paused, not running" in again.stderr, again
+    listing = shell.nelson("run", "traffic hey")
+    assert listing.returncode == 0, listing
+    assert "local/dev/hey/1" in listing.stdout and "paused at " in listing.stdout, listing
+    assert "nothing moves until one starts" in listing.stdout
+    resumed = shell.nelson("run", f"resume {new.name}")
+    assert resumed.returncode == 0 and "Resumed" in resumed.stdout, resumed
+    assert "no `nelson serve` or `nelson console` is running" in resumed.stdout
     shell.serve()  # drives the shift to its end
     deadline = time.monotonic() + 60
     while (await shifts(shell))[-1].state != "done":
@@ -309,6 +322,19 @@ async def test_cleanup_twice_then_announce_then_removal(
         await asyncio.sleep(0.2)
     shell.stop_daemon()
     old = (await stacks(shell))["1.0.0"]
+    listed = shell.nelson("run", "stacks")
+    assert listed.returncode == 0, listed
+    [row] = [line for line in listed.stdout.splitlines() if line.startswith(new.name)]
+    assert "serving 100%" in row, listed.stdout
+    inspected = shell.nelson("run", f"inspect {new.name}")
+    traffic_field = [line.split() for line in inspected.stdout.splitlines()]
+    assert ["traffic", "serving", "100%"] in traffic_field, inspected.stdout
+    assert "shift #1 (to this stack): done at 100%" in inspected.stdout
+    assert "1.0.0 0% / 1.1.0 100%" in inspected.stdout  # the traffic history
+    first_log = shell.nelson("run", f"logs {old.name}")
+    assert f"it gets all traffic at {shell.route_address()}" in " ".join(
+        first_log.stdout.split()
+    ), first_log.stdout
 
     first = shell.nelson("cleanup")
     assert first.returncode == 0, first
