@@ -280,3 +280,52 @@ def _garbage_stack() -> Stack:
         updated_at=T0,
         expires_at=None,
     )
+
+
+async def test_a_daemon_started_after_announce_at_posts_the_missed_digest_once(
+    tmp_path: Path,
+) -> None:
+    """T0 is 12:00 UTC: past `announce_at` 07:45, so the day's digest goes out at start; a
+    second daemon that day stays quiet; the heartbeat says who drives shifts."""
+    from bot.bootstrap import build
+    from bot.jobs import Jobs
+    from commands import daemons
+
+    settings = Settings.model_validate(
+        {
+            "database_url": f"sqlite:///{tmp_path / 'nelson.db'}",
+            "lifecycle": {"announce_at": "07:45"},
+        }
+    )
+    clock = FakeClock(T0)
+    app = await build(settings, clock=clock)
+    try:
+        assert await daemons.running(app.store, clock) == []
+        jobs = Jobs(app, "nelson serve --no-slack")
+        await jobs.start()
+        try:
+            assert jobs.scheduler.get_job("announce-missed") is not None
+            [daemon] = await daemons.running(app.store, clock)
+            assert daemon.kind == "nelson serve --no-slack"
+            assert app.lifecycle is not None
+            await jobs.announce_cleanup()  # what the start-up job runs
+            # claimed for today: neither this process nor another one posts it again
+            assert await app.lifecycle.announce_daily() is None
+            other = Lifecycle(settings, app.store, EventHub(), clock, {}, {})
+            assert await other.announce_daily() is None
+            clock.advance(timedelta(days=1))  # the next day's digest is due again
+            assert await other.announce_daily() is not None
+            # before announce_at nothing is posted
+            clock.set(T0.replace(hour=7))
+            assert (
+                await Lifecycle(settings, app.store, EventHub(), clock, {}, {}).announce_daily()
+                is None
+            )
+        finally:
+            await jobs.stop()
+        assert await daemons.running(app.store, clock) == []  # the heartbeat row is gone
+        clock.set(T0)
+        assert app.traffic is not None
+        assert "no `nelson serve` or `nelson console` is running" in await app.traffic.drivers()
+    finally:
+        await app.close()
