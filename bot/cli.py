@@ -120,7 +120,9 @@ async def _dispatch(args: argparse.Namespace, settings: Settings, source: str) -
     if args.command == "lint":
         return _lint(args.path, settings)
     if args.command == "serve":
-        return await _serve(settings, args.host, args.port, no_slack=args.no_slack)
+        return await _serve(
+            settings, args.host, args.port, no_slack=args.no_slack, verbose=args.verbose
+        )
     if args.command == "announce":
         return await _announce(settings, no_slack=args.no_slack)
     app = await build(settings)
@@ -219,7 +221,8 @@ async def _run(app: Application, text: str, as_user: str | None) -> int:
     if app.engine is not None:
         # A one-shot deploy follows its stacks to the end before the process exits.
         await app.engine.wait_idle()
-        if app.traffic is not None and await app.store.shifts(("running",)):
+        deployed = answer.reply.operation_id is not None
+        if deployed and app.traffic is not None and await app.store.shifts(("running",)):
             # this process exits now: say truthfully whether anything keeps shifts moving
             print(f"Traffic shifts: {await app.traffic.drivers()}.")
         if answer.reply.operation_id is not None:
@@ -270,12 +273,20 @@ async def _db(action: str, settings: Settings) -> int:
 
 
 async def _serve(
-    settings: Settings, host: str | None, port: int | None, *, no_slack: bool = False
+    settings: Settings,
+    host: str | None,
+    port: int | None,
+    *,
+    no_slack: bool = False,
+    verbose: bool = False,
 ) -> int:
     from bot.slack.serve import SetupError, check_tokens, serve, serve_headless
 
-    # a daemon tells what it does (passes, digests, shifts) without -v
+    # a daemon tells what it does (passes, digests, shifts) without -v; the scheduler's
+    # "running job" lines every few seconds only with -v
     logging.getLogger().setLevel(logging.INFO)
+    if not verbose:
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
     try:
         if not no_slack:
             check_tokens(settings)  # before opening anything

@@ -8,11 +8,15 @@ replica run each cleanup pass and each announcement."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import os
 import secrets
 import socket
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -22,6 +26,7 @@ from commands import daemons
 log = logging.getLogger("nelson.jobs")
 
 DELIVERY_MEMORY = timedelta(days=1)  # Slack retries within minutes; a day is ample
+STOP_WAIT = 20.0  # seconds a job under way may take to finish when the process stops
 
 
 class Jobs:
@@ -30,8 +35,9 @@ class Jobs:
         self.kind = kind  # what `nelson run` reports as driving shifts: "nelson serve", …
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
         self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self._running: set[asyncio.Task[Any]] = set()
         self.scheduler.add_job(
-            self.heartbeat,
+            self._tracked(self.heartbeat),
             "interval",
             seconds=daemons.HEARTBEAT.total_seconds(),
             coalesce=True,
@@ -39,7 +45,7 @@ class Jobs:
             id="heartbeat",
         )
         self.scheduler.add_job(
-            self.expire_approvals,
+            self._tracked(self.expire_approvals),
             "interval",
             seconds=application.settings.slack.approvals_sweep,
             coalesce=True,
@@ -48,7 +54,7 @@ class Jobs:
         )
         if application.traffic is not None:
             self.scheduler.add_job(
-                self.move_traffic,
+                self._tracked(self.move_traffic),
                 "interval",
                 seconds=application.settings.traffic.step_interval.total_seconds(),
                 coalesce=True,  # a run missed while busy or down is caught up, not replayed
@@ -58,7 +64,7 @@ class Jobs:
         if application.lifecycle is not None:
             lifecycle = application.settings.lifecycle
             self.scheduler.add_job(
-                self.clean_up,
+                self._tracked(self.clean_up),
                 "interval",
                 seconds=lifecycle.interval.total_seconds(),
                 coalesce=True,
@@ -67,7 +73,7 @@ class Jobs:
             )
             hour, minute = lifecycle.announce_time
             self.scheduler.add_job(
-                self.announce_cleanup,
+                self._tracked(self.announce_cleanup),
                 "cron",
                 hour=hour,
                 minute=minute,
@@ -77,7 +83,7 @@ class Jobs:
                 id="announce-cleanup",
             )
         self.scheduler.add_job(
-            self.forget_deliveries,
+            self._tracked(self.forget_deliveries),
             "interval",
             hours=1,
             coalesce=True,
@@ -90,11 +96,29 @@ class Jobs:
         self.scheduler.start()
         if self.application.lifecycle is not None:
             # not running at `announce_at` today: post the day's digest if nobody did
-            self.scheduler.add_job(self.announce_cleanup, id="announce-missed")
+            self.scheduler.add_job(self._tracked(self.announce_cleanup), id="announce-missed")
+
+    def _tracked(self, job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """The job, remembered while it runs so that `stop` can let it finish."""
+
+        @functools.wraps(job)
+        async def run() -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                self._running.add(task)
+            try:
+                await job()
+            finally:
+                if task is not None:
+                    self._running.discard(task)
+
+        return run
 
     async def stop(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self._running:  # a step or a pass under way ends before the store closes
+            await asyncio.wait(set(self._running), timeout=STOP_WAIT)
         try:
             await self.application.store.forget_daemon(self.holder)
         except Exception:
@@ -149,7 +173,9 @@ class Jobs:
         except Exception:
             log.exception("the cleanup announcement failed; it is made again tomorrow")
             return
-        if event is not None:
+        if event is not None and not event.removals:
+            log.info("cleanup digest: nothing waits for removal")
+        elif event is not None:
             log.info(
                 "cleanup digest: %d stack(s) will be removed; told %s",
                 len(event.removals),
