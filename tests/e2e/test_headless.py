@@ -33,6 +33,8 @@ from adapters.storage import SqlStore, open_store
 from domain.records import Stack, StackQuery, TrafficShift
 from domain.states import StackStatus
 from tests.dockerworld import busybox_image, free_port
+from tests.e2e.slack_harness import SIGNING_SECRET
+from tests.fakes.slack import FakeSlack
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSIONS = ("1.0.0", "1.1.0", "1.2.0")
@@ -98,7 +100,8 @@ class Shell:
             '[workflow]\nwarming_timeout = "30s"\nhealth_interval = 0.2\n'
             "[traffic]\nstep_interval = 0.5\n"
             '[lifecycle]\nnew_stack_grace = "0s"\ngarbage_grace = "0s"\nnotice = "2s"\n'
-            'interval = "1h"\nannounce_at = "23:59"\n',
+            'interval = "1h"\nannounce_at = "23:59"\n'
+            '[slack]\noperations_channel = "C2"\n',
             encoding="utf-8",
         )
         self.env = {
@@ -345,10 +348,26 @@ async def test_buttons_as_text_then_cleanup_twice_announce_and_removal(
     assert second.stdout.startswith("Judged"), second.stdout
     assert "reaped 0" in second.stdout  # not announced yet: nothing goes
 
+    refused = shell.nelson("announce")  # no Slack tokens here: says what to do instead
+    assert refused.returncode == 2 and "nelson announce --no-slack" in refused.stderr, refused
     announce = shell.nelson("announce", "--no-slack")
     assert announce.returncode == 0, announce
     assert "[cleanup] 1 stacks will be removed:" in announce.stdout, announce.stdout
     assert old.name in announce.stdout
+    # and posted in Slack: the operations channel gets the digest with its buttons
+    async with FakeSlack() as fake:
+        shell.env.update(
+            SLACK_BOT_TOKEN=fake.bot_token,
+            SLACK_SIGNING_SECRET=SIGNING_SECRET,
+            SLACK_API_URL=fake.base_url,
+        )
+        posted = await asyncio.to_thread(shell.nelson, "announce")
+        assert posted.returncode == 0, posted
+        assert "Posted the digest of 1 removal(s) in #C2." in posted.stdout, posted.stdout
+        [digest] = [m for m in fake.messages("C2") if "will be removed" in fake.all_text(m)]
+        assert old.name in fake.all_text(digest) and "Keep 24h more" in fake.all_text(digest)
+        for name in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_API_URL"):
+            del shell.env[name]
 
     await asyncio.sleep(2.2)  # lifecycle.notice
     last = shell.nelson("cleanup")
