@@ -627,6 +627,12 @@ class TrafficControl:
             raise UserError(f"the shift to {stack.name} is {shift.state}; nothing to reverse.")
         if shift.direction == "reverse":
             raise UserError(f"traffic is already moving back from {stack.name}.")
+        back_to = await self.store.stack_by_id(shift.from_stack_id)
+        if back_to is None or back_to.status not in ROUTABLE:
+            state = back_to.status.value if back_to is not None else "gone"
+            raise UserError(
+                f"the stack traffic came from is {state}: there is nothing to move back to."
+            )
         if shift.state == "done":
             for other in await self.store.shifts(OPEN):
                 if other.route == shift.route and other.id != shift.id:
