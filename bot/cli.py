@@ -51,15 +51,30 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser(
         "serve",
-        help="run the Slack bot (HTTP mode, or Socket Mode when SLACK_APP_TOKEN is set)",
+        help="run the Slack bot (HTTP mode, or Socket Mode when SLACK_APP_TOKEN is set); "
+        "with --no-slack, everything but Slack",
     )
     serve.add_argument("--host", help="address to listen on (default: slack.host)")
     serve.add_argument("--port", type=int, help="port to listen on (default: slack.port)")
+    serve.add_argument(
+        "--no-slack",
+        action="store_true",
+        help="run deploys, traffic shifts, cleanup passes and the daily digest (to the log) "
+        "without Slack; GET /healthz",
+    )
 
     sub.add_parser(
         "cleanup",
         help="run one cleanup pass now (expiration policies, garbage, reaping); "
         "a running bot does this every lifecycle.interval",
+    )
+
+    announce = sub.add_parser(
+        "announce",
+        help="post the cleanup digest now (what will be removed, and when); its notice starts now",
+    )
+    announce.add_argument(
+        "--no-slack", action="store_true", help="print the digest here instead of posting it"
     )
 
     db = sub.add_parser("db", help="database maintenance")
@@ -107,7 +122,11 @@ async def _dispatch(args: argparse.Namespace, settings: Settings, source: str) -
     if args.command == "lint":
         return _lint(args.path, settings)
     if args.command == "serve":
-        return await _serve(settings, args.host, args.port)
+        return await _serve(
+            settings, args.host, args.port, no_slack=args.no_slack, verbose=args.verbose
+        )
+    if args.command == "announce":
+        return await _announce(settings, no_slack=args.no_slack)
     app = await build(settings)
     try:
         if args.command == "console":
@@ -129,7 +148,7 @@ async def _cleanup(app: Application) -> int:
     app.events.subscribe(progress_printer(app))
     report = await app.lifecycle.run_once()
     if not report.ran:
-        print("Another bot process is running the cleanup now; nothing was done.")
+        print("Another process is running a cleanup pass right now; nothing was done.")
         return 0
     print(
         f"Judged {report.judged} stacks: extended {report.extended}, "
@@ -138,7 +157,59 @@ async def _cleanup(app: Application) -> int:
     )
     for stack in report.garbage:
         print(f"  garbage: {stack.name}")
+    waiting = await app.store.pending_removals()
+    unannounced = [p for p in waiting if p.stack.announced_at is None]
+    if unannounced:
+        print(
+            f"{len(unannounced)} garbage stack(s) wait for the cleanup digest (daily at "
+            f"{app.settings.lifecycle.announce_at} UTC from a running `nelson serve`, or "
+            "`nelson announce` now); removal comes lifecycle.notice after it."
+        )
     return 1 if report.failed else 0
+
+
+async def _announce(settings: Settings, *, no_slack: bool) -> int:
+    """The digest now, posted in Slack (or printed); the notice before removal starts now."""
+    from bot.slack.serve import SetupError, check_tokens, verify_token
+
+    if not no_slack:
+        try:
+            check_tokens(settings)
+        except SetupError as exc:
+            hint = "Or use `nelson announce --no-slack` to print it."
+            print(f"nelson: {exc} {hint}", file=sys.stderr)
+            return 2
+    app = await build(settings)
+    try:
+        if app.lifecycle is None:
+            print("nelson: the cleanup does not run in this configuration", file=sys.stderr)
+            return 2
+        bot = None
+        if no_slack:
+            app.events.subscribe(progress_printer(app))
+        else:
+            from bot.slack.app import SlackBot
+
+            bot = SlackBot(app)
+            try:
+                await verify_token(bot)
+            except SetupError as exc:
+                print(f"nelson: {exc}", file=sys.stderr)
+                return 2
+        event = await app.lifecycle.announce_now()
+        if event is None:
+            print("Another process is announcing right now; nothing was done.")
+            return 0
+        if not event.removals:
+            print("Nothing waits for removal: no digest.")
+            return 0
+        if bot is not None:
+            await bot.close()  # everything queued is posted
+            channels = ", ".join(f"#{channel}" for channel, _ in event.digests) or "no channel"
+            print(f"Posted the digest of {len(event.removals)} removal(s) in {channels}.")
+        return 0
+    finally:
+        await app.close()
 
 
 async def _run(app: Application, text: str, as_user: str | None) -> int:
@@ -152,6 +223,10 @@ async def _run(app: Application, text: str, as_user: str | None) -> int:
     if app.engine is not None:
         # A one-shot deploy follows its stacks to the end before the process exits.
         await app.engine.wait_idle()
+        deployed = answer.reply.operation_id is not None
+        if deployed and app.traffic is not None and await app.store.shifts(("running",)):
+            # this process exits now: say truthfully whether anything keeps shifts moving
+            print(f"Traffic shifts: {await app.traffic.drivers()}.")
         if answer.reply.operation_id is not None:
             operation = await app.store.operation(answer.reply.operation_id)
             stacks = await app.store.stacks_by_ids(operation.stack_ids if operation else ())
@@ -199,19 +274,32 @@ async def _db(action: str, settings: Settings) -> int:
     return 0
 
 
-async def _serve(settings: Settings, host: str | None, port: int | None) -> int:
-    from bot.slack.serve import SetupError, check_tokens, serve
+async def _serve(
+    settings: Settings,
+    host: str | None,
+    port: int | None,
+    *,
+    no_slack: bool = False,
+    verbose: bool = False,
+) -> int:
+    from bot.slack.serve import SetupError, check_tokens, serve, serve_headless
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    # a daemon tells what it does (passes, digests, shifts) without -v; the scheduler's
+    # "running job" lines every few seconds only with -v
+    logging.getLogger().setLevel(logging.INFO)
+    if not verbose:
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
     try:
-        check_tokens(settings)  # before opening anything
+        if not no_slack:
+            check_tokens(settings)  # before opening anything
         app = await build(settings)
     except SetupError as exc:
-        print(f"nelson: {exc}", file=sys.stderr)
+        hint = "" if no_slack else " (`nelson serve --no-slack` runs everything but Slack.)"
+        print(f"nelson: {exc}{hint}", file=sys.stderr)
         return 2
     try:
+        if no_slack:
+            return await serve_headless(app, host=host, port=port)
         return await serve(app, host=host, port=port)
     except SetupError as exc:
         print(f"nelson: {exc}", file=sys.stderr)

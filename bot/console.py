@@ -55,12 +55,13 @@ async def run_console(app: Application, as_user: str | None = None) -> int:
     resumed = await app.start()
     if resumed:
         print(f"Continuing {resumed} deploy(s) an earlier run left unfinished.")
-    jobs = Jobs(app)  # traffic shifts move and approvals expire while the console is open
-    jobs.start()
+    # traffic shifts move, cleanups run and approvals expire while the console is open
+    jobs = Jobs(app, "nelson console")
+    await jobs.start()
     try:
         return await _loop(app, principal)
     finally:
-        jobs.stop()
+        await jobs.stop()
 
 
 async def _loop(app: Application, principal: Principal) -> int:

@@ -1,31 +1,51 @@
-"""Periodic work of a running bot (APScheduler on the asyncio loop): expiring approvals whose
-deadline passed, moving traffic shifts, the cleanup pass and its daily announcement,
-forgetting old delivery ids. Each job is idempotent, so several replicas running it at once
+"""Periodic work of a running bot (APScheduler on the asyncio loop): a heartbeat in the Store
+(so `nelson run` knows something drives shifts), expiring approvals whose deadline passed,
+moving traffic shifts, the cleanup pass and its daily announcement (posted at start when the
+process was not running at `announce_at` and nobody posted it that day), forgetting old
+delivery ids. Each job is idempotent, so several replicas running it at once
 do no harm: the Store lets one of them win each change, and leases in the database let one
 replica run each cleanup pass and each announcement."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import os
+import secrets
+import socket
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from bot.bootstrap import Application
 from bot.outage import OutageWatch, is_outage
+from commands import daemons
 
 log = logging.getLogger("nelson.jobs")
 
 DELIVERY_MEMORY = timedelta(days=1)  # Slack retries within minutes; a day is ample
+STOP_WAIT = 20.0  # seconds a job under way may take to finish when the process stops
 
 
 class Jobs:
-    def __init__(self, application: Application) -> None:
+    def __init__(self, application: Application, kind: str = "nelson serve") -> None:
         self.application = application
+        self.kind = kind  # what `nelson run` reports as driving shifts: "nelson serve", …
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
         self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self._running: set[asyncio.Task[Any]] = set()
+        self.scheduler.add_job(
+            self.heartbeat,
+            "interval",
+            seconds=daemons.HEARTBEAT.total_seconds(),
+            coalesce=True,
+            max_instances=1,
+            id="heartbeat",
+        )
         self.scheduler.add_job(
             self.expire_approvals,
             "interval",
@@ -73,13 +93,18 @@ class Jobs:
             id="forget-deliveries",
         )
 
-    def start(self) -> None:
+    async def start(self) -> None:
         self.outage = OutageWatch(self.application.clock, log)
         for job in self.scheduler.get_jobs():
             # a daily announcement is not skipped for a backoff that may end a second later
             daily = isinstance(job.trigger, CronTrigger)
-            job.modify(func=self._guarded(job.id, job.func, backoff=not daily))
+            job.modify(func=self._tracked(self._guarded(job.id, job.func, backoff=not daily)))
+        await self._guarded("heartbeat", self.heartbeat)()
         self.scheduler.start()
+        if self.application.lifecycle is not None:
+            # not running at `announce_at` today: post the day's digest if nobody did
+            missed = self._guarded("announce-missed", self.announce_cleanup, backoff=False)
+            self.scheduler.add_job(self._tracked(missed), id="announce-missed")
 
     def _guarded(
         self, name: str, run: Callable[[], Awaitable[None]], *, backoff: bool = True
@@ -104,9 +129,34 @@ class Jobs:
 
         return guarded
 
-    def stop(self) -> None:
+    def _tracked(self, job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """The job, remembered while it runs so that `stop` can let it finish."""
+
+        @functools.wraps(job)
+        async def run() -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                self._running.add(task)
+            try:
+                await job()
+            finally:
+                if task is not None:
+                    self._running.discard(task)
+
+        return run
+
+    async def stop(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self._running:  # a step or a pass under way ends before the store closes
+            await asyncio.wait(set(self._running), timeout=STOP_WAIT)
+        try:
+            await self.application.store.forget_daemon(self.holder)
+        except Exception as exc:  # stale after a while anyway
+            log.warning("could not remove this process's heartbeat (%s)", type(exc).__name__)
+
+    async def heartbeat(self) -> None:
+        await self.application.store.heartbeat(self.holder, self.kind, self.application.clock.now())
 
     async def expire_approvals(self) -> None:
         expired = await self.application.desk.expire_overdue()
@@ -121,7 +171,9 @@ class Jobs:
         if self.application.lifecycle is None:
             return
         report = await self.application.lifecycle.run_once()
-        if report.ran and (report.garbage or report.reaped or report.failed):
+        if not report.ran:
+            log.info("cleanup: another process is running a pass; skipped")
+        else:
             log.info(
                 "cleanup: judged %d, extended %d, garbage %d, reaped %d, failed %d",
                 report.judged,
@@ -134,7 +186,22 @@ class Jobs:
     async def announce_cleanup(self) -> None:
         if self.application.lifecycle is None:
             return
-        await self.application.lifecycle.announce()  # if it fails, it is made again tomorrow
+        event = await self.application.lifecycle.announce_daily()  # else made again tomorrow
+        if event is not None and not event.removals:
+            log.info("cleanup digest: nothing waits for removal")
+        elif event is not None:
+            log.info(
+                "cleanup digest: %d stack(s) will be removed; told %s",
+                len(event.removals),
+                ", ".join(channel for channel, _ in event.digests) or "no channel",
+            )
+            for removal in event.removals:
+                log.info(
+                    "  %s: %s; after %s",
+                    removal.stack.name,
+                    removal.reason,
+                    removal.remove_at.strftime("%Y-%m-%d %H:%M UTC"),
+                )
 
     async def forget_deliveries(self) -> None:
         before = self.application.clock.now() - DELIVERY_MEMORY

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import textwrap
 from pathlib import Path
 
 from commands.replies import Code, Fields, Reply, Table, Text
@@ -27,14 +28,27 @@ def render_table(table: Table, width: int) -> list[str]:
     for row in table.rows:
         for i, cell in enumerate(row):
             widths[i] = max(widths[i], len(cell.replace("\n", " ")))
-    # Shrink the widest column until the table fits the terminal.
+    # The last column wraps: narrow it first (to 24), then clip the widest of the others.
+    excess = sum(widths) + 2 * (len(widths) - 1) - width
+    if excess > 0 and len(widths) > 1:
+        widths[-1] = max(widths[-1] - excess, min(widths[-1], 24))
     while sum(widths) + 2 * (len(widths) - 1) > width and max(widths) > 12:
         widest = widths.index(max(widths))
         widths[widest] -= 1
     lines = []
+    last = len(widths) - 1
+    indent = " " * (sum(widths[:last]) + 2 * last)
     for row in (tuple(columns), *table.rows):
-        cells = [_clip(cell, widths[i]).ljust(widths[i]) for i, cell in enumerate(row)]
-        lines.append("  ".join(cells).rstrip())
+        cells = [_clip(cell, widths[i]).ljust(widths[i]) for i, cell in enumerate(row[:last])]
+        # the last column (a message, a reason) wraps instead: nothing in it is cut
+        wrapped = textwrap.wrap(
+            row[last].replace("\n", " "),
+            max(widths[last], 12),
+            break_long_words=True,  # only a word longer than the column: addresses fit
+            break_on_hyphens=False,
+        ) or [""]
+        lines.append("  ".join([*cells, wrapped[0]]).rstrip())
+        lines.extend(indent + more for more in wrapped[1:])
     if table.truncated:
         lines.append(f"… showing {len(table.rows)} of {table.total}")
     return lines

@@ -136,6 +136,13 @@ class ApprovalDesk:
                 expired.append(closed)
         return expired
 
+    async def withdraw(self, approval_id: int, status: str) -> Approval | None:
+        """Close a pending request nobody needs to decide any more (`superseded`)."""
+        approval = await self.store.approval(approval_id)
+        if approval is None or approval.status != "pending":
+            return None
+        return await self._close(approval, status, "nelson", self.clock.now())
+
     async def _close(
         self, approval: Approval, status: str, by: str, at: datetime, reason: str = ""
     ) -> Approval | None:

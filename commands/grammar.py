@@ -267,6 +267,23 @@ class Topic:
         return spec.name
 
 
+@dataclass(frozen=True, slots=True)
+class OptionalName:
+    """A name that may be left out (`traffic` or `traffic howdy-http in qa`)."""
+
+    name: Name
+
+    @property
+    def placeholder(self) -> str:
+        return f"[{self.name.placeholder}]"
+
+    def read(self, w: Words) -> str | None:
+        following = w.peek()
+        if following is None or following in w.keywords:
+            return None
+        return self.name.read(w)
+
+
 UNIT = Name("<unit>", "unit name", "howdy-http")
 DATACENTER = Name("<dc>", "datacenter name", "dc-east")
 NAMESPACE = Name(
@@ -782,6 +799,37 @@ COMMANDS: tuple[CommandSpec, ...] = (
         examples=(f"reverse {_STACK_EXAMPLE}",),
     ),
     CommandSpec(
+        "pause",
+        "hold a traffic shift where it is",
+        APPROVALS,
+        model.Pause,
+        args=(STACK,),
+        description="The stack is the new one of the shift; weights stay until `resume`. The "
+        "same as the Pause button. Needs the deploy role in the stack's namespace.",
+        examples=(f"pause {_STACK_EXAMPLE}",),
+    ),
+    CommandSpec(
+        "resume",
+        "let a paused traffic shift continue",
+        APPROVALS,
+        model.Resume,
+        args=(STACK,),
+        description="The shift continues from its weights over the rest of its duration. The "
+        "same as the Resume button.",
+        examples=(f"resume {_STACK_EXAMPLE}",),
+    ),
+    CommandSpec(
+        "traffic",
+        "each route: its stacks, their weights, and the shift under way",
+        APPROVALS,
+        model.Traffic,
+        args=(OptionalName(UNIT),),
+        clauses=(_IN_NAMESPACE, _AT_DATACENTER),
+        description="A route is one unit's major version in one namespace of a datacenter. "
+        "Without `in`, every namespace you may see.",
+        examples=("traffic", "traffic howdy-http in prod at dc-east"),
+    ),
+    CommandSpec(
         "manifest",
         "register a repository's manifest (attached, pasted, or a path in the console)",
         MANIFESTS,
@@ -971,6 +1019,19 @@ def canonical(command: Command) -> str:
             return f"redeploy {stack}"
         case model.Reverse(stack=stack):
             return f"reverse {stack}"
+        case model.Pause(stack=stack):
+            return f"pause {stack}"
+        case model.Resume(stack=stack):
+            return f"resume {stack}"
+        case model.Traffic(unit=unit, namespace=namespace, datacenter=datacenter):
+            parts = ["traffic"]
+            if unit:
+                parts.append(unit)
+            if namespace:
+                parts.append(f"in {namespace}")
+            if datacenter:
+                parts.append(f"at {datacenter}")
+            return " ".join(parts)
         case model.Deprecate(unit=unit, version=version):
             return f"deprecate {unit} {version}"
         case model.Keep(stack=stack):

@@ -42,7 +42,8 @@ _Facts = tuple[dict[tuple[str, str], ExpirationPolicy], dict[str, list[str]]]
 LEASE = "lifecycle"
 ANNOUNCE_LEASE = "cleanup-announcement"
 ANNOUNCE_HOLD = timedelta(minutes=10)  # other replicas firing at the same moment stay quiet
-EXTENSION = timedelta(minutes=30)
+DAILY = "cleanup-digest"  # + ":YYYY-MM-DD": the day's digest was posted (or is being)
+OPEN_SHIFTS = ("awaiting-approval", "running", "paused")
 
 
 @dataclass
@@ -74,14 +75,28 @@ class Lifecycle:
         self.holder = f"{socket.gethostname()}:{secrets.token_hex(4)}"
         self._facts: dict[str, _Facts] = {}  # per manifest revision (digest)
         self._failing: set[int] = set()  # stacks whose failed reap was already reported
+        self._announced_days: set[str] = set()
 
     async def run_once(self) -> PassReport:
         now = self.clock.now()
         interval = self.settings.lifecycle.interval
         if not await self.store.acquire_lease(LEASE, self.holder, now + interval * 2, now):
             return PassReport(ran=False)
+        try:
+            return await self._pass(now)
+        finally:
+            # the lease only keeps two passes from running at once; the next may start now
+            await self.store.release_lease(LEASE, self.holder)
+
+    async def _pass(self, now: datetime) -> PassReport:
         report = PassReport()
         stacks, depended = await self.store.lifecycle_view()
+        # the stacks of an open traffic shift are about to receive traffic (or do)
+        shifting = {
+            stack_id
+            for shift in await self.store.shifts(OPEN_SHIFTS)
+            for stack_id in (shift.from_stack_id, shift.to_stack_id)
+        }
         serving: set[str] = set()
         for router in self.routers.values():
             try:
@@ -102,7 +117,7 @@ class Lifecycle:
                     namespace=stack.namespace,
                     datacenter=stack.datacenter,
                     status=stack.status,
-                    receiving_traffic=stack.name in serving,
+                    receiving_traffic=stack.name in serving or stack.id in shifting,
                     created_at=stack.created_at,
                     expires_at=stack.expires_at,
                     plan=stack.plan,
@@ -117,7 +132,7 @@ class Lifecycle:
                 depended,
                 now,
                 grace_new=self.settings.lifecycle.new_stack_grace,
-                extend_by=max(EXTENSION, interval * 3),
+                extend_by=self.settings.lifecycle.extension_step,
             )
             report.judged += len(views)
             for stack_id, decision in decisions.items():
@@ -139,6 +154,33 @@ class Lifecycle:
         await self._tell(report, "nelson")
         return report
 
+    async def announce_daily(self) -> CleanupAnnounced | None:
+        """The day's digest, once per day across processes: at `announce_at`, or at the start
+        of a daemon that was not running then. None before `announce_at` or when it was
+        posted already today."""
+        now = self.clock.now()
+        if (now.hour, now.minute) < self.settings.lifecycle.announce_time:
+            return None
+        if not await self._claim_day(now):
+            return None
+        return await self.announce()
+
+    async def _claim_day(self, now: datetime) -> bool:
+        name = f"{DAILY}:{now.date().isoformat()}"
+        if name in self._announced_days:
+            return False
+        if not await self.store.acquire_lease(name, self.holder, now + timedelta(days=2), now):
+            return False
+        self._announced_days.add(name)
+        return True
+
+    async def announce_now(self) -> CleanupAnnounced | None:
+        """A person's `nelson announce`: the digest now; it counts as the day's digest."""
+        now = self.clock.now()
+        if (now.hour, now.minute) >= self.settings.lifecycle.announce_time:
+            await self._claim_day(now)
+        return await self.announce()
+
     async def announce(self) -> CleanupAnnounced | None:
         """The digest of what will be removed, per channel; marks every listed stack announced
         (its removal time counts from now). None when another process is announcing."""
@@ -156,6 +198,7 @@ class Lifecycle:
             due = self.settings.lifecycle.removal_at(item.since, item.stack.announced_at or now)
             assert due is not None
             removals.append(Removal(item.stack, item.reason, max(due, now)))
+        await self.store.release_lease(ANNOUNCE_LEASE, self.holder)
         removals.sort(key=lambda r: (r.stack.unit, r.stack.version, r.stack.name))
         _, channels = await self._manifest_facts()
         per_channel: dict[str, list[Removal]] = defaultdict(list)
@@ -305,20 +348,24 @@ class Lifecycle:
         )
 
     async def _reap(self, stack: Stack, report: PassReport) -> None:
+        """Out of the route first (no request may reach what is going away), then off the
+        scheduler; a stack that still has weight is left alone."""
         scheduler = self.schedulers.get(stack.datacenter)
+        route = Route(stack.namespace, stack.unit, stack.version.major)
         try:
             if scheduler is None:  # what runs there cannot be removed, so it is not reaped
                 raise RuntimeError(
                     f"datacenter '{stack.datacenter}' has no scheduler this bot drives"
                 )
+            router = self.routers.get(stack.datacenter)
+            if router is not None:
+                weight = (await router.weights(route)).get(stack.name, 0)
+                if weight > 0:
+                    raise RuntimeError(f"it still receives {weight / 10:g}% of the traffic")
+                await router.remove(route, stack.name)
             await scheduler.delete(stack.name)
             if await scheduler.instances(stack.name):
                 raise RuntimeError("instances are still there after deleting them")
-            router = self.routers.get(stack.datacenter)
-            if router is not None:
-                await router.remove(
-                    Route(stack.namespace, stack.unit, stack.version.major), stack.name
-                )
         except Exception as exc:
             reason = str(exc) or exc.__class__.__name__
             report.failed.append((stack, reason))

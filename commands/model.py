@@ -103,6 +103,23 @@ class Reverse:
 
 
 @dataclass(frozen=True, slots=True)
+class Pause:
+    stack: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    stack: str
+
+
+@dataclass(frozen=True, slots=True)
+class Traffic:
+    unit: str | None = None
+    namespace: str | None = None
+    datacenter: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ListDatacenters:
     pass
 
@@ -163,6 +180,9 @@ Command = (
     | Approve
     | Reject
     | Reverse
+    | Pause
+    | Resume
+    | Traffic
     | ListDatacenters
     | CleanupPolicies
     | Lint

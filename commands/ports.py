@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from domain.records import (
     Approval,
     AuditEvent,
+    Daemon,
     LogLine,
     ManifestRecord,
     NewApproval,
@@ -232,7 +233,30 @@ class Store(Protocol):
         duration_seconds: int,
         state: str,
         at: datetime,
+        route: str | None = None,
     ) -> TrafficShift: ...
+
+    async def open_shift(
+        self,
+        route: str | None,
+        from_stack_id: int,
+        to_stack_id: int,
+        policy: str,
+        duration_seconds: int,
+        state: str,
+        at: datetime,
+        start_new_weight: int = 0,
+    ) -> tuple[TrafficShift, list[TrafficShift]]:
+        """A new shift on `route`; every shift active there becomes `superseded` (returned)
+        in the same transaction, so a route never has two active shifts."""
+        ...
+
+    # daemons: processes that drive shifts and cleanups say they are alive
+    async def heartbeat(self, holder: str, kind: str, at: datetime) -> None: ...
+
+    async def daemons(self, seen_since: datetime) -> list[Daemon]: ...
+
+    async def forget_daemon(self, holder: str) -> None: ...
 
     async def shift(self, shift_id: int) -> TrafficShift | None: ...
 

@@ -201,9 +201,18 @@ class LifecycleSettings(_Model):
     announce_at: str = "09:00"
     notice: timedelta = timedelta(hours=4)
     keep_for: timedelta = timedelta(hours=24)
+    # how far a pass pushes back the expiry of a stack its policy retains (at least three
+    # intervals, so a pass or two missed never lets a retained stack expire)
+    extension: timedelta = timedelta(minutes=30)
 
     @field_validator(
-        "new_stack_grace", "garbage_grace", "interval", "notice", "keep_for", mode="before"
+        "new_stack_grace",
+        "garbage_grace",
+        "interval",
+        "notice",
+        "keep_for",
+        "extension",
+        mode="before",
     )
     @classmethod
     def _duration(cls, value: object) -> timedelta:
@@ -220,6 +229,11 @@ class LifecycleSettings(_Model):
     def removal_at(self, garbage_since: datetime, announced_at: datetime | None) -> datetime | None:
         """When garbage may be removed under these graces (None until it was announced)."""
         return expiration.removal_at(garbage_since, announced_at, self.garbage_grace, self.notice)
+
+    @property
+    def extension_step(self) -> timedelta:
+        """What a pass adds to a retained stack's expiry: `extension`, at least 3 intervals."""
+        return max(self.extension, self.interval * 3)
 
     @property
     def announce_time(self) -> tuple[int, int]:

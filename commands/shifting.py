@@ -3,16 +3,24 @@ version serves traffic at the same target, ask for approval, then move traffic b
 policy (`domain.traffic`) in steps through the datacenter's Router; pause, resume, reverse,
 and reverse on its own when the new stack's health checks keep failing.
 
-Shifts live in the Store (policy, duration, start, paused time, weights), so after a restart
-`tick()` puts the weights where the policy says they should be now: a step missed while the
-bot was down is caught up, not replayed."""
+Shifts live in the Store (policy, duration, start, paused time, weights, when a driver last
+stepped). Time no process drove a shift does not count: after a restart, or when a daemon
+starts long after `nelson run` approved a shift, the shift continues from the weight last
+applied and spreads the rest of its policy over the rest of its duration, one health-gated
+step per `traffic.step_interval`, and the thread says how long it was delayed.
+
+One shift per route (datacenter, namespace, unit, major version): a newer stack that becomes
+ready supersedes the active shift there and starts from the weights as they are. Only ready
+(or deprecated) stacks receive weight."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
 
+from commands import daemons
 from commands.access import Principal, Role, authorize
 from commands.approval_desk import ApprovalDesk
 from commands.events import ApprovalDecided, Event, EventHub, StackProgress
@@ -23,20 +31,55 @@ from domain import traffic
 from domain.manifest import parse_manifest
 from domain.records import AuditEvent, Stack, TrafficShift
 from domain.runtime import RuntimeReport
+from domain.states import StackStatus
 
 log = logging.getLogger("nelson.traffic")
 
 KIND = "traffic-shift"
 ACTIVE = ("running", "paused")
+OPEN = ("awaiting-approval", *ACTIVE)  # at most one of these per route
+ROUTABLE = (StackStatus.READY, StackStatus.DEPRECATED)
+# A gap between two steps longer than this (and than three step intervals) means no process
+# drove the shift; shorter ones are a busy event loop and count as shift time.
+AWAY = timedelta(seconds=2)
 
 HealthCheck = Callable[[Stack], Awaitable[RuntimeReport]]
 
 
-def _human(seconds: int) -> str:
+def _human(seconds: float) -> str:
+    seconds = round(seconds)
     if seconds % 60 == 0 and seconds >= 60:
         minutes = seconds // 60
         return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    if seconds >= 120:
+        return f"{seconds // 60} min {seconds % 60} s"
     return f"{seconds} seconds"
+
+
+def route_of(stack: Stack) -> Route:
+    return Route(stack.namespace, stack.unit, stack.version.major)
+
+
+def route_key(stack: Stack) -> str:
+    """The route's name in the Store: one active shift per value."""
+    return f"{stack.datacenter}/{stack.namespace}/{stack.unit}/{stack.version.major}"
+
+
+def split(total: int, shares: Mapping[str, int]) -> dict[str, int]:
+    """`total` per mille spread over `shares` in proportion (largest remainder: the parts sum
+    to `total` exactly)."""
+    if not shares:
+        return {}
+    whole = sum(shares.values())
+    if whole <= 0:
+        shares = dict.fromkeys(shares, 1)
+        whole = len(shares)
+    exact = {name: total * w / whole for name, w in shares.items()}
+    parts = {name: int(value) for name, value in exact.items()}
+    left = total - sum(parts.values())
+    for name in sorted(exact, key=lambda n: (parts[n] - exact[n], n))[:left]:
+        parts[name] += 1
+    return parts
 
 
 class TrafficControl:
@@ -69,7 +112,7 @@ class TrafficControl:
         if router is None:
             await self._say(stack, f"traffic: {stack.datacenter} has no router; not routed")
             return
-        route = Route(stack.namespace, stack.unit, stack.version.major)
+        route = route_of(stack)
         addresses = await self._addresses(stack)
         try:
             entry = await router.address(route)
@@ -91,13 +134,22 @@ class TrafficControl:
         except RouterError as exc:
             await self._say(stack, f"traffic: the router failed ({exc}); not routed", failed=True)
             return
-        old = await self.store.stack(max(serving, key=lambda n: serving[n]))
+        newer = await self._newer_target(stack)
+        if newer is not None:
+            await self._say(
+                stack,
+                f"traffic: the shift to {newer.name} ({newer.version}), a newer version, "
+                "continues; this stack gets no traffic",
+            )
+            return
+        old = await self.store.stack(max(serving, key=lambda n: (serving[n], n)))
         if old is None:
             return
         policy, duration = await self._policy(stack)
         rule_name, rule = self.settings.approval_rule(stack.namespace)
         now = self.clock.now()
-        shift = await self.store.create_shift(
+        shift, superseded = await self.store.open_shift(
+            route_key(stack),
             old.id,
             stack.id,
             policy,
@@ -105,6 +157,8 @@ class TrafficControl:
             "awaiting-approval" if rule.needed else "running",
             now,
         )
+        for earlier in superseded:
+            await self._superseded(earlier, stack, shift)
         summary = (
             f"Shift traffic for {stack.unit} {stack.version.major}.x in "
             f"{stack.datacenter}/{stack.namespace} from {old.version} to {stack.version}, "
@@ -114,7 +168,7 @@ class TrafficControl:
             await self._say(
                 stack,
                 f"traffic: {rule_name} needs no approval; shifting from {old.version} now "
-                f"({policy} over {_human(duration)})",
+                f"({policy} over {_human(duration)}); {await self.drivers()}",
             )
             await self._audit("nelson", stack, f"shift #{shift.id} started without approval")
             await self.tick_one(shift)
@@ -132,6 +186,83 @@ class TrafficControl:
                 f"{policy} over {_human(duration)}; Pause, Resume and Reverse stay available",
             ),
         )
+
+    async def drivers(self) -> str:
+        """Who moves shifts' weights: a running daemon, or nobody until one starts."""
+        found = await daemons.running(self.store, self.clock)
+        return daemons.drivers_note(found, self.settings.traffic.step_interval)
+
+    async def _newer_target(self, stack: Stack) -> Stack | None:
+        """The target of an open shift on this route that is newer than `stack`, if any."""
+        for shift in await self.store.shifts(OPEN):
+            if shift.route != route_key(stack) or shift.to_stack_id == stack.id:
+                continue
+            target = await self.store.stack_by_id(shift.to_stack_id)
+            if target is not None and target.version > stack.version:
+                return target
+        return None
+
+    async def _withdraw(self, target: Stack, by: Stack, earlier: TrafficShift) -> None:
+        """A superseded stack answers no more requests: its share goes to the other ready
+        stacks on the route that serve (the one its shift came from, at least)."""
+        router = self.routers.get(target.datacenter)
+        if router is None:
+            return
+        route = route_of(target)
+        current = await router.weights(route)
+        share = current.get(target.name, 0)
+        others: dict[str, int] = {}
+        backends: dict[str, tuple[list[str], int]] = {
+            target.name: (await self._addresses(target), 0)
+        }
+        for name, weight in current.items():
+            if name in (target.name, by.name) or weight <= 0:
+                continue
+            stack = await self.store.stack(name)
+            if stack is not None and stack.status in ROUTABLE:
+                others[name] = weight
+                backends[name] = (await self._addresses(stack), weight)
+        if not others:
+            source = await self.store.stack_by_id(earlier.from_stack_id)
+            if source is None or source.status not in ROUTABLE:
+                return  # nothing else may serve: it keeps its share until the new shift moves
+            others[source.name] = 0
+            backends[source.name] = (await self._addresses(source), 0)
+        total = sum(others.values()) + share
+        for name, weight in split(total, others).items():
+            backends[name] = (backends[name][0], weight)
+        await router.set_weights(route, backends)
+        await self.store.update_shift(earlier.id, current_new_weight=0)
+
+    async def _superseded(self, earlier: TrafficShift, by: Stack, shift: TrafficShift) -> None:
+        """Tell both threads, audit, and withdraw the earlier shift's pending approval."""
+        target = await self.store.stack_by_id(earlier.to_stack_id)
+        if target is None:
+            return
+        self._failures.pop(earlier.id, None)
+        at = f"{earlier.current_new_weight / 10:g}%"
+        await self._audit(
+            "nelson",
+            target,
+            f"shift #{earlier.id} ({earlier.state}, at {at}) superseded by shift #{shift.id} "
+            f"to {by.name}",
+        )
+        if earlier.current_new_weight > 0:
+            await self._withdraw(target, by, earlier)
+        await self._say(
+            target,
+            f"traffic: superseded by {by.name} ({by.version}), which became ready; this stack "
+            f"had {at} and now gets none (its share went back to the stacks serving before); "
+            f"the new shift starts from there",
+        )
+        await self._say(
+            by,
+            f"traffic: supersedes the shift to {target.name} ({target.version}, at {at})",
+        )
+        if earlier.state == "awaiting-approval":
+            for approval in await self.store.approvals("pending"):
+                if approval.kind == KIND and approval.stack_id == target.id:
+                    await self.desk.withdraw(approval.id, "superseded")
 
     async def _policy(self, stack: Stack) -> tuple[str, int]:
         release = await self.store.release(stack.unit, stack.version)
@@ -170,12 +301,19 @@ class TrafficControl:
             if stack is None or old is None:
                 continue
             if approval.status == "approved":
+                now = self.clock.now()
                 started = await self.store.update_shift(
-                    shift.id, "awaiting-approval", state="running", started_at=self.clock.now()
+                    shift.id,
+                    "awaiting-approval",
+                    state="running",
+                    started_at=now,
+                    last_step_at=now,
                 )
                 if started is not None:
                     await self._say(
-                        stack, f"traffic: approved; shifting from {old.version} to {stack.version}"
+                        stack,
+                        f"traffic: approved; shifting from {old.version} to {stack.version}; "
+                        f"{await self.drivers()}",
                     )
                     await self.tick_one(started)
             else:
@@ -199,14 +337,18 @@ class TrafficControl:
             except Exception:
                 log.exception("traffic shift #%s failed to advance; will try again", shift.id)
 
-    def _weights(self, shift: TrafficShift) -> traffic.Weights:
+    def _stopped(self, shift: TrafficShift) -> timedelta:
+        """Time that does not count: pauses, and time no process drove the shift."""
+        return timedelta(seconds=shift.paused_seconds + shift.delayed_seconds)
+
+    def _weights(self, shift: TrafficShift, now: datetime) -> traffic.Weights:
         assert shift.started_at is not None
         return traffic.weights_at(
             traffic.ShiftPolicy(shift.policy),
             shift.started_at,
             timedelta(seconds=shift.duration_seconds),
-            self.clock.now(),
-            timedelta(seconds=shift.paused_seconds),
+            now,
+            self._stopped(shift),
             shift.paused_since,
             traffic.Weights.of_new(shift.start_new_weight / 1000),
             traffic.Direction(shift.direction),
@@ -219,9 +361,15 @@ class TrafficControl:
         old = await self.store.stack_by_id(shift.from_stack_id)
         if new is None or old is None:
             return
+        if shift.direction == "forward" and new.status not in ROUTABLE:
+            await self._cancel_unroutable(shift, old, new)
+            return
+        shift = await self._count_absence(shift, new)
+        assert shift.started_at is not None
         if shift.direction == "forward" and await self._unhealthy(shift, new):
             return
-        weights = self._weights(shift)
+        now = self.clock.now()  # one instant: the weights applied are the ones judged complete
+        weights = self._weights(shift, now)
         per_mille = round(weights.new * 1000)
         if per_mille != shift.current_new_weight:
             await self._apply(shift, old, new, per_mille)
@@ -229,8 +377,8 @@ class TrafficControl:
             traffic.ShiftPolicy(shift.policy),
             shift.started_at,
             timedelta(seconds=shift.duration_seconds),
-            self.clock.now(),
-            timedelta(seconds=shift.paused_seconds),
+            now,
+            self._stopped(shift),
             shift.paused_since,
         )
         if done:
@@ -244,18 +392,91 @@ class TrafficControl:
                     f"{loser.name} gets none and is left for cleanup",
                 )
 
+    async def _count_absence(self, shift: TrafficShift, new: Stack) -> TrafficShift:
+        """Steps are never skipped: a gap since the last step longer than a driver leaves
+        (the bot was down, or nothing ran since `nelson run` started the shift) does not
+        count as shift time, so the shift continues from the weight last applied."""
+        now = self.clock.now()
+        last = shift.last_step_at or shift.started_at
+        assert last is not None
+        interval = self.settings.traffic.step_interval
+        gap = now - last
+        if gap <= max(AWAY, interval * 3):
+            await self.store.update_shift(shift.id, last_step_at=now)
+            return replace(shift, last_step_at=now)
+        delay = (gap - interval).total_seconds()
+        delayed = await self.store.update_shift(
+            shift.id,
+            "running",
+            delayed_seconds=shift.delayed_seconds + delay,
+            last_step_at=now,
+        )
+        if delayed is None:
+            return shift
+        remaining = self._remaining(delayed)
+        await self._audit(
+            "nelson", new, f"shift #{shift.id} delayed {_human(delay)}: no process drove it"
+        )
+        await self._say(
+            new,
+            f"traffic: this shift was delayed by {_human(delay)} (no `nelson serve` or console "
+            f"drove it); continuing from {shift.current_new_weight / 10:g}%"
+            + (f" over the remaining {_human(remaining)}" if remaining > 0 else ""),
+        )
+        return delayed
+
+    def _remaining(self, shift: TrafficShift) -> float:
+        """Seconds of the policy still to run (shift time, pauses excluded)."""
+        if shift.started_at is None:
+            return float(shift.duration_seconds)
+        ran = traffic.elapsed(
+            shift.started_at, self.clock.now(), self._stopped(shift), shift.paused_since
+        )
+        return max(shift.duration_seconds - ran.total_seconds(), 0.0)
+
+    async def _cancel_unroutable(self, shift: TrafficShift, old: Stack, new: Stack) -> None:
+        """The new stack is no longer ready (collected, failed): it must not get traffic."""
+        cancelled = await self.store.update_shift(shift.id, "running", state="cancelled")
+        if cancelled is None:
+            return
+        self._failures.pop(shift.id, None)
+        if shift.current_new_weight > 0:
+            await self._apply(cancelled, old, new, 0)
+        await self._audit("nelson", new, f"shift #{shift.id} cancelled: {new.status.value}")
+        await self._say(
+            new,
+            f"traffic: shift cancelled: {new.name} is {new.status.value}; it gets no traffic",
+            failed=True,
+        )
+
     async def _apply(self, shift: TrafficShift, old: Stack, new: Stack, per_mille: int) -> None:
+        """Give `new` its share; every other ready stack on the route keeps its proportion of
+        the rest (a superseded shift's stacks go down together); stacks no longer ready get
+        nothing."""
         router = self.routers.get(new.datacenter)
         if router is None:
             return
-        route = Route(new.namespace, new.unit, new.version.major)
-        await router.set_weights(
-            route,
-            {
-                old.name: (await self._addresses(old), 1000 - per_mille),
-                new.name: (await self._addresses(new), per_mille),
-            },
-        )
+        route = route_of(new)
+        current = await router.weights(route)
+        others: dict[str, int] = {}
+        backends: dict[str, tuple[list[str], int]] = {}
+        for name, weight in current.items():
+            if name == new.name or weight <= 0:
+                continue
+            stack = old if name == old.name else await self.store.stack(name)
+            addresses = await self._addresses(stack) if stack is not None else []
+            if stack is not None and stack.status in ROUTABLE:
+                others[name] = weight
+            backends[name] = (addresses, 0)
+        if not others and old.status in ROUTABLE:
+            others[old.name] = 1
+            backends[old.name] = (await self._addresses(old), 0)
+        if not others:
+            per_mille = 1000  # nothing else may serve
+        for name, weight in split(1000 - per_mille, others).items():
+            backends[name] = (backends[name][0], weight)
+        backends[new.name] = (await self._addresses(new), per_mille)
+        await router.set_weights(route, backends)
         before = shift.current_new_weight
         await self.store.update_shift(shift.id, current_new_weight=per_mille)
         await self._audit(
@@ -290,6 +511,44 @@ class TrafficControl:
             return False
         await self._reverse(shift, new, "nelson", f"health checks failed {count} times: {detail}")
         return True
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def weights_of(self, stacks: Sequence[Stack]) -> dict[str, int]:
+        """Per mille of its route's traffic for each of `stacks` that is routed."""
+        found: dict[str, int] = {}
+        seen: set[tuple[str, str]] = set()
+        for stack in stacks:
+            router = self.routers.get(stack.datacenter)
+            route = route_of(stack)
+            if router is None or (stack.datacenter, route.key) in seen:
+                continue
+            seen.add((stack.datacenter, route.key))
+            try:
+                found.update(await router.weights(route))
+            except RouterError as exc:
+                log.warning("router of %s unavailable: %s", stack.datacenter, exc)
+        return found
+
+    def progress(self, shift: TrafficShift) -> str:
+        """Where a shift stands, in words: `running: 42% (linear, 3 min of 10 left)`."""
+        share = f"{shift.current_new_weight / 10:g}%"
+        towards = "back to the old stack" if shift.direction == "reverse" else ""
+        if shift.state == "awaiting-approval":
+            return f"awaiting approval ({shift.policy} over {_human(shift.duration_seconds)})"
+        if shift.state == "paused":
+            return f"paused at {share}" + (f", moving {towards}" if towards else "")
+        if shift.state == "running":
+            left = self._remaining(shift)
+            delayed = (
+                f"; delayed {_human(shift.delayed_seconds)}" if shift.delayed_seconds >= 1 else ""
+            )
+            moving = f" moving {towards}" if towards else ""
+            return (
+                f"running{moving}: {share} ({shift.policy}, {_human(left)} of "
+                f"{_human(shift.duration_seconds)} left{delayed})"
+            )
+        return f"{shift.state} at {share}"
 
     # -- people --------------------------------------------------------------------------------
 
@@ -327,6 +586,8 @@ class TrafficControl:
     async def pause(self, shift_id: int, who: Principal) -> str:
         shift, stack = await self._shift_and_stack(shift_id)
         await self._allowed(who, stack, "pause")
+        if shift.state == "running" and shift.started_at is not None:
+            shift = await self._count_absence(shift, stack)  # undriven time before the pause
         paused = await self.store.update_shift(
             shift.id, "running", state="paused", paused_since=self.clock.now()
         )
@@ -342,17 +603,20 @@ class TrafficControl:
         await self._allowed(who, stack, "resume")
         if shift.state != "paused" or shift.paused_since is None:
             raise UserError(f"the shift to {stack.name} is {shift.state}, not paused.")
-        extra = int((self.clock.now() - shift.paused_since).total_seconds())
+        extra = (self.clock.now() - shift.paused_since).total_seconds()
         resumed = await self.store.update_shift(
             shift.id,
             "paused",
             state="running",
             paused_since=None,
-            paused_seconds=shift.paused_seconds + extra,
+            paused_seconds=shift.paused_seconds + int(extra),
+            # whole seconds are stored as paused; the fraction must not count either
+            delayed_seconds=shift.delayed_seconds + (extra - int(extra)),
+            last_step_at=self.clock.now(),
         )
         if resumed is None:
             raise UserError(f"the shift to {stack.name} changed meanwhile; try again.")
-        await self._say(stack, f"traffic: resumed by {who.label}")
+        await self._say(stack, f"traffic: resumed by {who.label}; {await self.drivers()}")
         await self.tick_one(resumed)
         return f"Resumed the shift to {stack.name}."
 
@@ -363,6 +627,20 @@ class TrafficControl:
             raise UserError(f"the shift to {stack.name} is {shift.state}; nothing to reverse.")
         if shift.direction == "reverse":
             raise UserError(f"traffic is already moving back from {stack.name}.")
+        back_to = await self.store.stack_by_id(shift.from_stack_id)
+        if back_to is None or back_to.status not in ROUTABLE:
+            state = back_to.status.value if back_to is not None else "gone"
+            raise UserError(
+                f"the stack traffic came from is {state}: there is nothing to move back to."
+            )
+        if shift.state == "done":
+            for other in await self.store.shifts(OPEN):
+                if other.route == shift.route and other.id != shift.id:
+                    newer = await self.store.stack_by_id(other.to_stack_id)
+                    raise UserError(
+                        f"a newer shift (to {newer.name if newer else '?'}) runs on this route; "
+                        "reverse that one instead."
+                    )
         await self._reverse(shift, stack, who.label, f"asked by {who.label}")
         return f"Reversing traffic from {stack.name}."
 
@@ -375,8 +653,10 @@ class TrafficControl:
             state="running",
             direction="reverse",
             started_at=self.clock.now(),
+            last_step_at=self.clock.now(),
             paused_since=None,
             paused_seconds=0,
+            delayed_seconds=0.0,
             start_new_weight=shift.current_new_weight,
             duration_seconds=int(duration.total_seconds()),
         )

@@ -206,8 +206,10 @@ class PostedMessage:
 class TrafficShift:
     """Traffic moving between two stacks of one unit and major version at one target.
 
-    state: awaiting-approval -> running (<-> paused) -> done | reversed; or cancelled when the
-    approval is rejected or expires. Weights are per mille of traffic for the new stack."""
+    state: awaiting-approval -> running (<-> paused) -> done | reversed; cancelled when the
+    approval is rejected or expires or the new stack stops being routable; superseded when a
+    newer stack of the same route becomes ready. Weights are per mille of traffic for the new
+    stack. At most one shift per route is active (awaiting-approval, running or paused)."""
 
     id: int
     from_stack_id: int
@@ -222,3 +224,16 @@ class TrafficShift:
     start_new_weight: int
     current_new_weight: int
     updated_at: datetime
+    route: str | None = None  # "<datacenter>/<namespace>/<unit>/<major>"
+    last_step_at: datetime | None = None  # when a driver last moved or held the weights
+    delayed_seconds: float = 0.0  # time nothing drove the shift; it does not count
+
+
+@dataclass(frozen=True, slots=True)
+class Daemon:
+    """A running process that drives shifts and cleanups, as its last heartbeat tells."""
+
+    holder: str
+    kind: str
+    started_at: datetime
+    seen_at: datetime

@@ -9,6 +9,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 
@@ -204,6 +206,8 @@ approval_votes = Table(
     UniqueConstraint("approval_id", "user_id"),
 )
 
+ACTIVE_SHIFT = "state IN ('running', 'paused', 'awaiting-approval')"
+
 traffic_shifts = Table(
     "traffic_shifts",
     metadata,
@@ -220,8 +224,30 @@ traffic_shifts = Table(
     Column("start_new_weight", Integer, nullable=False, default=0),  # per mille
     Column("current_new_weight", Integer, nullable=False, default=0),  # per mille
     Column("updated_at", UtcDateTime, nullable=False),
+    # "<datacenter>/<namespace>/<unit>/<major>": one active shift per route (index below)
+    Column("route", String(400)),
+    Column("last_step_at", UtcDateTime),  # when a driver last moved (or held) the weights
+    Column("delayed_seconds", Float, nullable=False, default=0.0),  # time no driver ran
     Index("ix_traffic_shifts_to_stack_id", "to_stack_id"),
     Index("ix_traffic_shifts_state", "state"),
+    Index(
+        "ux_traffic_shifts_active_route",
+        "route",
+        unique=True,
+        sqlite_where=text(ACTIVE_SHIFT),
+        postgresql_where=text(ACTIVE_SHIFT),
+    ),
+)
+
+# A process that drives shifts and cleanups (`nelson serve`, `nelson console`) says it is
+# alive here, so a one-shot `nelson run` can tell whether anything will move a shift.
+daemons = Table(
+    "daemons",
+    metadata,
+    Column("holder", String(200), primary_key=True),
+    Column("kind", String(50), nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("seen_at", UtcDateTime, nullable=False),
 )
 
 audit_events = Table(

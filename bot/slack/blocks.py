@@ -69,9 +69,15 @@ def _code_sections(lines: list[str], budget: int) -> tuple[list[Block], int]:
 
 
 def table_lines(table: Table) -> list[str]:
-    """Aligned columns; cells are clipped so one wide value cannot push the rest away."""
+    """Aligned columns; cells are clipped so one wide value cannot push the rest away, except
+    in the last column (a message, a reason), which nothing follows: it is shown whole."""
+    last = len(table.columns) - 1
     rows = [tuple(c.upper() for c in table.columns)] + [
-        tuple(clip(cell.replace("\n", " "), 60) for cell in row) for row in table.rows
+        tuple(
+            cell.replace("\n", " ") if i == last else clip(cell.replace("\n", " "), 60)
+            for i, cell in enumerate(row)
+        )
+        for row in table.rows
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(table.columns))]
     return ["  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip() for row in rows]

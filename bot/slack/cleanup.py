@@ -1,11 +1,13 @@
 """Cleanup in Slack: the daily digest of what will be removed (per channel, grouped by unit,
-with "Keep 24h more" and "Remove now" buttons), the summary of what was removed, and the
+with "Keep <lifecycle.keep_for> more" and "Remove now" buttons; a click updates the count and
+the unit's rows), the summary of what was removed, and the
 clicks on those buttons. The lifecycle (`commands.lifecycle`) decides; this only tells."""
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from datetime import timedelta
 from typing import Any
 
 from bot.slack.blocks import MAX_BLOCKS, Block, clip, context, escape, section
@@ -55,17 +57,33 @@ def _removal_line(removal: Removal) -> str:
     )
 
 
-def digest_message(removals: tuple[Removal, ...]) -> tuple[str, list[Block]]:
+def keep_label(keep_for: timedelta) -> str:
+    """The Keep button says what it gives: `Keep 24h more`, `Keep 2d more`, `Keep 90m more`."""
+    seconds = int(keep_for.total_seconds())
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
+        if seconds >= size and seconds % size == 0 and not (unit == "d" and seconds < 172800):
+            return f"Keep {seconds // size}{unit} more"
+    return f"Keep {seconds}s more"
+
+
+def _title(count: int) -> str:
+    return f"Cleanup: {count} stack{'s' if count != 1 else ''} will be removed"
+
+
+def digest_message(
+    removals: tuple[Removal, ...], keep_for: timedelta = timedelta(hours=24)
+) -> tuple[str, list[Block]]:
     """One channel's digest: a section and the two buttons per unit."""
     by_unit: dict[str, list[Removal]] = defaultdict(list)
     for removal in removals:
         by_unit[removal.stack.unit].append(removal)
     count = len(removals)
-    title = f"Cleanup: {count} stack{'s' if count != 1 else ''} will be removed"
+    title = _title(count)
+    label = keep_label(keep_for)
     blocks: list[Block] = [
         section(f":broom: *{title}*"),
         context(
-            "Each goes at the time shown unless someone presses *Keep 24h more* (deployers). "
+            f"Each goes at the time shown unless someone presses *{label}* (deployers). "
             "*Remove now* is for admins. `stacks status garbage` lists them all."
         ),
     ]
@@ -84,7 +102,7 @@ def digest_message(removals: tuple[Removal, ...]) -> tuple[str, list[Block]]:
                 "type": "actions",
                 "block_id": clip(f"cleanup:{unit}", 255),
                 "elements": [
-                    button(KEEP_ACTION, "Keep 24h more", value, "primary"),
+                    button(KEEP_ACTION, label, value, "primary"),
                     button(REMOVE_ACTION, "Remove now", value, "danger")
                     | {
                         "confirm": {
@@ -161,7 +179,8 @@ class CleanupNotices:
     async def on_event(self, event: Event) -> None:
         if isinstance(event, CleanupAnnounced):
             for channel, removals in event.digests:
-                text, blocks = digest_message(removals)
+                keep_for = self.lifecycle.settings.lifecycle.keep_for
+                text, blocks = digest_message(removals, keep_for)
                 await self._post(channel, text, blocks)
         elif isinstance(event, CleanupDone):
             for channel, reaped, failed in event.summaries:
@@ -198,6 +217,7 @@ class CleanupNotices:
         return outcome
 
     def _mark(self, body: dict[str, Any], block_id: str, line: str) -> None:
+        """The unit's rows and buttons become who did what; the count covers what is left."""
         message = body.get("message")
         if not isinstance(message, dict):
             return
@@ -206,9 +226,36 @@ class CleanupNotices:
         blocks = message.get("blocks")
         if not (channel and ts and isinstance(blocks, list)):
             return
-        replaced = [
-            context(line) if block.get("block_id") == block_id else block
-            for block in blocks
-            if isinstance(block, dict)
-        ]
-        self.outbox.update(channel, ts, text_at(message, "text") or "Cleanup", replaced)
+        blocks = [block for block in blocks if isinstance(block, dict)]
+        at = next((i for i, b in enumerate(blocks) if b.get("block_id") == block_id), None)
+        if at is None:
+            return
+        replaced: list[Block] = []
+        for i, block in enumerate(blocks):
+            if i == at:
+                replaced.append(context(line))
+            elif i == at - 1 and block.get("type") == "section" and i >= _HEAD_BLOCKS:
+                unit = block_id.removeprefix("cleanup:")
+                replaced.append(section(f"*{escape(unit)}*: ~{_rows_of(block)}~"))
+            else:
+                replaced.append(block)
+        left = sum(
+            len(stack_ids(str(b["elements"][0].get("value", ""))) or [])
+            for b in replaced
+            if b.get("type") == "actions"
+            and isinstance(b.get("elements"), list)
+            and b["elements"]
+            and isinstance(b["elements"][0], dict)
+        )
+        title = _title(left) if left else "Cleanup: nothing left to remove here"
+        if replaced and replaced[0].get("type") == "section":
+            replaced[0] = section(f":broom: *{title}*")
+        self.outbox.update(channel, ts, title, replaced)
+
+
+def _rows_of(block: Block) -> str:
+    """The unit's stack names from its section, for the struck-through line."""
+    text = block.get("text")
+    text = str(text.get("text", "")) if isinstance(text, dict) else ""
+    names = [part.split("`")[1] for part in text.split("\n") if part.count("`") >= 2]
+    return ", ".join(names) or "its stacks"

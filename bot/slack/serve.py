@@ -1,5 +1,8 @@
 """`nelson serve`: the Slack bot in HTTP mode (aiohttp: `POST /slack/events`, `GET /healthz`)
-or, when an app-level token is set, in Socket Mode (no public URL; `/healthz` still served)."""
+or, when an app-level token is set, in Socket Mode (no public URL; `/healthz` still served);
+`nelson serve --no-slack` (`serve_headless`) runs everything but Slack: deploy workflows and
+the ones an earlier run left unfinished, traffic shifts, cleanup passes and the daily digest
+(written to the log), with `GET /healthz`."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import contextlib
 import logging
 import signal
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
@@ -94,6 +98,85 @@ async def verify_token(bot: SlackBot) -> str:
     return str(response.get("user_id", ""))
 
 
+def _healthz(application: Application, mode: str) -> Any:
+    async def healthz(_request: web.Request) -> web.StreamResponse:
+        try:
+            await application.store.operation(0)
+        except Exception as exc:
+            # The driver's text names the database host: it stays in the log, and at debug
+            # level, since probes come every few seconds and the jobs already warn once.
+            if not is_outage(exc):
+                log.exception("the health check failed")
+            else:
+                log.debug("health check: the database is unreachable: %s", describe(exc))
+            return web.json_response({"ok": False, "database": "unreachable"}, status=503)
+        return web.json_response({"ok": True, "mode": mode})
+
+    return healthz
+
+
+async def serve_headless(
+    application: Application,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Everything but Slack, until SIGTERM/SIGINT (or `stop`)."""
+    settings = application.settings
+    stop = stop or asyncio.Event()
+    _on_signals(stop)
+    resumed = await application.start()
+    if resumed:
+        log.info("continuing %s deploy(s) an earlier run left unfinished", resumed)
+    app = web.Application(client_max_size=MAX_BODY)
+    app.router.add_get("/healthz", _healthz(application, "no-slack"))
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+    await runner.setup()
+    site = web.TCPSite(
+        runner, host or settings.slack.host, settings.slack.port if port is None else port
+    )
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise SetupError(
+            f"cannot listen on {host or settings.slack.host}:{port or settings.slack.port} "
+            f"({exc.strerror or exc}); choose another with --port"
+        ) from None
+    bound = _bound_port(site, port)
+    jobs = Jobs(application, "nelson serve --no-slack")
+    try:
+        await jobs.start()
+        where = f"http://{host or settings.slack.host}:{bound}"
+        log.info("nelson is running without Slack; health on port %s", bound)
+        print(
+            f"nelson: running without Slack: deploys, traffic shifts and cleanups "
+            f"(health: {where}/healthz)",
+            flush=True,
+        )
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+    finally:
+        await jobs.stop()
+        await runner.cleanup()
+    return 0
+
+
+def _on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
+            loop.add_signal_handler(sig, stop.set)
+
+
+def _bound_port(site: web.TCPSite, port: int | None) -> int | None:
+    sockets = getattr(site._server, "sockets", None) or []
+    return int(sockets[0].getsockname()[1]) if sockets else port
+
+
 def web_app(bot: SlackBot, *, http_mode: bool) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
 
@@ -142,22 +225,9 @@ def web_app(bot: SlackBot, *, http_mode: bool) -> web.Application:
             return web.Response(status=200)
         return await to_aiohttp_response(bolt_response)
 
-    async def healthz(_request: web.Request) -> web.StreamResponse:
-        try:
-            await bot.application.store.operation(0)
-        except Exception as exc:
-            # The driver's text names the database host: it stays in the log, and at debug
-            # level, since probes come every few seconds and the jobs already warn once.
-            if not is_outage(exc):
-                log.exception("the health check failed")
-            else:
-                log.debug("health check: the database is unreachable: %s", describe(exc))
-            return web.json_response({"ok": False, "database": "unreachable"}, status=503)
-        return web.json_response({"ok": True, "mode": "http" if http_mode else "socket"})
-
     if http_mode:
         app.router.add_post("/slack/events", events)
-    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/healthz", _healthz(bot.application, "http" if http_mode else "socket"))
     return app
 
 
@@ -178,10 +248,7 @@ async def serve(
     if resumed:
         log.info("continuing %s deploy(s) an earlier run left unfinished", resumed)
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
-            loop.add_signal_handler(sig, stop.set)
+    _on_signals(stop)
     runner = web.AppRunner(
         web_app(bot, http_mode=not mode.socket), access_log=None, shutdown_timeout=5.0
     )
@@ -190,10 +257,9 @@ async def serve(
         runner, host or settings.slack.host, settings.slack.port if port is None else port
     )
     await site.start()
-    sockets = getattr(site._server, "sockets", None) or []
-    bound = sockets[0].getsockname()[1] if sockets else port
+    bound = _bound_port(site, port)
     socket_handler: AsyncSocketModeHandler | None = None
-    jobs = Jobs(application)
+    jobs = Jobs(application, "nelson serve")
     try:
         if mode.socket:
             assert settings.slack.app_token is not None
@@ -203,7 +269,7 @@ async def serve(
                 web_client=AsyncWebClient(base_url=api_url(settings), timeout=10),
             )
             await socket_handler.connect_async()  # type: ignore[no-untyped-call]
-        jobs.start()
+        await jobs.start()
         log.info("nelson is serving Slack in %s; health on port %s", mode.description, bound)
         where = f"http://{host or settings.slack.host}:{bound}"
         print(f"nelson: serving Slack in {mode.description} (health: {where}/healthz)", flush=True)
@@ -211,7 +277,7 @@ async def serve(
             ready.set()
         await stop.wait()
     finally:
-        jobs.stop()
+        await jobs.stop()
         if socket_handler is not None:
             await socket_handler.close_async()  # type: ignore[no-untyped-call]
         await bot.close()

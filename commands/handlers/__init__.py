@@ -7,7 +7,16 @@ from typing import Any
 
 from commands import model
 from commands.context import Context
-from commands.handlers import about, approvals, catalogue, cleanup, deploy, graph, stacks
+from commands.handlers import (
+    about,
+    approvals,
+    catalogue,
+    cleanup,
+    deploy,
+    graph,
+    stacks,
+    traffic,
+)
 from commands.replies import Reply
 
 Handler = Callable[[Any, Context], Awaitable[Reply]]
@@ -33,6 +42,9 @@ HANDLERS: dict[type, Handler] = {
     model.Approve: approvals.approve,
     model.Reject: approvals.reject,
     model.Reverse: approvals.reverse,
+    model.Pause: traffic.pause,
+    model.Resume: traffic.resume,
+    model.Traffic: traffic.traffic,
     model.Deprecate: cleanup.deprecate,
     model.Keep: cleanup.keep,
     model.Remove: cleanup.remove,

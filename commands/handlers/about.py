@@ -116,11 +116,18 @@ async def cleanup_policies(command: CleanupPolicies, ctx: Context) -> Reply:
         blocks=(
             Table(("policy", "what it keeps", ""), tuple(rows)),
             Text(
-                f"New stacks are never cleaned up in their first {_span(life.new_stack_grace)}; "
-                f"stacks no policy keeps become garbage and are removed "
-                f"{_span(life.garbage_grace)} later. The stack receiving traffic and anything "
-                "a live stack depends on are never collected. Choose a policy per plan with "
-                "`expiration_policy:` in the manifest."
+                f"Every {_span(life.interval)} a cleanup pass judges each ready and deprecated "
+                f"stack. New stacks are left alone for {_span(life.new_stack_grace)}; the "
+                "stacks receiving traffic (or about to, in a traffic shift) and anything a live "
+                "stack depends on are never collected. Stacks no policy keeps become garbage. "
+                f"Each day at {life.announce_at} UTC a digest announces what will be removed, "
+                "in each unit's channels and the operations channel (`nelson announce` posts "
+                "it now). Garbage is removed only once it was announced, "
+                f"{_span(life.garbage_grace)} after it became garbage and "
+                f"{_span(life.notice)} after the announcement: out of the route first, then "
+                f"off the scheduler. `keep <stack>` (the Keep button) keeps it "
+                f"{_span(life.keep_for)} more; `remove <stack>` (Remove now, admins) removes it "
+                "at once. Choose a policy per plan with `expiration_policy:` in the manifest."
             ),
             Code("plans:\n  - name: default\n    expiration_policy: retain-latest-two-major"),
         ),

@@ -23,6 +23,7 @@ from domain.records import Stack, StackPage, StackQuery
 from domain.states import StackStatus
 
 PAGE = 50
+HISTORY = 30  # traffic changes shown by `inspect`, the newest
 
 
 async def list_stacks(command: ListStacks, ctx: Context) -> Reply:
@@ -48,19 +49,33 @@ async def list_stacks(command: ListStacks, ctx: Context) -> Reply:
     now = ctx.clock.now()
     if command.statuses == (StackStatus.GARBAGE,):
         return await _garbage(ctx, page, f"Garbage in {where}", now)
+    weights = await ctx.traffic.weights_of(page.stacks) if ctx.traffic is not None else {}
     rows = tuple(
-        (s.name, s.datacenter, s.plan, s.status.value, ago(s.updated_at, now)) for s in page.stacks
+        (
+            s.name,
+            s.datacenter,
+            s.plan,
+            s.status.value,
+            _serving(weights.get(s.name)),
+            ago(s.updated_at, now),
+        )
+        for s in page.stacks
     )
     return Reply(
         title=f"Stacks in {where}{filters} ({page.total})",
         blocks=(
             Table(
-                ("stack", "datacenter", "plan", "status", "changed"),
+                ("stack", "datacenter", "plan", "status", "traffic", "changed"),
                 rows,
                 total=page.total if page.total > len(rows) else None,
             ),
         ),
     )
+
+
+def _serving(per_mille: int | None) -> str:
+    """`serving 60%` for a stack that gets traffic, `-` otherwise."""
+    return f"serving {per_mille / 10:g}%" if per_mille else "-"
 
 
 def removal_text(ctx: Context, stack: Stack, now: datetime) -> str:
@@ -126,6 +141,9 @@ async def inspect(command: Inspect, ctx: Context) -> Reply:
         pairs.append(("approval", f"#{approvals[-1].id} {describe_approval(approvals[-1])}"))
     if stack.status is StackStatus.GARBAGE:
         pairs.append(("removal", f"{removal_text(ctx, stack, now)}; `keep {stack.name}` keeps it"))
+    if ctx.traffic is not None and stack.status in (StackStatus.READY, StackStatus.DEPRECATED):
+        weight = (await ctx.traffic.weights_of([stack])).get(stack.name)
+        pairs.append(("traffic", _serving(weight) if weight else "none"))
     blocks: list[Fields | Table | Text] = [Fields(tuple(pairs))]
     blocks.append(
         Table(
@@ -133,6 +151,23 @@ async def inspect(command: Inspect, ctx: Context) -> Reply:
             tuple((when(h.at), h.status.value, h.actor, h.message) for h in history),
         )
     )
+    shifts = await ctx.store.shifts(stack_id=stack.id)
+    moves = [e for e in await ctx.store.audit_events(target=stack.name) if e.action == "traffic"]
+    if shifts and ctx.traffic is not None:
+        lines = []
+        for shift in shifts:
+            side = "to" if shift.to_stack_id == stack.id else "from"
+            lines.append(f"shift #{shift.id} ({side} this stack): {ctx.traffic.progress(shift)}")
+        blocks.append(Text("\n".join(lines)))
+    if moves:
+        recent = list(reversed(moves[:HISTORY]))  # audit_events is newest first
+        blocks.append(
+            Table(
+                ("when", "traffic", "by"),
+                tuple((when(e.at), e.detail, e.actor) for e in recent),
+                total=len(moves) if len(moves) > HISTORY else None,
+            )
+        )
     if dependencies or dependents:
         blocks.append(
             Text(

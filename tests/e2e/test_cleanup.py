@@ -214,6 +214,7 @@ async def test_announce_keep_then_reap_with_an_outage(
     # Keep 24h more, pressed by a deployer of the namespace: it returns to ready
     keep = next(b for b in digest.blocks or [] if b["type"] == "actions")
     assert keep["elements"][0]["action_id"] == KEEP_ACTION
+    assert keep["elements"][0]["text"]["text"] == "Keep 4s more"  # lifecycle.keep_for
     await press(bot, fake, digest, keep, "U3")  # may view, may not deploy
     await fake.wait_for(
         lambda: any("may not keep" in e.text for e in fake.ephemerals if e.channel == TEAM)
@@ -221,6 +222,10 @@ async def test_announce_keep_then_reap_with_an_outage(
     assert await status_of(bot, old) is StackStatus.GARBAGE
     await press(bot, fake, digest, keep, "U1")
     await fake.wait_for(lambda: "Kept by" in fake.all_text(by_ts(fake, TEAM, digest.ts)))
+    # the digest no longer counts or lists what was kept
+    kept_digest = fake.all_text(by_ts(fake, TEAM, digest.ts))
+    assert "nothing left to remove here" in kept_digest and "1 stack will" not in kept_digest
+    assert f"~{old.name}~" in kept_digest
     assert await status_of(bot, old) is StackStatus.READY
     audit = await bot.application.store.audit_events(target=old.name)
     assert audit[0].action == "keep" and audit[0].actor == "U1"

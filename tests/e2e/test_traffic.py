@@ -14,6 +14,7 @@ from typing import Any
 import docker
 import pytest
 
+from adapters.storage import open_store
 from bot.slack.messages import APPROVE_ACTION, REJECT_ACTION, REVERSE_ACTION
 from commands.ports import Route
 from commands.settings import Settings
@@ -315,7 +316,7 @@ async def test_an_expired_approval_moves_nothing(
         await stop(running, engine_client)
 
 
-async def test_a_restart_mid_shift_continues_where_it_was(
+async def test_a_restart_mid_shift_continues_from_the_weight_last_applied(
     fake: FakeSlack,
     tmp_path: Path,
     docker_address: str,
@@ -327,17 +328,24 @@ async def test_a_restart_mid_shift_continues_where_it_was(
     first = await start_bot(settings, real=True)
     _, new = await deploy_both(first, fake)
     await approve_shift(first, fake)
-    before = (
-        await shift_until(first, new.id, lambda s: s.current_new_weight >= 300)
-    ).current_new_weight
+    await shift_until(first, new.id, lambda s: s.current_new_weight >= 300)
     await first.shutdown()  # HAProxy keeps routing while the bot is away
+    store = await open_store(settings.database_url, clock=first.clock)
+    try:  # the weight last applied, read once the first bot is gone
+        [*_, last] = [s for s in await store.shifts(stack_id=new.id) if s.to_stack_id == new.id]
+    finally:
+        await store.close()
+    before = last.current_new_weight
     assert 0.1 < await share_of_new(first, 50) < 0.7
     await asyncio.sleep(2)
     second = await start_bot(settings, real=True, clock=first.clock)  # one clock across both
     try:
         moved = await shift_until(second, new.id, lambda s: s.current_new_weight != before)
-        # caught up by the time spent away, not restarted from zero
-        assert moved.current_new_weight >= before + 200, (before, moved.current_new_weight)
+        # continued from the weight last applied, a step at a time: the time away did not
+        # count (no catch-up jump), and the thread says how long the shift was delayed
+        assert before < moved.current_new_weight <= before + 100, (before, moved)
+        lines = [line.message for line in await second.application.store.logs(new.id)]
+        assert any("this shift was delayed by" in line for line in lines), lines
         done = await shift_until(second, new.id, lambda s: s.state == "done")
         assert done.state == "done"
         assert await share_of_new(second, 50) == 1.0

@@ -158,22 +158,27 @@ async def test_a_cleanup_pass(store: SqlStore, clock: FakeClock) -> None:
     audit = await store.audit_events(target=old.name)
     assert audit[0].action == "garbage" and audit[0].actor == "nelson"
 
-    # a second process is refused while the first holds the lease
+    # a second process is refused while a pass holds the lease, and runs once it ended
     second = Lifecycle(settings, store, EventHub(), clock, {"local": engine}, {})
+    assert await store.acquire_lease("lifecycle", "a-pass-elsewhere", T0 + timedelta(hours=1), T0)
     assert not (await second.run_once()).ran
+    await store.release_lease("lifecycle", "a-pass-elsewhere")
+    assert (await second.run_once()).garbage == []  # decided once: nothing more to do
+    assert (await first.run_once()).ran  # the lease was released when the pass ended
 
     # the daily announcement: the unit's channel is told what goes, why and when
     told: list[Event] = []
     first.events.subscribe(_record(told))
-    announced = await first.announce()
+    announced = await first.announce_daily()
     assert announced is not None and [r.stack.name for r in announced.removals] == [old.name]
     removal = announced.removals[0]
     assert removal.remove_at == T0 + settings.lifecycle.garbage_grace
     assert "not the latest version" in removal.reason
     assert dict(announced.digests).keys() == {"svc-team"}
     assert told == [announced]
-    # a second replica announcing at the same moment stays quiet
-    assert await second.announce() is None
+    # a second replica announcing the same day stays quiet, and so does the first
+    assert await second.announce_daily() is None
+    assert await first.announce_daily() is None
     audit = await store.audit_events(target="1 stacks")
     assert audit[0].action == "cleanup-announced" and "svc-team" in audit[0].detail
 

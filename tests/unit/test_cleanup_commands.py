@@ -11,13 +11,15 @@ import pytest
 
 from adapters.storage import open_store
 from bot.conversation import Conversation
-from bot.slack.cleanup import digest_message, stack_ids, summary_message
+from bot.slack.cleanup import digest_message, keep_label, stack_ids, summary_message
 from bot.terminal import render, save_attachments
 from commands.events import EventHub, Removal
 from commands.graph_picture import dot_source, render_png
 from commands.lifecycle import Lifecycle
 from commands.settings import Settings
+from domain.records import Stack
 from domain.states import StackStatus
+from domain.versions import Version
 from tests.fakes.clock import T0, FakeClock
 from tests.fakes.slack import block_problems
 from tests.unit.test_handlers import (
@@ -219,6 +221,18 @@ def test_cleanup_messages_stay_within_slack_limits(h: Harness) -> None:
     assert stack_ids("1,2,x") == [] and stack_ids("") == []
 
 
+def test_the_keep_button_says_what_it_gives() -> None:
+    assert keep_label(timedelta(hours=24)) == "Keep 24h more"
+    assert keep_label(timedelta(days=3)) == "Keep 3d more"
+    assert keep_label(timedelta(minutes=90)) == "Keep 90m more"
+    assert keep_label(timedelta(seconds=4)) == "Keep 4s more"
+    removal = Removal(_garbage_stack(), "not the latest version", T0)
+    _, blocks = digest_message((removal,), timedelta(hours=6))
+    [actions] = [b for b in blocks if b["type"] == "actions"]
+    assert actions["elements"][0]["text"]["text"] == "Keep 6h more"
+    assert "*Keep 6h more*" in str(blocks[1])
+
+
 async def test_the_bot_schedules_the_pass_and_the_daily_announcement(tmp_path: Path) -> None:
     from bot.bootstrap import build
     from bot.jobs import Jobs
@@ -246,3 +260,72 @@ async def test_the_bot_schedules_the_pass_and_the_daily_announcement(tmp_path: P
 def test_announce_at_must_be_a_time_of_day(value: str) -> None:
     with pytest.raises(ValueError, match="time of day"):
         Settings.model_validate({"lifecycle": {"announce_at": value}})
+
+
+def _garbage_stack() -> Stack:
+    return Stack(
+        id=7,
+        guid=f"{7:032x}",
+        name="svc--1-0-7--abcdefgh",
+        release_id=1,
+        unit="svc",
+        version=Version(1, 0, 7),
+        datacenter="dc-east",
+        namespace="dev",
+        plan="default",
+        status=StackStatus.GARBAGE,
+        status_message="",
+        created_by="U1",
+        created_at=T0,
+        updated_at=T0,
+        expires_at=None,
+    )
+
+
+async def test_a_daemon_started_after_announce_at_posts_the_missed_digest_once(
+    tmp_path: Path,
+) -> None:
+    """T0 is 12:00 UTC: past `announce_at` 07:45, so the day's digest goes out at start; a
+    second daemon that day stays quiet; the heartbeat says who drives shifts."""
+    from bot.bootstrap import build
+    from bot.jobs import Jobs
+    from commands import daemons
+
+    settings = Settings.model_validate(
+        {
+            "database_url": f"sqlite:///{tmp_path / 'nelson.db'}",
+            "lifecycle": {"announce_at": "07:45"},
+        }
+    )
+    clock = FakeClock(T0)
+    app = await build(settings, clock=clock)
+    try:
+        assert await daemons.running(app.store, clock) == []
+        jobs = Jobs(app, "nelson serve --no-slack")
+        await jobs.start()
+        try:
+            assert jobs.scheduler.get_job("announce-missed") is not None
+            [daemon] = await daemons.running(app.store, clock)
+            assert daemon.kind == "nelson serve --no-slack"
+            assert app.lifecycle is not None
+            await jobs.announce_cleanup()  # what the start-up job runs
+            # claimed for today: neither this process nor another one posts it again
+            assert await app.lifecycle.announce_daily() is None
+            other = Lifecycle(settings, app.store, EventHub(), clock, {}, {})
+            assert await other.announce_daily() is None
+            clock.advance(timedelta(days=1))  # the next day's digest is due again
+            assert await other.announce_daily() is not None
+            # before announce_at nothing is posted
+            clock.set(T0.replace(hour=7))
+            assert (
+                await Lifecycle(settings, app.store, EventHub(), clock, {}, {}).announce_daily()
+                is None
+            )
+        finally:
+            await jobs.stop()
+        assert await daemons.running(app.store, clock) == []  # the heartbeat row is gone
+        clock.set(T0)
+        assert app.traffic is not None
+        assert "no `nelson serve` or `nelson console` is running" in await app.traffic.drivers()
+    finally:
+        await app.close()

@@ -121,6 +121,12 @@ PARSES: list[tuple[str, model.Command]] = [
     (f"runtime {STACK}", model.Runtime(STACK)),
     (f"redeploy {STACK}", model.Redeploy(STACK)),
     (f"reverse {STACK}", model.Reverse(STACK)),
+    (f"pause {STACK}", model.Pause(STACK)),
+    (f"resume {STACK}", model.Resume(STACK)),
+    ("traffic", model.Traffic()),
+    ("traffic howdy-http", model.Traffic("howdy-http")),
+    ("traffic in prod", model.Traffic(namespace="prod")),
+    ("traffic howdy-http at dc-east in qa", model.Traffic("howdy-http", "qa", "dc-east")),
     ("deprecate svc 1.4", model.Deprecate("svc", V("1.4.0"))),
     ("graph accounts", model.Graph("accounts")),
     # approvals

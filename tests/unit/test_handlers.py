@@ -303,6 +303,10 @@ async def test_whoami_and_cleanup_policies(h: Harness) -> None:
     assert "UDEV" in me and "view, deploy" in me
     policies = render((await h.ok("cleanup-policies")).reply, width=200)
     assert "retain-latest-two-major" in policies and "default for services" in policies
+    # the same story as docs/lifecycle.md: an announcement, then the notice, then removal
+    assert "Each day at 09:00 UTC a digest announces" in policies
+    assert "removed only once it was announced" in policies and "4 hours after the" in policies
+    assert "Keep button) keeps it 1 day more" in policies
 
 
 async def test_internal_errors_give_a_reference_not_a_traceback(

@@ -17,11 +17,23 @@ def test_renders_tables_aligned_with_truncation_count() -> None:
     assert out[5] == "… showing 2 of 3"
 
 
-def test_narrow_terminal_clips_the_widest_column() -> None:
+def test_narrow_terminal_wraps_the_last_column_and_clips_the_others() -> None:
     reply = Reply(title="t", blocks=(Table(("k", "v"), (("x", "y" * 200),)),))
     lines = render(reply, width=40).splitlines()
     assert max(len(line) for line in lines) <= 40
-    assert lines[-1].endswith("…")
+    assert "".join(line.strip() for line in lines[3:]) == "x  " + "y" * 200  # nothing is cut
+    message = "traffic: first stack of howdy-http 1.x in local/dev: it gets all traffic at "
+    reply = Reply(
+        title="t",
+        blocks=(Table(("stack", "message"), (("s" * 30, message + "127.0.0.1:20000"),)),),
+    )
+    lines = render(reply, width=60).splitlines()
+    assert max(len(line) for line in lines) <= 60
+    assert "127.0.0.1:20000" in lines[-1]  # an address is never split
+    assert lines[-1].startswith(" " * 32)  # continuation lines stay in their column
+    wide = Reply(title="t", blocks=(Table(("a", "b", "c"), (("x" * 50, "y" * 50, "z"),)),))
+    first = render(wide, width=40).splitlines()[3]
+    assert "…" in first  # columns before the last are still clipped to fit
 
 
 def test_markup_is_plain_in_the_terminal() -> None:

@@ -1,0 +1,33 @@
+"""Which processes drive shifts and cleanups right now.
+
+`nelson serve` (with or without Slack) and `nelson console` write a heartbeat to the Store
+every `HEARTBEAT`; a one-shot `nelson run` reads them to say truthfully what will move a
+traffic shift, or that nothing will until a daemon starts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from commands.ports import Clock, Store
+from domain.records import Daemon
+
+HEARTBEAT = timedelta(seconds=10)
+# three beats missed: the process is gone (or so stuck that it drives nothing)
+ALIVE_WITHIN = HEARTBEAT * 3
+
+
+async def running(store: Store, clock: Clock) -> list[Daemon]:
+    return await store.daemons(clock.now() - ALIVE_WITHIN)
+
+
+def drivers_note(daemons: list[Daemon], every: timedelta) -> str:
+    """One sentence: who moves the weights, or that nobody does."""
+    if not daemons:
+        return (
+            "no `nelson serve` or `nelson console` is running, so nothing moves until one "
+            "starts (`nelson serve --no-slack` runs without Slack); it then continues from "
+            "where the weights are"
+        )
+    daemon = daemons[0]
+    seconds = every.total_seconds()
+    return f"{daemon.kind} on {daemon.holder} moves it every {seconds:g} s"
