@@ -518,7 +518,7 @@ async def test_jobs_warn_once_during_an_outage_and_keep_tracebacks_for_faults(
     settings = Settings.model_validate({"database_url": f"sqlite:///{tmp_path / 'j.db'}"})
     app = await build(settings, workflow=RecordingWorkflow(), clock=clock)
     jobs = Jobs(app)
-    jobs.start()
+    await jobs.start()
     try:
         sweep = jobs.scheduler.get_job("expire-approvals").func
         failure: list[BaseException] = [
@@ -540,5 +540,5 @@ async def test_jobs_warn_once_during_an_outage_and_keep_tracebacks_for_faults(
         assert "unreachable" in records[0].getMessage() and records[0].exc_info is None
         assert records[1].exc_info is not None  # a fault keeps its traceback
     finally:
-        jobs.stop()
+        await jobs.stop()
         await app.close()
