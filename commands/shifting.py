@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from commands.access import Principal, Role, authorize
 from commands.approval_desk import ApprovalDesk
@@ -197,13 +197,13 @@ class TrafficControl:
             except Exception:
                 log.exception("traffic shift #%s failed to advance; will try again", shift.id)
 
-    def _weights(self, shift: TrafficShift) -> traffic.Weights:
+    def _weights(self, shift: TrafficShift, now: datetime) -> traffic.Weights:
         assert shift.started_at is not None
         return traffic.weights_at(
             traffic.ShiftPolicy(shift.policy),
             shift.started_at,
             timedelta(seconds=shift.duration_seconds),
-            self.clock.now(),
+            now,
             timedelta(seconds=shift.paused_seconds),
             shift.paused_since,
             traffic.Weights.of_new(shift.start_new_weight / 1000),
@@ -219,7 +219,10 @@ class TrafficControl:
             return
         if shift.direction == "forward" and await self._unhealthy(shift, new):
             return
-        weights = self._weights(shift)
+        # One reading of the clock for the step: read again after applying the weights, it
+        # could call the shift complete while the weights applied were not yet the final ones.
+        now = self.clock.now()
+        weights = self._weights(shift, now)
         per_mille = round(weights.new * 1000)
         if per_mille != shift.current_new_weight:
             await self._apply(shift, old, new, per_mille)
@@ -227,7 +230,7 @@ class TrafficControl:
             traffic.ShiftPolicy(shift.policy),
             shift.started_at,
             timedelta(seconds=shift.duration_seconds),
-            self.clock.now(),
+            now,
             timedelta(seconds=shift.paused_seconds),
             shift.paused_since,
         )

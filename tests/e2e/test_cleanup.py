@@ -51,7 +51,7 @@ plans:
         interval: 1s
     traffic_shift:
       policy: atomic
-      duration: 1s
+      duration: "2 minutes"
 namespaces:
   - name: dev
     units:
@@ -193,6 +193,7 @@ async def test_announce_keep_then_reap_with_an_outage(
     await slash(bot, fake, "deploy tidy-client 1.0.0 to local")
     client = await ready(bot, "tidy-client", "1.0.0")
     assert [s.name for s in await bot.application.store.dependencies(client.id)] == [new.name]
+    bot.clock.advance(121)  # the atomic shift's two minutes
     await until_serving_moves(bot, old)
     bot.clock.advance(1.1)  # the new-stack grace
 
