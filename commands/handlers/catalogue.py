@@ -127,6 +127,7 @@ async def register_manifest(command: RegisterManifest, ctx: Context) -> Reply:
         blocks=(
             Text(_summary(manifest)),
             Text("Running stacks keep the manifest they were deployed with."),
+            *_warnings(manifest.warnings),
         ),
     )
 
