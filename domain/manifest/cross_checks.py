@@ -90,6 +90,17 @@ def _check_namespaces(r: Reader, manifest: Manifest, default_namespace: str) -> 
             ("namespaces",),
             f"the default namespace '{default_namespace}' must be one of the namespaces",
         )
+    default = manifest.namespace(default_namespace)
+    if default is not None:
+        index = manifest.namespaces.index(default)
+        listed = {entry.ref for entry in default.units}
+        for unit in manifest.units:
+            if unit.name and unit.name not in listed:
+                r.warn(
+                    ("namespaces", index, "units"),
+                    f"unit '{unit.name}' is not in the default namespace '{default_namespace}' "
+                    "(Nelson refuses a manifest with such a unit)",
+                )
     return uses
 
 
