@@ -7,6 +7,7 @@ and the few deliberate differences.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from domain.durations import parse_duration
@@ -87,15 +88,7 @@ def parse_manifest(text: str, *, default_namespace: str = "dev") -> Manifest:
     cross_check(r, manifest, default_namespace)
     if r.errors:
         raise ManifestInvalid(tuple(r.errors), tuple(r.warnings))
-    return Manifest(
-        units=manifest.units,
-        plans=manifest.plans,
-        namespaces=manifest.namespaces,
-        datacenters=manifest.datacenters,
-        loadbalancers=manifest.loadbalancers,
-        notifications=manifest.notifications,
-        warnings=tuple(r.warnings),
-    )
+    return replace(manifest, warnings=tuple(r.warnings))
 
 
 def _not_a_mapping(data: Any) -> str:
