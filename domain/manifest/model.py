@@ -32,7 +32,7 @@ class ManifestInvalid(ValueError):
 class Port:
     label: str
     number: int
-    protocol: str  # http | https | tcp
+    protocol: str  # http | https | tcp | wss
 
 
 @dataclass(frozen=True, slots=True)
