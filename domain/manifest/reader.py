@@ -30,9 +30,14 @@ def format_path(path: Path) -> str:
 def kind(value: Any) -> str:
     if value is None:
         return "nothing"
-    return {dict: "a mapping", list: "a list", str: "text", bool: "true/false"}.get(
-        type(value), f"a {type(value).__name__}"
-    )
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: "text",
+        bool: "true/false",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), f"a {type(value).__name__}")
 
 
 def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
