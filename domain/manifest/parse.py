@@ -30,7 +30,7 @@ from domain.manifest.model import (
     Route,
     Unit,
 )
-from domain.manifest.plans import plan, unique
+from domain.manifest.plans import PLAN_KEYS, plan, unique
 from domain.manifest.reader import Path, Reader, did_you_mean, format_path, kind, load
 from domain.manifest.values import (
     ALNUM_HYPHEN,
@@ -122,7 +122,7 @@ _UNIT_KEYS = (
 
 
 def _unit(r: Reader, raw: Any, path: Path) -> Unit:
-    m = r.mapping(raw, path, _UNIT_KEYS, required=("name",)) or {}
+    m = r.mapping(raw, path, _UNIT_KEYS, ("name",), ((PLAN_KEYS, "it belongs in a plan"),)) or {}
     name = r.text(m.get("name"), (*path, "name"))
     if name and not UNIT_NAME.match(name):
         r.error(

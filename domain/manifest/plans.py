@@ -52,7 +52,7 @@ SHIFT_LONGER_THAN = timedelta(minutes=1)
 SHIFT_SHORTER_THAN = timedelta(days=5)
 CHECK_TIMEOUT_SECONDS = 2
 CHECK_INTERVAL_SECONDS = 10
-_KEYS = (
+PLAN_KEYS = (
     "name",
     "cpu",
     "memory",
@@ -75,7 +75,7 @@ _KEYS = (
 
 
 def plan(r: Reader, raw: Any, path: Path) -> Plan:
-    m = r.mapping(raw, path, _KEYS, required=("name",)) or {}
+    m = r.mapping(raw, path, PLAN_KEYS, required=("name",)) or {}
     name = r.text(m.get("name"), (*path, "name"))
     if name and not ALNUM_HYPHEN.match(name):
         r.error((*path, "name"), f"'{name}' is not a plan name: use letters, digits and hyphens")

@@ -67,15 +67,26 @@ class Reader:
         self.warnings.append(self._located(path, message))
 
     def mapping(
-        self, value: Any, path: Path, keys: tuple[str, ...], required: tuple[str, ...] = ()
+        self,
+        value: Any,
+        path: Path,
+        keys: tuple[str, ...],
+        required: tuple[str, ...] = (),
+        elsewhere: tuple[tuple[tuple[str, ...], str], ...] = (),
     ) -> dict[str, Any] | None:
+        """The value as a mapping of known keys; `elsewhere` names keys that belong in another
+        stanza, with where they go."""
         if not isinstance(value, dict):
             self.error(path, f"expected a mapping with keys {', '.join(keys)}, found {kind(value)}")
             return None
         for key in value:
             if key not in keys:
+                home = next((where for group, where in elsewhere if key in group), None)
                 hint = did_you_mean(str(key), keys) or f"; known keys: {', '.join(keys)}"
-                self.error((*path, str(key)), f"unknown key '{key}'{hint}")
+                message = (
+                    f"'{key}' does not go here: {home}" if home else f"unknown key '{key}'{hint}"
+                )
+                self.error((*path, str(key)), message)
         for key in required:
             if value.get(key) in (None, ""):
                 self.error((*path, key), f"'{key}' is required")

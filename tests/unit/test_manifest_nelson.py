@@ -458,6 +458,10 @@ def test_unknown_keys_inside_stanzas_stay_errors() -> None:
     assert "did you mean 'ports'" in found["units[0].port"]
     assert "did you mean 'retries'" in found["plans[0].retires"]
     assert "did you mean 'units'" in found["namespaces[0].unit"]
+    found = problems(
+        UNIT.replace("    ports:", "    retries: 2\n    ports:") + PLAN.format(extra="")
+    )
+    assert "belongs in a plan" in found["units[0].retries"]
 
 
 def test_a_unit_without_description_is_a_warning() -> None:
