@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from adapters.storage.urls import safe
 from bot.bootstrap import Application, build
@@ -18,7 +19,7 @@ from bot.conversation import Outcome
 from bot.terminal import render, save_attachments
 from commands.ports import StoreError
 from commands.settings import Settings
-from domain.manifest import ManifestInvalid, parse_manifest
+from domain.manifest import ManifestError, ManifestInvalid, parse_manifest
 from domain.redaction import redacted
 
 
@@ -257,10 +258,20 @@ def _lint(path: str, settings: Settings) -> int:
         print(f"{file}: {count} error{'s' if count != 1 else ''}", file=sys.stderr)
         for error in exc.errors:
             print(f"  {error}", file=sys.stderr)
+        _print_warnings(exc.warnings, sys.stderr)
         return 1
     units = ", ".join(unit.name for unit in manifest.units)
     print(f"{file}: valid ({len(manifest.units)} unit(s): {units}; {len(manifest.plans)} plan(s))")
+    _print_warnings(manifest.warnings, sys.stdout)
     return 0
+
+
+def _print_warnings(warnings: tuple[ManifestError, ...], stream: TextIO) -> None:
+    # Accepted, so exit 0, but listed: what Nelson would judge differently, ignored keys.
+    if warnings:
+        print(f"{len(warnings)} warning{'s' if len(warnings) != 1 else ''}:", file=stream)
+        for warning in warnings:
+            print(f"  {warning}", file=stream)
 
 
 async def _db(action: str, settings: Settings) -> int:

@@ -273,7 +273,7 @@ class DeployEngine:
         if manifest is None:  # a manifest revision never changes: parse it once
             manifest = self._parsed[manifest_record.id] = parse_manifest(manifest_record.text)
         unit = manifest.unit(stack.unit)
-        plan = next((p for p in manifest.plans if p.name == stack.plan), None)
+        plan = manifest.plan(stack.plan)
         if unit is None or plan is None:
             raise StepFailed(f"unit {stack.unit} or plan {stack.plan} is not in its manifest")
         return unit, plan

@@ -9,28 +9,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from domain import expiration
+from domain.durations import parse_duration
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 _NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(/[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)?\s*$")
 _TIME_OF_DAY = re.compile(r"^(\d{1,2}):(\d{2})$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def parse_duration(value: object) -> timedelta:
-    """`90`, `90s`, `5m`, `2h`, `1d` -> timedelta."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or text like 30s, 5m, 2h, 1d")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return timedelta(seconds=value)
-    match = _DURATION.match(str(value))
-    if match is None:
-        raise ValueError(f"'{value}' is not a duration; write it like 30s, 5m, 2h or 1d")
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
 class _Model(BaseModel):

@@ -268,9 +268,7 @@ class TrafficControl:
         release = await self.store.release(stack.unit, stack.version)
         record = await self.store.manifest_by_id(release.manifest_id) if release else None
         if record is not None:
-            plan = next(
-                (p for p in parse_manifest(record.text).plans if p.name == stack.plan), None
-            )
+            plan = parse_manifest(record.text).plan(stack.plan)
             if plan is not None and plan.traffic_shift is not None:
                 return plan.traffic_shift.policy, plan.traffic_shift.duration_seconds
         return traffic.DEFAULT_POLICY.value, int(traffic.DEFAULT_DURATION.total_seconds())

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 class PortSpec:
     label: str  # "default", "admin"
     number: int  # the port the manifest declares
-    protocol: str  # http | https | tcp
+    protocol: str  # http | https | tcp | wss
 
 
 @dataclass(frozen=True, slots=True)

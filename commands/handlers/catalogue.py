@@ -19,7 +19,7 @@ from commands.handlers.lookup import (
 )
 from commands.model import Lint, ListManifests, ListUnits, RegisterManifest
 from commands.replies import Code, Reply, Table, Text, UserError
-from domain.manifest import Manifest, ManifestInvalid, parse_manifest
+from domain.manifest import Manifest, ManifestError, ManifestInvalid, parse_manifest
 from domain.records import UnitRecord
 
 MAX_MANIFEST_BYTES = 512 * 1024  # a file read by path in the console
@@ -114,10 +114,21 @@ async def lint(command: Lint, ctx: Context) -> Reply:
         return Reply(
             title=f"The manifest in {source} is not valid: {len(errors)} "
             f"error{'s' if len(errors) != 1 else ''}",
-            blocks=(Code("\n".join(str(e) for e in errors)),),
+            blocks=(Code("\n".join(str(e) for e in errors)), *_warnings(exc.warnings)),
             ok=False,
         )
-    return Reply(title=f"The manifest in {source} is valid", blocks=(Text(_summary(manifest)),))
+    return Reply(
+        title=f"The manifest in {source} is valid",
+        blocks=(Text(_summary(manifest)), *_warnings(manifest.warnings)),
+    )
+
+
+def _warnings(warnings: tuple[ManifestError, ...]) -> tuple[Text | Code, ...]:
+    """Accepted, but listed: keys that are ignored, stanzas Nelson would judge differently."""
+    if not warnings:
+        return ()
+    count = f"{len(warnings)} warning{'s' if len(warnings) != 1 else ''}"
+    return (Text(f"{count}:"), Code("\n".join(str(w) for w in warnings)))
 
 
 def unit_records(manifest: Manifest, repository: str) -> list[UnitRecord]:
@@ -158,6 +169,7 @@ async def register_manifest(command: RegisterManifest, ctx: Context) -> Reply:
         blocks=(
             Text(_summary(manifest)),
             Text("Running stacks keep the manifest they were deployed with."),
+            *_warnings(manifest.warnings),
         ),
     )
 

@@ -20,16 +20,19 @@ class ManifestError:
 
 
 class ManifestInvalid(ValueError):
-    def __init__(self, errors: tuple[ManifestError, ...]) -> None:
+    def __init__(
+        self, errors: tuple[ManifestError, ...], warnings: tuple[ManifestError, ...] = ()
+    ) -> None:
         super().__init__("\n".join(str(e) for e in errors))
         self.errors = errors
+        self.warnings = warnings
 
 
 @dataclass(frozen=True, slots=True)
 class Port:
     label: str
     number: int
-    protocol: str  # http | https | tcp
+    protocol: str  # http | https | tcp | wss
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,18 +55,30 @@ class Alerting:
 
 
 @dataclass(frozen=True, slots=True)
+class Resource:
+    """An outside service the unit uses; each plan the unit runs with gives its URI."""
+
+    name: str
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Unit:
     name: str
     description: str = ""
     workflow: str = "default"
     ports: tuple[Port, ...] = ()
     dependencies: tuple[Dependency, ...] = ()
-    resources: tuple[str, ...] = ()
+    resources: tuple[Resource, ...] = ()
     meta: tuple[str, ...] = ()
     alerting: Alerting | None = None
 
     def port(self, label: str) -> Port | None:
         return next((p for p in self.ports if p.label == label), None)
+
+    @property
+    def resource_names(self) -> tuple[str, ...]:
+        return tuple(r.name for r in self.resources)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +110,30 @@ class PlanResource:
 
 
 @dataclass(frozen=True, slots=True)
+class Volume:
+    """An empty scratch volume mounted into the unit's containers."""
+
+    name: str
+    mount_path: str  # absolute
+    size_mb: int
+
+
+@dataclass(frozen=True, slots=True)
+class Constraint:
+    """Where the scheduler may place instances.
+
+    kind: unique (one instance per distinct value of `field`), cluster (only where `field`
+    equals `value`), group_by (spread over the values of `field`, at most `value` per value
+    when given), like / unlike (only where `field` matches / does not match the regular
+    expression `value`).
+    """
+
+    kind: str
+    field: str
+    value: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     name: str
     cpu: float = 0.5
@@ -109,6 +148,18 @@ class Plan:
     schedule: Schedule | None = None
     resources: tuple[PlanResource, ...] = ()
     alert_opt_outs: tuple[str, ...] = ()
+    retries: int | None = None
+    volumes: tuple[Volume, ...] = ()
+    constraints: tuple[Constraint, ...] = ()
+    workflow: str | None = None  # magnetar | canopus | pulsar; None: the datacenter's own
+    blueprint: str | None = None  # `name` or `name@revision` (revision: a number or HEAD)
+
+    def resource_uri(self, ref: str) -> str | None:
+        return next((r.uri for r in self.resources if r.ref == ref), None)
+
+
+# What a unit runs with where its namespace entry names no plan.
+DEFAULT_PLAN = Plan(name="default")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +169,16 @@ class NamespaceUnit:
 
 
 @dataclass(frozen=True, slots=True)
+class NamespaceLoadbalancer:
+    ref: str
+    plan: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Namespace:
     name: str
     units: tuple[NamespaceUnit, ...]
+    loadbalancers: tuple[NamespaceLoadbalancer, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +187,8 @@ class DatacenterFilter:
     except_: tuple[str, ...] = ()
 
     def allows(self, datacenter: str) -> bool:
-        if self.only:
-            return datacenter in self.only
+        if self.only and datacenter not in self.only:
+            return False
         return datacenter not in self.except_
 
 
@@ -164,12 +222,19 @@ class Manifest:
     datacenters: DatacenterFilter = DatacenterFilter()
     loadbalancers: tuple[Loadbalancer, ...] = ()
     notifications: Notifications = Notifications()
+    # Accepted, but worth a look: unknown top-level keys, stanzas Nelson would judge
+    # differently. `lint` lists them.
+    warnings: tuple[ManifestError, ...] = ()
 
     def unit(self, name: str) -> Unit | None:
         return next((u for u in self.units if u.name == name), None)
 
     def plan(self, name: str) -> Plan | None:
-        return next((p for p in self.plans if p.name == name), None)
+        """The plan of that name; `default` is Nelson's defaults unless the manifest has one."""
+        found = next((p for p in self.plans if p.name == name), None)
+        if found is None and name == DEFAULT_PLAN.name:
+            return DEFAULT_PLAN
+        return found
 
     def namespace(self, name: str) -> Namespace | None:
         return next((n for n in self.namespaces if n.name == name), None)
@@ -179,7 +244,8 @@ class Manifest:
         ns = self.namespace(namespace)
         if ns is None:
             return ()
-        names = [p for entry in ns.units if entry.ref == unit for p in entry.plans]
+        entries = [entry for entry in ns.units if entry.ref == unit]
+        names = [p for entry in entries for p in (entry.plans or (DEFAULT_PLAN.name,))]
         return tuple(plan for name in dict.fromkeys(names) if (plan := self.plan(name)))
 
     def namespaces_of(self, unit: str) -> tuple[str, ...]:
@@ -192,7 +258,7 @@ class Manifest:
             for ns in self.namespaces
             for entry in ns.units
             if entry.ref == name
-            for p in entry.plans
+            for p in (entry.plans or (DEFAULT_PLAN.name,))
         ]
         used = [p for p in plans if p is not None]
         return "job" if used and all(p.schedule is not None for p in used) else "service"

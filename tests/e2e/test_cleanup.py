@@ -24,6 +24,7 @@ from domain.states import StackStatus
 from tests.dockerworld import busybox_image
 from tests.e2e.local_dc import slash, stop, use_manifest, with_local_datacenter
 from tests.e2e.slack_harness import RunningBot, settings_for, start_bot
+from tests.e2e.test_traffic import shift_until, skip_to
 from tests.fakes.slack import FakeSlack, Message
 from tests.fakes.slack_requests import block_action, encode_interactive
 
@@ -51,7 +52,7 @@ plans:
         interval: 1s
     traffic_shift:
       policy: atomic
-      duration: 1s
+      duration: "2 minutes"
 namespaces:
   - name: dev
     units:
@@ -193,6 +194,8 @@ async def test_announce_keep_then_reap_with_an_outage(
     await slash(bot, fake, "deploy tidy-client 1.0.0 to local")
     client = await ready(bot, "tidy-client", "1.0.0")
     assert [s.name for s in await bot.application.store.dependencies(client.id)] == [new.name]
+    running = await shift_until(bot, new.id, lambda s: s.state == "running")
+    await skip_to(bot, running, 1.01)  # the atomic shift's two minutes, with a driver at work
     await until_serving_moves(bot, old)
     bot.clock.advance(1.1)  # the new-stack grace
 

@@ -87,6 +87,22 @@ def test_lint_invalid_lists_every_error(tmp_path: Path) -> None:
     assert "99999" in result.stderr
 
 
+def test_lint_warnings_are_listed_and_exit_zero(tmp_path: Path) -> None:
+    nelsonish = tmp_path / ".nelson.yml"
+    nelsonish.write_text(
+        "common: &small\n  cpu: 0.5\n  memory: 256\n"
+        "units:\n  - name: web\n    description: d\n    ports: [default->9000/http]\n"
+        "plans:\n  - name: p\n    <<: *small\n    traffic_shift:\n"
+        '      policy: linear\n      duration: "5 minutes"\n'
+        "namespaces:\n  - name: dev\n    units:\n      - ref: web\n        plans: [p]\n",
+        encoding="utf-8",
+    )
+    result = nelson("lint", "manifest", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "valid" in result.stdout and "1 warning" in result.stdout
+    assert "common" in result.stdout
+
+
 def test_console_reads_commands_and_registers_a_manifest(tmp_path: Path) -> None:
     example = ROOT / "examples" / "howdy-service.nelson.yml"
     script = f"help\ndatacenters\nmanifest acme/howdy {example}\nunits\nwhoami\nexit\n"

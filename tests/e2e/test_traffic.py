@@ -8,6 +8,7 @@ import asyncio
 import time
 import urllib.request
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from tests.e2e.slack_harness import RunningBot, settings_for, start_bot
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_requests import block_action, encode_interactive
 
-DURATION = 8  # seconds of a shift in these tests
+DURATION = 120  # seconds of a shift in these tests (more than the minute a manifest needs)
 
 MANIFEST = """\
 units:
@@ -182,6 +183,25 @@ async def shift_until(
     return shift
 
 
+async def skip_to(bot: RunningBot, shift: TrafficShift, fraction: float) -> None:
+    """Move the bot's clock to `fraction` of the shift's (undelayed) duration, in jumps short
+    enough that the bot sees a driver at work (a longer gap would count as time no process
+    drove the shift, which does not move it), letting a step land after each jump."""
+    latest = await shift_of(bot, shift.to_stack_id)
+    assert latest.started_at is not None
+    stopped = latest.delayed_seconds + latest.paused_seconds
+    target = latest.started_at + timedelta(seconds=fraction * DURATION + stopped)
+    while (left := (target - bot.clock.now()).total_seconds()) > 0:
+        at = bot.clock.advance(min(left, 1.5))
+        latest = await shift_until(
+            bot,
+            shift.to_stack_id,
+            lambda s, at=at: s.state != "running" or (s.last_step_at or at) >= at,
+        )
+        if latest.state != "running":
+            return
+
+
 async def approve_shift(bot: RunningBot, fake: FakeSlack, user: str = "U2") -> None:
     """Press Approve on the shift's request in the deploy thread."""
     await fake.wait_for(lambda: approval_in_thread(fake), timeout=20)
@@ -207,7 +227,7 @@ async def test_approved_shift_follows_the_policy_to_the_end(
     await fake.wait_for(lambda: approval_in_thread(fake), timeout=20)
     message = approval_in_thread(fake)
     assert (
-        "Shift traffic for hello 1.x in local/prod from 1.0.0 to 1.0.1, linear over 8 seconds?"
+        "Shift traffic for hello 1.x in local/prod from 1.0.0 to 1.0.1, linear over 2 minutes?"
         in fake.all_text(message)
     )
     assert await share_of_new(bot, 50) == 0.0  # nothing moves before the approval
@@ -220,13 +240,15 @@ async def test_approved_shift_follows_the_policy_to_the_end(
     shift = await shift_until(bot, new.id, lambda s: s.state == "running")
     assert shift.state == "running" and shift.started_at is not None
     for target in (0.25, 0.5, 0.75):
-        while ((bot.clock.now() - shift.started_at).total_seconds()) < target * DURATION:
-            await asyncio.sleep(0.05)
+        # the shift's time passes on the bot's clock: skip ahead, then let a step land
+        await skip_to(bot, shift, target)
+        await shift_until(bot, new.id, lambda s, t=target: s.current_new_weight >= t * 1000 - 20)
         share = await share_of_new(bot, 100)
         elapsed = (bot.clock.now() - shift.started_at).total_seconds()
         expected_low = target - 0.15
         expected_high = min(elapsed / DURATION, 1.0) + 0.15
         assert expected_low <= share <= expected_high, (target, share, elapsed)
+    await skip_to(bot, shift, 1.01)
     assert (await shift_until(bot, new.id, lambda s: s.state == "done")).state == "done"
     assert await share_of_new(bot, 50) == 1.0
     # told in the thread, audited, and in the parent as a bar without buttons
@@ -239,10 +261,12 @@ async def test_approved_shift_follows_the_policy_to_the_end(
         for e in await bot.application.store.audit_events(target=new.name)
         if e.action == "traffic"
     ]
-    assert len(audit) >= 5
+    assert len(audit) >= 4  # a step at each quarter, at least
+    assert any(e.detail.endswith("1.0.1 100%") for e in audit)
     await fake.wait_for(
         lambda: (
             "traffic → `" in fake.all_text(parent_of(fake, "1.0.1"))
+            and "100% to 1.0.1 · *done*" in fake.all_text(parent_of(fake, "1.0.1"))
             and not any(b.get("type") == "actions" for b in parent_of(fake, "1.0.1").blocks)
         )
     )
@@ -268,7 +292,8 @@ async def test_rejected_shift_leaves_traffic_where_it_is(bot: RunningBot, fake: 
 async def test_reverse_mid_shift_by_button(bot: RunningBot, fake: FakeSlack) -> None:
     _, new = await deploy_both(bot, fake)
     await approve_shift(bot, fake)
-    await shift_until(bot, new.id, lambda s: s.current_new_weight >= 400)
+    # early on, so that the way back (as long as the way there) takes seconds
+    await shift_until(bot, new.id, lambda s: s.current_new_weight >= 20)
     parent = parent_of(fake, "1.0.1")
     await fake.wait_for(
         lambda: any(b.get("type") == "actions" for b in (parent_of(fake, "1.0.1").blocks or []))
@@ -284,7 +309,7 @@ async def test_unhealthy_new_stack_is_reversed_automatically(
 ) -> None:
     _, new = await deploy_both(bot, fake)
     await approve_shift(bot, fake)
-    await shift_until(bot, new.id, lambda s: s.current_new_weight >= 200)
+    await shift_until(bot, new.id, lambda s: s.current_new_weight >= 20)
     for container in engine_client.containers.list(filters={"label": f"nelson.stack={new.name}"}):
         container.stop(timeout=1)  # the new version dies mid-shift
     shift = await shift_until(bot, new.id, lambda s: s.state == "reversed")
@@ -328,6 +353,8 @@ async def test_a_restart_mid_shift_continues_from_the_weight_last_applied(
     first = await start_bot(settings, real=True)
     _, new = await deploy_both(first, fake)
     await approve_shift(first, fake)
+    running = await shift_until(first, new.id, lambda s: s.state == "running")
+    await skip_to(first, running, 0.4)
     await shift_until(first, new.id, lambda s: s.current_new_weight >= 300)
     await first.shutdown()  # HAProxy keeps routing while the bot is away
     store = await open_store(settings.database_url, clock=first.clock)
@@ -337,7 +364,7 @@ async def test_a_restart_mid_shift_continues_from_the_weight_last_applied(
         await store.close()
     before = last.current_new_weight
     assert 0.1 < await share_of_new(first, 50) < 0.7
-    await asyncio.sleep(2)
+    first.clock.advance(0.25 * DURATION)  # time passes while the bot is away
     second = await start_bot(settings, real=True, clock=first.clock)  # one clock across both
     try:
         moved = await shift_until(second, new.id, lambda s: s.current_new_weight != before)
@@ -346,6 +373,7 @@ async def test_a_restart_mid_shift_continues_from_the_weight_last_applied(
         assert before < moved.current_new_weight <= before + 100, (before, moved)
         lines = [line.message for line in await second.application.store.logs(new.id)]
         assert any("this shift was delayed by" in line for line in lines), lines
+        await skip_to(second, moved, 1.01)
         done = await shift_until(second, new.id, lambda s: s.state == "done")
         assert done.state == "done"
         assert await share_of_new(second, 50) == 1.0

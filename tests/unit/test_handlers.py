@@ -12,7 +12,7 @@ from bot.conversation import Answer, Conversation, Outcome
 from bot.terminal import render
 from commands.access import Principal
 from commands.ports import Store
-from commands.replies import Code, Table
+from commands.replies import Code, Table, Text
 from commands.settings import Settings
 from domain.records import Stack, StackQuery
 from domain.runtime import Health, Instance, RuntimeReport
@@ -183,6 +183,26 @@ async def test_lint_reports_every_error(h: Harness) -> None:
     code = next(b for b in answer.reply.blocks if isinstance(b, Code))
     assert code.text.count("\n") >= 1  # two errors, two lines
     assert "plans[0].memory" in code.text and "plans[1].cpu" in code.text
+
+
+async def test_lint_accepts_with_warnings_listed(h: Harness) -> None:
+    text = "common: &small\n  cpu: 0.5\n" + ACCOUNTS
+    answer = await h.ok(f"lint\n```\n{text}\n```")
+    assert "is valid" in answer.reply.title
+    assert any(isinstance(b, Text) and "1 warning" in b.text for b in answer.reply.blocks)
+    code = next(b for b in answer.reply.blocks if isinstance(b, Code))
+    assert "unknown top-level key 'common'" in code.text
+
+
+async def test_lint_reads_nelsons_notifications_and_durations(h: Harness) -> None:
+    text = ACCOUNTS + (
+        "notifications:\n  slack:\n    channels: [accounts-deploys]\n"
+        "  email:\n    recipients: [not-an-address]\n"
+    )
+    answer = await h.say(f"lint\n```\n{text}\n```")
+    assert answer.outcome is Outcome.USER_ERROR
+    code = next(b for b in answer.reply.blocks if isinstance(b, Code))
+    assert "notifications.email.recipients[0]" in code.text and code.text.count("\n") == 0
 
 
 async def test_deploy_records_release_and_pending_stacks_per_target_and_plan(h: Harness) -> None:
