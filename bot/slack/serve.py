@@ -23,6 +23,9 @@ from commands.settings import Settings
 log = logging.getLogger("nelson.serve")
 
 MAX_BODY = 1024 * 1024  # Slack's payloads are far smaller
+# On SIGTERM each deploy may finish the step it is in for this long (a container runtime's
+# stop timeout must allow it plus the last Slack posts: `docker stop -t 30`).
+STOP_GRACE = 15.0
 
 
 class SetupError(Exception):
@@ -159,9 +162,14 @@ async def serve(
             ready.set()
         await stop.wait()
     finally:
+        # Stop taking work, let deploys finish the step in hand, then post what is left.
         jobs.stop()
         if socket_handler is not None:
             await socket_handler.close_async()  # type: ignore[no-untyped-call]
-        await bot.close()
         await runner.cleanup()
+        if application.engine is not None:
+            left = await application.engine.drain(STOP_GRACE)
+            if left:
+                log.info("stopping: %s deploy(s) continue at the next start", left)
+        await bot.close()
     return 0
