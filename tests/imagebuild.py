@@ -34,15 +34,21 @@ MIRROR = os.environ.get("NELSON_TEST_DEBIAN_MIRROR", "http://deb.debian.org/debi
 BASE_PYTHON = "3.11"  # bookworm's python3
 # What the runtime stage of the Dockerfile installs from Debian, and Python to run on.
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "graphviz", "haproxy")
-# The sources the Dockerfile copies into its build stage (see .dockerignore).
-SOURCES = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md") + (
-    "domain",
-    "commands",
-    "adapters",
-    "bot",
+# What the build context holds: what .dockerignore lets in (./wheelhouse is made here).
+SOURCES = (
+    "Dockerfile",
+    ".dockerignore",
+    *(
+        line[1:].rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.startswith("!") and line != "!wheelhouse/"
+    ),
 )
-# bookworm's glibc; pip takes older manylinux tags too
-PLATFORMS = ("manylinux_2_36_x86_64", "linux_x86_64")
+# Wheels that run on bookworm's glibc (2.36), every manylinux tag up to it
+PLATFORMS = (
+    *(f"manylinux_2_{minor}_x86_64" for minor in range(36, 4, -1)),
+    *(f"manylinux{legacy}_x86_64" for legacy in ("2014", "2010", "1")),
+)
 
 
 class ImageUnavailable(RuntimeError):
