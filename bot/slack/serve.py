@@ -167,9 +167,8 @@ async def serve(
         if socket_handler is not None:
             await socket_handler.close_async()  # type: ignore[no-untyped-call]
         await runner.cleanup()
-        if application.engine is not None:
-            left = await application.engine.drain(STOP_GRACE)
-            if left:
-                log.info("stopping: %s deploy(s) continue at the next start", left)
+        left = await application.engine.drain(STOP_GRACE) if application.engine else 0
         await bot.close()
+        later = f"; {left} deploy(s) continue at the next start" if left else ""
+        print(f"nelson: stopped{later}", flush=True)
     return 0

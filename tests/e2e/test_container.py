@@ -52,6 +52,8 @@ namespaces:
 """
 
 UID = 10001  # the image's user
+# A cold cache adds debootstrap and the wheel downloads (minutes) to the first test's setup.
+pytestmark = pytest.mark.timeout(1200)
 
 
 @pytest.fixture(scope="module")
