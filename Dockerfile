@@ -43,7 +43,7 @@ RUN set -eu; \
     if [ -n "$missing" ]; then \
       apt-get update; \
       DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing; \
-      rm -rf /var/lib/apt/lists/*; \
+      apt-get clean; rm -rf /var/lib/apt/lists/*; \
     fi; \
     useradd --system --uid 10001 --user-group --home-dir /data --no-create-home nelson; \
     mkdir -p /data && chown nelson:nelson /data
