@@ -57,7 +57,9 @@ pytestmark = pytest.mark.timeout(1200)
 
 
 @pytest.fixture(scope="module")
-def image(docker_address: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def image(
+    docker_address: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[str]:
     client = docker.DockerClient(base_url=docker_address, version="1.41", timeout=600)
     started = time.monotonic()
     try:
@@ -70,10 +72,15 @@ def image(docker_address: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     except ImageUnavailable as exc:
         pytest.fail(str(exc))  # never skip silently: this test must run
     size = client.images.get(image_id).attrs["Size"]
-    print(
-        f"\nimage nelson-chatops:test: {size / 1e6:.0f} MB; base and wheels ready in "
+    figures = (
+        f"image nelson-chatops:test: {size / 1e6:.0f} MB; base and wheels ready in "
         f"{prepared:.0f} s, docker build {seconds:.0f} s"
     )
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:  # shown whether or not output is captured
+        reporter.write_line(f"\n{figures}")
+    else:
+        print(figures)
     yield image_id
     client.close()
 
