@@ -76,11 +76,9 @@ def image(
         f"image nelson-chatops:test: {size / 1e6:.0f} MB; base and wheels ready in "
         f"{prepared:.0f} s, docker build {seconds:.0f} s"
     )
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:  # shown whether or not output is captured
-        reporter.write_line(f"\n{figures}")
-    else:
-        print(figures)
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():  # shown whether or not output is captured
+        print(f"\n{figures}")
     yield image_id
     client.close()
 
