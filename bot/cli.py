@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -102,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"nelson: {exc}", file=sys.stderr)
         return 2
+    if args.command == "serve":
+        # Until the bot installs its own handler, SIGTERM stops it at once (as PID 1 in a
+        # container the default would be to ignore it).
+        signal.signal(signal.SIGTERM, _stop_now)
     try:
         return asyncio.run(_dispatch(args, settings, source))
     except StoreError as exc:
@@ -109,6 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _stop_now(_signal: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 async def _dispatch(args: argparse.Namespace, settings: Settings, source: str) -> int:

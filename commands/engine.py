@@ -47,6 +47,10 @@ class StepFailed(Exception):
     """The stack cannot be deployed; the message is the reason people will read."""
 
 
+class Stopping(Exception):
+    """The process is stopping: the workflow ends between steps, left for `resume()`."""
+
+
 class DeployEngine:
     def __init__(
         self,
@@ -67,6 +71,7 @@ class DeployEngine:
         self._targets: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._parsed: dict[int, Manifest] = {}
+        self._draining = False
         # set by the wiring when the datacenters have routers (commands.shifting)
         self.traffic: TrafficControl | None = None
 
@@ -118,6 +123,18 @@ class DeployEngine:
                 raise TimeoutError("workflows still running")
             del done
 
+    async def drain(self, grace: float) -> int:
+        """Stop gracefully: start no new step; each workflow finishes the step it is in and
+        stops there. What is still running after `grace` seconds is cancelled (every step is
+        idempotent). Returns how many workflows were left for the next start to resume."""
+        self._draining = True
+        tasks = list(self._tasks.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+        await self.close()
+        page = await self.store.list_stacks(StackQuery(statuses=UNFINISHED, limit=10_000))
+        return sum(1 for stack in page.stacks if stack.datacenter in self.schedulers)
+
     async def close(self) -> None:
         """Stop driving (a restart continues where this left off)."""
         for task in list(self._tasks.values()):
@@ -138,7 +155,7 @@ class DeployEngine:
 
     async def _drive(self, stack_id: int) -> None:
         stack = await self.store.stack_by_id(stack_id)
-        if stack is None or stack.status not in UNFINISHED:
+        if stack is None or stack.status not in UNFINISHED or self._draining:
             return
         if self._slots.locked():
             await self._say(stack, "waiting: every deploy slot is busy", "queue")
@@ -147,9 +164,19 @@ class DeployEngine:
             lock = self._targets.setdefault(key, asyncio.Lock())
             async with lock:  # two deploys of one unit to one target never race
                 try:
+                    if self._draining:
+                        return
                     await self._run(stack)
                 except asyncio.CancelledError:
                     raise
+                except Stopping:
+                    stack = await self.store.stack_by_id(stack_id) or stack
+                    await self._say(
+                        stack,
+                        f"paused in step '{stack.workflow_step}': the bot is stopping; "
+                        "it continues from there when the bot starts again",
+                        stack.workflow_step or "queue",
+                    )
                 except StepFailed as exc:
                     await self._fail(stack_id, str(exc))
                 except Exception:
@@ -254,6 +281,8 @@ class DeployEngine:
                 detail = str(exc) or "health probe timed out"
             if time.monotonic() >= deadline:
                 raise StepFailed(f"not healthy within {_duration(timeout)}: {detail}")
+            if self._draining:  # warming is waiting: the next start waits on, same deadline
+                raise Stopping
             await asyncio.sleep(interval)
 
     async def _warming_since(self, stack: Stack) -> datetime | None:
@@ -314,6 +343,8 @@ class DeployEngine:
         )
 
     async def _step(self, stack: Stack, step: str) -> None:
+        if self._draining:
+            raise Stopping
         await self.store.set_workflow_step(stack.id, step)
 
     async def _call(self, stack: Stack, step: str, call: Any) -> Any:
@@ -331,6 +362,8 @@ class DeployEngine:
                 problem, transient = str(exc), exc.transient
             if not transient or attempt == attempts:
                 raise StepFailed(f"{step} failed: {problem}")
+            if self._draining:  # no retry now: the next start runs this step again
+                raise Stopping
             await self._say(
                 stack,
                 f"{step}: {problem}; trying again in {delay:.0f}s ({attempt}/{attempts})",

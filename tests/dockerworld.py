@@ -57,19 +57,14 @@ def _wait(check: object, what: str, log: Path, timeout: float = 60.0) -> None:
     raise DockerUnavailable(f"{what} did not start within {timeout:.0f} s:\n{tail}")
 
 
-@contextlib.contextmanager
-def docker_engine() -> Iterator[str]:
-    """Yield the engine's address (unix:///…/docker.sock)."""
-    existing = os.environ.get("NELSON_TEST_DOCKER_HOST")
-    if existing:
-        yield existing
-        return
-    dockerd = _need("dockerd", "docker.io")
-    root = Path(tempfile.mkdtemp(prefix="nelson-dockerd-"))
-    sock = root / "docker.sock"
-    address = f"unix://{sock}"
-    log = root / "dockerd.log"
-    process = subprocess.Popen(
+# overlay2 shares layers between images and containers; vfs copies the whole filesystem for
+# every layer and container (minutes per build step of a Python image), but runs anywhere.
+STORAGE_DRIVERS = ("overlay2", "vfs")
+
+
+def _start_dockerd(dockerd: str, root: Path, driver: str) -> subprocess.Popen[bytes]:
+    address = f"unix://{root / 'docker.sock'}"
+    return subprocess.Popen(
         [
             dockerd,
             "--host",
@@ -83,27 +78,60 @@ def docker_engine() -> Iterator[str]:
             "--iptables=false",
             "--ip6tables=false",
             "--bridge=none",
-            "--storage-driver=vfs",
+            f"--storage-driver={driver}",
         ],
         stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
+        stderr=(root / f"dockerd-{driver}.log").open("wb"),
         start_new_session=True,
     )
-    client = docker.DockerClient(base_url=address, timeout=10, version="1.41")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
     try:
-        _wait(lambda: process.poll() is None and client.ping(), "dockerd", log)
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+@contextlib.contextmanager
+def docker_engine() -> Iterator[str]:
+    """Yield the engine's address (unix:///…/docker.sock): overlay2 storage where the
+    filesystem allows it, vfs otherwise."""
+    existing = os.environ.get("NELSON_TEST_DOCKER_HOST")
+    if existing:
+        yield existing
+        return
+    dockerd = _need("dockerd", "docker.io")
+    root = Path(tempfile.mkdtemp(prefix="nelson-dockerd-"))
+    address = f"unix://{root / 'docker.sock'}"
+    client = docker.DockerClient(base_url=address, timeout=10, version="1.41")
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        for driver in STORAGE_DRIVERS:
+            process = _start_dockerd(dockerd, root, driver)
+            log = root / f"dockerd-{driver}.log"
+            try:
+                _wait(lambda p=process: p.poll() is None and client.ping(), "dockerd", log)
+                break
+            except DockerUnavailable:
+                if driver == STORAGE_DRIVERS[-1]:
+                    raise
+                _stop(process)  # this filesystem cannot hold overlay2: try the next driver
+                shutil.rmtree(root / "data", ignore_errors=True)
         yield address
     finally:
         with contextlib.suppress(Exception):
             for container in client.containers.list(all=True):
                 container.remove(force=True)
         client.close()
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        if process is not None:
+            _stop(process)
+        for line in Path("/proc/mounts").read_text().splitlines():
+            point = line.split()[1]
+            if point.startswith(f"{root}/"):  # left by a dockerd that did not stop cleanly
+                subprocess.run(["umount", "-l", point], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
 
 

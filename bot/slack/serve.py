@@ -33,6 +33,9 @@ from domain.redaction import redact
 log = logging.getLogger("nelson.serve")
 
 MAX_BODY = 1024 * 1024  # Slack's payloads are far smaller
+# On SIGTERM each deploy may finish the step it is in for this long (a container runtime's
+# stop timeout must allow it plus the last Slack posts: `docker stop -t 30`).
+STOP_GRACE = 15.0
 
 
 class SetupError(Exception):
@@ -162,6 +165,9 @@ async def serve_headless(
     finally:
         await jobs.stop()
         await runner.cleanup()
+        left = await application.engine.drain(STOP_GRACE) if application.engine else 0
+        later = f"; {left} deploy(s) continue at the next start" if left else ""
+        print(f"nelson: stopped{later}", flush=True)
     return 0
 
 
@@ -277,9 +283,13 @@ async def serve(
             ready.set()
         await stop.wait()
     finally:
+        # Stop taking work, let deploys finish the step in hand, then post what is left.
         await jobs.stop()
         if socket_handler is not None:
             await socket_handler.close_async()  # type: ignore[no-untyped-call]
-        await bot.close()
         await runner.cleanup()
+        left = await application.engine.drain(STOP_GRACE) if application.engine else 0
+        await bot.close()
+        later = f"; {left} deploy(s) continue at the next start" if left else ""
+        print(f"nelson: stopped{later}", flush=True)
     return 0
