@@ -147,9 +147,12 @@ class Jobs:
 
     async def stop(self) -> None:
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
+            # No new runs; shutting the scheduler down now would cancel the runs under way.
+            self.scheduler.pause()
         if self._running:  # a step or a pass under way ends before the store closes
             await asyncio.wait(set(self._running), timeout=STOP_WAIT)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         try:
             await self.application.store.forget_daemon(self.holder)
         except Exception as exc:  # stale after a while anyway

@@ -48,7 +48,7 @@ plans:
     expiration_policy: retain-latest
     traffic_shift:
       policy: {policy}
-      duration: 60s
+      duration: "2 minutes"
 namespaces:
   - name: dev
     units:
@@ -353,11 +353,11 @@ def test_three_deploys_without_a_driver_then_a_daemon(tmp_path: Path) -> None:
     routes, shifts = asyncio.run(play(tmp_path, "linear", operations))
     [weights] = routes.values()
     # 1.0.3 superseded the shift to 1.0.2, which had a step's worth and now has none; ten
-    # minutes away did not count: one step later the newest holds a step's worth (5 s of 60)
+    # minutes away did not count: one step later the newest holds a step's worth (5 s of 120)
     assert [state for state, _, _ in shifts] == ["superseded", "running"]
     assert weights["svc--1-0-3--00000003"] == shifts[1][2]
     assert 0 < shifts[1][2] <= 200, shifts
     assert "svc--1-0-2--00000002" not in weights or weights["svc--1-0-2--00000002"] == 0
-    routes, shifts = asyncio.run(play(tmp_path, "linear", [*operations, ("tick", 20)]))
+    routes, shifts = asyncio.run(play(tmp_path, "linear", [*operations, ("tick", 30)]))
     [weights] = routes.values()
     assert shifts[1][0] == "done" and weights["svc--1-0-3--00000003"] == 1000
