@@ -292,7 +292,8 @@ class DeployEngine:
             if running:
                 port = running[0].ports[0][1]
                 name = dependency.unit.upper().replace("-", "_")
-                environment.append((f"NELSON_DEPENDENCY_{name}", f"127.0.0.1:{port}"))
+                address = f"{running[0].host}:{port}"
+                environment.append((f"NELSON_DEPENDENCY_{name}", address))
         return LaunchSpec(
             stack=stack.name,
             unit=stack.unit,
@@ -307,9 +308,17 @@ class DeployEngine:
             environment=tuple(environment),
             ports=tuple(PortSpec(p.label, p.number, p.protocol) for p in unit.ports),
             health=tuple(
-                HealthProbe(h.name, h.port_reference, h.protocol, h.path, h.timeout_seconds)
+                HealthProbe(
+                    h.name,
+                    h.port_reference,
+                    h.protocol,
+                    h.path,
+                    h.timeout_seconds,
+                    h.interval_seconds,
+                )
                 for h in plan.health_checks
             ),
+            schedule=plan.schedule.cron if plan.schedule and plan.schedule.cron else None,
         )
 
     async def _step(self, stack: Stack, step: str) -> None:

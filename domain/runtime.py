@@ -19,6 +19,7 @@ class HealthProbe:
     protocol: str  # http | https | tcp
     path: str | None
     timeout_seconds: int
+    interval_seconds: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,7 @@ class LaunchSpec:
     environment: tuple[tuple[str, str], ...] = ()
     ports: tuple[PortSpec, ...] = ()
     health: tuple[HealthProbe, ...] = ()
+    schedule: str | None = None  # a cron expression for units that run on a schedule
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,7 @@ class Instance:
     state: str  # running | pending | failed
     ports: tuple[tuple[str, int], ...] = ()  # port label -> host port
     detail: str = ""
+    host: str = "127.0.0.1"  # where the ports listen (a Nomad client's address)
 
     def port(self, label: str) -> int | None:
         return dict(self.ports).get(label)

@@ -888,11 +888,14 @@ class FakeNomad:
         if self._docker is None:
             alloc.containers.clear()
             return
-        from docker.errors import NotFound
+        from docker.errors import APIError
 
         for container_id in list(alloc.containers):
-            with contextlib.suppress(NotFound):
-                self._docker.containers.get(container_id).remove(force=True)
+            try:
+                self._docker.api.remove_container(container_id, force=True)
+            except APIError as exc:
+                if exc.status_code not in (404, 409):  # gone, or being removed already
+                    raise
         alloc.containers.clear()
 
     async def _watch(self, alloc: Alloc) -> None:
