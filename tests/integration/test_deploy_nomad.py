@@ -200,7 +200,7 @@ async def test_nomad_errors_become_clear_messages_and_only_5xx_is_retried() -> N
             assert "Permission denied" in str(refused.value)
             assert "submit-job" in str(refused.value) and not refused.value.transient  # type: ignore[attr-defined]
             assert await scheduler.instances("howdy--9-9-9--missing0") == []
-            with pytest.raises(SchedulerError, match="deregister job .*: Permission denied"):
+            with pytest.raises(SchedulerError, match=r"deregister job .*: Permission denied"):
                 await scheduler.delete("howdy--9-9-9--missing0")
             fake.fail_requests(500, "rpc error: No cluster leader")
             with pytest.raises(Exception) as leaderless:
