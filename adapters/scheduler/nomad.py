@@ -21,7 +21,8 @@ from nomad.api import exceptions as nomad_errors
 from adapters.scheduler.nomad_job import job_for, manifest_label
 from commands.ports import SchedulerError
 from commands.settings import SchedulerSettings
-from domain.runtime import Health, Instance, LaunchSpec
+from domain.blueprints import BlueprintError
+from domain.runtime import Health, Instance, LaunchSpec, Rendering
 
 T = TypeVar("T")
 _STATES = {"running": "running", "pending": "pending", "complete": "complete"}
@@ -125,8 +126,25 @@ class NomadScheduler:
         return None
 
     def job(self, spec: LaunchSpec) -> dict[str, Any]:
-        """The job this adapter submits for `spec` (what `render` shows)."""
-        return job_for(spec, self.datacenter, self.settings.region)
+        """The job this adapter submits for `spec`, from its blueprint (SchedulerError naming
+        the blueprint line when it renders no job)."""
+        name = spec.blueprint_name or "the default Nomad blueprint"
+        try:
+            return job_for(spec, self.datacenter, self.settings.region, spec.blueprint, name)
+        except BlueprintError as exc:
+            raise SchedulerError(str(exc)) from None
+
+    async def render(self, spec: LaunchSpec) -> Rendering:
+        job = self.job(spec)
+        source = spec.blueprint_name or "the default Nomad blueprint"
+        unreachable = await self.check()
+        if unreachable is not None:
+            return Rendering("Nomad job", job, source, notes=(f"not validated: {unreachable}",))
+        problems = tuple(await self.validate(job))
+        if problems:
+            return Rendering("Nomad job", job, source, problems)
+        plan = await self.plan(job)
+        return Rendering("Nomad job", job, source, (), tuple(_diff_lines(plan.get("Diff"))))
 
     async def validate(self, job: dict[str, Any]) -> list[str]:
         """Nomad's objections to `job` (/v1/validate/job); empty when it would take it."""
@@ -150,7 +168,10 @@ class NomadScheduler:
         job = self.job(spec)
         problems = await self.validate(job)
         if problems:
-            raise SchedulerError(f"Nomad refuses the job for {spec.stack}: {'; '.join(problems)}")
+            source = spec.blueprint_name or "the default Nomad blueprint"
+            raise SchedulerError(
+                f"Nomad refuses the job {source} renders for {spec.stack}: {'; '.join(problems)}"
+            )
         client = self._nomad()
         await self._run(
             f"register job {spec.stack}",
@@ -268,6 +289,30 @@ def _deployment_verdict(deployment: dict[str, Any], failed: list[dict[str, Any]]
             False, f"Nomad deployment {status}: {healthy} of {desired} allocations healthy"
         )
     return None  # successful or cancelled: judge by the allocations
+
+
+def _diff_lines(diff: dict[str, Any] | None, prefix: str = "") -> list[str]:
+    """A plan's diff as lines like `+ TaskGroups[0].Count: 3` (Nomad nests objects and task
+    groups; every changed field is listed with its path)."""
+    if not diff:
+        return []
+    if diff.get("Type") == "None":
+        return ["no changes: the job is already registered like this"]
+    signs = {"Added": "+", "Deleted": "-", "Edited": "~"}
+    lines = []
+    for field in diff.get("Fields") or []:
+        name = f"{prefix}{field.get('Name')}"
+        sign = signs.get(field.get("Type", ""), "~")
+        old, new = field.get("Old", ""), field.get("New", "")
+        lines.append(
+            f"{sign} {name}: {old} → {new}" if sign == "~" else f"{sign} {name}: {new or old}"
+        )
+    for key in ("Objects", "TaskGroups", "Tasks"):
+        for child in diff.get(key) or []:
+            lines.extend(_diff_lines(child, f"{prefix}{child.get('Name', key)}."))
+    if not lines and diff.get("Type") == "Added":
+        lines.append(f"+ job {diff.get('ID')}: new")
+    return lines
 
 
 def _detail(alloc: dict[str, Any]) -> str:

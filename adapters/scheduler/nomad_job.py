@@ -9,8 +9,10 @@ plan's environment plus the NELSON_* variables, `Meta` naming the stack, and for
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from domain import blueprints
 from domain.runtime import LaunchSpec
 
 SECOND = 1_000_000_000  # Nomad's JSON durations are nanoseconds
@@ -60,84 +62,77 @@ def environment(spec: LaunchSpec) -> dict[str, str]:
     return env
 
 
-def _checks(spec: LaunchSpec, label: str) -> list[dict[str, Any]]:
-    checks = []
-    for probe in spec.health:
-        if probe.port_label != label:
-            continue
-        check: dict[str, Any] = {
-            "Name": probe.name,
-            "Type": "tcp" if probe.protocol == "tcp" else "http",
-            "PortLabel": nomad_label(label),
-            "Interval": max(probe.interval_seconds, 1) * SECOND,
-            "Timeout": max(probe.timeout_seconds, 1) * SECOND,
-        }
-        if probe.protocol != "tcp":
-            check["Path"] = probe.path or "/"
-            check["Protocol"] = probe.protocol
-        checks.append(check)
-    return checks
+DEFAULT_BLUEPRINT = Path(__file__).with_name("blueprints") / "nomad.yml"
 
 
-def job_for(spec: LaunchSpec, datacenter: str, region: str | None = None) -> dict[str, Any]:
-    """The job's JSON as Nomad's API takes it (`{"Job": ...}` wraps it on submission).
-    `datacenter` is the Nomad datacenter the job runs in (Nelson's datacenter name)."""
-    ports = [{"Label": nomad_label(p.label)} for p in spec.ports]
-    task: dict[str, Any] = {
-        "Name": spec.unit,
-        "Driver": "docker",
-        "Config": {"image": spec.image, "ports": [p["Label"] for p in ports]},
-        "Env": environment(spec),
-        "Meta": meta(spec),
-        "Resources": {
-            "CPU": max(int(spec.cpu * MHZ_PER_CORE), 1),
-            "MemoryMB": max(spec.memory_mb, 10),
-        },
-    }
-    group: dict[str, Any] = {
-        "Name": spec.unit,
-        "Count": spec.instances,
-        "Tasks": [task],
-        "Meta": meta(spec),
-    }
-    if ports:
-        group["Networks"] = [{"Mode": "host", "DynamicPorts": ports}]
-    job: dict[str, Any] = {
-        "ID": spec.stack,
-        "Name": spec.stack,
-        "Datacenters": [datacenter],
-        "Meta": meta(spec),
-        "TaskGroups": [group],
-    }
-    if region:
-        job["Region"] = region
-    if spec.schedule is not None:
-        job["Type"] = "batch"
-        job["Periodic"] = {
-            "Enabled": True,
-            "SpecType": "cron",
-            "Spec": spec.schedule,
-            "ProhibitOverlap": True,
-        }
-        return job
-    job["Type"] = "service"
-    group["Services"] = [
+def default_blueprint() -> str:
+    return DEFAULT_BLUEPRINT.read_text(encoding="utf-8")
+
+
+def variables(spec: LaunchSpec, datacenter: str, region: str | None = None) -> dict[str, Any]:
+    """What a Nomad blueprint is rendered from (documented in docs/nomad.md)."""
+    checks = [
         {
-            # one service per unit and port; versions tell themselves apart by tag
-            "Name": f"{spec.unit}-{p.label}"[:63].rstrip("-"),
-            "PortLabel": nomad_label(p.label),
-            "Provider": "nomad",
-            "Tags": ["nelson", f"unit={spec.unit}", f"version={spec.version}"],
-            "Checks": _checks(spec, p.label),
+            "name": probe.name,
+            "port_label": probe.port_label,
+            "nomad_label": nomad_label(probe.port_label),
+            "type": "tcp" if probe.protocol == "tcp" else "http",
+            "protocol": probe.protocol,
+            "path": probe.path or "/",
+            "interval_ns": max(probe.interval_seconds, 1) * SECOND,
+            "timeout_ns": max(probe.timeout_seconds, 1) * SECOND,
         }
-        for p in spec.ports
+        for probe in spec.health
     ]
-    job["Update"] = {
-        "MaxParallel": 1,
-        "HealthCheck": "checks" if spec.health else "task_states",
-        "MinHealthyTime": MIN_HEALTHY_TIME,
-        "HealthyDeadline": HEALTHY_DEADLINE,
-        "ProgressDeadline": PROGRESS_DEADLINE,
-        "AutoRevert": False,
+    return {
+        "stack": spec.stack,
+        "unit": spec.unit,
+        "version": spec.version,
+        "namespace": spec.namespace,
+        "datacenter": datacenter,
+        "plan": spec.plan,
+        "image": spec.image,
+        "instances": spec.instances,
+        "cpu": spec.cpu,
+        "cpu_mhz": max(int(spec.cpu * MHZ_PER_CORE), 1),
+        "memory_mb": max(spec.memory_mb, 10),
+        "schedule": spec.schedule,
+        "region": region,
+        "meta": meta(spec),
+        "env": [{"name": k, "value": v} for k, v in environment(spec).items()],
+        "ports": [
+            {
+                "label": p.label,
+                "nomad_label": nomad_label(p.label),
+                "number": p.number,
+                "protocol": p.protocol,
+                "first": i == 0,
+            }
+            for i, p in enumerate(spec.ports)
+        ],
+        "checks": checks,
     }
+
+
+def job_for(
+    spec: LaunchSpec,
+    datacenter: str,
+    region: str | None = None,
+    blueprint: str | None = None,
+    name: str = "the default Nomad blueprint",
+) -> dict[str, Any]:
+    """The job's JSON as Nomad's API takes it (`{"Job": ...}` wraps it on submission), from
+    `blueprint` (the default one when None). `datacenter` is the Nomad datacenter the job runs
+    in (Nelson's datacenter name). BlueprintError when the blueprint renders no valid job."""
+    job = blueprints.render(
+        default_blueprint() if blueprint is None else blueprint,
+        variables(spec, datacenter, region),
+        name=name,
+    )
+    if job.get("ID") != spec.stack:
+        raise blueprints.BlueprintError(
+            f"{name}: the job's ID must be the stack name (write `ID: {{{{ stack }}}}`)"
+        )
+    if not isinstance(job.get("TaskGroups"), list) or not job["TaskGroups"]:
+        raise blueprints.BlueprintError(f"{name}: the job has no TaskGroups list")
     return job

@@ -7,7 +7,16 @@ from typing import Any
 
 from commands import model
 from commands.context import Context
-from commands.handlers import about, approvals, catalogue, cleanup, deploy, graph, stacks
+from commands.handlers import (
+    about,
+    approvals,
+    blueprints,
+    catalogue,
+    cleanup,
+    deploy,
+    graph,
+    stacks,
+)
 from commands.replies import Reply
 
 Handler = Callable[[Any, Context], Awaitable[Reply]]
@@ -24,6 +33,9 @@ HANDLERS: dict[type, Handler] = {
     model.Lint: catalogue.lint,
     model.RegisterManifest: catalogue.register_manifest,
     model.ListManifests: catalogue.manifests,
+    model.RegisterBlueprint: blueprints.register_blueprint,
+    model.ListBlueprints: blueprints.list_blueprints,
+    model.Render: blueprints.render,
     model.ListUnits: catalogue.list_units,
     model.Graph: graph.graph,
     model.Deploy: deploy.deploy,

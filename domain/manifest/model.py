@@ -109,6 +109,7 @@ class Plan:
     schedule: Schedule | None = None
     resources: tuple[PlanResource, ...] = ()
     alert_opt_outs: tuple[str, ...] = ()
+    blueprint: str | None = None  # name[@revision] of the scheduler template to use
 
 
 @dataclass(frozen=True, slots=True)

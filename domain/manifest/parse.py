@@ -404,6 +404,7 @@ def _plan(r: _Reader, raw: Any, path: Path) -> Plan:
         "volumes",
         "ephemeral_disk",
         "workflow",
+        "blueprint",
     )
     m = r.mapping(raw, path, keys, required=("name",)) or {}
     name = r.text(m.get("name"), (*path, "name"))
@@ -513,6 +514,7 @@ def _plan(r: _Reader, raw: Any, path: Path) -> Plan:
         schedule,
         tuple(resources),
         opt_outs,
+        r.text(m.get("blueprint"), (*path, "blueprint")) or None,
     )
 
 
