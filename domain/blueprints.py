@@ -14,6 +14,7 @@ path, interval_ns, timeout_ns})."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -54,11 +55,26 @@ def parse_ref(text: str) -> BlueprintRef:
     return BlueprintRef(name, int(revision) if at else None)
 
 
+_ESCAPED_PAIR = re.compile(r"(\\\\)|\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})")
+
+
+def _yaml_escape(match: re.Match[str]) -> str:
+    if match.group(1):  # an escaped backslash: leave it, and what follows it, alone
+        return match.group(1)
+    high, low = int(match.group(2), 16), int(match.group(3), 16)
+    return f"\\U{0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00):08x}"
+
+
 def _json(value: Any) -> Any:
     # an undefined variable is left to StrictUndefined, which raises naming it
-    return value if isinstance(value, jinja2.Undefined) else json.dumps(value)
+    if isinstance(value, jinja2.Undefined):
+        return value
+    # JSON writes characters beyond U+FFFF as surrogate pairs, which YAML reads as two
+    # characters: write them as YAML's \UXXXXXXXX instead
+    return _ESCAPED_PAIR.sub(_yaml_escape, json.dumps(value))
 
 
+@functools.lru_cache(maxsize=1)
 def _environment() -> SandboxedEnvironment:
     return SandboxedEnvironment(
         undefined=jinja2.StrictUndefined,
@@ -68,6 +84,11 @@ def _environment() -> SandboxedEnvironment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+
+
+@functools.lru_cache(maxsize=32)
+def _template(text: str) -> jinja2.Template:
+    return _environment().from_string(text)
 
 
 def check(text: str) -> None:
@@ -84,8 +105,7 @@ def render(text: str, variables: dict[str, Any], *, name: str = "blueprint") -> 
     """The spec `text` renders to with `variables`; BlueprintError naming the line if the
     template, the variables or the resulting YAML are wrong."""
     try:
-        template = _environment().from_string(text)
-        rendered = template.render(**variables)
+        rendered = _template(text).render(**variables)
     except jinja2.TemplateSyntaxError as exc:
         raise BlueprintError(f"{name} line {exc.lineno}: {exc.message}") from None
     except (jinja2.TemplateError, TypeError) as exc:  # undefined, sandbox refusals, non-JSON

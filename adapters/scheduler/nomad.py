@@ -67,12 +67,13 @@ class NomadScheduler:
     def _token_setting(self) -> str:
         return f"NELSON_DATACENTERS__{self.datacenter.upper().replace('-', '_')}__SCHEDULER__TOKEN"
 
-    async def _run(self, what: str, call: Callable[[], T]) -> T:
+    async def _run(self, what: str, call: Callable[[], T], limit: float | None = None) -> T:
+        limit = limit or self.timeout + 5
         try:
-            return await asyncio.wait_for(asyncio.to_thread(call), self.timeout + 5)
+            return await asyncio.wait_for(asyncio.to_thread(call), limit)
         except TimeoutError:
             raise SchedulerError(
-                f"Nomad at {self.address} did not answer in {self.timeout:.0f} s ({what})",
+                f"Nomad at {self.address} did not answer in {limit:.0f} s ({what})",
                 transient=True,
             ) from None
         except nomad_errors.URLNotFoundNomadException:
@@ -117,8 +118,9 @@ class NomadScheduler:
         """Reachable, with a leader, and the token may list jobs in the namespace."""
         client = self._nomad()
         try:
-            await self._run("find the cluster leader", client.status.leader.get_leader)
-            await self._run("list jobs", lambda: client.jobs.get_jobs(prefix="nelson-check"))
+            # `datacenters` and every deploy ask: a dead agent must not hold them long
+            await self._run("find the cluster leader", client.status.leader.get_leader, 5)
+            await self._run("list jobs", lambda: client.jobs.get_jobs(prefix="nelson-check"), 5)
         except SchedulerError as exc:
             return f"{exc}; point datacenters.{self.datacenter}.scheduler.address at a Nomad agent"
         except JobMissing:

@@ -115,6 +115,8 @@ async def render(command: Render, ctx: Context) -> Reply:
     image = (
         release.image if release else _image_for(ctx, unit.name, command.version, datacenter, None)
     )
+    if getattr(ctx.workflow, "render", None) is None:  # an embedder's own workflow
+        raise NotAvailable("this bot's deploy workflow cannot show what it would submit.")
     try:
         rendering = await ctx.workflow.render(
             unit.name, command.version, datacenter, namespace, plan, manifest_id, image
