@@ -285,7 +285,9 @@ class FakeNomad:
         async def lose() -> None:
             with self._lock:
                 lost = [
-                    a for a in self.allocs.values() if a.client_status in ("pending", "running")
+                    a
+                    for a in self.allocs.values()
+                    if a.client_status in ("pending", "running") and a.desired_status == "run"
                 ]
                 for alloc in lost:
                     alloc.client_status, alloc.desired_status = "lost", "stop"
@@ -777,9 +779,10 @@ class FakeNomad:
             if alloc.desired_status != "run":
                 if alloc.containers:
                     await asyncio.to_thread(self._remove_containers, alloc)
-                    with self._lock:
-                        if alloc.client_status in ("pending", "running"):
-                            alloc.client_status = "complete"
+                with self._lock:
+                    if alloc.client_status in ("pending", "running"):
+                        alloc.client_status = "complete"  # stopped by the client
+                        alloc.modify_index = self._next_index()
                 continue
             if alloc.client_status == "pending":
                 await self._start(alloc)
