@@ -131,9 +131,10 @@ class DeployEngine:
         digest = release.digest if release is not None else None
         if digest is None:
             try:
-                digest = await self.registry.resolve(image)
-            except RegistryError as exc:
-                notes.append(f"the image is not resolved ({exc}); shown by its staging name")
+                digest = await asyncio.wait_for(self.registry.resolve(image), 15)
+            except (RegistryError, TimeoutError) as exc:
+                why = str(exc) or "the registry did not answer in 15 s"
+                notes.append(f"the image is not resolved ({why}); shown by its staging name")
         runtime_image = image
         if digest is not None:
             try:

@@ -1,11 +1,13 @@
-"""The Nomad job (API JSON) that runs one stack: job ID = stack name.
+"""The Nomad job (API JSON) that runs one stack: job ID = stack name, made from a blueprint.
 
-A `service` job, or a `batch` job with a `periodic` block for units that run on a schedule;
-one task group with `Count = instances`, one `docker` task with the image from the runtime
-registry, the manifest's ports as dynamic ports (labels with `_` for `-`, since Nomad turns
-them into NOMAD_PORT_<label> variables), cpu in MHz (1 core = 1000 MHz) and memory in MB, the
-plan's environment plus the NELSON_* variables, `Meta` naming the stack, and for services an
-`Update` block with a `Service` per port carrying the plan's health checks."""
+`variables(spec)` is what a blueprint is rendered from (docs/nomad.md lists them); the default
+blueprint (blueprints/nomad.yml) makes a `service` job, or a `batch` job with a `periodic`
+block for units that run on a schedule; one task group with `Count = instances`, one `docker`
+task with the image from the runtime registry, the manifest's ports as dynamic ports (labels
+with `_` for `-`, since Nomad turns them into NOMAD_PORT_<label> variables), cpu in MHz
+(1 core = 1000 MHz) and memory in MB, the plan's environment plus the NELSON_* variables,
+`Meta` naming the stack, and for services an `Update` block and a `Service` per port carrying
+the plan's health checks."""
 
 from __future__ import annotations
 
@@ -17,9 +19,6 @@ from domain.runtime import LaunchSpec
 
 SECOND = 1_000_000_000  # Nomad's JSON durations are nanoseconds
 MHZ_PER_CORE = 1000
-MIN_HEALTHY_TIME = 10 * SECOND
-HEALTHY_DEADLINE = 5 * 60 * SECOND
-PROGRESS_DEADLINE = 10 * 60 * SECOND
 
 
 def nomad_label(label: str) -> str:
