@@ -92,3 +92,28 @@ async def test_blueprints_are_registered_by_deployers_and_listed(h: Harness) -> 
     assert (await h.store.blueprint("web", 1)).text.startswith("ID:")  # type: ignore[union-attr]
     assert await h.store.blueprint("web", 3) is None
     assert "There is no blueprint to read" in await h.fails("blueprint web", DEV)
+
+
+class NomadLikeWorkflow(RenderingWorkflow):
+    async def runtime(self, stack: Any) -> Any:
+        from domain.runtime import Health, Instance, RuntimeReport
+
+        alloc = Instance(
+            f"{stack.name}.accounts[0]", "running", (("default", 25123),), "", "10.0.0.5"
+        )
+        return RuntimeReport((alloc,), Health(True, "1 allocation(s) healthy (alive)"))
+
+
+async def test_runtime_shows_the_node_address_of_instances_elsewhere(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    store = await open_store(f"sqlite:///{tmp_path / 'nelson.db'}", clock=clock)
+    try:
+        h = Harness(store, NomadLikeWorkflow(), clock)
+        await register(h, "acme/accounts", ACCOUNTS)
+        deployed = await h.ok("deploy accounts 1.2.3 to dc-east")
+        [stack] = await store.stacks_by_ids(deployed.reply.stack_ids)
+        out = render((await h.ok(f"runtime {stack.name}")).reply, width=200)
+        assert "default 10.0.0.5:25123" in out
+    finally:
+        await store.close()
