@@ -221,10 +221,6 @@ class TrafficControl:
             return
         if shift.direction == "forward" and await self._unhealthy(shift, new):
             return
-        weights = self._weights(shift)
-        per_mille = round(weights.new * 1000)
-        if per_mille != shift.current_new_weight:
-            await self._apply(shift, old, new, per_mille)
         done = traffic.is_complete(
             traffic.ShiftPolicy(shift.policy),
             shift.started_at,
@@ -233,6 +229,12 @@ class TrafficControl:
             timedelta(seconds=shift.paused_seconds),
             shift.paused_since,
         )
+        weights = self._weights(shift)
+        per_mille = round(weights.new * 1000)
+        if done:  # the clock moved on since the last step: end exactly where the shift ends
+            per_mille = 1000 if shift.direction == "forward" else 0
+        if per_mille != shift.current_new_weight:
+            await self._apply(shift, old, new, per_mille)
         if done:
             final = "done" if shift.direction == "forward" else "reversed"
             if await self.store.update_shift(shift.id, "running", state=final):

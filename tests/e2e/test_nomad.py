@@ -62,7 +62,7 @@ namespaces:
 
 @pytest.fixture
 def nomad(docker_address: str) -> Iterator[FakeNomad]:
-    low = random.randrange(34000, 39000, 100)
+    low = random.randrange(12000, 19900, 100)
     with FakeNomad(
         docker_address, acl={TOKEN: "management"}, datacenter="west", ports=(low, low + 99)
     ) as fake:
@@ -169,9 +169,13 @@ async def test_deploy_shift_and_reap_on_nomad(
     new = await ready(bot, "1.0.1")
     assert servers(tmp_path, new) == allocation_addresses(nomad, new)
     deadline = time.monotonic() + 30
-    while (await app.routers["west"].weights(ROUTE)).get(new.name) != 1000:
-        assert time.monotonic() < deadline, "the shift did not finish"
+    while [s.state for s in await app.store.shifts(stack_id=new.id)] != ["done"]:
+        if time.monotonic() > deadline:
+            shifts = await app.store.shifts(stack_id=new.id)
+            lines = [line.message for line in await app.store.logs(new.id)]
+            raise AssertionError(f"the shift did not finish: {shifts}\n" + "\n".join(lines))
         await asyncio.sleep(0.1)
+    assert (await app.routers["west"].weights(ROUTE))[new.name] == 1000
     assert await share_of_new(bot) == 1.0  # every answer from 1.0.1's allocations
 
     # the lifecycle collects 1.0.0, announces it, and the reaper purges its Nomad job

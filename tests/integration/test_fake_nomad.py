@@ -105,7 +105,7 @@ def test_a_service_job_places_allocations_and_a_deployment_that_succeeds(
     assert {a["ClientStatus"] for a in allocs} == {"running"}
     full = api.allocation.get_allocation(allocs[0]["ID"])
     [port] = full["AllocatedResources"]["Shared"]["Ports"]
-    assert port["Label"] == "http" and 33000 <= port["Value"] <= 33999
+    assert port["Label"] == "http" and 12000 <= port["Value"] <= 19999
     assert port["HostIP"] == "127.0.0.1"
     assert api.jobs.get_jobs()[0]["ID"] == "web"
     # the same job again changes nothing; a changed one gets a new version

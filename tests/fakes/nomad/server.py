@@ -104,7 +104,10 @@ class FakeNomad:
         region: str = "global",
         datacenter: str = "dc1",
         namespaces: tuple[str, ...] = ("default",),
-        ports: tuple[int, int] = (33000, 33999),
+        # below Linux's ephemeral range (32768+), where client sockets could take a port
+        # between its choice and the task's bind, and apart from the ranges HAProxy routes
+        # (20000-29999) and the Docker adapter (30000-32767) use in tests
+        ports: tuple[int, int] = (12000, 19999),
         min_healthy_cap: float = 0.5,
         node_ip: str = "127.0.0.1",
         tick: float = 0.1,
