@@ -10,7 +10,7 @@ from adapters.clock import SystemClock
 from adapters.registry import OciRegistry
 from adapters.registry.oci import Credentials
 from adapters.router import HaproxyRouter
-from adapters.scheduler import DockerEngine
+from adapters.scheduler import DockerEngine, NomadScheduler
 from adapters.storage import open_store
 from bot.conversation import Conversation
 from bot.manifest_dirs import register_directories
@@ -65,6 +65,8 @@ def schedulers_for(settings: Settings) -> dict[str, Scheduler]:
             found[name] = DockerEngine(
                 dc.scheduler.address, name, ports=port_bounds(dc.scheduler.ports)
             )
+        elif dc.scheduler.kind == "nomad":
+            found[name] = NomadScheduler(dc.scheduler, name)
     return found
 
 

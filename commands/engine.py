@@ -14,6 +14,7 @@ ends the stack `failed` with the reason, and its containers are removed."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
@@ -32,14 +33,19 @@ from commands.ports import (
 )
 from commands.settings import Settings
 from commands.shifting import TrafficControl
+from domain.blueprints import BlueprintError, parse_ref
+from domain.images import BadImageReference, ImageRef, parse_image
 from domain.manifest import Manifest, parse_manifest
 from domain.records import Stack, StackQuery
 from domain.redaction import redact
-from domain.runtime import Health, HealthProbe, LaunchSpec, PortSpec, RuntimeReport
+from domain.runtime import Health, HealthProbe, LaunchSpec, PortSpec, Rendering, RuntimeReport
+from domain.stack_names import stack_name
 from domain.states import StackStatus
+from domain.versions import Version
 
 log = logging.getLogger("nelson.engine")
 
+RENDER_HASH = "00000000"  # in the stack name `render` shows; deploys pick a random one
 UNFINISHED = (StackStatus.PENDING, StackStatus.DEPLOYING, StackStatus.WARMING)
 
 
@@ -102,6 +108,72 @@ class DeployEngine:
         except StepFailed as exc:
             return RuntimeReport(instances, Health(False, str(exc)))
         return RuntimeReport(instances, await scheduler.health(spec))
+
+    async def render(
+        self,
+        unit: str,
+        version: Version,
+        datacenter: str,
+        namespace: str,
+        plan: str,
+        manifest_id: int,
+        image: str,
+    ) -> Rendering:
+        scheduler = self.schedulers.get(datacenter)
+        if scheduler is None:
+            raise SchedulerError(await self.available_for(datacenter) or "no scheduler")
+        record = await self.store.manifest_by_id(manifest_id)
+        if record is None:
+            raise SchedulerError(f"manifest {manifest_id} is missing")
+        manifest = self._parsed.get(record.id)
+        if manifest is None:
+            manifest = self._parsed[record.id] = parse_manifest(record.text)
+        found_unit = manifest.unit(unit)
+        found_plan = next((p for p in manifest.plans if p.name == plan), None)
+        if found_unit is None or found_plan is None:
+            raise SchedulerError(f"unit {unit} or plan {plan} is not in its manifest")
+        notes = []
+        release = await self.store.release(unit, version)
+        digest = release.digest if release is not None else None
+        if digest is None:
+            try:
+                digest = await asyncio.wait_for(self.registry.resolve(image), 15)
+            except (RegistryError, TimeoutError) as exc:
+                why = str(exc) or "the registry did not answer in 15 s"
+                notes.append(f"the image is not resolved ({why}); shown by its staging name")
+        runtime_image = image
+        if digest is not None:
+            try:
+                source = parse_image(image)
+                runtime_registry = self.settings.datacenters[datacenter].runtime_registry
+                runtime_image = str(ImageRef(runtime_registry, source.repository, None, digest))
+            except BadImageReference as exc:
+                notes.append(str(exc))
+        stack = Stack(
+            id=0,
+            name=stack_name(unit, version, RENDER_HASH),
+            guid="",
+            release_id=0,
+            unit=unit,
+            version=version,
+            datacenter=datacenter,
+            namespace=namespace,
+            plan=plan,
+            status=StackStatus.PENDING,
+            status_message="",
+            workflow_step=None,
+            created_by="",
+            created_at=self.clock.now(),
+            updated_at=self.clock.now(),
+            expires_at=None,
+        )
+        try:
+            spec = await self._spec(stack, runtime_image, (found_unit, found_plan), resolve=False)
+        except StepFailed as exc:
+            raise SchedulerError(str(exc)) from None
+        rendering = await scheduler.render(spec)
+        notes.append(f"the stack name ends in a hash chosen at deploy ({RENDER_HASH} here)")
+        return dataclasses.replace(rendering, notes=(*rendering.notes, *notes))
 
     # -- running ----------------------------------------------------------------------------
 
@@ -322,7 +394,9 @@ class DeployEngine:
             if running:
                 port = running[0].ports[0][1]
                 name = dependency.unit.upper().replace("-", "_")
-                environment.append((f"NELSON_DEPENDENCY_{name}", f"127.0.0.1:{port}"))
+                address = f"{running[0].host}:{port}"
+                environment.append((f"NELSON_DEPENDENCY_{name}", address))
+        blueprint, blueprint_name = await self._blueprint(plan, stack.datacenter)
         return LaunchSpec(
             stack=stack.name,
             unit=stack.unit,
@@ -337,10 +411,40 @@ class DeployEngine:
             environment=tuple(environment),
             ports=tuple(PortSpec(p.label, p.number, p.protocol) for p in unit.ports),
             health=tuple(
-                HealthProbe(h.name, h.port_reference, h.protocol, h.path, h.timeout_seconds)
+                HealthProbe(
+                    h.name,
+                    h.port_reference,
+                    h.protocol,
+                    h.path,
+                    h.timeout_seconds,
+                    h.interval_seconds,
+                )
                 for h in plan.health_checks
             ),
+            schedule=plan.schedule.cron if plan.schedule and plan.schedule.cron else None,
+            blueprint=blueprint,
+            blueprint_name=blueprint_name,
         )
+
+    async def _blueprint(self, plan: Any, datacenter: str) -> tuple[str | None, str]:
+        """The text and name of the plan's blueprint; (None, "") for the kind's default."""
+        wanted = getattr(plan, "blueprint", None)
+        if not wanted:
+            return None, ""
+        try:
+            ref = parse_ref(wanted)
+        except BlueprintError as exc:
+            raise StepFailed(f"plan {plan.name}: {exc}") from None
+        record = await self.store.blueprint(ref.name, ref.revision)
+        if record is None:
+            raise StepFailed(f"blueprint {ref} is not registered (`blueprints` lists them)")
+        kind = self.settings.datacenters[datacenter].scheduler.kind
+        if record.kind != kind:
+            raise StepFailed(
+                f"blueprint {record.name}@{record.revision} is for {record.kind} datacenters; "
+                f"{datacenter} runs {kind}"
+            )
+        return record.text, f"blueprint {record.name}@{record.revision}"
 
     async def _step(self, stack: Stack, step: str) -> None:
         if self._draining:

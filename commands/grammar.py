@@ -312,6 +312,7 @@ REPOSITORY = Name(
     "letters, digits, dots, dashes and underscores, like org/repo",
     lowercase=False,
 )
+BLUEPRINT = Name("<name>", "blueprint name", "web-service")
 VERSION = VersionArg()
 APPROVAL_ID = IdArg()
 
@@ -585,6 +586,32 @@ def _manifest(w: Words) -> Command:
     )
 
 
+def _blueprint(w: Words) -> Command:
+    w.skip_on_first_line("add", "register")
+    token = w.next_token()
+    if token is None or token.text == "```" or "\n" in w.text[: token.start]:
+        raise w.error(f"`{w.spec.name}` needs {BLUEPRINT.wanted}.", "blueprints")
+    name = BLUEPRINT.read(w)
+    source = _source(w)
+    return model.RegisterBlueprint(
+        name, path=source.path, text=source.text, attachment=source.attachment
+    )
+
+
+_RENDER_CLAUSES = (
+    Clause(
+        "datacenter",
+        ("at", "to", "on"),
+        _value("datacenter", DATACENTER),
+        "at <dc>",
+        required=True,
+        twice="the datacenter is given twice.",
+    ),
+    _IN_NAMESPACE,
+    Clause("plan", ("plan",), _value("plan", PLAN), "plan <plan>", twice="`plan` is given twice."),
+)
+
+
 # -- the table ----------------------------------------------------------------------------------
 
 
@@ -659,6 +686,23 @@ COMMANDS: tuple[CommandSpec, ...] = (
             "deploy howdy-http v1.2 to dc-east, dc-west in qa",
             "deploy accounts 2.0.0 everywhere plan big",
             "deploy accounts 2.0.1 in dev/sandbox image registry.example.com/accounts:2.0.1",
+        ),
+    ),
+    CommandSpec(
+        "render",
+        "show what a deploy would submit to a datacenter, without deploying",
+        DEPLOYING,
+        model.Render,
+        args=(UNIT, VERSION),
+        clauses=_RENDER_CLAUSES,
+        description="Shows the exact spec a deploy would submit (the Nomad job from the plan's "
+        "blueprint, or the Docker container options), checked by the datacenter when it is "
+        "reachable: Nomad validates the job and shows its plan's changes. Nothing is recorded "
+        "or run. Without `in`, the default namespace; without `plan`, the unit's first plan "
+        "there.",
+        examples=(
+            "render howdy-http 1.2.3 at dc-west",
+            "render accounts 2.0.0 at dc-east in qa plan big",
         ),
     ),
     CommandSpec(
@@ -856,6 +900,31 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "list registered manifests",
         MANIFESTS,
         model.ListManifests,
+    ),
+    CommandSpec(
+        "blueprint",
+        "register a scheduler blueprint (attached, pasted, or a path in the console)",
+        MANIFESTS,
+        model.RegisterBlueprint,
+        description="A blueprint is the template a Nomad job is made from (YAML in Nomad's "
+        "JSON job shape with Jinja2 tags; docs/nomad.md lists its variables). Plans pick one "
+        "with `blueprint: name` or `blueprint: name@revision` in the manifest; without it, "
+        "the default blueprint of the datacenter's kind is used. Paste it after the name, "
+        "give a path (only in the local console), or attach the file. Each new text is a new "
+        "revision; running stacks keep theirs.",
+        examples=("blueprint web-service blueprints/web.yml", "blueprint web-service"),
+        custom=_blueprint,
+        usage_lines=(
+            "blueprint <name> <path>",
+            "blueprint <name> <blueprint pasted after it>",
+            "blueprint <name>",
+        ),
+    ),
+    CommandSpec(
+        "blueprints",
+        "list registered blueprints and the built-in ones",
+        MANIFESTS,
+        model.ListBlueprints,
     ),
     CommandSpec(
         "lint",
@@ -1060,6 +1129,23 @@ def canonical(command: Command) -> str:
             return f"manifest {repository}"
         case model.ListManifests():
             return "manifests"
+        case model.RegisterBlueprint(name=name, path=path, text=text):
+            if text is not None:
+                return f"blueprint {name}\n```\n{text}\n```"
+            if path is not None:
+                return f"blueprint {name} {_quoted(path)}"
+            return f"blueprint {name}"
+        case model.ListBlueprints():
+            return "blueprints"
+        case model.Render(
+            unit=unit, version=version, datacenter=datacenter, namespace=namespace, plan=plan
+        ):
+            parts = [f"render {unit} {version} at {datacenter}"]
+            if namespace:
+                parts.append(f"in {namespace}")
+            if plan:
+                parts.append(f"plan {plan}")
+            return " ".join(parts)
         case model.Whoami():
             return "whoami"
         case model.Graph(unit=unit):

@@ -154,6 +154,32 @@ class ListManifests:
 
 
 @dataclass(frozen=True, slots=True)
+class RegisterBlueprint:
+    """`blueprint <name> <path>` or `blueprint <name>` + inline text / attached file."""
+
+    name: str
+    path: str | None = None
+    text: str | None = None
+    attachment: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ListBlueprints:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Render:
+    """`render <unit> <version> at <dc> [in <ns>] [plan <plan>]`: a deploy's spec, dry."""
+
+    unit: str
+    version: Version
+    datacenter: str
+    namespace: str | None = None
+    plan: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Whoami:
     pass
 
@@ -188,6 +214,9 @@ Command = (
     | Lint
     | RegisterManifest
     | ListManifests
+    | RegisterBlueprint
+    | ListBlueprints
+    | Render
     | Whoami
     | Graph
 )

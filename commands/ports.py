@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from domain.records import (
     Approval,
     AuditEvent,
+    BlueprintRecord,
     Daemon,
     LogLine,
     ManifestRecord,
@@ -31,7 +32,7 @@ from domain.records import (
     TrafficShift,
     UnitRecord,
 )
-from domain.runtime import Health, Instance, LaunchSpec, RuntimeReport
+from domain.runtime import Health, Instance, LaunchSpec, Rendering, RuntimeReport
 from domain.states import StackStatus
 from domain.versions import Version
 
@@ -66,6 +67,21 @@ class Store(Protocol):
     async def unit(self, name: str) -> UnitRecord | None: ...
 
     async def units(self) -> list[UnitRecord]: ...
+
+    # blueprints (scheduler templates)
+    async def register_blueprint(
+        self, name: str, kind: str, text: str, actor: str
+    ) -> BlueprintRecord:
+        """Store a new revision (or return the latest if its text and kind are the same)."""
+        ...
+
+    async def blueprint(self, name: str, revision: int | None = None) -> BlueprintRecord | None:
+        """One revision of a blueprint; the latest when `revision` is None."""
+        ...
+
+    async def blueprints(self) -> list[BlueprintRecord]:
+        """The latest revision of every blueprint."""
+        ...
 
     # releases
     async def release(self, unit: str, version: Version) -> Release | None: ...
@@ -348,6 +364,11 @@ class Scheduler(Protocol):
         """Remove every instance of the stack; returns how many there were."""
         ...
 
+    async def render(self, spec: LaunchSpec) -> Rendering:
+        """What `launch(spec)` would submit, checked by the scheduler where it can be, without
+        running anything (SchedulerError when the spec cannot even be made)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -408,6 +429,20 @@ class WorkflowPort(Protocol):
 
     async def runtime(self, stack: Stack) -> RuntimeReport:
         """What the datacenter runs for the stack now (SchedulerError if it cannot say)."""
+        ...
+
+    async def render(
+        self,
+        unit: str,
+        version: Version,
+        datacenter: str,
+        namespace: str,
+        plan: str,
+        manifest_id: int,
+        image: str,
+    ) -> Rendering:
+        """What a deploy of this release would submit to the datacenter, without deploying
+        (SchedulerError when it cannot be made: a blueprint that does not render, say)."""
         ...
 
 

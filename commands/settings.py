@@ -32,18 +32,65 @@ def port_bounds(value: str) -> tuple[int, int]:
     return int(low), int(high)
 
 
+class NomadTLS(_Model):
+    """How to reach a Nomad cluster over TLS (paths to PEM files)."""
+
+    ca_cert: str | None = None  # the cluster's CA; default: the system's trusted CAs
+    client_cert: str | None = None  # mutual TLS (`verify_https_client` on the agents)
+    client_key: str | None = None
+    skip_verify: bool = False  # never in production: accepts any server certificate
+
+    @model_validator(mode="after")
+    def _pair(self) -> NomadTLS:
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together: set both or neither")
+        return self
+
+
 class SchedulerSettings(_Model):
     kind: Literal["docker", "nomad", "kubernetes"] = "docker"
     address: str = "unix:///var/run/docker.sock"
+    # nomad: an ACL token (X-Nomad-Token); from NELSON_DATACENTERS__<DC>__SCHEDULER__TOKEN
     token: SecretStr | None = None
     # docker: the host ports instances get (containers share the host's network); below
     # Linux's ephemeral range, so no outgoing connection holds one
     ports: str = "30000-32767"
+    # nomad: the region and Nomad namespace jobs go to (default: the agent's own), and TLS
+    region: str | None = None
+    namespace: str | None = None
+    tls: NomadTLS | None = None
 
     @field_validator("ports")
     @classmethod
     def _ports(cls, value: str) -> str:
         return _port_range(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nomad_address(cls, data: object) -> object:
+        # Docker's default socket means nothing to Nomad: default to the agent's own port.
+        if isinstance(data, dict) and data.get("kind") == "nomad" and "address" not in data:
+            return {**data, "address": "http://127.0.0.1:4646"}
+        return data
+
+    @model_validator(mode="after")
+    def _kind_options(self) -> SchedulerSettings:
+        if self.kind == "nomad":
+            scheme, _, rest = self.address.partition("://")
+            if scheme not in ("http", "https") or not rest.strip("/"):
+                raise ValueError(
+                    f"'{self.address}' is not a Nomad address; write it like http://host:4646"
+                )
+            if "@" in rest.split("/", 1)[0]:
+                raise ValueError(
+                    "a Nomad address must not carry credentials; set the ACL token in "
+                    "NELSON_DATACENTERS__<DC>__SCHEDULER__TOKEN instead"
+                )
+            if self.tls is not None and scheme != "https":
+                raise ValueError("tls options need an https:// Nomad address")
+        elif self.tls is not None or self.region is not None or self.namespace is not None:
+            raise ValueError("region, namespace and tls apply to Nomad schedulers only")
+        return self
 
 
 class VaultSettings(_Model):

@@ -278,7 +278,7 @@ class TrafficControl:
         if scheduler is None:
             return []
         return [
-            f"127.0.0.1:{i.ports[0][1]}"
+            f"{i.host}:{i.ports[0][1]}"
             for i in await scheduler.instances(stack.name)
             if i.state == "running" and i.ports
         ]

@@ -14,6 +14,20 @@ from domain.versions import Version
 
 
 @dataclass(frozen=True, slots=True)
+class BlueprintRecord:
+    """One registered revision of a blueprint (a scheduler template, see domain.blueprints)."""
+
+    id: int
+    name: str
+    kind: str  # the scheduler kind it renders for: nomad
+    revision: int  # 1, 2, 3 ... per name
+    text: str
+    digest: str  # sha256 of the text: the same text again is the same revision
+    registered_by: str
+    registered_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class ManifestRecord:
     """One registered version of a repository's `.nelson.yml`."""
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +20,7 @@ class HealthProbe:
     protocol: str  # http | https | tcp
     path: str | None
     timeout_seconds: int
+    interval_seconds: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,9 @@ class LaunchSpec:
     environment: tuple[tuple[str, str], ...] = ()
     ports: tuple[PortSpec, ...] = ()
     health: tuple[HealthProbe, ...] = ()
+    schedule: str | None = None  # a cron expression for units that run on a schedule
+    blueprint: str | None = None  # the template's text; None: the kind's default blueprint
+    blueprint_name: str = ""  # how messages name it: "blueprint web@2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +49,7 @@ class Instance:
     state: str  # running | pending | failed
     ports: tuple[tuple[str, int], ...] = ()  # port label -> host port
     detail: str = ""
+    host: str = "127.0.0.1"  # where the ports listen (a Nomad client's address)
 
     def port(self, label: str) -> int | None:
         return dict(self.ports).get(label)
@@ -61,3 +67,15 @@ class RuntimeReport:
 
     instances: tuple[Instance, ...]
     health: Health | None = None  # None when the stack has no instances to probe
+
+
+@dataclass(frozen=True, slots=True)
+class Rendering:
+    """What a deploy would submit to a datacenter's scheduler, without submitting it."""
+
+    kind: str  # "Nomad job", "Docker container"
+    spec: dict[str, Any]  # the request body (Nomad job JSON, Docker create options)
+    source: str = ""  # the blueprint it came from
+    problems: tuple[str, ...] = ()  # what the scheduler would refuse
+    changes: tuple[str, ...] = ()  # what it would change (a plan's diff), one per line
+    notes: tuple[str, ...] = field(default=())

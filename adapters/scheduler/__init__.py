@@ -1,5 +1,6 @@
 """Schedulers: where stacks run."""
 
 from adapters.scheduler.docker_engine import DockerEngine
+from adapters.scheduler.nomad import NomadScheduler
 
-__all__ = ["DockerEngine"]
+__all__ = ["DockerEngine", "NomadScheduler"]

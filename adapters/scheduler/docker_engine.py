@@ -23,7 +23,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from commands.ports import SchedulerError
 from domain.redaction import redact
-from domain.runtime import Health, Instance, LaunchSpec
+from domain.runtime import Health, Instance, LaunchSpec, Rendering
 
 LABEL = "nelson.stack"
 API_VERSION = "1.41"
@@ -170,40 +170,20 @@ class DockerEngine:
     def _create_claiming(self, spec: LaunchSpec, name: str, n: int) -> Any:
         free = self._free_ports(len(spec.ports))
         ports = {p.label: port for p, port in zip(spec.ports, free, strict=True)}
-        env = dict(spec.environment)
-        env.update(
-            {
-                "NELSON_STACKNAME": spec.stack,
-                "NELSON_DATACENTER": spec.datacenter,
-                "NELSON_NAMESPACE": spec.namespace,
-                "NELSON_PLAN": spec.plan,
-                "NELSON_INSTANCE": str(n),
-            }
-        )
-        for label, port in ports.items():
-            env[f"NELSON_PORT_{label.upper().replace('-', '_')}"] = str(port)
+        return self._docker().containers.create(**_create_options(spec, name, n, ports))
+
+    async def render(self, spec: LaunchSpec) -> Rendering:
+        if spec.blueprint is not None:
+            raise SchedulerError(
+                f"{spec.blueprint_name or 'a blueprint'} is for Nomad; Docker engine "
+                "datacenters run the built-in container options"
+            )
+        options = _create_options(spec, f"{spec.stack}-0", 0, {p.label: 0 for p in spec.ports})
+        notes = [f"one container like this per instance ({spec.instances}), named {spec.stack}-<n>"]
         if spec.ports:
-            env["PORT"] = str(ports[spec.ports[0].label])
-        labels = {
-            LABEL: spec.stack,
-            "nelson.unit": spec.unit,
-            "nelson.version": spec.version,
-            "nelson.namespace": spec.namespace,
-            "nelson.datacenter": spec.datacenter,
-            "nelson.plan": spec.plan,
-            "nelson.instance": str(n),
-            "nelson.ports": json.dumps(ports),
-        }
-        return self._docker().containers.create(
-            spec.image,
-            name=name,
-            labels=labels,
-            environment=env,
-            network_mode="host",
-            nano_cpus=int(spec.cpu * 1e9) if spec.cpu else None,
-            mem_limit=f"{spec.memory_mb}m" if spec.memory_mb else None,
-            restart_policy={"Name": "on-failure", "MaximumRetryCount": 5},
-            detach=True,
+            notes.append("host ports (0 here) are picked from the free ones at launch")
+        return Rendering(
+            "Docker container", options, "the Docker engine's options", (), (), tuple(notes)
         )
 
     def _instance(self, container: Any) -> Instance:
@@ -271,3 +251,42 @@ class DockerEngine:
                 return False, f"GET {path or '/'} answered {response.status}"
         except (aiohttp.ClientError, TimeoutError) as exc:
             return False, f"GET {path or '/'} failed: {exc.__class__.__name__}"
+
+
+def _create_options(spec: LaunchSpec, name: str, n: int, ports: dict[str, int]) -> dict[str, Any]:
+    """The arguments of docker-py's containers.create for instance `n` of the stack."""
+    env = dict(spec.environment)
+    env.update(
+        {
+            "NELSON_STACKNAME": spec.stack,
+            "NELSON_DATACENTER": spec.datacenter,
+            "NELSON_NAMESPACE": spec.namespace,
+            "NELSON_PLAN": spec.plan,
+            "NELSON_INSTANCE": str(n),
+        }
+    )
+    for label, port in ports.items():
+        env[f"NELSON_PORT_{label.upper().replace('-', '_')}"] = str(port)
+    if spec.ports:
+        env["PORT"] = str(ports[spec.ports[0].label])
+    labels = {
+        LABEL: spec.stack,
+        "nelson.unit": spec.unit,
+        "nelson.version": spec.version,
+        "nelson.namespace": spec.namespace,
+        "nelson.datacenter": spec.datacenter,
+        "nelson.plan": spec.plan,
+        "nelson.instance": str(n),
+        "nelson.ports": json.dumps(ports),
+    }
+    return {
+        "image": spec.image,
+        "name": name,
+        "labels": labels,
+        "environment": env,
+        "network_mode": "host",
+        "nano_cpus": int(spec.cpu * 1e9) if spec.cpu else None,
+        "mem_limit": f"{spec.memory_mb}m" if spec.memory_mb else None,
+        "restart_policy": {"Name": "on-failure", "MaximumRetryCount": 5},
+        "detach": True,
+    }

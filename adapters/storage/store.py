@@ -38,6 +38,7 @@ from commands.ports import Clock, Conflict, StoreError
 from domain.records import (
     Approval,
     AuditEvent,
+    BlueprintRecord,
     Daemon,
     LogLine,
     ManifestRecord,
@@ -132,6 +133,19 @@ def _manifest(row: Row[Any]) -> ManifestRecord:
     return ManifestRecord(
         id=row.id,
         repository=row.repository,
+        revision=row.revision,
+        text=row.text,
+        digest=row.digest,
+        registered_by=row.registered_by,
+        registered_at=row.registered_at,
+    )
+
+
+def _blueprint(row: Row[Any]) -> BlueprintRecord:
+    return BlueprintRecord(
+        id=row.id,
+        name=row.name,
+        kind=row.kind,
         revision=row.revision,
         text=row.text,
         digest=row.digest,
@@ -269,6 +283,75 @@ class SqlStore:
                 f"another registration of {repository} happened at the same moment; send it again"
             ) from None
         return ManifestRecord(manifest_id, repository, revision, text, digest, actor, now)
+
+    async def register_blueprint(
+        self, name: str, kind: str, text: str, actor: str
+    ) -> BlueprintRecord:
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        now = self._now()
+        try:
+            async with self._begin() as conn:
+                latest = (
+                    await conn.execute(
+                        select(t.blueprints)
+                        .where(t.blueprints.c.name == name)
+                        .order_by(t.blueprints.c.revision.desc())
+                        .limit(1)
+                    )
+                ).first()
+                if latest is not None and latest.digest == digest and latest.kind == kind:
+                    return _blueprint(latest)
+                revision = (latest.revision if latest else 0) + 1
+                blueprint_id = (
+                    await conn.execute(
+                        insert(t.blueprints)
+                        .values(
+                            name=name,
+                            kind=kind,
+                            revision=revision,
+                            text=text,
+                            digest=digest,
+                            registered_by=actor,
+                            registered_at=now,
+                        )
+                        .returning(t.blueprints.c.id)
+                    )
+                ).scalar_one()
+        except IntegrityError:
+            raise Conflict(
+                f"another registration of blueprint {name} happened at the same moment; "
+                "send it again"
+            ) from None
+        return BlueprintRecord(blueprint_id, name, kind, revision, text, digest, actor, now)
+
+    async def blueprint(self, name: str, revision: int | None = None) -> BlueprintRecord | None:
+        query = select(t.blueprints).where(t.blueprints.c.name == name)
+        if revision is not None:
+            query = query.where(t.blueprints.c.revision == revision)
+        query = query.order_by(t.blueprints.c.revision.desc()).limit(1)
+        async with self._connect() as conn:
+            row = (await conn.execute(query)).first()
+        return _blueprint(row) if row else None
+
+    async def blueprints(self) -> list[BlueprintRecord]:
+        newest = (
+            select(t.blueprints.c.name, func.max(t.blueprints.c.revision).label("revision"))
+            .group_by(t.blueprints.c.name)
+            .subquery()
+        )
+        query = (
+            select(t.blueprints)
+            .join(
+                newest,
+                and_(
+                    newest.c.name == t.blueprints.c.name,
+                    newest.c.revision == t.blueprints.c.revision,
+                ),
+            )
+            .order_by(t.blueprints.c.name)
+        )
+        async with self._connect() as conn:
+            return [_blueprint(r) for r in (await conn.execute(query)).all()]
 
     async def _repository_id(self, conn: AsyncConnection, name: str, now: datetime) -> int:
         found = (

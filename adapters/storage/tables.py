@@ -75,6 +75,20 @@ manifests = Table(
     UniqueConstraint("repository_id", "revision"),
 )
 
+blueprints = Table(
+    "blueprints",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("registered_by", String(100), nullable=False),
+    Column("registered_at", UtcDateTime, nullable=False),
+    UniqueConstraint("name", "revision"),
+)
+
 units = Table(
     "units",
     metadata,

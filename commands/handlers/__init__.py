@@ -10,6 +10,7 @@ from commands.context import Context
 from commands.handlers import (
     about,
     approvals,
+    blueprints,
     catalogue,
     cleanup,
     deploy,
@@ -33,6 +34,9 @@ HANDLERS: dict[type, Handler] = {
     model.Lint: catalogue.lint,
     model.RegisterManifest: catalogue.register_manifest,
     model.ListManifests: catalogue.manifests,
+    model.RegisterBlueprint: blueprints.register_blueprint,
+    model.ListBlueprints: blueprints.list_blueprints,
+    model.Render: blueprints.render,
     model.ListUnits: catalogue.list_units,
     model.Graph: graph.graph,
     model.Deploy: deploy.deploy,

@@ -210,7 +210,11 @@ async def runtime(command: Runtime, ctx: Context) -> Reply:
         (
             i.name,
             i.state,
-            ", ".join(f"{label} {port}" for label, port in i.ports) or "-",
+            ", ".join(
+                f"{label} {port}" if i.host == "127.0.0.1" else f"{label} {i.host}:{port}"
+                for label, port in i.ports
+            )
+            or "-",
             i.detail or "-",
         )
         for i in instances
