@@ -466,7 +466,7 @@ async def test_datacenters_shows_no_credentials(sqlite_store: SqlStore, clock: F
         {
             "datacenters": {
                 "dc-east": {
-                    "scheduler": {"kind": "nomad", "address": "http://ops:hunter2@nomad:4646"},
+                    "scheduler": {"kind": "docker", "address": "tcp://ops:hunter2@engine:2376"},
                     "staging_registry": "ci:s3cret@stage:5000",
                     "runtime_registry": "east:5000",
                 }
@@ -477,7 +477,7 @@ async def test_datacenters_shows_no_credentials(sqlite_store: SqlStore, clock: F
     answer = await conversation.answer("datacenters", Principal("U1"))
     shown = render(answer.reply, width=300)
     assert "hunter2" not in shown and "s3cret" not in shown
-    assert "http://ops:***@nomad:4646" in shown and "ci:***@stage:5000" in shown
+    assert "tcp://ops:***@engine:2376" in shown and "ci:***@stage:5000" in shown
 
 
 def test_nelson_config_and_a_bad_database_port(
@@ -492,14 +492,14 @@ def test_nelson_config_and_a_bad_database_port(
         "[datacenters.local]\n"
         'staging_registry = "ci:s3cret@127.0.0.1:5000"\n'
         'runtime_registry = "127.0.0.1:5001"\n'
-        'scheduler = { kind = "nomad", address = "http://ops:hunter2@nomad:4646?token=t0k" }\n',
+        'scheduler = { kind = "docker", address = "tcp://ops:hunter2@engine:2376?token=t0k" }\n',
         encoding="utf-8",
     )
     assert main(["--config", str(config), "config"]) == 0
     shown = capsys.readouterr().out
     for secret in ("dbpw", "s3cret", "hunter2", "t0k"):
         assert secret not in shown
-    assert "http://ops:***@nomad:4646?token=***" in shown
+    assert "tcp://ops:***@engine:2376?token=***" in shown
 
     config.write_text('database_url = "postgresql://nelson@db:abc/nelson"\n', encoding="utf-8")
     assert main(["--config", str(config), "run", "stacks"]) == 2
