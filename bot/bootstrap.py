@@ -11,6 +11,7 @@ from adapters.registry import OciRegistry
 from adapters.registry.oci import Credentials
 from adapters.router import HaproxyRouter
 from adapters.scheduler import DockerEngine
+from adapters.secrets import VaultSecrets
 from adapters.storage import open_store
 from bot.conversation import Conversation
 from bot.manifest_dirs import register_directories
@@ -18,9 +19,10 @@ from commands.approval_desk import ApprovalDesk
 from commands.engine import DeployEngine
 from commands.events import EventHub
 from commands.lifecycle import Lifecycle
-from commands.ports import Clock, Registry, Router, Scheduler, Store, WorkflowPort
+from commands.ports import Clock, Registry, Router, Scheduler, Secrets, Store, WorkflowPort
 from commands.settings import Settings, port_bounds
 from commands.shifting import TrafficControl
+from commands.stack_secrets import StackSecrets
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Application:
     traffic: TrafficControl | None = None
     routers: dict[str, Router] = field(default_factory=dict)
     lifecycle: Lifecycle | None = None
+    secrets: StackSecrets | None = None
 
     async def start(self) -> int:
         """Continue the workflows an earlier run left unfinished; returns how many."""
@@ -52,6 +55,8 @@ class Application:
         for router in self.routers.values():
             with contextlib.suppress(Exception):
                 await router.close()
+        if self.secrets is not None:
+            await self.secrets.close()
         if self.registry is not None:
             await self.registry.close()
         await self.store.close()
@@ -80,6 +85,14 @@ def routers_for(settings: Settings) -> dict[str, Router]:
     return found
 
 
+def vaults_for(settings: Settings) -> dict[str, Secrets]:
+    return {
+        name: VaultSecrets(dc.vault, name)
+        for name, dc in settings.datacenters.items()
+        if dc.vault is not None
+    }
+
+
 async def build(
     settings: Settings, *, workflow: WorkflowPort | None = None, clock: Clock | None = None
 ) -> Application:
@@ -94,6 +107,7 @@ async def build(
     schedulers: dict[str, Scheduler] = {}
     routers: dict[str, Router] = {}
     traffic: TrafficControl | None = None
+    secrets: StackSecrets | None = None
     desk = ApprovalDesk(settings, store, events, clock)
     if workflow is None:
         registry = OciRegistry(
@@ -109,12 +123,16 @@ async def build(
             settings, store, events, clock, desk, routers, schedulers, engine.runtime
         )
         engine.traffic = traffic
+        vaults = vaults_for(settings)
+        if vaults:
+            secrets = engine.secrets = StackSecrets(settings, store, clock, vaults)
         workflow = engine
     # The cleanup needs the datacenters' schedulers and routers, which only the product's own
     # engine drives; an embedder's workflow brings none, so nothing would be removed there.
     lifecycle: Lifecycle | None = None
     if engine is not None:
         lifecycle = Lifecycle(settings, store, events, clock, schedulers, routers)
+        lifecycle.secrets = secrets
     conversation = Conversation(settings, store, workflow, clock, events, traffic, lifecycle)
     return Application(
         settings=settings,
@@ -130,4 +148,5 @@ async def build(
         traffic=traffic,
         routers=routers,
         lifecycle=lifecycle,
+        secrets=secrets,
     )

@@ -12,10 +12,22 @@ from datetime import timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.bootstrap import Application
+from commands.settings import Settings
 
 log = logging.getLogger("nelson.jobs")
 
 DELIVERY_MEMORY = timedelta(days=1)  # Slack retries within minutes; a day is ample
+
+
+def renewal_interval(settings: Settings) -> float:
+    """Seconds between renewals of stacks' Vault tokens: a third of the shortest period, so
+    two renewals in a row may fail before a token expires."""
+    periods = [
+        dc.vault.token_period.total_seconds()
+        for dc in settings.datacenters.values()
+        if dc.vault is not None
+    ]
+    return min(periods, default=3600.0) / 3
 
 
 class Jobs:
@@ -59,6 +71,15 @@ class Jobs:
                 max_instances=1,
                 misfire_grace_time=3600,  # a bot busy or restarting at that minute still tells
                 id="announce-cleanup",
+            )
+        if application.secrets is not None:
+            self.scheduler.add_job(
+                self.tend_secrets,
+                "interval",
+                seconds=renewal_interval(application.settings),
+                coalesce=True,
+                max_instances=1,
+                id="tend-secrets",
             )
         self.scheduler.add_job(
             self.forget_deliveries,
@@ -114,6 +135,22 @@ class Jobs:
             await self.application.lifecycle.announce()
         except Exception:
             log.exception("the cleanup announcement failed; it is made again tomorrow")
+
+    async def tend_secrets(self) -> None:
+        """Renew live stacks' Vault tokens; revoke what failed and terminated stacks left."""
+        if self.application.secrets is None:
+            return
+        try:
+            report = await self.application.secrets.tend()
+        except Exception:
+            log.exception("tending Vault tokens failed; will try again")
+            return
+        for stack in report.expired:
+            log.warning("the Vault token of %s had expired before it was renewed", stack)
+        for what, why in report.failed:
+            log.warning("Vault: %s: %s (will try again)", what, why)
+        if report.revoked:
+            log.info("Vault: removed the tokens and policies of %s", ", ".join(report.revoked))
 
     async def forget_deliveries(self) -> None:
         before = self.application.clock.now() - DELIVERY_MEMORY

@@ -28,10 +28,12 @@ from commands.ports import (
     RegistryError,
     Scheduler,
     SchedulerError,
+    SecretsError,
     Store,
 )
 from commands.settings import Settings
 from commands.shifting import TrafficControl
+from commands.stack_secrets import StackSecrets
 from domain.manifest import Manifest, parse_manifest
 from domain.records import Stack, StackQuery
 from domain.runtime import Health, HealthProbe, LaunchSpec, PortSpec, RuntimeReport
@@ -68,6 +70,8 @@ class DeployEngine:
         self._parsed: dict[int, Manifest] = {}
         # set by the wiring when the datacenters have routers (commands.shifting)
         self.traffic: TrafficControl | None = None
+        # set by the wiring when datacenters have Vault (commands.stack_secrets)
+        self.secrets: StackSecrets | None = None
 
     # -- the port ---------------------------------------------------------------------------
 
@@ -197,17 +201,16 @@ class DeployEngine:
         )
 
         await self._step(stack, "secrets")
-        if dc.vault is None:
+        granted: tuple[str | None, tuple[tuple[str, str], ...]] = (None, ())
+        if dc.vault is None or self.secrets is None:
             await self._say(
                 stack, f"no Vault in {stack.datacenter}: secrets step skipped", "secrets"
             )
         else:
-            await self._say(
-                stack, "Vault policies are not written by this version: skipped", "secrets"
-            )
+            granted = await self._grant_secrets(stack, spec_parts[0], scheduler)
 
         await self._step(stack, "launch")
-        spec = await self._spec(stack, runtime_image, spec_parts)
+        spec = await self._spec(stack, runtime_image, spec_parts, secrets=granted)
         instances = await self._call(stack, "launch", lambda: scheduler.launch(spec))
         names = ", ".join(i.name for i in instances)
         await self._say(stack, f"launched {len(instances)} instance(s): {names}", "launch")
@@ -232,6 +235,34 @@ class DeployEngine:
             "ready",
             StackStatus.READY,
         )
+
+    async def _grant_secrets(
+        self, stack: Stack, unit: Any, scheduler: Scheduler
+    ) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+        """The stack's Vault policy, and on the Docker engine its token (schedulers with a
+        Vault integration of their own take the policy name from the LaunchSpec)."""
+        secrets_ = self.secrets
+        assert secrets_ is not None
+        token = self.settings.datacenters[stack.datacenter].scheduler.kind == "docker"
+        grant = await self._call(
+            stack, "secrets", lambda: secrets_.grant(stack, unit.resources, token=token)
+        )
+        if grant.replaced:  # instances started before a restart hold a revoked token
+            removed = await self._call(stack, "secrets", lambda: scheduler.delete(stack.name))
+            if removed:
+                await self._say(
+                    stack,
+                    f"replacing {removed} instance(s) started with a revoked token",
+                    "secrets",
+                )
+        reads = ", ".join(unit.resources) or "nothing (the unit declares no resources)"
+        given = "; a token limited to it goes to the containers" if token else ""
+        await self._say(
+            stack,
+            f"Vault policy {grant.policy} written: read on the credentials of {reads}{given}",
+            "secrets",
+        )
+        return grant.policy, grant.environment
 
     async def _warm(self, stack: Stack, scheduler: Scheduler, spec: LaunchSpec) -> None:
         timeout = self.settings.workflow.warming_timeout.total_seconds()
@@ -278,7 +309,13 @@ class DeployEngine:
         return unit, plan
 
     async def _spec(
-        self, stack: Stack, image: str, parts: tuple[Any, Any], *, resolve: bool = True
+        self,
+        stack: Stack,
+        image: str,
+        parts: tuple[Any, Any],
+        *,
+        resolve: bool = True,
+        secrets: tuple[str | None, tuple[tuple[str, str], ...]] = (None, ()),
     ) -> LaunchSpec:
         unit, plan = parts
         environment = list(plan.environment)
@@ -293,6 +330,7 @@ class DeployEngine:
                 port = running[0].ports[0][1]
                 name = dependency.unit.upper().replace("-", "_")
                 environment.append((f"NELSON_DEPENDENCY_{name}", f"127.0.0.1:{port}"))
+        environment.extend(secrets[1])
         return LaunchSpec(
             stack=stack.name,
             unit=stack.unit,
@@ -310,6 +348,7 @@ class DeployEngine:
                 HealthProbe(h.name, h.port_reference, h.protocol, h.path, h.timeout_seconds)
                 for h in plan.health_checks
             ),
+            vault_policy=secrets[0],
         )
 
     async def _step(self, stack: Stack, step: str) -> None:
@@ -326,7 +365,7 @@ class DeployEngine:
             except TimeoutError:
                 problem = f"{step} took longer than {_duration(timeout)}"
                 transient = True
-            except (RegistryError, SchedulerError) as exc:
+            except (RegistryError, SchedulerError, SecretsError) as exc:
                 problem, transient = str(exc), exc.transient
             if not transient or attempt == attempts:
                 raise StepFailed(f"{step} failed: {problem}")
@@ -351,6 +390,12 @@ class DeployEngine:
                 cleanup = f"; removed {removed} container(s)" if removed else ""
             except Exception as exc:  # the reaper will try again later
                 cleanup = f"; its containers could not be removed yet ({exc})"
+        if self.secrets is not None:
+            try:
+                if await asyncio.wait_for(self.secrets.release(stack), 60):
+                    cleanup += "; its Vault policy and token were removed"
+            except Exception as exc:  # the secrets sweep deletes them later
+                cleanup += f"; its Vault policy could not be removed yet ({exc})"
         await self.store.set_workflow_step(stack_id, None)
         stack = await self.store.change_status(stack_id, StackStatus.FAILED, reason, "nelson")
         await self._say(stack, f"failed: {reason}{cleanup}", "failed", StackStatus.FAILED, True)

@@ -28,6 +28,7 @@ from commands.events import CleanupAnnounced, CleanupDone, EventHub, Removal, St
 from commands.ports import Clock, Conflict, Route, Router, Scheduler, Store
 from commands.replies import AccessDenied, UserError
 from commands.settings import Settings
+from commands.stack_secrets import StackSecrets
 from domain import expiration
 from domain.expiration import ExpirationPolicy, StackView, Verdict
 from domain.manifest import ManifestInvalid, parse_manifest
@@ -74,6 +75,8 @@ class Lifecycle:
         self.holder = f"{socket.gethostname()}:{secrets.token_hex(4)}"
         self._facts: dict[str, _Facts] = {}  # per manifest revision (digest)
         self._failing: set[int] = set()  # stacks whose failed reap was already reported
+        # set by the wiring where datacenters have Vault: reaping revokes and deletes there
+        self.secrets: StackSecrets | None = None
 
     async def run_once(self) -> PassReport:
         now = self.clock.now()
@@ -319,6 +322,8 @@ class Lifecycle:
                 await router.remove(
                     Route(stack.namespace, stack.unit, stack.version.major), stack.name
                 )
+            if self.secrets is not None:  # the token first, then its policy
+                await self.secrets.release(stack)
         except Exception as exc:
             reason = str(exc) or exc.__class__.__name__
             report.failed.append((stack, reason))

@@ -437,6 +437,10 @@ class Secrets(Protocol):
 
     async def delete_policy(self, name: str) -> None: ...
 
+    async def policies(self) -> list[str]:
+        """The names of every ACL policy."""
+        ...
+
     async def issue_token(self, policy: str, period_seconds: int, stack: str) -> IssuedToken: ...
 
     async def renew(self, accessor: str) -> bool:

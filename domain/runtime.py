@@ -36,6 +36,9 @@ class LaunchSpec:
     environment: tuple[tuple[str, str], ...] = ()
     ports: tuple[PortSpec, ...] = ()
     health: tuple[HealthProbe, ...] = ()
+    # the stack's Vault policy, for schedulers with a Vault integration (Nomad's `vault`
+    # stanza); the Docker engine gets a token in `environment` instead
+    vault_policy: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,7 +135,7 @@ class VaultSecrets:
                 display_name=stack,
                 meta={"nelson_stack": stack, "nelson_datacenter": self.datacenter},
             ),
-            needs="update on auth/token/create-orphan",
+            needs="update and sudo on auth/token/create-orphan",
         )
         auth = answer.get("auth") or {}
         token, accessor = auth.get("client_token"), auth.get("accessor")
@@ -251,8 +251,11 @@ class VaultSecrets:
             reasons = _reasons(exc)
             if any("invalid accessor" in r or "not found" in r for r in reasons):
                 raise _Missing() from None
+            hint = ""
+            if needs and any("subset of parent" in r or "sudo" in r for r in reasons):
+                hint = f"; the bot's Vault identity needs {needs}"
             raise SecretsError(
-                f"Vault at {self.shown} rejected the request to {what}: {'; '.join(reasons)}"
+                f"Vault at {self.shown} rejected the request to {what}: {'; '.join(reasons)}{hint}"
             ) from None
         except vault_errors.VaultDown as exc:
             reasons = _reasons(exc)
@@ -301,4 +304,6 @@ def _reasons(exc: vault_errors.VaultError) -> list[str]:
         return [str(e) for e in errors]
     if isinstance(errors, str) and errors:
         return [errors]
+    if exc.text:
+        return [str(exc.text).strip()[:200]]
     return [exc.__class__.__name__]

@@ -254,7 +254,7 @@ class FakeVault:
                 health = answer.response
             return self._record(method, path, None, health)
         if path == "sys/seal-status":
-            return self._record(method, path, None, web.json_response(self._seal_status()))
+            return self._record(method, path, None, _json(self._seal_status()))
         if self.sealed:
             return self._record(method, path, None, _error(503, "Vault is sealed"))
         if path == "auth/approle/login" and method in ("POST", "PUT"):
@@ -354,7 +354,7 @@ class FakeVault:
         }
         if not self.sealed:
             body |= {"cluster_name": "vault-cluster-fake", "cluster_id": "fake-cluster"}
-        return web.json_response(body, status=status)
+        return _json(body, status=status)
 
     def _seal_status(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -680,8 +680,15 @@ def _accessor() -> str:
     return secrets.token_urlsafe(18)
 
 
+def _json(body: Any, status: int = 200) -> web.Response:
+    # exactly `application/json`, as Vault sends it (hvac reads `errors` only then)
+    return web.Response(
+        body=json.dumps(body).encode(), status=status, headers={"Content-Type": "application/json"}
+    )
+
+
 def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"errors": [message] if message else []}, status=status)
+    return _json({"errors": [message] if message else []}, status=status)
 
 
 def _envelope(data: Any = None, auth: Any = None, lease: int = 0) -> dict[str, Any]:
@@ -702,12 +709,12 @@ def _ok(data: dict[str, Any], *, top_level: bool = False) -> web.Response:
     body = _envelope(data, lease=0 if top_level else KV_LEASE)
     if top_level:
         body = {**data, **body}
-    return web.json_response(body)
+    return _json(body)
 
 
 def _auth(token: Token, now: datetime, *, show_token: bool = True) -> web.Response:
     remaining = int((token.expires - now).total_seconds()) if token.expires else 0
-    return web.json_response(
+    return _json(
         _envelope(
             auth={
                 "client_token": token.id if show_token else "",
