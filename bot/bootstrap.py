@@ -134,6 +134,7 @@ async def build(
         lifecycle = Lifecycle(settings, store, events, clock, schedulers, routers)
         lifecycle.secrets = secrets
     conversation = Conversation(settings, store, workflow, clock, events, traffic, lifecycle)
+    conversation.secrets = secrets
     return Application(
         settings=settings,
         clock=clock,

@@ -17,6 +17,7 @@ from commands.ports import Clock, Store, WorkflowPort
 from commands.replies import Code, ParseError, Reply, Text, UserError
 from commands.settings import Settings
 from commands.shifting import TrafficControl
+from commands.stack_secrets import StackSecrets
 from domain.states import IllegalTransition
 
 log = logging.getLogger("nelson.conversation")
@@ -69,6 +70,7 @@ class Conversation:
         self.events = events or EventHub()
         self.traffic = traffic
         self.lifecycle = lifecycle
+        self.secrets: StackSecrets | None = None  # set by the wiring where there is Vault
 
     async def answer(
         self,
@@ -91,6 +93,7 @@ class Conversation:
             events=self.events,
             traffic=self.traffic,
             lifecycle=self.lifecycle,
+            secrets=self.secrets,
         )
         try:
             command = parse_command(text)

@@ -10,6 +10,7 @@ from commands.lifecycle import Lifecycle
 from commands.ports import Clock, Store, WorkflowPort
 from commands.settings import Settings
 from commands.shifting import TrafficControl
+from commands.stack_secrets import StackSecrets
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,3 +28,4 @@ class Context:
     events: EventHub = field(default_factory=EventHub)
     traffic: TrafficControl | None = None  # None where no datacenter routes traffic
     lifecycle: Lifecycle | None = None  # None where the cleanup does not run
+    secrets: StackSecrets | None = None  # None where no datacenter has Vault

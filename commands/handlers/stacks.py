@@ -6,6 +6,7 @@ from datetime import datetime
 
 from commands.access import Role
 from commands.context import Context
+from commands.handlers import outside
 from commands.handlers.lookup import (
     ago,
     check_datacenter,
@@ -122,6 +123,7 @@ async def inspect(command: Inspect, ctx: Context) -> Reply:
         pairs.append(("workflow step", stack.workflow_step))
     if stack.status is StackStatus.GARBAGE:
         pairs.append(("removal", f"{removal_text(ctx, stack, now)}; `keep {stack.name}` keeps it"))
+    pairs.extend(await outside.stack_secrets(ctx, stack))
     blocks: list[Fields | Table | Text] = [Fields(tuple(pairs))]
     blocks.append(
         Table(

@@ -14,6 +14,7 @@ import docker
 import pytest
 
 from bot.bootstrap import Application, build
+from bot.terminal import render
 from commands.access import Principal
 from commands.settings import Settings
 from domain.records import Stack
@@ -184,6 +185,17 @@ async def test_stack_gets_a_policy_and_a_token_limited_to_it_until_reaped(
     assert token.id.encode() not in (tmp_path / "nelson.db").read_bytes()
     logs = " ".join(line.message for line in await app.store.logs(stack.id))
     assert token.id not in logs and policy in logs
+
+    # chat shows the policy and the Vault's state, never the token
+    shown = render((await app.conversation.answer(f"inspect {stack.name}", ADMIN)).reply, 200)
+    assert f"{policy}: read on nelson/dev/db/creds/howdy, nelson/dev/queue/creds/howdy" in shown
+    assert "periodic, renewed by the bot" in shown and token.id not in shown
+    shown = render((await app.conversation.answer("datacenters", ADMIN)).reply, 200)
+    assert "local: Vault unsealed (Vault 1.15.6)" in shown, shown
+    vault.sealed = True
+    shown = render((await app.conversation.answer("datacenters", ADMIN)).reply, 200)
+    assert "local: Vault SEALED" in shown, shown
+    vault.sealed = False
 
     # renewed while it lives: two periods later the token still works
     assert app.secrets is not None
