@@ -75,7 +75,6 @@ class VaultSettings(_Model):
     role: str | None = None  # auth = kubernetes: the Vault role the bot logs in as
     jwt_path: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
     auth_mount: str | None = None  # where approle / kubernetes is mounted (default: its kind)
-    mount: str = "secret"
     # Nelson's template for a resource's credentials; %env% is the root namespace
     creds_path: str = "nelson/%env%/%resource%/creds/%unit%"
     # Docker datacenters: stacks' tokens are periodic; the bot renews them well within this

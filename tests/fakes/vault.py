@@ -160,6 +160,7 @@ class _Failure:
     count: int
     status: int
     prefix: str
+    method: str
 
 
 class _Now:
@@ -220,12 +221,21 @@ class FakeVault:
 
     # -- test controls ----------------------------------------------------------------------
 
-    def fail_next(self, count: int = 1, status: int = 500, prefix: str = "") -> None:
-        """The next `count` authenticated requests under `prefix` answer `status`."""
-        self._failures.append(_Failure(count, status, prefix))
+    def fail_next(
+        self, count: int = 1, status: int = 500, prefix: str = "", method: str = ""
+    ) -> None:
+        """The next `count` authenticated requests under `prefix` (with `method`, if given)
+        answer `status`."""
+        self._failures.append(_Failure(count, status, prefix, method))
+
+    def heal(self) -> None:
+        """Forget the failures still to come."""
+        self._failures.clear()
 
     def add_token(self, policies: list[str], *, display_name: str = "test") -> str:
-        return self._mint(policies, display_name, {}, True, None, DEFAULT_TTL, True, None).id
+        """A token with these policies and `default`, as `vault token create` makes one."""
+        named = ["default", *(p for p in policies if p != "default")]
+        return self._mint(named, display_name, {}, True, None, DEFAULT_TTL, True, None).id
 
     def live_tokens(self) -> list[Token]:
         now = self.clock.now()
@@ -264,7 +274,11 @@ class FakeVault:
         token = self._caller(request)
         accessor = token.accessor if token else None
         for failure in self._failures:
-            if failure.count > 0 and path.startswith(failure.prefix):
+            if (
+                failure.count > 0
+                and path.startswith(failure.prefix)
+                and failure.method in ("", method)
+            ):
                 failure.count -= 1
                 return self._record(
                     method, path, accessor, _error(failure.status, "internal error")

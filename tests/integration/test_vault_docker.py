@@ -191,7 +191,7 @@ async def test_stack_gets_a_policy_and_a_token_limited_to_it_until_reaped(
     assert f"{policy}: read on nelson/dev/db/creds/howdy, nelson/dev/queue/creds/howdy" in shown
     assert "periodic, renewed by the bot" in shown and token.id not in shown
     shown = render((await app.conversation.answer("datacenters", ADMIN)).reply, 200)
-    assert "local: Vault unsealed (Vault 1.15.6)" in shown, shown
+    assert "local: Vault unsealed (Vault 1.15.6)\n" in shown + "\n", shown
     vault.sealed = True
     shown = render((await app.conversation.answer("datacenters", ADMIN)).reply, 200)
     assert "local: Vault SEALED" in shown, shown
@@ -279,8 +279,25 @@ async def test_reaping_while_vault_is_down_is_retried(
     still = await app.store.stack_by_id(stack.id)
     assert still is not None and still.status is StackStatus.GARBAGE
     assert vault.token_by_accessor(record.accessor) is not None
-    vault._failures.clear()
+    vault.heal()
     said = await app.lifecycle.remove_now([stack.id], ADMIN)
     assert said.startswith("Removed"), said
     assert vault.token_by_accessor(record.accessor) is None
     assert f"nelson__dev__{stack.name}" not in vault.policies
+
+
+async def test_what_a_failed_deploy_could_not_remove_is_swept_later(
+    app: Application, vault: FakeVault
+) -> None:
+    vault.fail_next(100, 500, prefix="auth/token/create-orphan")
+    vault.fail_next(100, 500, prefix="sys/policies/acl/", method="DELETE")
+    stack = await deploy(app)
+    assert stack.status is StackStatus.FAILED
+    assert "could not be removed yet" in " ".join(m.message for m in await app.store.logs(stack.id))
+    policy = f"nelson__dev__{stack.name}"
+    assert policy in vault.policies  # Vault refused to delete it
+    vault.heal()
+    assert app.secrets is not None
+    report = await app.secrets.tend()
+    assert report.revoked == [stack.name] and not report.failed
+    assert policy not in vault.policies
