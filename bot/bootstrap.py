@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapters.clock import SystemClock
+from adapters.consul import ConsulClient
 from adapters.registry import OciRegistry
 from adapters.registry.oci import Credentials
 from adapters.router import HaproxyRouter
+from adapters.router.lighthouse import LighthouseRouter
 from adapters.scheduler import DockerEngine
 from adapters.secrets import VaultSecrets
 from adapters.storage import open_store
@@ -41,6 +43,7 @@ class Application:
     routers: dict[str, Router] = field(default_factory=dict)
     lifecycle: Lifecycle | None = None
     secrets: StackSecrets | None = None
+    consuls: dict[str, ConsulClient] = field(default_factory=dict)
 
     async def start(self) -> int:
         """Continue the workflows an earlier run left unfinished; returns how many."""
@@ -57,6 +60,9 @@ class Application:
                 await router.close()
         if self.secrets is not None:
             await self.secrets.close()
+        for consul in self.consuls.values():
+            with contextlib.suppress(Exception):
+                await consul.close()
         if self.registry is not None:
             await self.registry.close()
         await self.store.close()
@@ -93,6 +99,31 @@ def vaults_for(settings: Settings) -> dict[str, Secrets]:
     }
 
 
+def consuls_for(settings: Settings) -> dict[str, ConsulClient]:
+    return {
+        name: ConsulClient(dc.consul)
+        for name, dc in settings.datacenters.items()
+        if dc.consul is not None
+    }
+
+
+def lighthouses_for(
+    settings: Settings, store: Store, consuls: dict[str, ConsulClient]
+) -> dict[str, Router]:
+    """Routers of kind `lighthouse`: routing tables in the datacenter's Consul KV."""
+    found: dict[str, Router] = {}
+    for name, dc in settings.datacenters.items():
+        if dc.router is not None and dc.router.kind == "lighthouse" and name in consuls:
+            found[name] = LighthouseRouter(
+                consuls[name],
+                store,
+                datacenter=name,
+                bind=dc.router.bind,
+                ports=port_bounds(dc.router.ports),
+            )
+    return found
+
+
 async def build(
     settings: Settings, *, workflow: WorkflowPort | None = None, clock: Clock | None = None
 ) -> Application:
@@ -108,6 +139,7 @@ async def build(
     routers: dict[str, Router] = {}
     traffic: TrafficControl | None = None
     secrets: StackSecrets | None = None
+    consuls = consuls_for(settings)
     desk = ApprovalDesk(settings, store, events, clock)
     if workflow is None:
         registry = OciRegistry(
@@ -119,6 +151,7 @@ async def build(
         schedulers = schedulers_for(settings)
         engine = DeployEngine(settings, store, events, clock, registry, schedulers)
         routers = routers_for(settings)
+        routers.update(lighthouses_for(settings, store, consuls))
         traffic = TrafficControl(
             settings, store, events, clock, desk, routers, schedulers, engine.runtime
         )
@@ -135,6 +168,7 @@ async def build(
         lifecycle.secrets = secrets
     conversation = Conversation(settings, store, workflow, clock, events, traffic, lifecycle)
     conversation.secrets = secrets
+    conversation.consuls = dict(consuls)
     return Application(
         settings=settings,
         clock=clock,
@@ -150,4 +184,5 @@ async def build(
         routers=routers,
         lifecycle=lifecycle,
         secrets=secrets,
+        consuls=consuls,
     )

@@ -13,7 +13,7 @@ from commands.events import EventHub
 from commands.grammar import parse_command
 from commands.handlers import handle
 from commands.lifecycle import Lifecycle
-from commands.ports import Clock, Store, WorkflowPort
+from commands.ports import Clock, ConsulStatus, Store, WorkflowPort
 from commands.replies import Code, ParseError, Reply, Text, UserError
 from commands.settings import Settings
 from commands.shifting import TrafficControl
@@ -71,6 +71,7 @@ class Conversation:
         self.traffic = traffic
         self.lifecycle = lifecycle
         self.secrets: StackSecrets | None = None  # set by the wiring where there is Vault
+        self.consuls: dict[str, ConsulStatus] = {}  # likewise, per datacenter with Consul
 
     async def answer(
         self,
@@ -94,6 +95,7 @@ class Conversation:
             traffic=self.traffic,
             lifecycle=self.lifecycle,
             secrets=self.secrets,
+            consuls=self.consuls,
         )
         try:
             command = parse_command(text)

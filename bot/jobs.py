@@ -1,6 +1,6 @@
 """Periodic work of a running bot (APScheduler on the asyncio loop): expiring approvals whose
 deadline passed, moving traffic shifts, the cleanup pass and its daily announcement,
-forgetting old delivery ids. Each job is idempotent, so several replicas running it at once
+renewing stacks' Vault tokens, sweeping stale Lighthouse keys, forgetting old delivery ids. Each job is idempotent, so several replicas running it at once
 do no harm: the Store lets one of them win each change, and leases in the database let one
 replica run each cleanup pass and each announcement."""
 
@@ -11,8 +11,11 @@ from datetime import timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from adapters.router.lighthouse import LighthouseRouter
 from bot.bootstrap import Application
 from commands.settings import Settings
+from domain.records import StackQuery
+from domain.states import LIVE_STATUSES, StackStatus
 
 log = logging.getLogger("nelson.jobs")
 
@@ -71,6 +74,15 @@ class Jobs:
                 max_instances=1,
                 misfire_grace_time=3600,  # a bot busy or restarting at that minute still tells
                 id="announce-cleanup",
+            )
+        if any(isinstance(r, LighthouseRouter) for r in application.routers.values()):
+            self.scheduler.add_job(
+                self.sweep_lighthouse,
+                "interval",
+                seconds=application.settings.lifecycle.interval.total_seconds(),
+                coalesce=True,
+                max_instances=1,
+                id="sweep-lighthouse",
             )
         if application.secrets is not None:
             self.scheduler.add_job(
@@ -151,6 +163,23 @@ class Jobs:
             log.warning("Vault: %s: %s (will try again)", what, why)
         if report.revoked:
             log.info("Vault: removed the tokens and policies of %s", ", ".join(report.revoked))
+
+    async def sweep_lighthouse(self) -> None:
+        """Delete Lighthouse keys of stacks the bot no longer knows (terminated, failed or
+        never its own): a reap that ran while Consul was down leaves them behind."""
+        for datacenter, router in self.application.routers.items():
+            if not isinstance(router, LighthouseRouter):
+                continue
+            statuses = (*LIVE_STATUSES, StackStatus.GARBAGE)  # garbage is still routed
+            query = StackQuery(datacenter=datacenter, statuses=statuses, limit=100_000)
+            try:
+                page = await self.application.store.list_stacks(query)
+                removed = await router.sweep({s.name for s in page.stacks})
+            except Exception:
+                log.exception("sweeping Lighthouse keys in %s failed; will try again", datacenter)
+                continue
+            if removed:
+                log.info("Lighthouse in %s: removed the keys of %s", datacenter, ", ".join(removed))
 
     async def forget_deliveries(self) -> None:
         before = self.application.clock.now() - DELIVERY_MEMORY

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from domain.records import (
     Approval,
@@ -450,6 +450,21 @@ class Secrets(Protocol):
     async def revoke(self, accessor: str) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class ConsulStatus(Protocol):
+    """A datacenter's Consul, as `datacenters` reports it."""
+
+    async def status(self) -> str:
+        """One line: its leader, or why it cannot be reached."""
+        ...
+
+
+@runtime_checkable
+class PublishedRoutes(Protocol):
+    """A router that publishes routing tables under keys (Lighthouse), for `inspect`."""
+
+    async def keys_for(self, stack: str) -> list[str]: ...
 
 
 class WorkflowPort(Protocol):

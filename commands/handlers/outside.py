@@ -1,5 +1,6 @@
 """What `inspect` and `datacenters` show of the services beside the scheduler: each stack's
-Vault policy and token, and whether each datacenter's Vault is reachable and unsealed.
+Vault policy and token and its Lighthouse keys in Consul, and whether each datacenter's Vault
+is reachable and unsealed and its Consul has a leader.
 Nothing here shows a secret: the token never leaves the containers, and addresses are shown
 without any credentials they carry."""
 
@@ -9,7 +10,7 @@ import re
 
 from commands.context import Context
 from commands.handlers.lookup import when
-from commands.ports import SecretsError
+from commands.ports import PublishedRoutes, RouterError, SecretsError
 from domain.records import Stack
 
 _READ_RULE = re.compile(r'path\s+"([^"]+)"\s*\{\s*capabilities\s*=\s*\["read"\]\s*\}')
@@ -38,6 +39,18 @@ async def stack_secrets(ctx: Context, stack: Stack) -> list[tuple[str, str]]:
     return fields
 
 
+async def stack_routes(ctx: Context, stack: Stack) -> list[tuple[str, str]]:
+    """`inspect` fields: the Consul keys a Lighthouse router publishes for the stack."""
+    router = ctx.traffic.routers.get(stack.datacenter) if ctx.traffic is not None else None
+    if not isinstance(router, PublishedRoutes):
+        return []
+    try:
+        keys = await router.keys_for(stack.name)
+    except RouterError as exc:
+        return [("consul keys", f"cannot be read now: {exc}")]
+    return [("consul keys", ", ".join(keys) or "none")]
+
+
 async def datacenter_services(ctx: Context, datacenter: str) -> list[str]:
     """One line per outside service of the datacenter, with its state now."""
     lines: list[str] = []
@@ -48,4 +61,7 @@ async def datacenter_services(ctx: Context, datacenter: str) -> list[str]:
             if status.sealed:
                 state = f"SEALED: {status.detail}; deploys here fail until it is unsealed"
             lines.append(f"{datacenter}: Vault {state}")
+    consul = ctx.consuls.get(datacenter)
+    if consul is not None:
+        lines.append(f"{datacenter}: Consul {await consul.status()}")
     return lines

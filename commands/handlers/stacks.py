@@ -124,6 +124,7 @@ async def inspect(command: Inspect, ctx: Context) -> Reply:
     if stack.status is StackStatus.GARBAGE:
         pairs.append(("removal", f"{removal_text(ctx, stack, now)}; `keep {stack.name}` keeps it"))
     pairs.extend(await outside.stack_secrets(ctx, stack))
+    pairs.extend(await outside.stack_routes(ctx, stack))
     blocks: list[Fields | Table | Text] = [Fields(tuple(pairs))]
     blocks.append(
         Table(
