@@ -1,8 +1,9 @@
 """Periodic work of a running bot (APScheduler on the asyncio loop): expiring approvals whose
 deadline passed, moving traffic shifts, the cleanup pass and its daily announcement,
-renewing stacks' Vault tokens, sweeping stale Lighthouse keys, forgetting old delivery ids. Each job is idempotent, so several replicas running it at once
-do no harm: the Store lets one of them win each change, and leases in the database let one
-replica run each cleanup pass and each announcement."""
+renewing stacks' Vault tokens, sweeping stale Lighthouse keys, forgetting old delivery ids.
+Each job is idempotent, so several replicas running it at once do no harm: the Store lets one
+of them win each change, and leases in the database let one replica run each cleanup pass
+and each announcement."""
 
 from __future__ import annotations
 
