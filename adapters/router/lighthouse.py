@@ -106,6 +106,9 @@ class LighthouseRouter:
     async def close(self) -> None:
         await self.consul.close()
 
+    async def stop(self) -> None:
+        """Nothing of the router runs here (as HaproxyRouter.stop, for tests that stop both)."""
+
     # -- beyond the port --------------------------------------------------------------------
 
     async def keys_for(self, stack: str) -> list[str]:
