@@ -115,8 +115,13 @@ class ConsulClient:
         _, body = await self._request("PUT", f"kv/{key}", params, value)
         return body.strip() == b"true"
 
-    async def delete(self, key: str, *, recurse: bool = False) -> None:
-        await self._request("DELETE", f"kv/{key}", {"recurse": "true"} if recurse else None)
+    async def delete(self, key: str, *, recurse: bool = False, cas: int | None = None) -> bool:
+        """Delete the key (or the prefix); with `cas`, only if its ModifyIndex is still that."""
+        params = {"recurse": "true"} if recurse else {}
+        if cas is not None:
+            params["cas"] = str(cas)
+        _, body = await self._request("DELETE", f"kv/{key}", params)
+        return body.strip() == b"true"
 
     # -- status and health -----------------------------------------------------------------
 

@@ -90,8 +90,7 @@ class LighthouseRouter:
         if await self._read(route) is not None:
             record = await self._update(route, change)
             if not record["backends"]:
-                await self._call(self.consul.delete(ROUTES + route.key))
-                await self._call(self.consul.delete(LOADBALANCERS + route.key))
+                await self._drop_if_empty(route)
             await self._publish(record, extra={stack})
         await self._call(self.consul.delete(DISCOVERY + stack))
 
@@ -181,6 +180,19 @@ class LighthouseRouter:
                         await self._write_loadbalancer(route, int(record["port"]))
                     return record
             raise RouterError(f"the route {route.key} kept changing under the bot; try again")
+
+    async def _drop_if_empty(self, route: Route) -> None:
+        """Delete a route left without stacks, unless another replica added one meanwhile:
+        the load balancer key goes first and comes back if the record turns out in use."""
+        async with self._lock:
+            entry = await self._call(self.consul.get(ROUTES + route.key))
+            if entry is None or json.loads(entry.value)["backends"]:
+                return
+            await self._call(self.consul.delete(LOADBALANCERS + route.key))
+            if not await self._call(self.consul.delete(ROUTES + route.key, cas=entry.modify_index)):
+                record = await self._read(route)
+                if record is not None:
+                    await self._write_loadbalancer(route, int(record["port"]))
 
     async def _free_port(self) -> int:
         taken = set()
