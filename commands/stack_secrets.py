@@ -105,16 +105,21 @@ class StackSecrets:
         return Grant(name, tuple(environment), replaced)
 
     async def release(self, stack: Stack) -> bool:
-        """Revoke the stack's token and delete its policy; False when the datacenter has no
-        Vault. Raises SecretsError when Vault cannot do it now (the caller retries later)."""
+        """Revoke the stack's token and delete its policy; whether there was anything to
+        remove. Raises SecretsError when Vault cannot do it now (the caller retries later)."""
         vault = self.vaults.get(stack.datacenter)
         if vault is None:
             return False
+        removed = False
         for record in await self.store.vault_tokens(stack.id):
             await vault.revoke(record.accessor)
             await self.store.forget_vault_token(stack.id, record.accessor)
-        await vault.delete_policy(policy_name(stack))
-        return True
+            removed = True
+        name = policy_name(stack)
+        if await vault.policy(name) is not None:
+            await vault.delete_policy(name)
+            removed = True
+        return removed
 
     async def policy(self, stack: Stack) -> tuple[str, str | None] | None:
         """(name, text or None when Vault has none) for `inspect`; None without Vault."""

@@ -139,3 +139,51 @@ async def check(
         stack = stacks[n]
         assert policy_name(stack) not in vault.policies  # type: ignore[arg-type]
         assert stack.id not in by_stack  # type: ignore[attr-defined]
+
+
+async def test_a_scheduler_with_its_own_vault_integration_gets_only_the_policy(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    store = await open_store(f"sqlite:///{tmp_path / 'n.db'}", clock=clock)
+    async with FakeVault(clock=clock) as vault:
+        vault.policies["nelson-bot"] = BOT
+        settings_ = Settings.model_validate(
+            {
+                "namespaces": ["dev", "dev/sandbox"],
+                "datacenters": {
+                    "local": {
+                        "staging_registry": "a:1",
+                        "runtime_registry": "b:1",
+                        "vault": {
+                            "address": vault.address,
+                            "token": vault.add_token(["nelson-bot"]),
+                            "creds_path": "creds/%env%/%unit%/%resource%",
+                        },
+                    }
+                },
+            }
+        )
+        assert settings_.datacenters["local"].vault is not None
+        adapter = VaultSecrets(settings_.datacenters["local"].vault, "local")
+        secrets = StackSecrets(settings_, store, clock, {"local": adapter})
+        manifest = await store.register_manifest(
+            "acme/web", "units: []", [UnitRecord("web", "acme/web", "service", "", 0)], "U1"
+        )
+        version = Version(2, 1, 0)
+        new = NewStack(0, "web--2-1-0--abcdefgh", "abcdabcdabcd", "web", version, "local",
+                       "dev/sandbox", "default", None, "U1")  # fmt: skip
+        _, [stack] = await store.create_deployment(
+            None, "web", version, "r/web:2.1.0", manifest.id, [new], "U1"
+        )
+        grant = await secrets.grant(stack, ["queue", "db"], token=False)
+        name = "nelson__dev__web--2-1-0--abcdefgh"  # the root namespace, as Nelson names it
+        assert grant.policy == name and grant.environment == (("NELSON_VAULT_POLICYNAME", name),)
+        assert 'path "creds/dev/web/db"' in vault.policies[name]
+        assert 'path "creds/dev/web/queue"' in vault.policies[name]
+        assert len(vault.live_tokens()) == 2  # root and the bot: no token for the stack
+        assert await secrets.release(stack) is True
+        assert name not in vault.policies
+        assert await secrets.release(stack) is False  # nothing left to remove
+        await adapter.close()
+    await store.close()
