@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +33,8 @@ class LaunchSpec:
     instances: int
     cpu: float
     memory_mb: int
-    environment: tuple[tuple[str, str], ...] = ()
+    # may hold a Vault token (VAULT_TOKEN): kept out of the repr, which logs may show
+    environment: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     ports: tuple[PortSpec, ...] = ()
     health: tuple[HealthProbe, ...] = ()
     # the stack's Vault policy, for schedulers with a Vault integration (Nomad's `vault`
