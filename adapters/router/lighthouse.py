@@ -176,23 +176,42 @@ class LighthouseRouter:
                 index = 0 if entry is None else entry.modify_index
                 body = json.dumps(record, sort_keys=True).encode()
                 if await self._call(self.consul.put(ROUTES + route.key, body, cas=index)):
-                    if created:
-                        await self._write_loadbalancer(route, int(record["port"]))
-                    return record
-            raise RouterError(f"the route {route.key} kept changing under the bot; try again")
+                    break
+            else:
+                raise RouterError(f"the route {route.key} kept changing under the bot; try again")
+        if created or record["backends"]:
+            await self._sync_loadbalancer(route)
+        return record
 
     async def _drop_if_empty(self, route: Route) -> None:
-        """Delete a route left without stacks, unless another replica added one meanwhile:
-        the load balancer key goes first and comes back if the record turns out in use."""
+        """Delete a route left without stacks, unless another replica added one meanwhile
+        (check-and-set), then make its load balancer key agree."""
         async with self._lock:
             entry = await self._call(self.consul.get(ROUTES + route.key))
-            if entry is None or json.loads(entry.value)["backends"]:
+            if entry is not None and not json.loads(entry.value)["backends"]:
+                await self._call(self.consul.delete(ROUTES + route.key, cas=entry.modify_index))
+        await self._sync_loadbalancer(route)
+
+    async def _sync_loadbalancer(self, route: Route) -> None:
+        """Make the load balancer key agree with the route record: there with the record's
+        port while the record exists, gone otherwise. Consul offers no transaction across
+        the two keys here, so another replica may change either in between: read the key,
+        then the record, change by check-and-set, and look again until both agree."""
+        key = LOADBALANCERS + route.key
+        for _ in range(ATTEMPTS):
+            balancer = await self._call(self.consul.get(key))
+            record = await self._read(route)
+            if record is not None:
+                body = _loadbalancer(route, int(record["port"]))
+                if balancer is not None and balancer.value == body:
+                    return
+                cas = 0 if balancer is None else balancer.modify_index
+                await self._call(self.consul.put(key, body, cas=cas))
+            elif balancer is not None:
+                await self._call(self.consul.delete(key, cas=balancer.modify_index))
+            else:
                 return
-            await self._call(self.consul.delete(LOADBALANCERS + route.key))
-            if not await self._call(self.consul.delete(ROUTES + route.key, cas=entry.modify_index)):
-                record = await self._read(route)
-                if record is not None:
-                    await self._write_loadbalancer(route, int(record["port"]))
+        raise RouterError(f"the load balancer of {route.key} kept changing under the bot")
 
     async def _free_port(self) -> int:
         taken = set()
@@ -202,17 +221,6 @@ class LighthouseRouter:
             if port not in taken:
                 return port
         raise RouterError(f"no free route port left in {self.ports[0]}-{self.ports[1]}")
-
-    async def _write_loadbalancer(self, route: Route, port: int) -> None:
-        body = [
-            {
-                "port_label": "default",
-                "frontend_port": port,
-                "service_name": route.unit,
-                "major_version": route.major,
-            }
-        ]
-        await self._call(self.consul.put(LOADBALANCERS + route.key, json.dumps(body).encode()))
 
     # -- discovery tables -------------------------------------------------------------------
 
@@ -268,6 +276,19 @@ class LighthouseRouter:
                 {"name": name, "routes": routes} for name, routes in sorted(namespaces.items())
             ],
         }
+
+
+def _loadbalancer(route: Route, port: int) -> bytes:
+    """The route's frontend in Nelson's load balancer protocol."""
+    body = [
+        {
+            "port_label": "default",
+            "frontend_port": port,
+            "service_name": route.unit,
+            "major_version": route.major,
+        }
+    ]
+    return json.dumps(body).encode()
 
 
 def _port(addresses: list[str]) -> int:
