@@ -7,10 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapters.clock import SystemClock
+from adapters.consul import ConsulClient
 from adapters.registry import OciRegistry
 from adapters.registry.oci import Credentials
 from adapters.router import HaproxyRouter
+from adapters.router.lighthouse import LighthouseRouter
 from adapters.scheduler import DockerEngine, NomadScheduler
+from adapters.secrets import VaultSecrets
 from adapters.storage import open_store
 from bot.conversation import Conversation
 from bot.manifest_dirs import register_directories
@@ -18,9 +21,10 @@ from commands.approval_desk import ApprovalDesk
 from commands.engine import DeployEngine
 from commands.events import EventHub
 from commands.lifecycle import Lifecycle
-from commands.ports import Clock, Registry, Router, Scheduler, Store, WorkflowPort
+from commands.ports import Clock, Registry, Router, Scheduler, Secrets, Store, WorkflowPort
 from commands.settings import Settings, port_bounds
 from commands.shifting import TrafficControl
+from commands.stack_secrets import StackSecrets
 
 
 @dataclass
@@ -38,6 +42,8 @@ class Application:
     traffic: TrafficControl | None = None
     routers: dict[str, Router] = field(default_factory=dict)
     lifecycle: Lifecycle | None = None
+    secrets: StackSecrets | None = None
+    consuls: dict[str, ConsulClient] = field(default_factory=dict)
 
     async def start(self) -> int:
         """Continue the workflows an earlier run left unfinished; returns how many."""
@@ -52,6 +58,11 @@ class Application:
         for router in self.routers.values():
             with contextlib.suppress(Exception):
                 await router.close()
+        if self.secrets is not None:
+            await self.secrets.close()
+        for consul in self.consuls.values():
+            with contextlib.suppress(Exception):
+                await consul.close()
         if self.registry is not None:
             await self.registry.close()
         await self.store.close()
@@ -82,6 +93,39 @@ def routers_for(settings: Settings) -> dict[str, Router]:
     return found
 
 
+def vaults_for(settings: Settings) -> dict[str, Secrets]:
+    return {
+        name: VaultSecrets(dc.vault, name)
+        for name, dc in settings.datacenters.items()
+        if dc.vault is not None
+    }
+
+
+def consuls_for(settings: Settings) -> dict[str, ConsulClient]:
+    return {
+        name: ConsulClient(dc.consul)
+        for name, dc in settings.datacenters.items()
+        if dc.consul is not None
+    }
+
+
+def lighthouses_for(
+    settings: Settings, store: Store, consuls: dict[str, ConsulClient]
+) -> dict[str, Router]:
+    """Routers of kind `lighthouse`: routing tables in the datacenter's Consul KV."""
+    found: dict[str, Router] = {}
+    for name, dc in settings.datacenters.items():
+        if dc.router is not None and dc.router.kind == "lighthouse" and name in consuls:
+            found[name] = LighthouseRouter(
+                consuls[name],
+                store,
+                datacenter=name,
+                bind=dc.router.bind,
+                ports=port_bounds(dc.router.ports),
+            )
+    return found
+
+
 async def build(
     settings: Settings, *, workflow: WorkflowPort | None = None, clock: Clock | None = None
 ) -> Application:
@@ -96,6 +140,8 @@ async def build(
     schedulers: dict[str, Scheduler] = {}
     routers: dict[str, Router] = {}
     traffic: TrafficControl | None = None
+    secrets: StackSecrets | None = None
+    consuls = consuls_for(settings)
     desk = ApprovalDesk(settings, store, events, clock)
     if workflow is None:
         registry = OciRegistry(
@@ -107,17 +153,24 @@ async def build(
         schedulers = schedulers_for(settings)
         engine = DeployEngine(settings, store, events, clock, registry, schedulers)
         routers = routers_for(settings)
+        routers.update(lighthouses_for(settings, store, consuls))
         traffic = TrafficControl(
             settings, store, events, clock, desk, routers, schedulers, engine.runtime
         )
         engine.traffic = traffic
+        vaults = vaults_for(settings)
+        if vaults:
+            secrets = engine.secrets = StackSecrets(settings, store, clock, vaults)
         workflow = engine
     # The cleanup needs the datacenters' schedulers and routers, which only the product's own
     # engine drives; an embedder's workflow brings none, so nothing would be removed there.
     lifecycle: Lifecycle | None = None
     if engine is not None:
         lifecycle = Lifecycle(settings, store, events, clock, schedulers, routers)
+        lifecycle.secrets = secrets
     conversation = Conversation(settings, store, workflow, clock, events, traffic, lifecycle)
+    conversation.secrets = secrets
+    conversation.consuls = dict(consuls)
     return Application(
         settings=settings,
         clock=clock,
@@ -132,4 +185,6 @@ async def build(
         traffic=traffic,
         routers=routers,
         lifecycle=lifecycle,
+        secrets=secrets,
+        consuls=consuls,
     )

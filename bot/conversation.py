@@ -15,10 +15,11 @@ from commands.events import EventHub
 from commands.grammar import parse_command
 from commands.handlers import handle
 from commands.lifecycle import Lifecycle
-from commands.ports import Clock, Store, WorkflowPort
+from commands.ports import Clock, ConsulStatus, Store, WorkflowPort
 from commands.replies import Code, ParseError, Reply, Text, UserError
 from commands.settings import Settings
 from commands.shifting import TrafficControl
+from commands.stack_secrets import StackSecrets
 from domain.states import IllegalTransition
 
 log = logging.getLogger("nelson.conversation")
@@ -73,6 +74,8 @@ class Conversation:
         self.events = events or EventHub()
         self.traffic = traffic
         self.lifecycle = lifecycle
+        self.secrets: StackSecrets | None = None  # set by the wiring where there is Vault
+        self.consuls: dict[str, ConsulStatus] = {}  # likewise, per datacenter with Consul
 
     async def answer(
         self,
@@ -95,6 +98,8 @@ class Conversation:
             events=self.events,
             traffic=self.traffic,
             lifecycle=self.lifecycle,
+            secrets=self.secrets,
+            consuls=self.consuls,
         )
         try:
             # A long text (a pasted manifest) is read off the event loop.

@@ -1,10 +1,11 @@
 """Periodic work of a running bot (APScheduler on the asyncio loop): a heartbeat in the Store
 (so `nelson run` knows something drives shifts), expiring approvals whose deadline passed,
 moving traffic shifts, the cleanup pass and its daily announcement (posted at start when the
-process was not running at `announce_at` and nobody posted it that day), forgetting old
-delivery ids. Each job is idempotent, so several replicas running it at once
-do no harm: the Store lets one of them win each change, and leases in the database let one
-replica run each cleanup pass and each announcement."""
+process was not running at `announce_at` and nobody posted it that day), renewing stacks'
+Vault tokens, sweeping stale Lighthouse keys, forgetting old delivery ids. Each job is
+idempotent, so several replicas running it at once do no harm: the Store lets one of them win
+each change, and leases in the database let one replica run each cleanup pass and each
+announcement."""
 
 from __future__ import annotations
 
@@ -21,14 +22,29 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from adapters.router.lighthouse import LighthouseRouter
 from bot.bootstrap import Application
 from bot.outage import OutageWatch, is_outage
 from commands import daemons
+from commands.settings import Settings
+from domain.records import StackQuery
+from domain.states import LIVE_STATUSES, StackStatus
 
 log = logging.getLogger("nelson.jobs")
 
 DELIVERY_MEMORY = timedelta(days=1)  # Slack retries within minutes; a day is ample
 STOP_WAIT = 20.0  # seconds a job under way may take to finish when the process stops
+
+
+def renewal_interval(settings: Settings) -> float:
+    """Seconds between renewals of stacks' Vault tokens: a third of the shortest period, so
+    two renewals in a row may fail before a token expires."""
+    periods = [
+        dc.vault.token_period.total_seconds()
+        for dc in settings.datacenters.values()
+        if dc.vault is not None
+    ]
+    return min(periods, default=3600.0) / 3
 
 
 class Jobs:
@@ -83,6 +99,24 @@ class Jobs:
                 max_instances=1,
                 misfire_grace_time=3600,  # a bot busy or restarting at that minute still tells
                 id="announce-cleanup",
+            )
+        if any(isinstance(r, LighthouseRouter) for r in application.routers.values()):
+            self.scheduler.add_job(
+                self.sweep_lighthouse,
+                "interval",
+                seconds=application.settings.lifecycle.interval.total_seconds(),
+                coalesce=True,
+                max_instances=1,
+                id="sweep-lighthouse",
+            )
+        if application.secrets is not None:
+            self.scheduler.add_job(
+                self.tend_secrets,
+                "interval",
+                seconds=renewal_interval(application.settings),
+                coalesce=True,
+                max_instances=1,
+                id="tend-secrets",
             )
         self.scheduler.add_job(
             self.forget_deliveries,
@@ -205,6 +239,35 @@ class Jobs:
                     removal.reason,
                     removal.remove_at.strftime("%Y-%m-%d %H:%M UTC"),
                 )
+
+    async def tend_secrets(self) -> None:
+        """Renew live stacks' Vault tokens; revoke what failed and terminated stacks left."""
+        if self.application.secrets is None:
+            return
+        report = await self.application.secrets.tend()
+        for stack in report.expired:
+            log.warning("the Vault token of %s had expired before it was renewed", stack)
+        for what, why in report.failed:
+            log.warning("Vault: %s: %s (will try again)", what, why)
+        if report.revoked:
+            log.info("Vault: removed the tokens and policies of %s", ", ".join(report.revoked))
+
+    async def sweep_lighthouse(self) -> None:
+        """Delete Lighthouse keys of stacks the bot no longer knows (terminated, failed or
+        never its own): a reap that ran while Consul was down leaves them behind."""
+        for datacenter, router in self.application.routers.items():
+            if not isinstance(router, LighthouseRouter):
+                continue
+            statuses = (*LIVE_STATUSES, StackStatus.GARBAGE)  # garbage is still routed
+            query = StackQuery(datacenter=datacenter, statuses=statuses, limit=100_000)
+            try:
+                page = await self.application.store.list_stacks(query)
+                removed = await router.sweep({s.name for s in page.stacks})
+            except Exception:
+                log.exception("sweeping Lighthouse keys in %s failed; will try again", datacenter)
+                continue
+            if removed:
+                log.info("Lighthouse in %s: removed the keys of %s", datacenter, ", ".join(removed))
 
     async def forget_deliveries(self) -> None:
         before = self.application.clock.now() - DELIVERY_MEMORY

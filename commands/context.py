@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from commands.access import Principal
 from commands.events import EventHub
 from commands.lifecycle import Lifecycle
-from commands.ports import Clock, Store, WorkflowPort
+from commands.ports import Clock, ConsulStatus, Store, WorkflowPort
 from commands.settings import Settings
 from commands.shifting import TrafficControl
+from commands.stack_secrets import StackSecrets
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,3 +29,5 @@ class Context:
     events: EventHub = field(default_factory=EventHub)
     traffic: TrafficControl | None = None  # None where no datacenter routes traffic
     lifecycle: Lifecycle | None = None  # None where the cleanup does not run
+    secrets: StackSecrets | None = None  # None where no datacenter has Vault
+    consuls: Mapping[str, ConsulStatus] = field(default_factory=dict)  # per datacenter

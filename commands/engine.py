@@ -29,10 +29,12 @@ from commands.ports import (
     RegistryError,
     Scheduler,
     SchedulerError,
+    SecretsError,
     Store,
 )
 from commands.settings import Settings
 from commands.shifting import TrafficControl
+from commands.stack_secrets import StackSecrets
 from domain.blueprints import BlueprintError, parse_ref
 from domain.images import BadImageReference, ImageRef, parse_image
 from domain.manifest import Manifest, parse_manifest
@@ -80,6 +82,8 @@ class DeployEngine:
         self._draining = False
         # set by the wiring when the datacenters have routers (commands.shifting)
         self.traffic: TrafficControl | None = None
+        # set by the wiring when datacenters have Vault (commands.stack_secrets)
+        self.secrets: StackSecrets | None = None
 
     # -- the port ---------------------------------------------------------------------------
 
@@ -297,17 +301,16 @@ class DeployEngine:
         )
 
         await self._step(stack, "secrets")
-        if dc.vault is None:
+        granted: tuple[str | None, tuple[tuple[str, str], ...]] = (None, ())
+        if dc.vault is None or self.secrets is None:
             await self._say(
                 stack, f"no Vault in {stack.datacenter}: secrets step skipped", "secrets"
             )
         else:
-            await self._say(
-                stack, "Vault policies are not written by this version: skipped", "secrets"
-            )
+            granted = await self._grant_secrets(stack, spec_parts[0], scheduler)
 
         await self._step(stack, "launch")
-        spec = await self._spec(stack, runtime_image, spec_parts)
+        spec = await self._spec(stack, runtime_image, spec_parts, secrets=granted)
         instances = await self._call(stack, "launch", lambda: scheduler.launch(spec))
         names = ", ".join(i.name for i in instances)
         await self._say(stack, f"launched {len(instances)} instance(s): {names}", "launch")
@@ -332,6 +335,34 @@ class DeployEngine:
             "ready",
             StackStatus.READY,
         )
+
+    async def _grant_secrets(
+        self, stack: Stack, unit: Any, scheduler: Scheduler
+    ) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+        """The stack's Vault policy, and on the Docker engine its token (schedulers with a
+        Vault integration of their own take the policy name from the LaunchSpec)."""
+        secrets_ = self.secrets
+        assert secrets_ is not None
+        token = self.settings.datacenters[stack.datacenter].scheduler.kind == "docker"
+        grant = await self._call(
+            stack, "secrets", lambda: secrets_.grant(stack, unit.resources, token=token)
+        )
+        if grant.replaced:  # instances started before a restart hold a revoked token
+            removed = await self._call(stack, "secrets", lambda: scheduler.delete(stack.name))
+            if removed:
+                await self._say(
+                    stack,
+                    f"replacing {removed} instance(s) started with a revoked token",
+                    "secrets",
+                )
+        reads = ", ".join(unit.resources) or "nothing (the unit declares no resources)"
+        given = "; a token limited to it goes to the containers" if token else ""
+        await self._say(
+            stack,
+            f"Vault policy {grant.policy} written: read on the credentials of {reads}{given}",
+            "secrets",
+        )
+        return grant.policy, grant.environment
 
     async def _warm(self, stack: Stack, scheduler: Scheduler, spec: LaunchSpec) -> None:
         timeout = self.settings.workflow.warming_timeout.total_seconds()
@@ -380,7 +411,13 @@ class DeployEngine:
         return unit, plan
 
     async def _spec(
-        self, stack: Stack, image: str, parts: tuple[Any, Any], *, resolve: bool = True
+        self,
+        stack: Stack,
+        image: str,
+        parts: tuple[Any, Any],
+        *,
+        resolve: bool = True,
+        secrets: tuple[str | None, tuple[tuple[str, str], ...]] = (None, ()),
     ) -> LaunchSpec:
         unit, plan = parts
         environment = list(plan.environment)
@@ -396,6 +433,7 @@ class DeployEngine:
                 name = dependency.unit.upper().replace("-", "_")
                 address = f"{running[0].host}:{port}"
                 environment.append((f"NELSON_DEPENDENCY_{name}", address))
+        environment.extend(secrets[1])
         blueprint, blueprint_name = await self._blueprint(plan, stack.datacenter)
         return LaunchSpec(
             stack=stack.name,
@@ -424,6 +462,7 @@ class DeployEngine:
             schedule=plan.schedule.cron if plan.schedule and plan.schedule.cron else None,
             blueprint=blueprint,
             blueprint_name=blueprint_name,
+            vault_policy=secrets[0],
         )
 
     async def _blueprint(self, plan: Any, datacenter: str) -> tuple[str | None, str]:
@@ -462,7 +501,7 @@ class DeployEngine:
             except TimeoutError:
                 problem = f"{step} took longer than {_duration(timeout)}"
                 transient = True
-            except (RegistryError, SchedulerError) as exc:
+            except (RegistryError, SchedulerError, SecretsError) as exc:
                 problem, transient = str(exc), exc.transient
             if not transient or attempt == attempts:
                 raise StepFailed(f"{step} failed: {problem}")
@@ -489,6 +528,12 @@ class DeployEngine:
                 cleanup = f"; removed {removed} container(s)" if removed else ""
             except Exception as exc:  # the reaper will try again later
                 cleanup = f"; its containers could not be removed yet ({exc})"
+        if self.secrets is not None:
+            try:
+                if await asyncio.wait_for(self.secrets.release(stack), 60):
+                    cleanup += "; its Vault policy and token were removed"
+            except Exception as exc:  # the secrets sweep deletes them later
+                cleanup += f"; its Vault policy could not be removed yet ({exc})"
         await self.store.set_workflow_step(stack_id, None)
         stack = await self.store.change_status(stack_id, StackStatus.FAILED, reason, "nelson")
         await self._say(stack, f"failed: {reason}{cleanup}", "failed", StackStatus.FAILED, True)

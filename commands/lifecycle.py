@@ -28,6 +28,7 @@ from commands.events import CleanupAnnounced, CleanupDone, EventHub, Removal, St
 from commands.ports import Clock, Conflict, Route, Router, Scheduler, Store
 from commands.replies import AccessDenied, UserError
 from commands.settings import Settings
+from commands.stack_secrets import StackSecrets
 from domain import expiration
 from domain.expiration import ExpirationPolicy, StackView, Verdict
 from domain.manifest import ManifestInvalid, parse_manifest
@@ -76,6 +77,8 @@ class Lifecycle:
         self._facts: dict[str, _Facts] = {}  # per manifest revision (digest)
         self._failing: set[int] = set()  # stacks whose failed reap was already reported
         self._announced_days: set[str] = set()
+        # set by the wiring where datacenters have Vault: reaping revokes and deletes there
+        self.secrets: StackSecrets | None = None
 
     async def run_once(self) -> PassReport:
         now = self.clock.now()
@@ -366,6 +369,8 @@ class Lifecycle:
             await scheduler.delete(stack.name)
             if await scheduler.instances(stack.name):
                 raise RuntimeError("instances are still there after deleting them")
+            if self.secrets is not None:  # the token first, then its policy
+                await self.secrets.release(stack)
         except Exception as exc:
             reason = str(exc) or exc.__class__.__name__
             report.failed.append((stack, reason))

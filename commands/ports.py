@@ -8,9 +8,9 @@ satisfy the same small interfaces.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from domain.records import (
     Approval,
@@ -293,6 +293,19 @@ class Store(Protocol):
 
     async def forget_deliveries(self, before: datetime) -> int: ...
 
+    # Vault tokens of Docker-engine stacks (the accessor only)
+    async def record_vault_token(
+        self, stack_id: int, policy: str, accessor: str, at: datetime
+    ) -> str | None:
+        """Remember the stack's token; returns the accessor it replaces, if any."""
+        ...
+
+    async def vault_tokens(self, stack_id: int | None = None) -> list[VaultTokenRecord]: ...
+
+    async def forget_vault_token(self, stack_id: int, accessor: str) -> None:
+        """Forget the stack's token if it is still this one."""
+        ...
+
     # audit
     async def audit(self, event: AuditEvent) -> None: ...
 
@@ -305,6 +318,17 @@ class Store(Protocol):
     ) -> list[AuditEvent]: ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class VaultTokenRecord:
+    stack_id: int
+    stack: str
+    datacenter: str
+    status: StackStatus
+    policy: str
+    accessor: str
+    issued_at: datetime
 
 
 class RegistryError(Exception):
@@ -416,6 +440,76 @@ class Router(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class SecretsError(Exception):
+    """Vault could not do what was asked; the message names the Vault and the reason."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient  # worth retrying (5xx, connection faults)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A token for one stack's containers. `token` goes to them and nowhere else (never to
+    the database, logs or chat); the accessor is what the bot keeps to renew and revoke it."""
+
+    token: str = field(repr=False)
+    accessor: str
+    address: str  # VAULT_ADDR for the containers
+
+
+@dataclass(frozen=True, slots=True)
+class SecretsStatus:
+    reachable: bool
+    sealed: bool | None
+    detail: str  # "unsealed, Vault 1.15.2" or why it cannot be reached
+
+
+class Secrets(Protocol):
+    """One datacenter's Vault: a policy per stack and, where the scheduler has no Vault
+    integration of its own (the Docker engine), a periodic token limited to that policy.
+    Every method is idempotent; deleting what is already gone is not an error."""
+
+    async def status(self) -> SecretsStatus: ...
+
+    async def write_policy(self, name: str, read_paths: Sequence[str]) -> None: ...
+
+    async def policy(self, name: str) -> str | None:
+        """The policy's text, None when there is none."""
+        ...
+
+    async def delete_policy(self, name: str) -> None: ...
+
+    async def policies(self) -> list[str]:
+        """The names of every ACL policy."""
+        ...
+
+    async def issue_token(self, policy: str, period_seconds: int, stack: str) -> IssuedToken: ...
+
+    async def renew(self, accessor: str) -> bool:
+        """Extend the token's period; False when the token is gone (expired, revoked)."""
+        ...
+
+    async def revoke(self, accessor: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class ConsulStatus(Protocol):
+    """A datacenter's Consul, as `datacenters` reports it."""
+
+    async def status(self) -> str:
+        """One line: its leader, or why it cannot be reached."""
+        ...
+
+
+@runtime_checkable
+class PublishedRoutes(Protocol):
+    """A router that publishes routing tables under keys (Lighthouse), for `inspect`."""
+
+    async def keys_for(self, stack: str) -> list[str]: ...
 
 
 class WorkflowPort(Protocol):

@@ -94,18 +94,61 @@ class SchedulerSettings(_Model):
 
 
 class VaultSettings(_Model):
+    """How the bot reaches one datacenter's Vault. Secrets (token, secret_id) come from the
+    environment (NELSON_DATACENTERS__<DC>__VAULT__TOKEN, …) and are never shown."""
+
     address: str
-    token: SecretStr | None = None
-    mount: str = "secret"
+    auth: Literal["token", "approle", "kubernetes"] = "token"
+    token: SecretStr | None = None  # auth = token
+    role_id: str | None = None  # auth = approle
+    secret_id: SecretStr | None = None
+    role: str | None = None  # auth = kubernetes: the Vault role the bot logs in as
+    jwt_path: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    auth_mount: str | None = None  # where approle / kubernetes is mounted (default: its kind)
+    # Nelson's template for a resource's credentials; %env% is the root namespace
+    creds_path: str = "nelson/%env%/%resource%/creds/%unit%"
+    # Docker datacenters: stacks' tokens are periodic; the bot renews them well within this
+    token_period: timedelta = timedelta(hours=1)
+    timeout: float = Field(default=10.0, gt=0, le=300)  # seconds per call
+
+    @field_validator("token_period", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> timedelta:
+        period = parse_duration(value)
+        if period < timedelta(minutes=1):
+            raise ValueError("token_period must be at least 1m (the bot renews at a third of it)")
+        return period
+
+    @field_validator("creds_path")
+    @classmethod
+    def _creds_path(cls, value: str) -> str:
+        if "%resource%" not in value:
+            raise ValueError(
+                f"creds_path '{value}' must contain %resource% (and usually %env% and %unit%)"
+            )
+        return value.strip("/")
+
+    @model_validator(mode="after")
+    def _credentials(self) -> VaultSettings:
+        if self.auth == "approle" and (self.role_id is None or self.secret_id is None):
+            raise ValueError("auth = approle needs role_id and secret_id")
+        if self.auth == "kubernetes" and not self.role:
+            raise ValueError("auth = kubernetes needs role (the Vault role to log in as)")
+        return self
 
 
 class ConsulSettings(_Model):
+    """One datacenter's Consul agent; the ACL token comes from the environment."""
+
     address: str
     token: SecretStr | None = None
+    datacenter: str | None = None  # Consul's own datacenter name, when it differs
+    timeout: float = Field(default=10.0, gt=0, le=300)
 
 
 class RouterSettings(_Model):
-    kind: Literal["haproxy", "consul"] = "haproxy"
+    # lighthouse: routing tables in the datacenter's Consul KV (datacenters.<dc>.consul)
+    kind: Literal["haproxy", "lighthouse"] = "haproxy"
     address: str = ""  # haproxy: its state directory (default .nelson/haproxy/<datacenter>)
     bind: str = "127.0.0.1"  # where route frontends listen
     ports: str = "20000-20999"  # the frontend ports routes get, one per unit major version
@@ -123,6 +166,12 @@ class DatacenterSettings(_Model):
     vault: VaultSettings | None = None
     consul: ConsulSettings | None = None
     router: RouterSettings | None = None
+
+    @model_validator(mode="after")
+    def _lighthouse_needs_consul(self) -> DatacenterSettings:
+        if self.router is not None and self.router.kind == "lighthouse" and self.consul is None:
+            raise ValueError("router kind 'lighthouse' needs this datacenter's consul settings")
+        return self
 
     @model_validator(mode="after")
     def _registries_differ(self) -> DatacenterSettings:

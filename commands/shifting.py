@@ -381,6 +381,10 @@ class TrafficControl:
         )
         if done:
             final = "done" if shift.direction == "forward" else "reversed"
+            # the weights above were read a moment before completion: end exactly there
+            target = 1000 if final == "done" else 0
+            if per_mille != target:
+                await self._apply(shift, old, new, target)
             if await self.store.update_shift(shift.id, "running", state=final):
                 self._failures.pop(shift.id, None)
                 winner, loser = (new, old) if final == "done" else (old, new)

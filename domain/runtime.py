@@ -35,12 +35,16 @@ class LaunchSpec:
     instances: int
     cpu: float
     memory_mb: int
-    environment: tuple[tuple[str, str], ...] = ()
+    # may hold a Vault token (VAULT_TOKEN): kept out of the repr, which logs may show
+    environment: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     ports: tuple[PortSpec, ...] = ()
     health: tuple[HealthProbe, ...] = ()
     schedule: str | None = None  # a cron expression for units that run on a schedule
     blueprint: str | None = None  # the template's text; None: the kind's default blueprint
     blueprint_name: str = ""  # how messages name it: "blueprint web@2"
+    # the stack's Vault policy, for schedulers with a Vault integration (Nomad's `vault`
+    # stanza); the Docker engine gets a token in `environment` instead
+    vault_policy: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from adapters.storage import tables as t
 from adapters.storage.migrate import upgrade as run_migrations
 from adapters.storage.tables import UtcDateTime
 from adapters.storage.urls import async_url, safe
-from commands.ports import Clock, Conflict, StoreError
+from commands.ports import Clock, Conflict, StoreError, VaultTokenRecord
 from domain.records import (
     Approval,
     AuditEvent,
@@ -968,6 +968,61 @@ class SqlStore:
         async with self._connect() as conn:
             rows = (await conn.execute(query)).all()
         return [PostedMessage(r.subject, r.channel, r.ts) for r in rows]
+
+    # -- Vault tokens -------------------------------------------------------------------------
+
+    async def record_vault_token(
+        self, stack_id: int, policy: str, accessor: str, at: datetime
+    ) -> str | None:
+        table = t.vault_tokens
+        async with self._begin() as conn:
+            before = (
+                await conn.execute(select(table.c.accessor).where(table.c.stack_id == stack_id))
+            ).scalar_one_or_none()
+            if before is None:
+                await conn.execute(
+                    insert(table).values(
+                        stack_id=stack_id, policy=policy, accessor=accessor, issued_at=at
+                    )
+                )
+            else:
+                await conn.execute(
+                    update(table)
+                    .where(table.c.stack_id == stack_id)
+                    .values(policy=policy, accessor=accessor, issued_at=at)
+                )
+        return None if before is None or before == accessor else str(before)
+
+    async def vault_tokens(self, stack_id: int | None = None) -> list[VaultTokenRecord]:
+        table = t.vault_tokens
+        query = (
+            select(table, t.stacks.c.name, t.stacks.c.datacenter, t.stacks.c.status)
+            .join(t.stacks, t.stacks.c.id == table.c.stack_id)
+            .order_by(table.c.stack_id)
+        )
+        if stack_id is not None:
+            query = query.where(table.c.stack_id == stack_id)
+        async with self._connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            VaultTokenRecord(
+                r.stack_id,
+                r.name,
+                r.datacenter,
+                StackStatus(r.status),
+                r.policy,
+                r.accessor,
+                r.issued_at,
+            )
+            for r in rows
+        ]
+
+    async def forget_vault_token(self, stack_id: int, accessor: str) -> None:
+        table = t.vault_tokens
+        async with self._begin() as conn:
+            await conn.execute(
+                delete(table).where(table.c.stack_id == stack_id, table.c.accessor == accessor)
+            )
 
     # -- deliveries ---------------------------------------------------------------------------
 

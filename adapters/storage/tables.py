@@ -324,3 +324,14 @@ posted_messages = Table(
     Column("posted_at", UtcDateTime, nullable=False),
     UniqueConstraint("subject", "channel"),
 )
+
+# The Vault token each Docker-engine stack's containers got: only its accessor (enough to
+# renew and revoke it), never the token itself.
+vault_tokens = Table(
+    "vault_tokens",
+    metadata,
+    Column("stack_id", ForeignKey("stacks.id", ondelete="CASCADE"), primary_key=True),
+    Column("policy", String(300), nullable=False),
+    Column("accessor", String(200), nullable=False),
+    Column("issued_at", UtcDateTime, nullable=False),
+)

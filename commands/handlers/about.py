@@ -7,6 +7,7 @@ from datetime import timedelta
 from commands import grammar
 from commands.access import roles_in
 from commands.context import Context
+from commands.handlers import outside
 from commands.model import CleanupPolicies, Help, ListDatacenters, Whoami
 from commands.replies import Code, Fields, Reply, Table, Text
 from commands.settings import DatacenterSettings
@@ -59,6 +60,8 @@ async def datacenters(command: ListDatacenters, ctx: Context) -> Reply:
         Table(("datacenter", "scheduler", "staging", "runtime", "services", "deploys"), tuple(rows))
     ]
     notes = [f"{n}: {r}" for n, r in reasons.items() if r]
+    for name in sorted(dcs):
+        notes.extend(await outside.datacenter_services(ctx, name))
     if notes:
         blocks.append(Text("\n".join(notes)))
     blocks.append(

@@ -7,6 +7,7 @@ from datetime import datetime
 from commands.access import Role
 from commands.approval_desk import describe as describe_approval
 from commands.context import Context
+from commands.handlers import outside
 from commands.handlers.lookup import (
     ago,
     check_datacenter,
@@ -144,6 +145,8 @@ async def inspect(command: Inspect, ctx: Context) -> Reply:
     if ctx.traffic is not None and stack.status in (StackStatus.READY, StackStatus.DEPRECATED):
         weight = (await ctx.traffic.weights_of([stack])).get(stack.name)
         pairs.append(("traffic", _serving(weight) if weight else "none"))
+    pairs.extend(await outside.stack_secrets(ctx, stack))
+    pairs.extend(await outside.stack_routes(ctx, stack))
     blocks: list[Fields | Table | Text] = [Fields(tuple(pairs))]
     blocks.append(
         Table(

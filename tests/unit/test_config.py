@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,62 @@ def test_yaml_config_and_env_error_names_variable(tmp_path: Path) -> None:
 def test_missing_file_is_one_clear_message(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(str(tmp_path / "absent.toml"), environ={})
+
+
+def test_vault_and_consul_secrets_come_from_the_environment_and_are_never_shown(
+    tmp_path: Path,
+) -> None:
+    cfg = tmp_path / "n.toml"
+    cfg.write_text(
+        '[datacenters.dc-east]\nstaging_registry = "a:1"\nruntime_registry = "b:1"\n'
+        'vault = { address = "http://127.0.0.1:8200", auth = "approle", role_id = "r" }\n'
+        'consul = { address = "http://127.0.0.1:8500" }\n',
+        encoding="utf-8",
+    )
+    settings, _ = load_settings(
+        str(cfg),
+        environ={
+            "NELSON_DATACENTERS__DC_EAST__VAULT__SECRET_ID": "approle-secret-value",
+            "NELSON_DATACENTERS__DC_EAST__CONSUL__TOKEN": "consul-token-value",
+        },
+    )
+    dc = settings.datacenters["dc-east"]
+    assert dc.vault is not None and dc.vault.secret_id is not None
+    assert dc.vault.secret_id.get_secret_value() == "approle-secret-value"
+    assert dc.vault.creds_path == "nelson/%env%/%resource%/creds/%unit%"
+    assert dc.consul is not None and dc.consul.token is not None
+    shown = settings.model_dump_json() + repr(settings)
+    assert "approle-secret-value" not in shown and "consul-token-value" not in shown
+
+
+@pytest.mark.parametrize(
+    ("vault", "expected"),
+    [
+        (
+            '{ address = "http://v", auth = "approle" }',
+            "auth = approle needs role_id and secret_id",
+        ),
+        ('{ address = "http://v", auth = "kubernetes" }', "auth = kubernetes needs role"),
+        ('{ address = "http://v", creds_path = "x/%unit%" }', "must contain %resource%"),
+        ('{ address = "http://v", token_period = "10s" }', "token_period must be at least 1m"),
+    ],
+)
+def test_vault_settings_are_checked(tmp_path: Path, vault: str, expected: str) -> None:
+    cfg = tmp_path / "n.toml"
+    cfg.write_text(
+        f'[datacenters.x]\nstaging_registry = "a"\nruntime_registry = "b"\nvault = {vault}\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_settings(str(cfg), environ={})
+
+
+def test_lighthouse_router_needs_consul(tmp_path: Path) -> None:
+    cfg = tmp_path / "n.toml"
+    cfg.write_text(
+        '[datacenters.x]\nstaging_registry = "a"\nruntime_registry = "b"\n'
+        'router = { kind = "lighthouse" }\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match="needs this datacenter's consul settings"):
+        load_settings(str(cfg), environ={})
