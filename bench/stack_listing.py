@@ -179,7 +179,7 @@ async def measure(url: str, repeats: int) -> list[tuple[str, float, float]]:
                 StackQuery(unit="unit-42", namespace="prod", datacenter="dc-west")
             ),
         ),
-        ("units in prod (live versions of every unit)", lambda: store.live_versions("prod")),
+        ("units in prod (live stacks and versions per unit)", lambda: store.live_units("prod")),
         ("inspect: stack by name", lambda: store.stack("unit-7--1-0-50000--00050000")),
         ("inspect: status history of a stack", lambda: store.status_history(50_000)),
         ("cleanup: expired ready/deprecated (1000)", cleanup_candidates),

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from domain.records import (
     Approval,
     AuditEvent,
+    LiveUnit,
     LogLine,
     ManifestRecord,
     NewApproval,
@@ -97,10 +98,11 @@ class Store(Protocol):
 
     async def list_stacks(self, query: StackQuery) -> StackPage: ...
 
-    async def live_versions(
-        self, namespace: str, datacenter: str | None = None
-    ) -> dict[str, dict[Version, int]]:
-        """Per unit, how many live stacks each version has in the namespace (and datacenter)."""
+    async def live_units(
+        self, namespace: str, datacenter: str | None = None, newest: int = 3
+    ) -> dict[str, LiveUnit]:
+        """Per unit with live stacks in the namespace (and datacenter): how many, in how many
+        versions, and its `newest` newest versions."""
         ...
 
     async def release_stacks(self, unit: str, version: Version) -> list[Stack]:

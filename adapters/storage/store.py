@@ -38,6 +38,7 @@ from commands.ports import Clock, Conflict, StoreError
 from domain.records import (
     Approval,
     AuditEvent,
+    LiveUnit,
     LogLine,
     ManifestRecord,
     NewApproval,
@@ -520,9 +521,11 @@ class SqlStore:
             ).all()
         return StackPage(stacks=tuple(_stack(r) for r in rows), total=int(total), query=query)
 
-    async def live_versions(
-        self, namespace: str, datacenter: str | None = None
-    ) -> dict[str, dict[Version, int]]:
+    async def live_units(
+        self, namespace: str, datacenter: str | None = None, newest: int = 3
+    ) -> dict[str, LiveUnit]:
+        # read from ix_stacks_namespace_unit_version alone; versions ascend within a unit, so
+        # walking backwards meets each unit's newest first, and only those become Versions
         conditions = [
             t.stacks.c.namespace == namespace,
             t.stacks.c.status.in_([s.value for s in LIVE_STATUSES]),
@@ -531,10 +534,21 @@ class SqlStore:
             conditions.append(t.stacks.c.datacenter == datacenter)
         columns = (t.stacks.c.unit, t.stacks.c.major, t.stacks.c.minor, t.stacks.c.patch)
         query = select(*columns, func.count()).where(*conditions).group_by(*columns)
-        found: dict[str, dict[Version, int]] = {}
         async with self._connect() as conn:
-            for row in (await conn.execute(query)).all():
-                found.setdefault(row.unit, {})[_version(row)] = int(row[4])
+            rows = (await conn.execute(query.order_by(*columns))).all()
+        found: dict[str, LiveUnit] = {}
+        unit, stacks, versions, shown = "", 0, 0, list[Version]()
+        for name, major, minor, patch, count in reversed(rows):
+            if name != unit:
+                if unit:
+                    found[unit] = LiveUnit(stacks, versions, tuple(shown))
+                unit, stacks, versions, shown = name, 0, 0, []
+            stacks += count
+            versions += 1
+            if versions <= newest:
+                shown.append(_version_of(major, minor, patch))
+        if unit:
+            found[unit] = LiveUnit(stacks, versions, tuple(shown))
         return found
 
     async def live_stacks(

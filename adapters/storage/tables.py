@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 
@@ -101,6 +102,10 @@ releases = Table(
     UniqueConstraint("unit", "major", "minor", "patch"),
 )
 
+# the statuses the cleanup pass judges, as SQL: a partial index and the queries that use it
+# must spell the condition alike (a bound parameter would not match it)
+JUDGED_SQL = text("status IN ('ready', 'deprecated')")
+
 stacks = Table(
     "stacks",
     metadata,
@@ -131,6 +136,27 @@ stacks = Table(
     Index("ix_stacks_unit_namespace_datacenter", "unit", "namespace", "datacenter"),
     # cleanup: expired stacks of a status
     Index("ix_stacks_status_expires_at", "status", "expires_at"),
+    # `units`: live stacks per unit and version, read from the index alone
+    Index(
+        "ix_stacks_namespace_unit_version",
+        "namespace",
+        "unit",
+        "major",
+        "minor",
+        "patch",
+        "status",
+        "datacenter",
+    ),
+    # the cleanup pass reads the stacks it judges in batches of whole groups, in this order
+    Index(
+        "ix_stacks_judged",
+        "unit",
+        "namespace",
+        "datacenter",
+        "id",
+        postgresql_where=JUDGED_SQL,
+        sqlite_where=JUDGED_SQL,
+    ),
 )
 
 stack_status = Table(
