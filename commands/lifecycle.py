@@ -20,7 +20,7 @@ import secrets
 import socket
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from commands.access import Principal, Role, authorize
@@ -43,6 +43,7 @@ LEASE = "lifecycle"
 ANNOUNCE_LEASE = "cleanup-announcement"
 ANNOUNCE_HOLD = timedelta(minutes=10)  # other replicas firing at the same moment stay quiet
 EXTENSION = timedelta(minutes=30)
+BATCH = 2000  # stacks judged at a time
 
 
 @dataclass
@@ -81,7 +82,6 @@ class Lifecycle:
         if not await self.store.acquire_lease(LEASE, self.holder, now + interval * 2, now):
             return PassReport(ran=False)
         report = PassReport()
-        stacks, depended = await self.store.lifecycle_view()
         serving: set[str] = set()
         for router in self.routers.values():
             try:
@@ -90,24 +90,44 @@ class Lifecycle:
                 log.warning("router unavailable (%s): no stack expires this pass", exc)
                 return report
         policies, _ = await self._manifest_facts()
+        # batch by batch, so memory holds one batch however many stacks there are; a policy
+        # compares a stack only with its group, and a batch holds whole groups. What this
+        # pass collects still counts as a live dependant until the pass ends, as it did when
+        # the pass began.
+        collected: set[int] = set()
+        expired: dict[int, str] = {}
+        async for stacks, depended in self.store.lifecycle_batches(BATCH, collected):
+            expired.update(await self._judge(stacks, depended, policies, serving, now, report))
+            if len(expired) >= BATCH * 5:  # several batches at once: fewer transactions
+                await self._collect(expired, collected, now, report)
+        await self._collect(expired, collected, now, report)
+        lifecycle = self.settings.lifecycle
+        for stack in await self.store.garbage_due(
+            now - lifecycle.garbage_grace, now - lifecycle.notice
+        ):
+            due = lifecycle.removal_at(stack.updated_at, stack.announced_at)
+            if due is not None and now >= due:
+                await self._reap(stack, report)
+        await self._tell(report, "nelson")
+        return report
+
+    async def _judge(
+        self,
+        stacks: Sequence[tuple[str, StackView]],
+        depended: Mapping[int, int],
+        policies: Mapping[tuple[str, str], ExpirationPolicy],
+        serving: set[str],
+        now: datetime,
+        report: PassReport,
+    ) -> dict[int, str]:
+        """Judge one batch: extend what is kept; return what expired, with why."""
+        interval = self.settings.lifecycle.interval
         by_policy: dict[ExpirationPolicy, list[StackView]] = defaultdict(list)
-        by_id = {s.id: s for s in stacks}
-        for stack in stacks:
-            policy = policies.get((stack.unit, stack.plan), ExpirationPolicy.RETAIN_ACTIVE)
-            by_policy[policy].append(
-                StackView(
-                    id=stack.id,
-                    unit=stack.unit,
-                    version=stack.version,
-                    namespace=stack.namespace,
-                    datacenter=stack.datacenter,
-                    status=stack.status,
-                    receiving_traffic=stack.name in serving,
-                    created_at=stack.created_at,
-                    expires_at=stack.expires_at,
-                    plan=stack.plan,
-                )
-            )
+        for name, view in stacks:
+            if name in serving:
+                view = replace(view, receiving_traffic=True)
+            policy = policies.get((view.unit, view.plan), ExpirationPolicy.RETAIN_ACTIVE)
+            by_policy[policy].append(view)
         extend: dict[int, datetime] = {}
         expire: dict[int, str] = {}
         for policy, views in by_policy.items():
@@ -126,18 +146,17 @@ class Lifecycle:
                 elif decision.verdict is Verdict.EXPIRE:
                     expire[stack_id] = decision.reason
         await self.store.extend_expiries(extend)
-        report.extended = len(extend)
-        marked = await self.store.mark_garbage(expire, now)  # audited with each reason
-        report.garbage = [by_id[stack_id] for stack_id in marked]
-        lifecycle = self.settings.lifecycle
-        for stack in await self.store.garbage_due(
-            now - lifecycle.garbage_grace, now - lifecycle.notice
-        ):
-            due = lifecycle.removal_at(stack.updated_at, stack.announced_at)
-            if due is not None and now >= due:
-                await self._reap(stack, report)
-        await self._tell(report, "nelson")
-        return report
+        report.extended += len(extend)
+        return expire
+
+    async def _collect(
+        self, expired: dict[int, str], collected: set[int], now: datetime, report: PassReport
+    ) -> None:
+        """Mark what expired as garbage, each audited with its reason."""
+        marked = await self.store.mark_garbage(expired, now)
+        collected.update(marked)
+        report.garbage.extend(await self.store.stacks_by_ids(marked))
+        expired.clear()
 
     async def announce(self) -> CleanupAnnounced | None:
         """The digest of what will be removed, per channel; marks every listed stack announced

@@ -7,11 +7,13 @@ satisfy the same small interfaces.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from domain.expiration import StackView
 from domain.records import (
     Approval,
     AuditEvent,
@@ -194,8 +196,12 @@ class Store(Protocol):
     async def messages_for(self, subject: str) -> list[PostedMessage]: ...
 
     # lifecycle
-    async def lifecycle_view(self) -> tuple[list[Stack], dict[int, int]]:
-        """Ready and deprecated stacks, and per depended-on stack its live dependants."""
+    def lifecycle_batches(
+        self, size: int = 2000, collected: AbstractSet[int] = frozenset()
+    ) -> AsyncIterator[tuple[list[tuple[str, StackView]], dict[int, int]]]:
+        """Ready and deprecated stacks (name and view) in batches of whole groups (unit,
+        namespace, datacenter), each with the live dependants of its depended-on stacks;
+        stacks in `collected` count as live."""
         ...
 
     async def garbage_due(self, since_before: datetime, announced_before: datetime) -> list[Stack]:

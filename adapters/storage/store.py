@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +25,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.engine import Row
@@ -35,6 +37,7 @@ from adapters.storage.migrate import upgrade as run_migrations
 from adapters.storage.tables import UtcDateTime
 from adapters.storage.urls import async_url, safe
 from commands.ports import Clock, Conflict, StoreError
+from domain.expiration import StackView
 from domain.records import (
     Approval,
     AuditEvent,
@@ -915,22 +918,108 @@ class SqlStore:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def lifecycle_view(self) -> tuple[list[Stack], dict[int, int]]:
-        """Every ready and deprecated stack, and for each stack that live stacks depend on,
-        how many do: what one cleanup pass judges, in two queries."""
-        judged = [StackStatus.READY.value, StackStatus.DEPRECATED.value]
+    async def lifecycle_batches(
+        self, size: int = 2000, collected: AbstractSet[int] = frozenset()
+    ) -> AsyncIterator[tuple[list[tuple[str, StackView]], dict[int, int]]]:
+        """The ready and deprecated stacks (each its name and what policies judge), about
+        `size` at a time, each batch holding whole groups (a unit in one namespace and
+        datacenter: what policies compare), with the live dependants of each stack in it
+        that has any: what one cleanup pass judges.
+
+        Read in the order of ix_stacks_judged, each batch starting after the last row of the
+        one before, so memory holds one batch however many stacks there are; stacks the
+        caller changes meanwhile lie behind the reading point. Stacks in `collected` (what
+        the caller turned into garbage so far) still count as live dependants, so every
+        batch sees the dependencies as they were when the pass began."""
+        c = t.stacks.c
+        order = (c.unit, c.namespace, c.datacenter, c.id)
+        columns = (*order, c.name, c.major, c.minor, c.patch, c.status, c.plan, c.created_at)
+        after: tuple[str, str, str, int] | None = None
+        carried: list[tuple[str, StackView]] = []  # the start of a group the last read cut
+        while True:
+            query = select(*columns, c.expires_at).where(t.JUDGED_SQL).order_by(*order).limit(size)
+            if after is not None:
+                query = query.where(tuple_(*order) > tuple_(*after))
+            async with self._connect() as conn:
+                rows = (await conn.execute(query)).all()
+            # one object per stack, built from positions: this runs for every stack judged
+            batch = carried + [
+                (
+                    name,
+                    StackView(
+                        id=id_,
+                        unit=unit,
+                        version=_version_of(major, minor, patch),
+                        namespace=namespace,
+                        datacenter=datacenter,
+                        status=StackStatus(status),
+                        created_at=created_at,
+                        expires_at=expires_at,
+                        plan=plan,
+                    ),
+                )
+                for (
+                    unit,
+                    namespace,
+                    datacenter,
+                    id_,
+                    name,
+                    major,
+                    minor,
+                    patch,
+                    status,
+                    plan,
+                    created_at,
+                    expires_at,
+                ) in rows
+            ]
+            if not batch:
+                return
+            last = batch[-1][1]
+            after = (last.unit, last.namespace, last.datacenter, last.id)
+            carried = []
+            if len(rows) == size:  # more may follow: hold back the last group
+                cut = len(batch)
+                while cut > 0 and batch[cut - 1][1].group == last.group:
+                    cut -= 1
+                batch, carried = batch[:cut], batch[cut:]
+                if not batch:
+                    continue
+            ids = [view.id for _, view in batch]
+            yield batch, await self._live_dependants(ids, collected)
+            if len(rows) < size:
+                return
+
+    async def _live_dependants(
+        self, stack_ids: Sequence[int], collected: AbstractSet[int]
+    ) -> dict[int, int]:
         live = [s.value for s in LIVE_STATUSES]
-        dependant = t.stacks.alias("dependant")
-        counts = (
-            select(t.stack_dependencies.c.depends_on_id, func.count())
-            .join(dependant, dependant.c.id == t.stack_dependencies.c.stack_id)
-            .where(dependant.c.status.in_(live))
-            .group_by(t.stack_dependencies.c.depends_on_id)
-        )
+        statuses = [*live, StackStatus.GARBAGE.value]
         async with self._connect() as conn:
-            rows = (await conn.execute(select(t.stacks).where(t.stacks.c.status.in_(judged)))).all()
-            depended = {r[0]: int(r[1]) for r in (await conn.execute(counts)).all()}
-        return [_stack(r) for r in rows], depended
+            if conn.dialect.name == "postgresql":
+                # one index probe per stack: left to itself the planner hashes every edge for
+                # each batch, which grows with the square of the stacks; OFFSET 0 keeps the
+                # lateral subquery from being folded into a join
+                query = text(
+                    "SELECT b.id, x.id, x.status FROM unnest(CAST(:ids AS integer[])) AS b(id) "
+                    "CROSS JOIN LATERAL (SELECT s.id, s.status FROM stack_dependencies d "
+                    "JOIN stacks s ON s.id = d.stack_id WHERE d.depends_on_id = b.id "
+                    "AND s.status = ANY(CAST(:statuses AS text[])) OFFSET 0) AS x"
+                )
+                result = await conn.execute(query, {"ids": list(stack_ids), "statuses": statuses})
+            else:  # SQLite probes the index for each value of an IN list
+                dependant = t.stacks.alias("dependant")
+                edges = t.stack_dependencies
+                result = await conn.execute(
+                    select(edges.c.depends_on_id, dependant.c.id, dependant.c.status)
+                    .join(dependant, dependant.c.id == edges.c.stack_id)
+                    .where(edges.c.depends_on_id.in_(stack_ids), dependant.c.status.in_(statuses))
+                )
+            counts: dict[int, int] = {}
+            for depended, by, status in result.all():
+                if status in live or by in collected:
+                    counts[depended] = counts.get(depended, 0) + 1
+        return counts
 
     async def garbage_due(self, since_before: datetime, announced_before: datetime) -> list[Stack]:
         """Garbage collected before `since_before` whose removal was announced before
