@@ -65,8 +65,10 @@ class Lifecycle:
         clock: Clock,
         schedulers: Mapping[str, Scheduler],
         routers: Mapping[str, Router],
+        batch: int = BATCH,
     ) -> None:
         self.settings = settings
+        self.batch = batch
         self.store = store
         self.events = events
         self.clock = clock
@@ -96,9 +98,9 @@ class Lifecycle:
         # the pass began.
         collected: set[int] = set()
         expired: dict[int, str] = {}
-        async for stacks, depended in self.store.lifecycle_batches(BATCH, collected):
+        async for stacks, depended in self.store.lifecycle_batches(self.batch, collected):
             expired.update(await self._judge(stacks, depended, policies, serving, now, report))
-            if len(expired) >= BATCH * 5:  # several batches at once: fewer transactions
+            if len(expired) >= self.batch * 5:  # several batches at once: fewer transactions
                 await self._collect(expired, collected, now, report)
         await self._collect(expired, collected, now, report)
         lifecycle = self.settings.lifecycle
