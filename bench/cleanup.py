@@ -173,13 +173,16 @@ async def one_pass(url: str) -> dict[str, Any]:
     async for _ in store.lifecycle_batches():  # a running bot has its database pages cached
         pass
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cpu = time.process_time()
     started = time.perf_counter()
     report = await lifecycle.run_once()
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu  # this process only: less disturbed by a busy machine
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     await store.close()
     return {
         "seconds": elapsed,
+        "cpu": cpu,
         "rss_mb": rss_after / 1024,
         "pass_mb": (rss_after - rss_before) / 1024,
         "judged": report.judged,
@@ -234,7 +237,8 @@ def main() -> None:
             f"{args.backend}: {stacks} stacks, {max(1, stacks // 10)} units, {stacks // 2} "
             f"edges (loaded in {statistics.median(r['loaded'] for r in runs):.1f} s)\n"
             f"  cleanup pass median {seconds:.2f} s of {len(runs)} "
-            f"({each}), peak RSS {rss:.0f} MB "
+            f"({each}; CPU of this process {statistics.median(r['cpu'] for r in runs):.2f} s), "
+            f"peak RSS {rss:.0f} MB "
             f"(+{statistics.median(r['pass_mb'] for r in runs):.0f} MB during the pass); "
             f"judged {first['judged']}, extended {first['extended']}, "
             f"garbage {first['garbage']}",
