@@ -527,16 +527,16 @@ class SqlStore:
     async def live_units(
         self, namespace: str, datacenter: str | None = None, newest: int = 3
     ) -> dict[str, LiveUnit]:
-        # read from ix_stacks_namespace_unit_version alone; versions ascend within a unit, so
+        # read in order from ix_stacks_live_versions alone; versions ascend within a unit, so
         # walking backwards meets each unit's newest first, and only those become Versions
-        conditions = [
-            t.stacks.c.namespace == namespace,
-            t.stacks.c.status.in_([s.value for s in LIVE_STATUSES]),
-        ]
-        if datacenter is not None:
-            conditions.append(t.stacks.c.datacenter == datacenter)
         columns = (t.stacks.c.unit, t.stacks.c.major, t.stacks.c.minor, t.stacks.c.patch)
-        query = select(*columns, func.count()).where(*conditions).group_by(*columns)
+        query = (
+            select(*columns, func.count())
+            .where(t.stacks.c.namespace == namespace, t.LIVE_SQL)
+            .group_by(*columns)
+        )
+        if datacenter is not None:
+            query = query.where(t.stacks.c.datacenter == datacenter)
         async with self._connect() as conn:
             rows = (await conn.execute(query.order_by(*columns))).all()
         found: dict[str, LiveUnit] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -13,7 +14,7 @@ from adapters.storage import SqlStore, open_store
 from adapters.storage.migrate import MIGRATIONS, current_revision, upgrade
 from commands.ports import Conflict, StoreError
 from domain.records import AuditEvent, LiveUnit, NewApproval, NewStack, StackQuery, UnitRecord
-from domain.states import IllegalTransition, StackStatus
+from domain.states import LIVE_STATUSES, IllegalTransition, StackStatus
 from domain.versions import Version
 from tests.fakes.clock import FakeClock
 
@@ -259,6 +260,16 @@ async def test_bad_urls_give_clear_messages(tmp_path) -> None:  # type: ignore[n
     with pytest.raises(StoreError) as info:
         await open_store("postgresql://nelson:hunter2@127.0.0.1:1/nelson", clock=FakeClock())
     assert "hunter2" not in str(info.value) and "cannot" in str(info.value)
+
+
+def test_the_partial_indexes_spell_the_statuses_of_the_domain() -> None:
+    from adapters.storage.tables import JUDGED_SQL, LIVE_SQL
+
+    def statuses(condition: object) -> set[str]:
+        return set(re.findall(r"'([a-z]+)'", str(condition)))
+
+    assert statuses(LIVE_SQL) == {s.value for s in LIVE_STATUSES}
+    assert statuses(JUDGED_SQL) == {StackStatus.READY.value, StackStatus.DEPRECATED.value}
 
 
 async def test_live_units_count_stacks_and_versions_per_unit(store: SqlStore) -> None:
