@@ -46,12 +46,20 @@ EXTENSION = timedelta(minutes=30)
 BATCH = 2000  # stacks judged at a time
 
 
+@dataclass(frozen=True, slots=True)
+class Collected:
+    """A stack a pass turned into garbage: small, since a pass may collect many."""
+
+    id: int
+    name: str
+
+
 @dataclass
 class PassReport:
     ran: bool = True  # False: another process holds the lease
     judged: int = 0
     extended: int = 0
-    garbage: list[Stack] = field(default_factory=list)
+    garbage: list[Collected] = field(default_factory=list)
     reaped: list[Stack] = field(default_factory=list)
     failed: list[tuple[Stack, str]] = field(default_factory=list)
 
@@ -97,7 +105,7 @@ class Lifecycle:
         # pass collects still counts as a live dependant until the pass ends, as it did when
         # the pass began.
         collected: set[int] = set()
-        expired: dict[int, str] = {}
+        expired: dict[int, tuple[str, str]] = {}  # id -> (name, reason)
         async for stacks, depended in self.store.lifecycle_batches(self.batch, collected):
             expired.update(await self._judge(stacks, depended, policies, serving, now, report))
             if len(expired) >= self.batch * 5:  # several batches at once: fewer transactions
@@ -121,8 +129,8 @@ class Lifecycle:
         serving: set[str],
         now: datetime,
         report: PassReport,
-    ) -> dict[int, str]:
-        """Judge one batch: extend what is kept; return what expired, with why."""
+    ) -> dict[int, tuple[str, str]]:
+        """Judge one batch: extend what is kept; return what expired (name, why) by id."""
         interval = self.settings.lifecycle.interval
         by_policy: dict[ExpirationPolicy, list[StackView]] = defaultdict(list)
         for name, view in stacks:
@@ -149,15 +157,19 @@ class Lifecycle:
                     expire[stack_id] = decision.reason
         await self.store.extend_expiries(extend)
         report.extended += len(extend)
-        return expire
+        return {view.id: (name, expire[view.id]) for name, view in stacks if view.id in expire}
 
     async def _collect(
-        self, expired: dict[int, str], collected: set[int], now: datetime, report: PassReport
+        self,
+        expired: dict[int, tuple[str, str]],
+        collected: set[int],
+        now: datetime,
+        report: PassReport,
     ) -> None:
         """Mark what expired as garbage, each audited with its reason."""
-        marked = await self.store.mark_garbage(expired, now)
+        marked = await self.store.mark_garbage({i: why for i, (_, why) in expired.items()}, now)
         collected.update(marked)
-        report.garbage.extend(await self.store.stacks_by_ids(marked))
+        report.garbage.extend(Collected(i, expired[i][0]) for i in marked)
         expired.clear()
 
     async def announce(self) -> CleanupAnnounced | None:
