@@ -1103,32 +1103,27 @@ class SqlStore:
         and an audit event by `actor`, in one transaction. Returns the ids that changed
         (others moved on meanwhile).
 
-        Set-based, so a pass that collects thousands costs a few statements: the reasons go
-        into a temporary table, then one UPDATE and two INSERT ... SELECT do the rest."""
+        Set-based, so a pass that collects thousands costs a few statements. PostgreSQL
+        takes arrays: one UPDATE finds the stacks by primary key, two INSERTs from unnest()
+        write the rest, and no statement reads more of the table than the stacks named.
+        SQLite puts the reasons in a temporary table, then one UPDATE and two INSERT ...
+        SELECT do the rest."""
         if not reasons:
             return []
         garbage = StackStatus.GARBAGE.value
         async with self._begin() as conn:
+            if conn.dialect.name == "postgresql":
+                return await _mark_garbage_postgres(conn, reasons, at, actor)
             # a temporary table of this connection; one an earlier failure left is emptied
             await conn.exec_driver_sql(
                 "CREATE TEMPORARY TABLE IF NOT EXISTS cleanup_reasons "
                 "(stack_id INTEGER PRIMARY KEY, reason TEXT NOT NULL)"
             )
             await conn.execute(delete(_cleanup_reasons))
-            if conn.dialect.name == "postgresql":  # one statement, arrays in, no round trips
-                await conn.execute(
-                    text(
-                        "INSERT INTO cleanup_reasons (stack_id, reason) SELECT * FROM "
-                        "unnest(CAST(:ids AS integer[]), CAST(:reasons AS text[]))"
-                    ),
-                    {"ids": list(reasons), "reasons": list(reasons.values())},
-                )
-                await conn.exec_driver_sql("ANALYZE cleanup_reasons")
-            else:
-                await conn.execute(
-                    insert(_cleanup_reasons),
-                    [{"stack_id": i, "reason": r} for i, r in reasons.items()],
-                )
+            await conn.execute(
+                insert(_cleanup_reasons),
+                [{"stack_id": i, "reason": r} for i, r in reasons.items()],
+            )
             changed = [
                 r[0]
                 for r in (
@@ -1328,6 +1323,49 @@ class SqlStore:
         return [
             AuditEvent(r.actor, r.action, r.target, r.allowed, r.detail, r.at, r.id) for r in rows
         ]
+
+
+async def _mark_garbage_postgres(
+    conn: AsyncConnection, reasons: Mapping[int, str], at: datetime, actor: str
+) -> list[int]:
+    garbage = StackStatus.GARBAGE.value
+    changed = (
+        await conn.execute(
+            text(
+                "UPDATE stacks SET status = :garbage, status_message = :message, "
+                "updated_at = :at, announced_at = NULL "
+                "WHERE id = ANY(CAST(:ids AS integer[])) AND status IN ('ready', 'deprecated') "
+                "RETURNING id, name"
+            ),
+            {
+                "garbage": garbage,
+                "message": "expired; `inspect` shows why",
+                "at": at,
+                "ids": list(reasons),
+            },
+        )
+    ).all()
+    if not changed:
+        return []
+    ids = [row[0] for row in changed]
+    why = [reasons[i] for i in ids]
+    await conn.execute(
+        text(
+            "INSERT INTO stack_status (stack_id, status, message, actor, at) "
+            "SELECT s, :garbage, r, :actor, :at "
+            "FROM unnest(CAST(:ids AS integer[]), CAST(:why AS text[])) AS u(s, r)"
+        ),
+        {"garbage": garbage, "actor": actor, "at": at, "ids": ids, "why": why},
+    )
+    await conn.execute(
+        text(
+            "INSERT INTO audit_events (at, actor, action, target, allowed, detail) "
+            "SELECT :at, :actor, 'garbage', n, true, r "
+            "FROM unnest(CAST(:names AS text[]), CAST(:why AS text[])) AS u(n, r)"
+        ),
+        {"actor": actor, "at": at, "names": [row[1] for row in changed], "why": why},
+    )
+    return ids
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
