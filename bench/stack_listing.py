@@ -3,7 +3,8 @@
     .venv/bin/python bench/stack_listing.py --backend sqlite
     .venv/bin/python bench/stack_listing.py --backend postgres   # starts a throwaway server
 
-Loads the data in bulk, then times the queries through the real SqlStore and prints p50/p95.
+Loads the data in bulk, then times the queries through the real SqlStore and prints p50/p95
+wall time and the CPU per call (here and in the database server; see bench/cpu.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from adapters.storage import open_store
 from adapters.storage import tables as t
 from adapters.storage.migrate import upgrade
 from adapters.storage.urls import sync_url
+from bench.cpu import database_cpu
 from domain.records import StackQuery
 from domain.states import StackStatus
 from tests.fakes.clock import T0, FakeClock
@@ -166,7 +168,7 @@ async def units_command(store: Any) -> None:
     await store.live_units("prod")
 
 
-async def measure(url: str, repeats: int) -> list[tuple[str, float, float]]:
+async def measure(url: str, repeats: int) -> list[tuple[str, float, float, float]]:
     clock = FakeClock()
     store = await open_store(url, clock=clock, upgrade=False)
     now = clock.now()
@@ -212,13 +214,16 @@ async def measure(url: str, repeats: int) -> list[tuple[str, float, float]]:
     for label, run in queries:
         await run()  # warm caches
         timings = []
+        cpu, db_cpu = time.process_time(), database_cpu(url)
         for _ in range(repeats):
             started = time.perf_counter()
             await run()
             timings.append((time.perf_counter() - started) * 1000)
+        # CPU per call, here and in the database server: what a quiet machine would spend
+        cpu = (time.process_time() - cpu + database_cpu(url) - db_cpu) * 1000 / repeats
         timings.sort()
         p95 = timings[min(len(timings) - 1, int(len(timings) * 0.95))]
-        results.append((label, statistics.median(timings), p95))
+        results.append((label, statistics.median(timings), p95, cpu))
     await store.close()
     return results
 
@@ -246,8 +251,11 @@ def main() -> None:
             f"loaded in {seconds:.1f}s",
             file=out,
         )
-        for label, p50, p95 in asyncio.run(measure(url, args.repeats)):
-            print(f"  {label:50s} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms", file=out)
+        for label, p50, p95, cpu in asyncio.run(measure(url, args.repeats)):
+            print(
+                f"  {label:50s} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms   CPU {cpu:7.2f} ms",
+                file=out,
+            )
         print(out.getvalue(), end="")
 
 

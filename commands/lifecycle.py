@@ -104,13 +104,16 @@ class Lifecycle:
         # compares a stack only with its group, and a batch holds whole groups. What this
         # pass collects still counts as a live dependant until the pass ends, as it did when
         # the pass began.
+        # Decisions are written several batches at once: each write is a transaction, and
+        # a commit waits for the disk.
         collected: set[int] = set()
+        extend: dict[int, datetime] = {}
         expired: dict[int, tuple[str, str]] = {}  # id -> (name, reason)
         async for stacks, depended in self.store.lifecycle_batches(self.batch, collected):
-            expired.update(await self._judge(stacks, depended, policies, serving, now, report))
-            if len(expired) >= self.batch * 5:  # several batches at once: fewer transactions
-                await self._collect(expired, collected, now, report)
-        await self._collect(expired, collected, now, report)
+            self._judge(stacks, depended, policies, serving, now, report, extend, expired)
+            if len(extend) + len(expired) >= self.batch * 5:
+                await self._write(extend, expired, collected, now, report)
+        await self._write(extend, expired, collected, now, report)
         lifecycle = self.settings.lifecycle
         for stack in await self.store.garbage_due(
             now - lifecycle.garbage_grace, now - lifecycle.notice
@@ -121,7 +124,7 @@ class Lifecycle:
         await self._tell(report, "nelson")
         return report
 
-    async def _judge(
+    def _judge(
         self,
         stacks: Sequence[tuple[str, StackView]],
         depended: Mapping[int, int],
@@ -129,17 +132,20 @@ class Lifecycle:
         serving: set[str],
         now: datetime,
         report: PassReport,
-    ) -> dict[int, tuple[str, str]]:
-        """Judge one batch: extend what is kept; return what expired (name, why) by id."""
+        extend: dict[int, datetime],
+        expired: dict[int, tuple[str, str]],
+    ) -> None:
+        """Judge one batch: add what is kept to `extend` (id -> new expiry) and what expired
+        to `expired` (id -> name and why)."""
         interval = self.settings.lifecycle.interval
         by_policy: dict[ExpirationPolicy, list[StackView]] = defaultdict(list)
+        names: dict[int, str] = {}
         for name, view in stacks:
             if name in serving:
                 view = replace(view, receiving_traffic=True)
             policy = policies.get((view.unit, view.plan), ExpirationPolicy.RETAIN_ACTIVE)
             by_policy[policy].append(view)
-        extend: dict[int, datetime] = {}
-        expire: dict[int, str] = {}
+            names[view.id] = name
         for policy, views in by_policy.items():
             decisions = expiration.review(
                 policy,
@@ -154,22 +160,24 @@ class Lifecycle:
                 if decision.verdict is Verdict.EXTEND and decision.expires_at is not None:
                     extend[stack_id] = decision.expires_at
                 elif decision.verdict is Verdict.EXPIRE:
-                    expire[stack_id] = decision.reason
-        await self.store.extend_expiries(extend)
-        report.extended += len(extend)
-        return {view.id: (name, expire[view.id]) for name, view in stacks if view.id in expire}
+                    expired[stack_id] = (names[stack_id], decision.reason)
 
-    async def _collect(
+    async def _write(
         self,
+        extend: dict[int, datetime],
         expired: dict[int, tuple[str, str]],
         collected: set[int],
         now: datetime,
         report: PassReport,
     ) -> None:
-        """Mark what expired as garbage, each audited with its reason."""
+        """Write the later expiries, then mark what expired as garbage, each audited with
+        its reason."""
+        await self.store.extend_expiries(extend)
+        report.extended += len(extend)
         marked = await self.store.mark_garbage({i: why for i, (_, why) in expired.items()}, now)
         collected.update(marked)
         report.garbage.extend(Collected(i, expired[i][0]) for i in marked)
+        extend.clear()
         expired.clear()
 
     async def announce(self) -> CleanupAnnounced | None:
