@@ -949,7 +949,9 @@ class SqlStore:
                     StackView(
                         id=id_,
                         unit=unit,
-                        version=_version_of(major, minor, patch),
+                        # not the shared cache of _version_of: it would keep up to 65,536
+                        # versions of stacks judged long ago
+                        version=Version(major, minor, patch),
                         namespace=namespace,
                         datacenter=datacenter,
                         status=StackStatus(status),
