@@ -207,7 +207,8 @@ def measure(backend: str, stacks: int, repeats: int) -> list[dict[str, Any]]:
             if admin is not None:
                 url = fresh_database(admin)
             else:
-                url = f"sqlite:///{tempfile.mkdtemp(prefix='nelson-bench-')}/bench.db"
+                folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="nelson-bench-"))
+                url = f"sqlite:///{folder}/bench.db"
             loaded = load(url, stacks, max(1, stacks // 10), stacks // 2)
             out = subprocess.run(
                 [sys.executable, __file__, "--pass-only", url],
