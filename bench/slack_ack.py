@@ -7,7 +7,8 @@ Both servers run as their own processes against the fake Slack workspace (Web AP
 response_url), on loopback. Requests are signed exactly as Slack signs them and sent at
 `--rate` per second to each server, interleaved. The bot does the full work after each ack
 (identity lookup, parsing, access check, audit row in SQLite, the answer to response_url).
-Target: bot p99 under 50 ms and within 1.5x of bare Bolt.
+Target: bot p99 under 50 ms and within 1.5x of bare Bolt. Also prints the resident memory of
+both servers after start, before any request (target for the bot: at most 120 MB).
 """
 
 from __future__ import annotations
@@ -53,6 +54,14 @@ async def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
                 pass
             await asyncio.sleep(0.1)
     raise SystemExit(f"{url} did not become healthy")
+
+
+def resident_mb(pid: int) -> float:
+    """The process's resident memory now (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise SystemExit(f"no VmRSS for process {pid}")
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -109,6 +118,8 @@ async def main() -> None:
             urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
             for name, url in urls.items():
                 await wait_healthy(url, processes[name])
+            await asyncio.sleep(3)  # started and answering; nothing asked of it yet
+            idle = {name: resident_mb(processes[name].pid) for name in urls}
             latencies: dict[str, list[float]] = {name: [] for name in urls}
             failures: dict[str, int] = {name: 0 for name in urls}
             connector = aiohttp.TCPConnector(limit=0)
@@ -171,6 +182,10 @@ async def main() -> None:
             print(f"  nelson answered {answered} commands through response_url")
             ratio = results["nelson"] / results["bare bolt"]
             print(f"  p99 ratio nelson / bare bolt: {ratio:.2f} (target <= 1.5; p99 < 50 ms)")
+            print(
+                f"  idle RSS after start: nelson serve {idle['nelson']:.0f} MB, bare Bolt "
+                f"{idle['bare bolt']:.0f} MB (target <= 120 MB)"
+            )
         finally:
             for process in processes.values():
                 process.terminate()

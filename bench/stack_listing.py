@@ -3,7 +3,8 @@
     .venv/bin/python bench/stack_listing.py --backend sqlite
     .venv/bin/python bench/stack_listing.py --backend postgres   # starts a throwaway server
 
-Loads the data in bulk, then times the queries through the real SqlStore and prints p50/p95.
+Loads the data in bulk, then times the queries through the real SqlStore and prints p50/p95
+wall time and the CPU per call (here and in the database server; see bench/cpu.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from adapters.storage import open_store
 from adapters.storage import tables as t
 from adapters.storage.migrate import upgrade
 from adapters.storage.urls import sync_url
+from bench.cpu import database_cpu
 from domain.records import StackQuery
 from domain.states import StackStatus
 from tests.fakes.clock import T0, FakeClock
@@ -118,14 +120,31 @@ def load(url: str, stacks: int, units: int, history: int) -> float:
                 created_at=now,
             )
         )
+        conn.execute(
+            insert(t.units),
+            [
+                {
+                    "name": f"unit-{n}",
+                    "repository_id": 1,
+                    "kind": "service",
+                    "description": "",
+                    "manifest_revision": 1,
+                }
+                for n in range(units)
+            ],
+        )
     if engine.dialect.name == "postgresql":
         _copy(url, stack_rows, history_rows)
     else:
         with engine.begin() as conn:
             conn.execute(insert(t.stacks), stack_rows)
             conn.execute(insert(t.stack_status), history_rows)
-    with engine.begin() as conn:
-        conn.exec_driver_sql("ANALYZE")
+    if engine.dialect.name == "postgresql":  # as autovacuum keeps a running database
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE")
+    else:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
     engine.dispose()
     return time.perf_counter() - started
 
@@ -143,7 +162,13 @@ def _copy(url: str, stack_rows: list[dict[str, Any]], history_rows: list[dict[st
         cur.execute("SELECT setval('stacks_id_seq', (SELECT max(id) FROM stacks))")
 
 
-async def measure(url: str, repeats: int) -> list[tuple[str, float, float]]:
+async def units_command(store: Any) -> None:
+    """What `units in prod` reads: every unit, and the live stacks of each."""
+    await store.units()
+    await store.live_units("prod")
+
+
+async def measure(url: str, repeats: int) -> list[tuple[str, float, float, float]]:
     clock = FakeClock()
     store = await open_store(url, clock=clock, upgrade=False)
     now = clock.now()
@@ -179,7 +204,8 @@ async def measure(url: str, repeats: int) -> list[tuple[str, float, float]]:
                 StackQuery(unit="unit-42", namespace="prod", datacenter="dc-west")
             ),
         ),
-        ("units in prod (live versions of every unit)", lambda: store.live_versions("prod")),
+        ("units in prod: live stacks and versions per unit", lambda: store.live_units("prod")),
+        ("units in prod: both queries of the command", lambda: units_command(store)),
         ("inspect: stack by name", lambda: store.stack("unit-7--1-0-50000--00050000")),
         ("inspect: status history of a stack", lambda: store.status_history(50_000)),
         ("cleanup: expired ready/deprecated (1000)", cleanup_candidates),
@@ -188,13 +214,16 @@ async def measure(url: str, repeats: int) -> list[tuple[str, float, float]]:
     for label, run in queries:
         await run()  # warm caches
         timings = []
+        cpu, db_cpu = time.process_time(), database_cpu(url)
         for _ in range(repeats):
             started = time.perf_counter()
             await run()
             timings.append((time.perf_counter() - started) * 1000)
+        # CPU per call, here and in the database server: what a quiet machine would spend
+        cpu = (time.process_time() - cpu + database_cpu(url) - db_cpu) * 1000 / repeats
         timings.sort()
         p95 = timings[min(len(timings) - 1, int(len(timings) * 0.95))]
-        results.append((label, statistics.median(timings), p95))
+        results.append((label, statistics.median(timings), p95, cpu))
     await store.close()
     return results
 
@@ -222,8 +251,11 @@ def main() -> None:
             f"loaded in {seconds:.1f}s",
             file=out,
         )
-        for label, p50, p95 in asyncio.run(measure(url, args.repeats)):
-            print(f"  {label:50s} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms", file=out)
+        for label, p50, p95, cpu in asyncio.run(measure(url, args.repeats)):
+            print(
+                f"  {label:50s} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms   CPU {cpu:7.2f} ms",
+                file=out,
+            )
         print(out.getvalue(), end="")
 
 

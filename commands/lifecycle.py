@@ -20,7 +20,7 @@ import secrets
 import socket
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from commands.access import Principal, Role, authorize
@@ -45,6 +45,15 @@ ANNOUNCE_LEASE = "cleanup-announcement"
 ANNOUNCE_HOLD = timedelta(minutes=10)  # other replicas firing at the same moment stay quiet
 DAILY = "cleanup-digest"  # + ":YYYY-MM-DD": the day's digest was posted (or is being)
 OPEN_SHIFTS = ("awaiting-approval", "running", "paused")
+BATCH = 2000  # stacks judged at a time
+
+
+@dataclass(frozen=True, slots=True)
+class Collected:
+    """A stack a pass turned into garbage: small, since a pass may collect many."""
+
+    id: int
+    name: str
 
 
 @dataclass
@@ -52,7 +61,7 @@ class PassReport:
     ran: bool = True  # False: another process holds the lease
     judged: int = 0
     extended: int = 0
-    garbage: list[Stack] = field(default_factory=list)
+    garbage: list[Collected] = field(default_factory=list)
     reaped: list[Stack] = field(default_factory=list)
     failed: list[tuple[Stack, str]] = field(default_factory=list)
 
@@ -66,8 +75,10 @@ class Lifecycle:
         clock: Clock,
         schedulers: Mapping[str, Scheduler],
         routers: Mapping[str, Router],
+        batch: int = BATCH,
     ) -> None:
         self.settings = settings
+        self.batch = batch
         self.store = store
         self.events = events
         self.clock = clock
@@ -93,7 +104,6 @@ class Lifecycle:
 
     async def _pass(self, now: datetime) -> PassReport:
         report = PassReport()
-        stacks, depended = await self.store.lifecycle_view()
         # the stacks of an open traffic shift are about to receive traffic (or do)
         shifting = {
             stack_id
@@ -108,26 +118,54 @@ class Lifecycle:
                 log.warning("router unavailable (%s): no stack expires this pass", exc)
                 return report
         policies, _ = await self._manifest_facts()
-        by_policy: dict[ExpirationPolicy, list[StackView]] = defaultdict(list)
-        by_id = {s.id: s for s in stacks}
-        for stack in stacks:
-            policy = policies.get((stack.unit, stack.plan), ExpirationPolicy.RETAIN_ACTIVE)
-            by_policy[policy].append(
-                StackView(
-                    id=stack.id,
-                    unit=stack.unit,
-                    version=stack.version,
-                    namespace=stack.namespace,
-                    datacenter=stack.datacenter,
-                    status=stack.status,
-                    receiving_traffic=stack.name in serving or stack.id in shifting,
-                    created_at=stack.created_at,
-                    expires_at=stack.expires_at,
-                    plan=stack.plan,
-                )
-            )
+        # batch by batch, so memory holds one batch however many stacks there are; a policy
+        # compares a stack only with its group, and a batch holds whole groups. What this
+        # pass collects still counts as a live dependant until the pass ends, as it did when
+        # the pass began.
+        # Decisions are written several batches at once: each write is a transaction, and
+        # a commit waits for the disk.
+        collected: set[int] = set()
         extend: dict[int, datetime] = {}
-        expire: dict[int, str] = {}
+        expired: dict[int, tuple[str, str]] = {}  # id -> (name, reason)
+        async for stacks, depended in self.store.lifecycle_batches(self.batch, collected):
+            self._judge(
+                stacks, depended, policies, (serving, shifting), now, report, extend, expired
+            )
+            if len(extend) + len(expired) >= self.batch * 5:
+                await self._write(extend, expired, collected, now, report)
+        await self._write(extend, expired, collected, now, report)
+        lifecycle = self.settings.lifecycle
+        for stack in await self.store.garbage_due(
+            now - lifecycle.garbage_grace, now - lifecycle.notice
+        ):
+            due = lifecycle.removal_at(stack.updated_at, stack.announced_at)
+            if due is not None and now >= due:
+                await self._reap(stack, report)
+        await self._tell(report, "nelson")
+        return report
+
+    def _judge(
+        self,
+        stacks: Sequence[tuple[str, StackView]],
+        depended: Mapping[int, int],
+        policies: Mapping[tuple[str, str], ExpirationPolicy],
+        receiving: tuple[set[str], set[int]],
+        now: datetime,
+        report: PassReport,
+        extend: dict[int, datetime],
+        expired: dict[int, tuple[str, str]],
+    ) -> None:
+        """Judge one batch (`receiving`: what gets traffic, or is about to): add what is kept
+        to `extend` (id -> new expiry) and what expired to `expired` (id -> name and why)."""
+        by_policy: dict[ExpirationPolicy, list[StackView]] = defaultdict(list)
+        names: dict[int, str] = {}
+        serving, shifting = receiving  # names the routers weigh; ids in an open shift
+        for name, view in stacks:
+            if name in serving or view.id in shifting:
+                view = replace(view, receiving_traffic=True)
+            policy = policies.get((view.unit, view.plan), ExpirationPolicy.RETAIN_ACTIVE)
+            by_policy[policy].append(view)
+            names[view.id] = name
         for policy, views in by_policy.items():
             decisions = expiration.review(
                 policy,
@@ -142,20 +180,25 @@ class Lifecycle:
                 if decision.verdict is Verdict.EXTEND and decision.expires_at is not None:
                     extend[stack_id] = decision.expires_at
                 elif decision.verdict is Verdict.EXPIRE:
-                    expire[stack_id] = decision.reason
+                    expired[stack_id] = (names[stack_id], decision.reason)
+
+    async def _write(
+        self,
+        extend: dict[int, datetime],
+        expired: dict[int, tuple[str, str]],
+        collected: set[int],
+        now: datetime,
+        report: PassReport,
+    ) -> None:
+        """Write the later expiries, then mark what expired as garbage, each audited with
+        its reason."""
         await self.store.extend_expiries(extend)
-        report.extended = len(extend)
-        marked = await self.store.mark_garbage(expire, now)  # audited with each reason
-        report.garbage = [by_id[stack_id] for stack_id in marked]
-        lifecycle = self.settings.lifecycle
-        for stack in await self.store.garbage_due(
-            now - lifecycle.garbage_grace, now - lifecycle.notice
-        ):
-            due = lifecycle.removal_at(stack.updated_at, stack.announced_at)
-            if due is not None and now >= due:
-                await self._reap(stack, report)
-        await self._tell(report, "nelson")
-        return report
+        report.extended += len(extend)
+        marked = await self.store.mark_garbage({i: why for i, (_, why) in expired.items()}, now)
+        collected.update(marked)
+        report.garbage.extend(Collected(i, expired[i][0]) for i in marked)
+        extend.clear()
+        expired.clear()
 
     async def announce_daily(self) -> CleanupAnnounced | None:
         """The day's digest, once per day across processes: at `announce_at`, or at the start

@@ -7,16 +7,19 @@ satisfy the same small interfaces.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from domain.expiration import StackView
 from domain.records import (
     Approval,
     AuditEvent,
     BlueprintRecord,
     Daemon,
+    LiveUnit,
     LogLine,
     ManifestRecord,
     NewApproval,
@@ -114,10 +117,11 @@ class Store(Protocol):
 
     async def list_stacks(self, query: StackQuery) -> StackPage: ...
 
-    async def live_versions(
-        self, namespace: str, datacenter: str | None = None
-    ) -> dict[str, dict[Version, int]]:
-        """Per unit, how many live stacks each version has in the namespace (and datacenter)."""
+    async def live_units(
+        self, namespace: str, datacenter: str | None = None, newest: int = 3
+    ) -> dict[str, LiveUnit]:
+        """Per unit with live stacks in the namespace (and datacenter): how many, in how many
+        versions, and its `newest` newest versions."""
         ...
 
     async def release_stacks(self, unit: str, version: Version) -> list[Stack]:
@@ -209,8 +213,12 @@ class Store(Protocol):
     async def messages_for(self, subject: str) -> list[PostedMessage]: ...
 
     # lifecycle
-    async def lifecycle_view(self) -> tuple[list[Stack], dict[int, int]]:
-        """Ready and deprecated stacks, and per depended-on stack its live dependants."""
+    def lifecycle_batches(
+        self, size: int = 2000, collected: AbstractSet[int] = frozenset()
+    ) -> AsyncIterator[tuple[list[tuple[str, StackView]], dict[int, int]]]:
+        """Ready and deprecated stacks (name and view) in batches of whole groups (unit,
+        namespace, datacenter), each with the live dependants of its depended-on stacks;
+        stacks in `collected` count as live."""
         ...
 
     async def garbage_due(self, since_before: datetime, announced_before: datetime) -> list[Stack]:

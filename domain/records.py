@@ -41,6 +41,15 @@ class ManifestRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveUnit:
+    """What `units` shows of one unit in a namespace: its live stacks and versions."""
+
+    stacks: int  # live stacks, all versions together
+    versions: int  # distinct versions with a live stack
+    newest: tuple[Version, ...]  # the newest few of those versions, newest first
+
+
+@dataclass(frozen=True, slots=True)
 class UnitRecord:
     name: str
     repository: str

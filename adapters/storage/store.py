@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +25,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.engine import Row
@@ -35,11 +37,13 @@ from adapters.storage.migrate import upgrade as run_migrations
 from adapters.storage.tables import UtcDateTime
 from adapters.storage.urls import async_url, safe
 from commands.ports import Clock, Conflict, StoreError, VaultTokenRecord
+from domain.expiration import StackView
 from domain.records import (
     Approval,
     AuditEvent,
     BlueprintRecord,
     Daemon,
+    LiveUnit,
     LogLine,
     ManifestRecord,
     NewApproval,
@@ -606,21 +610,34 @@ class SqlStore:
             ).all()
         return StackPage(stacks=tuple(_stack(r) for r in rows), total=int(total), query=query)
 
-    async def live_versions(
-        self, namespace: str, datacenter: str | None = None
-    ) -> dict[str, dict[Version, int]]:
-        conditions = [
-            t.stacks.c.namespace == namespace,
-            t.stacks.c.status.in_([s.value for s in LIVE_STATUSES]),
-        ]
-        if datacenter is not None:
-            conditions.append(t.stacks.c.datacenter == datacenter)
+    async def live_units(
+        self, namespace: str, datacenter: str | None = None, newest: int = 3
+    ) -> dict[str, LiveUnit]:
+        # read in order from ix_stacks_live_versions alone; versions ascend within a unit, so
+        # walking backwards meets each unit's newest first, and only those become Versions
         columns = (t.stacks.c.unit, t.stacks.c.major, t.stacks.c.minor, t.stacks.c.patch)
-        query = select(*columns, func.count()).where(*conditions).group_by(*columns)
-        found: dict[str, dict[Version, int]] = {}
+        query = (
+            select(*columns, func.count())
+            .where(t.stacks.c.namespace == namespace, t.LIVE_SQL)
+            .group_by(*columns)
+        )
+        if datacenter is not None:
+            query = query.where(t.stacks.c.datacenter == datacenter)
         async with self._connect() as conn:
-            for row in (await conn.execute(query)).all():
-                found.setdefault(row.unit, {})[_version(row)] = int(row[4])
+            rows = (await conn.execute(query.order_by(*columns))).all()
+        found: dict[str, LiveUnit] = {}
+        unit, stacks, versions, shown = "", 0, 0, list[Version]()
+        for name, major, minor, patch, count in reversed(rows):
+            if name != unit:
+                if unit:
+                    found[unit] = LiveUnit(stacks, versions, tuple(shown))
+                unit, stacks, versions, shown = name, 0, 0, []
+            stacks += count
+            versions += 1
+            if versions <= newest:
+                shown.append(_version_of(major, minor, patch))
+        if unit:
+            found[unit] = LiveUnit(stacks, versions, tuple(shown))
         return found
 
     async def live_stacks(
@@ -1042,22 +1059,110 @@ class SqlStore:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def lifecycle_view(self) -> tuple[list[Stack], dict[int, int]]:
-        """Every ready and deprecated stack, and for each stack that live stacks depend on,
-        how many do: what one cleanup pass judges, in two queries."""
-        judged = [StackStatus.READY.value, StackStatus.DEPRECATED.value]
+    async def lifecycle_batches(
+        self, size: int = 2000, collected: AbstractSet[int] = frozenset()
+    ) -> AsyncIterator[tuple[list[tuple[str, StackView]], dict[int, int]]]:
+        """The ready and deprecated stacks (each its name and what policies judge), about
+        `size` at a time, each batch holding whole groups (a unit in one namespace and
+        datacenter: what policies compare), with the live dependants of each stack in it
+        that has any: what one cleanup pass judges.
+
+        Read in the order of ix_stacks_judged, each batch starting after the last row of the
+        one before, so memory holds one batch however many stacks there are; stacks the
+        caller changes meanwhile lie behind the reading point. Stacks in `collected` (what
+        the caller turned into garbage so far) still count as live dependants, so every
+        batch sees the dependencies as they were when the pass began."""
+        c = t.stacks.c
+        order = (c.unit, c.namespace, c.datacenter, c.id)
+        columns = (*order, c.name, c.major, c.minor, c.patch, c.status, c.plan, c.created_at)
+        after: tuple[str, str, str, int] | None = None
+        carried: list[tuple[str, StackView]] = []  # the start of a group the last read cut
+        while True:
+            query = select(*columns, c.expires_at).where(t.JUDGED_SQL).order_by(*order).limit(size)
+            if after is not None:
+                query = query.where(tuple_(*order) > tuple_(*after))
+            async with self._connect() as conn:
+                rows = (await conn.execute(query)).all()
+            # one object per stack, built from positions: this runs for every stack judged
+            batch = carried + [
+                (
+                    name,
+                    StackView(
+                        id=id_,
+                        unit=unit,
+                        # not the shared cache of _version_of: it would keep up to 65,536
+                        # versions of stacks judged long ago
+                        version=Version(major, minor, patch),
+                        namespace=namespace,
+                        datacenter=datacenter,
+                        status=StackStatus(status),
+                        created_at=created_at,
+                        expires_at=expires_at,
+                        plan=plan,
+                    ),
+                )
+                for (
+                    unit,
+                    namespace,
+                    datacenter,
+                    id_,
+                    name,
+                    major,
+                    minor,
+                    patch,
+                    status,
+                    plan,
+                    created_at,
+                    expires_at,
+                ) in rows
+            ]
+            if not batch:
+                return
+            last = batch[-1][1]
+            after = (last.unit, last.namespace, last.datacenter, last.id)
+            carried = []
+            if len(rows) == size:  # more may follow: hold back the last group
+                cut = len(batch)
+                while cut > 0 and batch[cut - 1][1].group == last.group:
+                    cut -= 1
+                batch, carried = batch[:cut], batch[cut:]
+                if not batch:
+                    continue
+            ids = [view.id for _, view in batch]
+            yield batch, await self._live_dependants(ids, collected)
+            if len(rows) < size:
+                return
+
+    async def _live_dependants(
+        self, stack_ids: Sequence[int], collected: AbstractSet[int]
+    ) -> dict[int, int]:
         live = [s.value for s in LIVE_STATUSES]
-        dependant = t.stacks.alias("dependant")
-        counts = (
-            select(t.stack_dependencies.c.depends_on_id, func.count())
-            .join(dependant, dependant.c.id == t.stack_dependencies.c.stack_id)
-            .where(dependant.c.status.in_(live))
-            .group_by(t.stack_dependencies.c.depends_on_id)
-        )
+        statuses = [*live, StackStatus.GARBAGE.value]
         async with self._connect() as conn:
-            rows = (await conn.execute(select(t.stacks).where(t.stacks.c.status.in_(judged)))).all()
-            depended = {r[0]: int(r[1]) for r in (await conn.execute(counts)).all()}
-        return [_stack(r) for r in rows], depended
+            if conn.dialect.name == "postgresql":
+                # one index probe per stack: left to itself the planner hashes every edge for
+                # each batch, which grows with the square of the stacks; OFFSET 0 keeps the
+                # lateral subquery from being folded into a join
+                query = text(
+                    "SELECT b.id, x.id, x.status FROM unnest(CAST(:ids AS integer[])) AS b(id) "
+                    "CROSS JOIN LATERAL (SELECT s.id, s.status FROM stack_dependencies d "
+                    "JOIN stacks s ON s.id = d.stack_id WHERE d.depends_on_id = b.id "
+                    "AND s.status = ANY(CAST(:statuses AS text[])) OFFSET 0) AS x"
+                )
+                result = await conn.execute(query, {"ids": list(stack_ids), "statuses": statuses})
+            else:  # SQLite probes the index for each value of an IN list
+                dependant = t.stacks.alias("dependant")
+                edges = t.stack_dependencies
+                result = await conn.execute(
+                    select(edges.c.depends_on_id, dependant.c.id, dependant.c.status)
+                    .join(dependant, dependant.c.id == edges.c.stack_id)
+                    .where(edges.c.depends_on_id.in_(stack_ids), dependant.c.status.in_(statuses))
+                )
+            counts: dict[int, int] = {}
+            for depended, by, status in result.all():
+                if status in live or by in collected:
+                    counts[depended] = counts.get(depended, 0) + 1
+        return counts
 
     async def garbage_due(self, since_before: datetime, announced_before: datetime) -> list[Stack]:
         """Garbage collected before `since_before` whose removal was announced before
@@ -1141,32 +1246,27 @@ class SqlStore:
         and an audit event by `actor`, in one transaction. Returns the ids that changed
         (others moved on meanwhile).
 
-        Set-based, so a pass that collects thousands costs a few statements: the reasons go
-        into a temporary table, then one UPDATE and two INSERT ... SELECT do the rest."""
+        Set-based, so a pass that collects thousands costs a few statements. PostgreSQL
+        takes arrays: one UPDATE finds the stacks by primary key, two INSERTs from unnest()
+        write the rest, and no statement reads more of the table than the stacks named.
+        SQLite puts the reasons in a temporary table, then one UPDATE and two INSERT ...
+        SELECT do the rest."""
         if not reasons:
             return []
         garbage = StackStatus.GARBAGE.value
         async with self._begin() as conn:
+            if conn.dialect.name == "postgresql":
+                return await _mark_garbage_postgres(conn, reasons, at, actor)
             # a temporary table of this connection; one an earlier failure left is emptied
             await conn.exec_driver_sql(
                 "CREATE TEMPORARY TABLE IF NOT EXISTS cleanup_reasons "
                 "(stack_id INTEGER PRIMARY KEY, reason TEXT NOT NULL)"
             )
             await conn.execute(delete(_cleanup_reasons))
-            if conn.dialect.name == "postgresql":  # one statement, arrays in, no round trips
-                await conn.execute(
-                    text(
-                        "INSERT INTO cleanup_reasons (stack_id, reason) SELECT * FROM "
-                        "unnest(CAST(:ids AS integer[]), CAST(:reasons AS text[]))"
-                    ),
-                    {"ids": list(reasons), "reasons": list(reasons.values())},
-                )
-                await conn.exec_driver_sql("ANALYZE cleanup_reasons")
-            else:
-                await conn.execute(
-                    insert(_cleanup_reasons),
-                    [{"stack_id": i, "reason": r} for i, r in reasons.items()],
-                )
+            await conn.execute(
+                insert(_cleanup_reasons),
+                [{"stack_id": i, "reason": r} for i, r in reasons.items()],
+            )
             changed = [
                 r[0]
                 for r in (
@@ -1434,6 +1534,49 @@ class SqlStore:
         return [
             AuditEvent(r.actor, r.action, r.target, r.allowed, r.detail, r.at, r.id) for r in rows
         ]
+
+
+async def _mark_garbage_postgres(
+    conn: AsyncConnection, reasons: Mapping[int, str], at: datetime, actor: str
+) -> list[int]:
+    garbage = StackStatus.GARBAGE.value
+    changed = (
+        await conn.execute(
+            text(
+                "UPDATE stacks SET status = :garbage, status_message = :message, "
+                "updated_at = :at, announced_at = NULL "
+                "WHERE id = ANY(CAST(:ids AS integer[])) AND status IN ('ready', 'deprecated') "
+                "RETURNING id, name"
+            ),
+            {
+                "garbage": garbage,
+                "message": "expired; `inspect` shows why",
+                "at": at,
+                "ids": list(reasons),
+            },
+        )
+    ).all()
+    if not changed:
+        return []
+    ids = [row[0] for row in changed]
+    why = [reasons[i] for i in ids]
+    await conn.execute(
+        text(
+            "INSERT INTO stack_status (stack_id, status, message, actor, at) "
+            "SELECT s, :garbage, r, :actor, :at "
+            "FROM unnest(CAST(:ids AS integer[]), CAST(:why AS text[])) AS u(s, r)"
+        ),
+        {"garbage": garbage, "actor": actor, "at": at, "ids": ids, "why": why},
+    )
+    await conn.execute(
+        text(
+            "INSERT INTO audit_events (at, actor, action, target, allowed, detail) "
+            "SELECT :at, :actor, 'garbage', n, true, r "
+            "FROM unnest(CAST(:names AS text[]), CAST(:why AS text[])) AS u(n, r)"
+        ),
+        {"actor": actor, "at": at, "names": [row[1] for row in changed], "why": why},
+    )
+    return ids
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -117,6 +117,11 @@ releases = Table(
     UniqueConstraint("unit", "major", "minor", "patch"),
 )
 
+# statuses as SQL text: a partial index and the queries that use it must spell the condition
+# alike (a bound parameter would not match it). LIVE_SQL is domain.states.LIVE_STATUSES.
+JUDGED_SQL = text("status IN ('ready', 'deprecated')")
+LIVE_SQL = text("status IN ('pending', 'deploying', 'warming', 'ready', 'deprecated')")
+
 stacks = Table(
     "stacks",
     metadata,
@@ -147,6 +152,28 @@ stacks = Table(
     Index("ix_stacks_unit_namespace_datacenter", "unit", "namespace", "datacenter"),
     # cleanup: expired stacks of a status
     Index("ix_stacks_status_expires_at", "status", "expires_at"),
+    # `units`: live stacks per unit and version, read in order from the index alone
+    Index(
+        "ix_stacks_live_versions",
+        "namespace",
+        "unit",
+        "major",
+        "minor",
+        "patch",
+        "datacenter",
+        postgresql_where=LIVE_SQL,
+        sqlite_where=LIVE_SQL,
+    ),
+    # the cleanup pass reads the stacks it judges in batches of whole groups, in this order
+    Index(
+        "ix_stacks_judged",
+        "unit",
+        "namespace",
+        "datacenter",
+        "id",
+        postgresql_where=JUDGED_SQL,
+        sqlite_where=JUDGED_SQL,
+    ),
 )
 
 stack_status = Table(

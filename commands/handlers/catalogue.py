@@ -212,15 +212,15 @@ async def list_units(command: ListUnits, ctx: Context) -> Reply:
             title="Units",
             blocks=(Text("No units yet: register a manifest with `manifest <repository>`."),),
         )
-    live = await ctx.store.live_versions(namespace, command.datacenter)
+    live = await ctx.store.live_units(namespace, command.datacenter, newest=3)
     rows = []
     for unit in units:
-        counts = live.get(unit.name, {})
-        versions = sorted(counts, reverse=True)
-        shown = ", ".join(str(v) for v in versions[:3]) + (" …" if len(versions) > 3 else "")
-        rows.append(
-            (unit.name, unit.kind, unit.repository, str(sum(counts.values())), shown or "-")
-        )
+        found = live.get(unit.name)
+        if found is None:
+            rows.append((unit.name, unit.kind, unit.repository, "0", "-"))
+            continue
+        shown = ", ".join(str(v) for v in found.newest) + (" …" if found.versions > 3 else "")
+        rows.append((unit.name, unit.kind, unit.repository, str(found.stacks), shown))
     where = f"{command.datacenter}/{namespace}" if command.datacenter else namespace
     return Reply(
         title=f"Units ({len(units)}), live stacks in {where}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -12,8 +13,8 @@ from alembic.script import ScriptDirectory
 from adapters.storage import SqlStore, open_store
 from adapters.storage.migrate import MIGRATIONS, current_revision, upgrade
 from commands.ports import Conflict, StoreError
-from domain.records import AuditEvent, NewApproval, NewStack, StackQuery, UnitRecord
-from domain.states import IllegalTransition, StackStatus
+from domain.records import AuditEvent, LiveUnit, NewApproval, NewStack, StackQuery, UnitRecord
+from domain.states import LIVE_STATUSES, IllegalTransition, StackStatus
 from domain.versions import Version
 from tests.fakes.clock import FakeClock
 
@@ -261,17 +262,31 @@ async def test_bad_urls_give_clear_messages(tmp_path) -> None:  # type: ignore[n
     assert "hunter2" not in str(info.value) and "cannot" in str(info.value)
 
 
-async def test_live_versions_grouped_per_unit(store: SqlStore) -> None:
-    v2 = Version(2, 0, 0)
+def test_the_partial_indexes_spell_the_statuses_of_the_domain() -> None:
+    from adapters.storage.tables import JUDGED_SQL, LIVE_SQL
+
+    def statuses(condition: object) -> set[str]:
+        return set(re.findall(r"'([a-z]+)'", str(condition)))
+
+    assert statuses(LIVE_SQL) == {s.value for s in LIVE_STATUSES}
+    assert statuses(JUDGED_SQL) == {StackStatus.READY.value, StackStatus.DEPRECATED.value}
+
+
+async def test_live_units_count_stacks_and_versions_per_unit(store: SqlStore) -> None:
+    v2, v3 = Version(2, 0, 0), Version(1, 10, 0)
     _, (a, _b, _c) = await deploy(
         store, new_stack(1), new_stack(2, dc="dc-west"), new_stack(3, ns="qa")
     )
     await deploy(store, new_stack(4, version=v2), version=v2)
-    assert await store.live_versions("dev") == {"svc": {V1: 2, v2: 1}}
-    assert await store.live_versions("dev", "dc-west") == {"svc": {V1: 1}}
+    assert await store.live_units("dev") == {"svc": LiveUnit(3, 2, (v2, V1))}
+    assert await store.live_units("dev", "dc-west") == {"svc": LiveUnit(1, 1, (V1,))}
+    assert await store.live_units("dev", newest=1) == {"svc": LiveUnit(3, 2, (v2,))}
     await store.change_status(a.id, StackStatus.FAILED, "no", "nelson")
-    assert await store.live_versions("dev") == {"svc": {V1: 1, v2: 1}}
-    assert await store.live_versions("prod") == {}
+    assert await store.live_units("dev") == {"svc": LiveUnit(2, 2, (v2, V1))}
+    assert await store.live_units("prod") == {}
+    # versions order by number, not by text: 1.10.0 is newer than 1.0.0
+    await deploy(store, new_stack(5, version=v3), version=v3)
+    assert (await store.live_units("dev"))["svc"].newest == (v2, v3, V1)
 
 
 def new_approval(stack_id: int | None = None, required: int = 2) -> NewApproval:
