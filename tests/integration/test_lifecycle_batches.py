@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from adapters.storage import SqlStore, open_store
 from commands.events import EventHub
-from commands.lifecycle import EXTENSION, Lifecycle
+from commands.lifecycle import Lifecycle
 from commands.settings import Settings
 from domain import expiration
 from domain.expiration import ExpirationPolicy, StackView, Verdict
@@ -175,7 +175,6 @@ async def test_any_batch_size_judges_as_one_look_at_every_stack(
                 )
             )
         expire, extend = set(), set()
-        interval = settings_.lifecycle.interval
         for policy, views in by_policy.items():
             decisions = expiration.review(
                 policy,
@@ -183,7 +182,7 @@ async def test_any_batch_size_judges_as_one_look_at_every_stack(
                 depended,
                 T0,
                 grace_new=settings_.lifecycle.new_stack_grace,
-                extend_by=max(EXTENSION, interval * 3),
+                extend_by=settings_.lifecycle.extension_step,
             )
             for stack_id, decision in decisions.items():
                 if decision.verdict is Verdict.EXPIRE:
