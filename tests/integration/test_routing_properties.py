@@ -31,7 +31,7 @@ from commands.ports import Route
 from commands.replies import UserError
 from commands.settings import Settings
 from commands.shifting import KIND, OPEN, ROUTABLE, TrafficControl
-from domain.records import NewStack, Stack, UnitRecord
+from domain.records import NewStack, Stack, StackQuery, UnitRecord
 from domain.runtime import Health, Instance, LaunchSpec, RuntimeReport
 from domain.states import StackStatus
 from domain.versions import Version
@@ -218,12 +218,12 @@ class World:
         await self.lifecycle.run_once()  # reaps what was announced
 
     async def ready_stacks(self) -> list[Stack]:
-        stacks, _ = await self.store.lifecycle_view()
-        return [s for s in stacks if s.status is StackStatus.READY]
+        page = await self.store.list_stacks(StackQuery(statuses=(StackStatus.READY,), limit=1000))
+        return sorted(page.stacks, key=lambda s: s.id)
 
     async def check(self) -> None:
-        stacks, _ = await self.store.lifecycle_view()
-        status = {s.name: s.status for s in stacks}
+        page = await self.store.list_stacks(StackQuery(limit=1000))
+        status = {s.name: s.status for s in page.stacks}
         for key, weights in self.router.routes.items():
             if weights:
                 assert sum(weights.values()) == 1000, (key, weights)
