@@ -182,6 +182,10 @@ async def test_policies_health_and_lighthouse_follow_nomad_stacks(
     assert 'path "nelson/dev/db/creds/back"' in vault.policies[f"nelson__dev__{old.name}"]
     assert not [t for t in vault.live_tokens() if any(p.startswith("nelson__") for p in t.policies)]
 
+    shown = render((await app.conversation.answer(f"inspect {old.name}", ADMIN)).reply, 300)
+    assert f"nelson__dev__{old.name}: read on nelson/dev/db/creds/back" in shown, shown
+    assert "derived by Nomad from the job's vault block" in shown
+
     # Consul: the job's services are registered there, and `runtime` shows their health
     [registered] = [s for s in consul.services if s.name == old.name]
     assert registered.id.startswith("_nomad-task-") and registered.status == "passing"
