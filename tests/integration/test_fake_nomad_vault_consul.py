@@ -40,7 +40,7 @@ def test_a_vault_block_is_checked_as_nomad_checks_it(vault_nomad: FakeNomad) -> 
     with pytest.raises(errors.BadRequestNomadException) as typed:
         api.job.register_job("web", {"Job": with_vault({"Policies": "nelson__dev__web"})})
     assert "Failed to decode request body" in typed.value.nomad_resp.text
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"Policies": []}, "Policy list cannot be empty"),
         ({"Policies": ["root"]}, 'Can not specify "root" policy'),
         (
