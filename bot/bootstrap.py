@@ -68,8 +68,11 @@ class Application:
         await self.store.close()
 
 
-def schedulers_for(settings: Settings) -> dict[str, Scheduler]:
-    """One adapter per datacenter whose scheduler kind this version drives."""
+def schedulers_for(
+    settings: Settings, consuls: dict[str, ConsulClient] | None = None
+) -> dict[str, Scheduler]:
+    """One adapter per datacenter whose scheduler kind this version drives (a Nomad
+    datacenter with Consul registers its services there and reads their health from it)."""
     found: dict[str, Scheduler] = {}
     for name, dc in settings.datacenters.items():
         if dc.scheduler.kind == "docker":
@@ -77,7 +80,7 @@ def schedulers_for(settings: Settings) -> dict[str, Scheduler]:
                 dc.scheduler.address, name, ports=port_bounds(dc.scheduler.ports)
             )
         elif dc.scheduler.kind == "nomad":
-            found[name] = NomadScheduler(dc.scheduler, name)
+            found[name] = NomadScheduler(dc.scheduler, name, consul=(consuls or {}).get(name))
     return found
 
 
@@ -150,7 +153,7 @@ async def build(
                 for host, c in settings.registry_credentials.items()
             }
         )
-        schedulers = schedulers_for(settings)
+        schedulers = schedulers_for(settings, consuls)
         engine = DeployEngine(settings, store, events, clock, registry, schedulers)
         routers = routers_for(settings)
         routers.update(lighthouses_for(settings, store, consuls))

@@ -344,8 +344,9 @@ class DeployEngine:
         secrets_ = self.secrets
         assert secrets_ is not None
         token = self.settings.datacenters[stack.datacenter].scheduler.kind == "docker"
+        resources = [r if isinstance(r, str) else r.name for r in unit.resources]
         grant = await self._call(
-            stack, "secrets", lambda: secrets_.grant(stack, unit.resources, token=token)
+            stack, "secrets", lambda: secrets_.grant(stack, resources, token=token)
         )
         if grant.replaced:  # instances started before a restart hold a revoked token
             removed = await self._call(stack, "secrets", lambda: scheduler.delete(stack.name))
@@ -355,7 +356,7 @@ class DeployEngine:
                     f"replacing {removed} instance(s) started with a revoked token",
                     "secrets",
                 )
-        reads = ", ".join(unit.resources) or "nothing (the unit declares no resources)"
+        reads = ", ".join(resources) or "nothing (the unit declares no resources)"
         given = "; a token limited to it goes to the containers" if token else ""
         await self._say(
             stack,

@@ -2,6 +2,9 @@
 
 One Nomad job per stack (job ID = stack name, see nomad_job.py). Health is Nomad's own: the
 job's latest deployment and its allocations' deployment health (Nomad runs the plan's checks);
+where the datacenter has Consul, the job's services are registered there and a stack Nomad
+calls healthy is healthy only when Consul's `/v1/health/service/<stack>` has every instance
+passing;
 instances are the job's allocations, with the node address and dynamic ports Nomad gave them.
 `delete` deregisters the job with purge. python-nomad is synchronous: every call runs in a
 worker thread with a timeout. Errors become SchedulerErrors that say what Nomad answered;
@@ -18,6 +21,7 @@ import nomad
 import requests
 from nomad.api import exceptions as nomad_errors
 
+from adapters.consul.client import ConsulClient, ConsulError
 from adapters.scheduler.nomad_job import job_for, manifest_label
 from commands.ports import SchedulerError
 from commands.settings import SchedulerSettings
@@ -34,9 +38,15 @@ class JobMissing(Exception):
 
 class NomadScheduler:
     def __init__(
-        self, settings: SchedulerSettings, datacenter: str, *, timeout: float = 30.0
+        self,
+        settings: SchedulerSettings,
+        datacenter: str,
+        *,
+        timeout: float = 30.0,
+        consul: ConsulClient | None = None,
     ) -> None:
         self.settings = settings
+        self.consul = consul  # the datacenter's Consul: services go there, health from there
         self.datacenter = datacenter
         self.address = settings.address.rstrip("/")
         self.timeout = timeout
@@ -132,7 +142,14 @@ class NomadScheduler:
         the blueprint line when it renders no job)."""
         name = spec.blueprint_name or "the default Nomad blueprint"
         try:
-            return job_for(spec, self.datacenter, self.settings.region, spec.blueprint, name)
+            return job_for(
+                spec,
+                self.datacenter,
+                self.settings.region,
+                spec.blueprint,
+                name,
+                consul=self.consul is not None,
+            )
         except BlueprintError as exc:
             raise SchedulerError(str(exc)) from None
 
@@ -224,6 +241,38 @@ class NomadScheduler:
         return instances
 
     async def health(self, spec: LaunchSpec) -> Health:
+        verdict = await self._nomad_health(spec)
+        if self.consul is None or not verdict.healthy or spec.schedule or not spec.ports:
+            return verdict
+        return await self._consul_health(spec, verdict)
+
+    async def _consul_health(self, spec: LaunchSpec, nomad: Health) -> Health:
+        """Nomad's verdict, confirmed by Consul: every instance of the stack's service there
+        and its checks passing."""
+        assert self.consul is not None
+        try:
+            found = await self.consul.health(spec.stack[:63])
+        except ConsulError as exc:
+            return Health(False, f"{self.consul.shown} cannot say: {exc}")
+        wanted = spec.instances * len(spec.ports)
+        if not found:
+            return Health(False, f"{self.consul.shown} has no instance of service {spec.stack}")
+        failing = [s for s in found if s.status != "passing"]
+        if failing:
+            first = failing[0]
+            why = f": {first.output.strip()}" if first.output.strip() else ""
+            return Health(
+                False,
+                f"{self.consul.shown}: {len(failing)} of {len(found)} instance(s) "
+                f"{first.status} ({first.address}:{first.port}{why})",
+            )
+        if len(found) < wanted:
+            return Health(
+                False, f"{self.consul.shown}: {len(found)} of {wanted} instance(s) registered"
+            )
+        return Health(True, f"{nomad.detail}; {self.consul.shown}: {len(found)} passing")
+
+    async def _nomad_health(self, spec: LaunchSpec) -> Health:
         client = self._nomad()
         try:
             job = await self._run(f"read job {spec.stack}", lambda: client.job.get_job(spec.stack))

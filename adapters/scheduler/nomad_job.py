@@ -6,8 +6,10 @@ block for units that run on a schedule; one task group with `Count = instances`,
 task with the image from the runtime registry, the manifest's ports as dynamic ports (labels
 with `_` for `-`, since Nomad turns them into NOMAD_PORT_<label> variables), cpu in MHz
 (1 core = 1000 MHz) and memory in MB, the plan's environment plus the NELSON_* variables,
-`Meta` naming the stack, and for services an `Update` block and a `Service` per port carrying
-the plan's health checks."""
+`Meta` naming the stack, for services an `Update` block and a `Service` per port (named after
+the stack, in Nomad's own catalog or, where the datacenter has Consul, in Consul) carrying the
+plan's health checks, and where the datacenter has Vault a task `Vault` block with the
+stack's policy (Nomad derives a token limited to it and hands it to the task as VAULT_TOKEN)."""
 
 from __future__ import annotations
 
@@ -68,8 +70,11 @@ def default_blueprint() -> str:
     return DEFAULT_BLUEPRINT.read_text(encoding="utf-8")
 
 
-def variables(spec: LaunchSpec, datacenter: str, region: str | None = None) -> dict[str, Any]:
-    """What a Nomad blueprint is rendered from (documented in docs/nomad.md)."""
+def variables(
+    spec: LaunchSpec, datacenter: str, region: str | None = None, *, consul: bool = False
+) -> dict[str, Any]:
+    """What a Nomad blueprint is rendered from (documented in docs/nomad.md). With `consul`
+    the services are registered in the datacenter's Consul, where the bot reads their health."""
     checks = [
         {
             "name": probe.name,
@@ -110,6 +115,11 @@ def variables(spec: LaunchSpec, datacenter: str, region: str | None = None) -> d
             for i, p in enumerate(spec.ports)
         ],
         "checks": checks,
+        # one service per port, named as Nelson names it: the stack (`/v1/health/service/<stack>`)
+        "service_name": spec.stack[:63],
+        "service_provider": "consul" if consul else "nomad",
+        # the stack's Vault policy (None without Vault): Nomad derives the task's token from it
+        "vault_policy": spec.vault_policy,
     }
 
 
@@ -119,13 +129,15 @@ def job_for(
     region: str | None = None,
     blueprint: str | None = None,
     name: str = "the default Nomad blueprint",
+    *,
+    consul: bool = False,
 ) -> dict[str, Any]:
     """The job's JSON as Nomad's API takes it (`{"Job": ...}` wraps it on submission), from
     `blueprint` (the default one when None). `datacenter` is the Nomad datacenter the job runs
     in (Nelson's datacenter name). BlueprintError when the blueprint renders no valid job."""
     job = blueprints.render(
         default_blueprint() if blueprint is None else blueprint,
-        variables(spec, datacenter, region),
+        variables(spec, datacenter, region, consul=consul),
         name=name,
     )
     if job.get("ID") != spec.stack:

@@ -36,6 +36,8 @@ async def stack_secrets(ctx: Context, stack: Stack) -> list[tuple[str, str]]:
         fields.append(
             ("vault token", f"issued {when(tokens[0].issued_at)}, periodic, renewed by the bot")
         )
+    elif ctx.settings.datacenters[stack.datacenter].scheduler.kind == "nomad":
+        fields.append(("vault token", "derived by Nomad from the job's vault block"))
     return fields
 
 

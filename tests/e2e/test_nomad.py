@@ -29,7 +29,7 @@ from tests.fakes.nomad import FakeNomad
 from tests.fakes.slack import FakeSlack
 
 TOKEN = "7d1c-nomad-acl-token"
-DURATION = 3  # seconds of the shift
+DURATION = 120  # seconds of the shift, on the test's clock (moved forward while it runs)
 ROUTE = Route("dev", "hello", 1)
 MANIFEST = """\
 units:
@@ -85,7 +85,8 @@ async def bot(
         tmp_path,
         approvals={"dev": {"needed": False}},
         workflow={"warming_timeout": "30s", "health_interval": 0.2},
-        traffic={"step_interval": 0.2},
+        # the test steps the shift itself, on its own clock (the bot's job never comes round)
+        traffic={"step_interval": "1h"},
         lifecycle={
             "new_stack_grace": "1s",
             "garbage_grace": "1s",
@@ -169,7 +170,10 @@ async def test_deploy_shift_and_reap_on_nomad(
     new = await ready(bot, "1.0.1")
     assert servers(tmp_path, new) == allocation_addresses(nomad, new)
     deadline = time.monotonic() + 30
+    assert app.traffic is not None
     while [s.state for s in await app.store.shifts(stack_id=new.id)] != ["done"]:
+        bot.clock.advance(5)
+        await app.traffic.tick()
         if time.monotonic() > deadline:
             shifts = await app.store.shifts(stack_id=new.id)
             lines = [line.message for line in await app.store.logs(new.id)]

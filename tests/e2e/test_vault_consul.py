@@ -31,7 +31,7 @@ from tests.fakes.consul import Entry, FakeConsul
 from tests.fakes.slack import FakeSlack
 from tests.fakes.vault import FakeVault
 
-DURATION = 6  # seconds of the shift
+DURATION = 120  # seconds of the shift, on the test's clock (moved forward while it runs)
 
 MANIFEST = """\
 units:
@@ -48,23 +48,30 @@ units:
     dependencies:
       - ref: back@1.0
 plans:
-  - name: default
+  - name: with-db
     memory: 64
-    health_checks:
+    resources:
+      - ref: db
+        uri: postgresql://db.example.com/back
+    health_checks: &checks
       - name: alive
         port_reference: default
         protocol: http
         path: /
         timeout: 1s
         interval: 1s
-    traffic_shift:
+    traffic_shift: &shift
       policy: linear
       duration: {duration}s
+  - name: default
+    memory: 64
+    health_checks: *checks
+    traffic_shift: *shift
 namespaces:
   - name: dev
     units:
       - ref: back
-        plans: [default]
+        plans: [with-db]
       - ref: front
         plans: [default]
 """
@@ -119,7 +126,8 @@ async def bot(
         fake,
         tmp_path,
         workflow={"warming_timeout": "20s", "health_interval": 0.2},
-        traffic={"step_interval": 0.2},
+        # the test steps the shift itself, on its own clock (the bot's job never comes round)
+        traffic={"step_interval": "1h"},
         approvals={"dev": {"needed": False}},
         access={"admins": ["U1"]},
     )
@@ -232,14 +240,19 @@ async def test_secrets_and_lighthouse_follow_the_stacks_lifecycle(
     new = await ready(bot, "back", "1.0.1")
     seen: list[dict[str, int]] = []
 
+    assert app.traffic is not None
+    traffic = app.traffic
+
     async def shifted() -> bool:
+        bot.clock.advance(5)  # the shift's schedule runs on the test's clock
+        await traffic.tick()
         now = weights(consul, front.name)
         if not seen or seen[-1] != now:
             seen.append(now)
         return now == {new.name: 100}
 
     try:
-        await until(shifted, "the shift to back 1.0.1", timeout=DURATION * 5)
+        await until(shifted, "the shift to back 1.0.1")
     except AssertionError:
         lines = [line.message for line in await app.store.logs(new.id)]
         raise AssertionError(f"{seen}\n{lines}") from None
@@ -273,6 +286,18 @@ async def test_consul_down_at_reaping_is_retried(
     app = bot.application
     await slash(bot, fake, "deploy back 1.0.0 to local in dev")
     stack = await ready(bot, "back", "1.0.0")
+    # 1.0.1 takes all the traffic first: a stack that still receives some is never removed
+    await slash(bot, fake, "deploy back 1.0.1 to local in dev")
+    new = await ready(bot, "back", "1.0.1")
+    assert app.traffic is not None
+    traffic = app.traffic
+
+    async def shifted() -> bool:
+        bot.clock.advance(5)
+        await traffic.tick()
+        return [s.state for s in await app.store.shifts(stack_id=new.id)] == ["done"]
+
+    await until(shifted, "the shift to back 1.0.1")
     assert app.lifecycle is not None
     await app.store.mark_garbage({stack.id: "test"}, app.clock.now())
     consul.fail_next(100, 500)
@@ -283,5 +308,6 @@ async def test_consul_down_at_reaping_is_retried(
     said = await app.lifecycle.remove_now([stack.id], ADMIN)
     assert said.startswith("Removed"), said
     assert table(consul, stack.name) is None
-    assert consul.value("nelson/v1/routes/dev_back_1") is None
+    assert stack.name not in (consul.value("nelson/v1/routes/dev_back_1") or b"").decode()
+    assert new.name in (consul.value("nelson/v1/routes/dev_back_1") or b"").decode()
     assert f"nelson__dev__{stack.name}" not in vault.policies

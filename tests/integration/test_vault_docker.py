@@ -36,6 +36,11 @@ plans:
   - name: default
     cpu: 0.5
     memory: 64
+    resources:
+      - ref: db
+        uri: postgresql://db.example.com/howdy
+      - ref: queue
+        uri: amqp://queue.example.com/howdy
     health_checks:
       - name: alive
         port_reference: default

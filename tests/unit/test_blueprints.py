@@ -119,3 +119,30 @@ def test_the_commands_parse_and_print_back() -> None:
     assert canonical(render) == "render howdy 1.2.3 at dc-west in qa plan big"
     assert parse_command("blueprint web-svc ./web.yml") == RegisterBlueprint("web-svc", "./web.yml")
     assert parse_command("blueprints") == ListBlueprints()
+
+
+def test_the_default_blueprint_passes_the_vault_policy_and_registers_in_consul() -> None:
+    plain = job_for(SPEC, "west")
+    [task] = plain["TaskGroups"][0]["Tasks"]
+    assert "Vault" not in task
+    assert {s["Provider"] for s in plain["TaskGroups"][0]["Services"]} == {"nomad"}
+    spec = dataclasses.replace(
+        SPEC,
+        vault_policy="nelson__dev__howdy--1-0-0--aaaaaaaa",
+        environment=(("NELSON_VAULT_POLICYNAME", "nelson__dev__howdy--1-0-0--aaaaaaaa"),),
+    )
+    job = job_for(spec, "west", consul=True)
+    [task] = job["TaskGroups"][0]["Tasks"]
+    assert task["Vault"] == {
+        "Policies": ["nelson__dev__howdy--1-0-0--aaaaaaaa"],
+        "ChangeMode": "restart",
+        "Env": True,
+    }
+    assert task["Env"]["NELSON_VAULT_POLICYNAME"] == "nelson__dev__howdy--1-0-0--aaaaaaaa"
+    services = job["TaskGroups"][0]["Services"]
+    # one service per port, named after the stack: Consul's /v1/health/service/<stack>
+    assert [(s["Name"], s["PortLabel"], s["Provider"]) for s in services] == [
+        (SPEC.stack, "default", "consul"),
+        (SPEC.stack, "admin_api", "consul"),
+    ]
+    assert "port=admin-api" in services[1]["Tags"]

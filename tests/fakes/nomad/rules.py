@@ -13,6 +13,9 @@ JOB_TYPES = ("service", "batch", "system", "sysbatch")
 CHECK_TYPES = ("http", "tcp", "script", "grpc")
 
 
+VAULT_CHANGE_MODES = ("noop", "restart", "signal")
+
+
 def multierror(errors: list[str]) -> str:
     head = "1 error occurred:" if len(errors) == 1 else f"{len(errors)} errors occurred:"
     return head + "".join(f"\n\t* {e}" for e in errors) + "\n\n"
@@ -118,7 +121,38 @@ def _task_errors(task: dict[str, Any], labels: set[str | None]) -> list[str]:
         errors.append(f"minimum MemoryMB value is 10; got {resources['MemoryMB']}")
     for service in task.get("Services") or []:
         errors.extend(_service_errors(service, labels))
+    if task.get("Vault") is not None:
+        problems = vault_errors(task["Vault"])
+        if problems:
+            errors.append(f"Vault validation failed: {multierror(problems).strip()}")
     return errors
+
+
+def vault_errors(vault: dict[str, Any]) -> list[str]:
+    """Nomad's checks on a task's `vault` block (after the API client's defaults:
+    ChangeMode restart, Env true)."""
+    errors = []
+    policies = vault.get("Policies") or []
+    if not policies:
+        errors.append("Policy list cannot be empty")
+    if "root" in policies:
+        errors.append('Can not specify "root" policy')
+    mode = vault.get("ChangeMode") or "restart"
+    if mode == "signal" and not vault.get("ChangeSignal"):
+        errors.append('Signal must be specified when using change mode "signal"')
+    elif mode not in VAULT_CHANGE_MODES:
+        errors.append(f'Unknown change mode "{mode}"')
+    return errors
+
+
+def vault_policies(job: dict[str, Any]) -> set[str]:
+    """Every policy the job's tasks ask Vault for."""
+    return {
+        policy
+        for group in job.get("TaskGroups") or []
+        for task in group.get("Tasks") or []
+        for policy in (task.get("Vault") or {}).get("Policies") or []
+    }
 
 
 def _service_errors(service: dict[str, Any], labels: set[str | None]) -> list[str]:

@@ -10,6 +10,11 @@ with the host's network, on dynamic ports from `ports`, so health checks and tra
 them as they would on a Nomad client. Without a Docker engine, tasks are simulated: running at
 once, checks passing unless the job is marked unhealthy.
 
+Vault: a task's `Vault` block is checked as Nomad checks it (`rules.vault_errors`), and a job
+asking for Vault policies is refused unless the fake has the servers' Vault integration
+(`vault=True`). Consul: given a FakeConsul (`consul=`), services with `Provider = "consul"` of
+running allocations are registered there with their checks' state, as a Nomad client does.
+
 Failure modes: ACL tokens (403 "Permission denied" / "ACL token not found"), 400 for invalid
 jobs, 404, injected 5xx (`fail_requests`), connection refused (`refuse_connections`),
 allocations that fail (`fail_allocations`), a lost node (`lose_node`), unhealthy deployments
@@ -36,6 +41,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from tests.fakes.consul import FakeConsul, ServiceInstance
 from tests.fakes.nomad import rules, schema
 
 SECOND = 1_000_000_000
@@ -111,6 +117,8 @@ class FakeNomad:
         min_healthy_cap: float = 0.5,
         node_ip: str = "127.0.0.1",
         tick: float = 0.1,
+        vault: bool = False,
+        consul: FakeConsul | None = None,
     ) -> None:
         self.docker_address = docker_address
         self.acl = acl  # None: ACLs disabled, every request allowed
@@ -123,6 +131,12 @@ class FakeNomad:
         self.node_ip = node_ip
         self.node_id = str(uuid.uuid4())
         self.tick = tick
+        # the servers' Vault integration (`vault { enabled = true, allow_unauthenticated =
+        # true }`): without it Nomad refuses jobs whose tasks ask for Vault policies
+        self.vault = vault
+        # the local Consul agent: services with `Provider = "consul"` of running allocations
+        # are registered there, with their checks' state, as Nomad's client does
+        self.consul = consul
         self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
         self.allocs: dict[str, Alloc] = {}
         self.deployments: dict[str, Deployment] = {}
@@ -430,6 +444,8 @@ class FakeNomad:
         errors = rules.job_errors(job)
         if errors:
             raise NomadHTTPError(400, rules.multierror(errors))
+        if rules.vault_policies(job) and not self.vault:
+            raise NomadHTTPError(500, "Vault not enabled and Vault policies requested")
         return job
 
     async def _register(self, request: web.Request) -> web.Response:
@@ -792,6 +808,8 @@ class FakeNomad:
             elif alloc.client_status == "running":
                 await self._watch(alloc)
                 await self._judge(alloc)
+        if self.consul is not None:
+            await self._sync_consul(self.consul)
         with self._lock:
             for deployment in self.deployments.values():
                 self._progress(deployment)
@@ -931,6 +949,43 @@ class FakeNomad:
                 alloc.healthy = False
             alloc.modify_index = self._next_index()
         await asyncio.to_thread(self._remove_containers, alloc)
+
+    async def _sync_consul(self, consul: FakeConsul) -> None:
+        """Register the consul services of running allocations (ID as Nomad forms it:
+        `_nomad-task-<alloc>-<group>-<service>-<port label>`) and deregister the others."""
+        with self._lock:
+            running = [
+                a
+                for a in self.allocs.values()
+                if a.desired_status == "run" and a.client_status == "running"
+            ]
+        registered = []
+        for alloc in running:
+            group = self._group(alloc)
+            services = [
+                s
+                for s in [*(group.get("Services") or [])]
+                + [s for t in group["Tasks"] for s in t.get("Services") or []]
+                if s.get("Provider") == "consul"
+            ]
+            if not services:
+                continue
+            passing = await self._passing(alloc)
+            for service in services:
+                label = service.get("PortLabel") or ""
+                registered.append(
+                    ServiceInstance(
+                        id=f"_nomad-task-{alloc.id}-{alloc.group}-{service['Name']}-{label}",
+                        name=service["Name"],
+                        address=self.node_ip,
+                        port=alloc.ports.get(label, 0),
+                        status="passing" if passing else "critical",
+                        output="" if passing else "health check failed",
+                        tags=list(service.get("Tags") or []),
+                    )
+                )
+        others = [s for s in consul.services if not s.id.startswith("_nomad-task-")]
+        consul.services = others + registered  # one assignment: the agent's loop reads it
 
     def _checks(self, alloc: Alloc) -> list[Check]:
         group = self._group(alloc)
