@@ -120,6 +120,8 @@ def bench_settings(
                 "rules": [{"namespace": "*", "view": ["*"], "deploy": ["U1"], "approve": ["U1"]}],
             },
             "workflow": {"max_concurrent": max_concurrent, "health_interval": "1s"},
+            # a second version's traffic shift starts when it is ready (slack_ack --busy)
+            "approvals": {"dev": {"needed": False}},
             "slack": {
                 "bot_token": fake.bot_token,
                 "signing_secret": SECRET,
