@@ -294,10 +294,16 @@ async def run(args: argparse.Namespace) -> None:
                         asyncio.create_task(post_command(session, bot_url, fake, text, channel))
                     )
                 rejected = sum(1 for ok in await asyncio.gather(*posts) if not ok)
-                try:
-                    await asyncio.wait_for(finished.wait(), args.timeout)
-                except TimeoutError:
-                    print(f"  timed out after {args.timeout:g} s")
+                # a command the bot could not take never ends: stop once nothing moved for
+                # `--stall` seconds
+                deadline, last, moved = time.monotonic() + args.timeout, -1, time.monotonic()
+                while not finished.is_set() and time.monotonic() < deadline:
+                    if len(done_at) + len(failed) != last:
+                        last, moved = len(done_at) + len(failed), time.monotonic()
+                    elif time.monotonic() - moved > args.stall:
+                        print(f"  nothing finished for {args.stall:g} s: stopped waiting")
+                        break
+                    await asyncio.sleep(0.5)
                 end = max(done_at.values(), default=time.perf_counter())
                 await asyncio.sleep(3)  # the last progress updates reach Slack
                 sampler.cancel()
@@ -363,6 +369,7 @@ def main() -> None:
         "--teams", type=int, default=1, help="manifests, each notifying its own channel"
     )
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--stall", type=float, default=60.0)
     asyncio.run(run(parser.parse_args()))
 
 
