@@ -369,7 +369,7 @@ def main() -> None:
         "--teams", type=int, default=1, help="manifests, each notifying its own channel"
     )
     parser.add_argument("--timeout", type=float, default=900.0)
-    parser.add_argument("--stall", type=float, default=60.0)
+    parser.add_argument("--stall", type=float, default=300.0)
     asyncio.run(run(parser.parse_args()))
 
 
