@@ -7,7 +7,8 @@ Both servers run as their own processes against the fake Slack workspace (Web AP
 response_url), on loopback. Requests are signed exactly as Slack signs them and sent at
 `--rate` per second to each server, interleaved. The bot does the full work after each ack
 (identity lookup, parsing, access check, audit row in SQLite, the answer to response_url).
-Target: bot p99 under 50 ms and within 1.5x of bare Bolt. Also prints the resident memory of
+Target: bot p99 under 50 ms and within 1.5x of bare Bolt. `--busy` measures the same while the
+bot runs deploys and traffic shifts (bench/slack_ack_busy.py). Also prints the resident memory of
 both servers after start, before any request (target for the bot: at most 120 MB).
 """
 
@@ -74,7 +75,13 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="requests/s to each server")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--command", default="datacenters")
+    from bench.slack_ack_busy import add_arguments, busy
+
+    add_arguments(parser)
     args = parser.parse_args()
+    if args.busy:
+        await busy(args)
+        return
 
     async with FakeSlack(rate_limits={"chat.postMessage": (10**6, 1.0)}) as fake:
         work = Path(tempfile.mkdtemp(prefix="nelson-bench-"))

@@ -3,8 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
-from domain.manifest import ManifestError, ManifestInvalid, parse_manifest
+from domain.manifest import ManifestError, ManifestInvalid, parse_manifest, reader
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -291,3 +292,14 @@ def test_ordinary_anchors_still_work() -> None:
     )
     q = parse_manifest(text).plan("q")
     assert q is not None and q.environment == (("A", "1"), ("B", "2"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "a: 1\n", "base: &b {x: [1, 2]}\nother: *b\nwhen: 2024-01-02\n", "- [a, {b: null}]\n"],
+)
+def test_values_are_built_from_the_one_parse(text: str) -> None:
+    data, marks = reader.load(text)
+    assert data == yaml.safe_load(text)
+    if data:
+        assert marks[()] == (1, 1)
