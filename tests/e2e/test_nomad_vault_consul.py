@@ -24,7 +24,15 @@ from domain.states import StackStatus
 from tests.dockerworld import busybox_image
 from tests.e2e.local_dc import slash, stop, use_manifest
 from tests.e2e.slack_harness import RunningBot, settings_for, start_bot
-from tests.e2e.test_vault_consul import BOT_POLICY, ready, table, until, weights
+from tests.e2e.test_vault_consul import (  # the same two units
+    BOT_POLICY,
+    DURATION,
+    MANIFEST,
+    ready,
+    table,
+    until,
+    weights,
+)
 from tests.fakes.clock import FakeClock
 from tests.fakes.consul import FakeConsul
 from tests.fakes.nomad import FakeNomad
@@ -32,49 +40,6 @@ from tests.fakes.slack import FakeSlack
 from tests.fakes.vault import FakeVault
 
 TOKEN = "7d1c-nomad-acl-token"
-DURATION = 120  # seconds of the shift, on the test's clock (moved forward while it runs)
-MANIFEST = """\
-units:
-  - name: back
-    description: answers with its version
-    ports:
-      - default->8080/http
-    resources:
-      - name: db
-  - name: front
-    description: calls back
-    ports:
-      - default->8080/http
-    dependencies:
-      - ref: back@1.0
-plans:
-  - name: with-db
-    memory: 64
-    resources:
-      - ref: db
-        uri: postgresql://db.example.com/back
-    health_checks: &checks
-      - name: alive
-        port_reference: default
-        protocol: http
-        path: /
-        timeout: 1s
-        interval: 1s
-    traffic_shift: &shift
-      policy: linear
-      duration: {duration}s
-  - name: default
-    memory: 64
-    health_checks: *checks
-    traffic_shift: *shift
-namespaces:
-  - name: dev
-    units:
-      - ref: back
-        plans: [with-db]
-      - ref: front
-        plans: [default]
-"""
 ADMIN = Principal("U1", "alice")
 
 
