@@ -165,10 +165,18 @@ async def serve_headless(
     finally:
         await jobs.stop()
         await runner.cleanup()
-        left = await application.engine.drain(STOP_GRACE) if application.engine else 0
-        later = f"; {left} deploy(s) continue at the next start" if left else ""
-        print(f"nelson: stopped{later}", flush=True)
+        _stopped(await _drain(application))
     return 0
+
+
+async def _drain(application: Application) -> int:
+    """Let each deploy finish the step in hand; how many continue at the next start."""
+    return await application.engine.drain(STOP_GRACE) if application.engine else 0
+
+
+def _stopped(left: int) -> None:
+    later = f"; {left} deploy(s) continue at the next start" if left else ""
+    print(f"nelson: stopped{later}", flush=True)
 
 
 def _on_signals(stop: asyncio.Event) -> None:
@@ -288,8 +296,7 @@ async def serve(
         if socket_handler is not None:
             await socket_handler.close_async()  # type: ignore[no-untyped-call]
         await runner.cleanup()
-        left = await application.engine.drain(STOP_GRACE) if application.engine else 0
-        await bot.close()
-        later = f"; {left} deploy(s) continue at the next start" if left else ""
-        print(f"nelson: stopped{later}", flush=True)
+        left = await _drain(application)
+        await bot.close()  # after the drain: the paused deploys' last lines still go out
+        _stopped(left)
     return 0
