@@ -7,36 +7,24 @@ satisfy the same small interfaces.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from collections.abc import Set as AbstractSet
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-from domain.expiration import StackView
-from domain.records import (
-    Approval,
-    AuditEvent,
-    BlueprintRecord,
-    Daemon,
-    LiveUnit,
-    LogLine,
-    ManifestRecord,
-    NewApproval,
-    NewStack,
-    Operation,
-    PendingRemoval,
-    PostedMessage,
-    Release,
-    Stack,
-    StackPage,
-    StackQuery,
-    StatusChange,
-    TrafficShift,
-    UnitRecord,
+from commands.repositories import (
+    ApprovalRepository,
+    LifecycleRepository,
+    ManifestRepository,
+    OperationRepository,
+    StackRepository,
+    TrafficRepository,
+    VaultTokenRepository,
 )
+from commands.repositories import VaultTokenRecord as VaultTokenRecord
+from domain.records import Stack
 from domain.runtime import Health, Instance, LaunchSpec, Rendering, RuntimeReport
-from domain.states import StackStatus
 from domain.versions import Version
 
 
@@ -48,295 +36,26 @@ class Conflict(StoreError):
     """A uniqueness rule was hit (same release twice, same manifest revision)."""
 
 
-class Store(Protocol):
-    """Durable state. Every method is one transaction unless it says otherwise."""
+class Store(
+    ManifestRepository,
+    StackRepository,
+    ApprovalRepository,
+    OperationRepository,
+    LifecycleRepository,
+    TrafficRepository,
+    VaultTokenRepository,
+    Protocol,
+):
+    """Durable state: every repository, as the wiring passes it around. Every method is one
+    transaction unless it runs inside `unit_of_work()`."""
 
-    # manifests and units
-    async def register_manifest(
-        self, repository: str, text: str, units: Sequence[UnitRecord], actor: str
-    ) -> ManifestRecord:
-        """Store a new revision (or return the latest if its text is identical) and
-        replace the repository's unit catalogue with `units`."""
+    def unit_of_work(self) -> AbstractAsyncContextManager[Store]:
+        """The repositories bound to one transaction: `async with store.unit_of_work() as uow:`
+        commits every write made through `uow` when the block ends, and none of them when it
+        raises. Inside a unit of work, another one joins it."""
         ...
-
-    async def latest_manifest(self, repository: str) -> ManifestRecord | None: ...
-
-    async def manifest_by_id(self, manifest_id: int) -> ManifestRecord | None: ...
-
-    async def manifests(self) -> list[ManifestRecord]:
-        """The latest revision of every repository."""
-        ...
-
-    async def unit(self, name: str) -> UnitRecord | None: ...
-
-    async def units(self) -> list[UnitRecord]: ...
-
-    # blueprints (scheduler templates)
-    async def register_blueprint(
-        self, name: str, kind: str, text: str, actor: str
-    ) -> BlueprintRecord:
-        """Store a new revision (or return the latest if its text and kind are the same)."""
-        ...
-
-    async def blueprint(self, name: str, revision: int | None = None) -> BlueprintRecord | None:
-        """One revision of a blueprint; the latest when `revision` is None."""
-        ...
-
-    async def blueprints(self) -> list[BlueprintRecord]:
-        """The latest revision of every blueprint."""
-        ...
-
-    # releases
-    async def release(self, unit: str, version: Version) -> Release | None: ...
-
-    async def releases(self, unit: str) -> list[Release]: ...
-
-    async def create_deployment(
-        self,
-        release: Release | None,
-        unit: str,
-        version: Version,
-        image: str,
-        manifest_id: int,
-        stacks: Sequence[NewStack],
-        actor: str,
-    ) -> tuple[Release, list[Stack]]:
-        """Atomically create the release (when `release` is None) and its pending stacks,
-        each with a first status-history row. Raises Conflict if the release already exists
-        and `release` was None (a concurrent deploy of the same version won)."""
-        ...
-
-    async def set_release_digest(self, release_id: int, digest: str) -> None: ...
-
-    # stacks
-    async def stack(self, ref: str) -> Stack | None:
-        """Find a stack by exact name or guid (or an unambiguous guid prefix of 6+ chars)."""
-        ...
-
-    async def stack_by_id(self, stack_id: int) -> Stack | None: ...
-
-    async def list_stacks(self, query: StackQuery) -> StackPage: ...
-
-    async def live_units(
-        self, namespace: str, datacenter: str | None = None, newest: int = 3
-    ) -> dict[str, LiveUnit]:
-        """Per unit with live stacks in the namespace (and datacenter): how many, in how many
-        versions, and its `newest` newest versions."""
-        ...
-
-    async def release_stacks(self, unit: str, version: Version) -> list[Stack]:
-        """Every stack of one release, in every namespace and datacenter."""
-        ...
-
-    async def live_stacks(
-        self, unit: str, version: Version, datacenter: str, namespace: str
-    ) -> list[Stack]:
-        """Stacks of this release at this target that are pending..deprecated."""
-        ...
-
-    async def change_status(
-        self,
-        stack_id: int,
-        status: StackStatus,
-        message: str,
-        actor: str,
-        at: datetime | None = None,
-    ) -> Stack:
-        """Move a stack to `status`, checking the state machine (IllegalTransition), and
-        append the status-history row, in one transaction."""
-        ...
-
-    async def set_workflow_step(self, stack_id: int, step: str | None) -> None: ...
-
-    async def set_expiry(self, stack_id: int, expires_at: datetime | None) -> None: ...
-
-    async def status_history(self, stack_id: int) -> list[StatusChange]: ...
-
-    async def append_log(
-        self, stack_id: int, message: str, step: str | None = None, at: datetime | None = None
-    ) -> None: ...
-
-    async def logs(self, stack_id: int, limit: int = 200) -> list[LogLine]:
-        """The newest `limit` lines, oldest first."""
-        ...
-
-    async def add_dependency(self, stack_id: int, depends_on_stack_id: int) -> None: ...
-
-    async def dependencies(self, stack_id: int) -> list[Stack]: ...
-
-    async def dependents(self, stack_id: int) -> list[Stack]: ...
-
-    # approvals
-    async def approvals(self, status: str | None = "pending") -> list[Approval]: ...
-
-    async def approval(self, approval_id: int) -> Approval | None: ...
-
-    async def create_approval(self, new: NewApproval, at: datetime | None = None) -> Approval: ...
-
-    async def vote(self, approval_id: int, user_id: str, decision: str, at: datetime) -> bool:
-        """Record one person's vote; False when they had already voted (a double click)."""
-        ...
-
-    async def decide_approval(
-        self, approval_id: int, status: str, decided_by: str, at: datetime, reason: str = ""
-    ) -> Approval | None:
-        """Close a pending approval; None when it was no longer pending."""
-        ...
-
-    async def overdue_approvals(self, now: datetime) -> list[Approval]: ...
-
-    # operations (long work followed in chat) and the messages that show them
-    async def create_operation(
-        self,
-        kind: str,
-        title: str,
-        requested_by: str,
-        channel: str | None,
-        stack_ids: Sequence[int],
-        at: datetime | None = None,
-    ) -> Operation: ...
-
-    async def operation(self, operation_id: int) -> Operation | None: ...
-
-    async def operations_for_stack(self, stack_id: int) -> list[Operation]: ...
-
-    async def recent_operations(self, requested_by: str, limit: int = 10) -> list[Operation]: ...
-
-    async def finish_operation(self, operation_id: int, outcome: str, at: datetime) -> bool:
-        """Mark it finished; False when it already was."""
-        ...
-
-    async def stacks_by_ids(self, stack_ids: Sequence[int]) -> list[Stack]: ...
-
-    async def remember_message(self, subject: str, channel: str, ts: str) -> None: ...
-
-    async def messages_for(self, subject: str) -> list[PostedMessage]: ...
-
-    # lifecycle
-    def lifecycle_batches(
-        self, size: int = 2000, collected: AbstractSet[int] = frozenset()
-    ) -> AsyncIterator[tuple[list[tuple[str, StackView]], dict[int, int]]]:
-        """Ready and deprecated stacks (name and view) in batches of whole groups (unit,
-        namespace, datacenter), each with the live dependants of its depended-on stacks;
-        stacks in `collected` count as live."""
-        ...
-
-    async def garbage_due(self, since_before: datetime, announced_before: datetime) -> list[Stack]:
-        """Garbage collected before `since_before`, announced before `announced_before`."""
-        ...
-
-    async def extend_expiries(self, expiries: Mapping[int, datetime]) -> None: ...
-
-    async def mark_garbage(
-        self, reasons: Mapping[int, str], at: datetime, actor: str = "nelson"
-    ) -> list[int]:
-        """Ready or deprecated stacks -> garbage with their reasons (status history and an
-        audit event each, by `actor`); returns the ids that changed."""
-        ...
-
-    async def pending_removals(self) -> list[PendingRemoval]:
-        """Every garbage stack with the reason it was collected."""
-        ...
-
-    async def mark_announced(self, stack_ids: Sequence[int], at: datetime) -> int:
-        """Record the first announcement of these garbage stacks' removal; how many changed."""
-        ...
-
-    async def acquire_lease(self, name: str, holder: str, until: datetime, now: datetime) -> bool:
-        """Take or renew a lease; False while another holder has it (several replicas)."""
-        ...
-
-    async def release_lease(self, name: str, holder: str) -> None: ...
-
-    # traffic shifts
-    async def create_shift(
-        self,
-        from_stack_id: int,
-        to_stack_id: int,
-        policy: str,
-        duration_seconds: int,
-        state: str,
-        at: datetime,
-        route: str | None = None,
-    ) -> TrafficShift: ...
-
-    async def open_shift(
-        self,
-        route: str | None,
-        from_stack_id: int,
-        to_stack_id: int,
-        policy: str,
-        duration_seconds: int,
-        state: str,
-        at: datetime,
-        start_new_weight: int = 0,
-    ) -> tuple[TrafficShift, list[TrafficShift]]:
-        """A new shift on `route`; every shift active there becomes `superseded` (returned)
-        in the same transaction, so a route never has two active shifts."""
-        ...
-
-    # daemons: processes that drive shifts and cleanups say they are alive
-    async def heartbeat(self, holder: str, kind: str, at: datetime) -> None: ...
-
-    async def daemons(self, seen_since: datetime) -> list[Daemon]: ...
-
-    async def forget_daemon(self, holder: str) -> None: ...
-
-    async def shift(self, shift_id: int) -> TrafficShift | None: ...
-
-    async def shifts(
-        self, states: Sequence[str] = (), stack_id: int | None = None
-    ) -> list[TrafficShift]: ...
-
-    async def update_shift(
-        self, shift_id: int, expected_state: str | None = None, **values: Any
-    ) -> TrafficShift | None:
-        """Change a shift; with `expected_state`, only if it is still in that state."""
-        ...
-
-    # deliveries: at-most-once handling of repeated requests, across replicas
-    async def claim_delivery(self, key: str, at: datetime) -> bool:
-        """True the first time `key` is seen, False for every repeat."""
-        ...
-
-    async def forget_deliveries(self, before: datetime) -> int: ...
-
-    # Vault tokens of Docker-engine stacks (the accessor only)
-    async def record_vault_token(
-        self, stack_id: int, policy: str, accessor: str, at: datetime
-    ) -> str | None:
-        """Remember the stack's token; returns the accessor it replaces, if any."""
-        ...
-
-    async def vault_tokens(self, stack_id: int | None = None) -> list[VaultTokenRecord]: ...
-
-    async def forget_vault_token(self, stack_id: int, accessor: str) -> None:
-        """Forget the stack's token if it is still this one."""
-        ...
-
-    # audit
-    async def audit(self, event: AuditEvent) -> None: ...
-
-    async def audit_many(self, events: Sequence[AuditEvent]) -> None:
-        """Several events in one transaction (a cleanup pass's decisions)."""
-        ...
-
-    async def audit_events(
-        self, target: str | None = None, limit: int = 100
-    ) -> list[AuditEvent]: ...
 
     async def close(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class VaultTokenRecord:
-    stack_id: int
-    stack: str
-    datacenter: str
-    status: StackStatus
-    policy: str
-    accessor: str
-    issued_at: datetime
 
 
 class RegistryError(Exception):

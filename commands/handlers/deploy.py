@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from commands.access import Role
 from commands.context import Context
@@ -26,7 +27,7 @@ from commands.model import Commit, Deploy, Redeploy
 from commands.ports import Conflict
 from commands.replies import NotAvailable, Reply, Table, Text, UserError
 from domain.manifest import Manifest
-from domain.records import NewStack, Release, Stack, StackQuery, UnitRecord
+from domain.records import NewStack, Operation, Release, Stack, StackQuery, UnitRecord
 from domain.stack_names import new_hash, stack_name
 from domain.states import StackStatus
 from domain.versions import Version
@@ -125,6 +126,44 @@ async def _dependency_stacks(
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class _Writes:
+    """What one deploy writes, apart from the release it may find already recorded."""
+
+    unit: str
+    version: Version
+    image: str
+    manifest_id: int
+    stacks: list[NewStack]
+    edges: list[list[Stack]]  # per new stack, the stacks it depends on
+    kind: str  # deploy, commit, redeploy
+    at: datetime
+
+
+async def _record(
+    ctx: Context, release: Release | None, w: _Writes
+) -> tuple[Release, list[Stack], Operation]:
+    """The release (when new), its stacks, their dependency edges and the operation that
+    follows them, in one transaction: a failure anywhere leaves none of it behind."""
+    async with ctx.store.unit_of_work() as uow:
+        release, stacks = await uow.create_deployment(
+            release, w.unit, w.version, w.image, w.manifest_id, w.stacks, ctx.principal.user_id
+        )
+        for stack, depended in zip(stacks, w.edges, strict=True):
+            for dependency in depended:
+                await uow.add_dependency(stack.id, dependency.id)
+        where = ", ".join(dict.fromkeys(f"{s.datacenter}/{s.namespace}" for s in stacks))
+        operation = await uow.create_operation(
+            w.kind,
+            f"{w.kind} {w.unit} {w.version} to {where}",
+            ctx.principal.user_id,
+            ctx.channel,
+            [s.id for s in stacks],
+            at=w.at,
+        )
+    return release, stacks, operation
+
+
 async def _start(
     ctx: Context,
     unit: UnitRecord,
@@ -176,31 +215,24 @@ async def _start(
         )
         for t in targets
     ]
+    writes = _Writes(
+        unit=unit.name,
+        version=version,
+        image=image,
+        manifest_id=manifest_id,
+        stacks=new,
+        edges=[dependencies[t] for t in targets],
+        kind={"Deploying": "deploy", "Committing": "commit"}.get(verb, "redeploy"),
+        at=now,
+    )
     try:
-        release, stacks = await ctx.store.create_deployment(
-            release, unit.name, version, image, manifest_id, new, ctx.principal.user_id
-        )
+        release, stacks, operation = await _record(ctx, release, writes)
     except Conflict:
         # Someone created this release a moment ago; deploy it as it now stands.
         existing = await ctx.store.release(unit.name, version)
         if existing is None or existing.image != image:
             raise
-        release, stacks = await ctx.store.create_deployment(
-            existing, unit.name, version, image, manifest_id, new, ctx.principal.user_id
-        )
-    for target, stack in zip(targets, stacks, strict=True):
-        for dependency in dependencies[target]:
-            await ctx.store.add_dependency(stack.id, dependency.id)
-    kind = {"Deploying": "deploy", "Committing": "commit"}.get(verb, "redeploy")
-    where = ", ".join(dict.fromkeys(f"{s.datacenter}/{s.namespace}" for s in stacks))
-    operation = await ctx.store.create_operation(
-        kind,
-        f"{kind} {unit.name} {version} to {where}",
-        ctx.principal.user_id,
-        ctx.channel,
-        [s.id for s in stacks],
-        at=now,
-    )
+        release, stacks, operation = await _record(ctx, existing, writes)
     await ctx.events.publish(
         OperationStarted(operation, tuple(manifest.notifications.slack_channels))
     )

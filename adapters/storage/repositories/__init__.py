@@ -1,0 +1,1 @@
+"""One SQL repository per aggregate; `adapters.storage.store.SqlStore` composes them."""

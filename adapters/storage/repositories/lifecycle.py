@@ -1,0 +1,375 @@
+"""`SqlLifecycle`: what the cleanup pass judges and changes, and the leases of periodic jobs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from datetime import datetime
+
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from adapters.storage import tables as t
+from adapters.storage.repositories.base import SqlRepository
+from adapters.storage.repositories.rows import (
+    _stack,
+)
+from adapters.storage.tables import UtcDateTime
+from domain.expiration import StackView
+from domain.records import (
+    PendingRemoval,
+    Stack,
+)
+from domain.states import LIVE_STATUSES, StackStatus
+from domain.versions import Version
+
+# A pass's garbage reasons, per stack, for set-based updates (`mark_garbage` creates and
+# drops it; this describes it for queries).
+_cleanup_reasons = Table(
+    "cleanup_reasons",
+    MetaData(),
+    Column("stack_id", Integer, primary_key=True),
+    Column("reason", Text, nullable=False),
+)
+
+
+class SqlLifecycle(SqlRepository):
+    async def lifecycle_batches(
+        self, size: int = 2000, collected: AbstractSet[int] = frozenset()
+    ) -> AsyncIterator[tuple[list[tuple[str, StackView]], dict[int, int]]]:
+        """The ready and deprecated stacks (each its name and what policies judge), about
+        `size` at a time, each batch holding whole groups (a unit in one namespace and
+        datacenter: what policies compare), with the live dependants of each stack in it
+        that has any: what one cleanup pass judges.
+
+        Read in the order of ix_stacks_judged, each batch starting after the last row of the
+        one before, so memory holds one batch however many stacks there are; stacks the
+        caller changes meanwhile lie behind the reading point. Stacks in `collected` (what
+        the caller turned into garbage so far) still count as live dependants, so every
+        batch sees the dependencies as they were when the pass began."""
+        c = t.stacks.c
+        order = (c.unit, c.namespace, c.datacenter, c.id)
+        columns = (*order, c.name, c.major, c.minor, c.patch, c.status, c.plan, c.created_at)
+        after: tuple[str, str, str, int] | None = None
+        carried: list[tuple[str, StackView]] = []  # the start of a group the last read cut
+        while True:
+            query = select(*columns, c.expires_at).where(t.JUDGED_SQL).order_by(*order).limit(size)
+            if after is not None:
+                query = query.where(tuple_(*order) > tuple_(*after))
+            async with self._connect() as conn:
+                rows = (await conn.execute(query)).all()
+            # one object per stack, built from positions: this runs for every stack judged
+            batch = carried + [
+                (
+                    name,
+                    StackView(
+                        id=id_,
+                        unit=unit,
+                        # not the shared cache of _version_of: it would keep up to 65,536
+                        # versions of stacks judged long ago
+                        version=Version(major, minor, patch),
+                        namespace=namespace,
+                        datacenter=datacenter,
+                        status=StackStatus(status),
+                        created_at=created_at,
+                        expires_at=expires_at,
+                        plan=plan,
+                    ),
+                )
+                for (
+                    unit,
+                    namespace,
+                    datacenter,
+                    id_,
+                    name,
+                    major,
+                    minor,
+                    patch,
+                    status,
+                    plan,
+                    created_at,
+                    expires_at,
+                ) in rows
+            ]
+            if not batch:
+                return
+            last = batch[-1][1]
+            after = (last.unit, last.namespace, last.datacenter, last.id)
+            carried = []
+            if len(rows) == size:  # more may follow: hold back the last group
+                cut = len(batch)
+                while cut > 0 and batch[cut - 1][1].group == last.group:
+                    cut -= 1
+                batch, carried = batch[:cut], batch[cut:]
+                if not batch:
+                    continue
+            ids = [view.id for _, view in batch]
+            yield batch, await self._live_dependants(ids, collected)
+            if len(rows) < size:
+                return
+
+    async def _live_dependants(
+        self, stack_ids: Sequence[int], collected: AbstractSet[int]
+    ) -> dict[int, int]:
+        live = [s.value for s in LIVE_STATUSES]
+        statuses = [*live, StackStatus.GARBAGE.value]
+        async with self._connect() as conn:
+            if conn.dialect.name == "postgresql":
+                # one index probe per stack: left to itself the planner hashes every edge for
+                # each batch, which grows with the square of the stacks; OFFSET 0 keeps the
+                # lateral subquery from being folded into a join
+                query = text(
+                    "SELECT b.id, x.id, x.status FROM unnest(CAST(:ids AS integer[])) AS b(id) "
+                    "CROSS JOIN LATERAL (SELECT s.id, s.status FROM stack_dependencies d "
+                    "JOIN stacks s ON s.id = d.stack_id WHERE d.depends_on_id = b.id "
+                    "AND s.status = ANY(CAST(:statuses AS text[])) OFFSET 0) AS x"
+                )
+                result = await conn.execute(query, {"ids": list(stack_ids), "statuses": statuses})
+            else:  # SQLite probes the index for each value of an IN list
+                dependant = t.stacks.alias("dependant")
+                edges = t.stack_dependencies
+                result = await conn.execute(
+                    select(edges.c.depends_on_id, dependant.c.id, dependant.c.status)
+                    .join(dependant, dependant.c.id == edges.c.stack_id)
+                    .where(edges.c.depends_on_id.in_(stack_ids), dependant.c.status.in_(statuses))
+                )
+            counts: dict[int, int] = {}
+            for depended, by, status in result.all():
+                if status in live or by in collected:
+                    counts[depended] = counts.get(depended, 0) + 1
+        return counts
+
+    async def garbage_due(self, since_before: datetime, announced_before: datetime) -> list[Stack]:
+        """Garbage collected before `since_before` whose removal was announced before
+        `announced_before`: what the reaper may remove now."""
+        query = select(t.stacks).where(
+            t.stacks.c.status == StackStatus.GARBAGE.value,
+            t.stacks.c.updated_at <= since_before,
+            t.stacks.c.announced_at <= announced_before,
+        )
+        async with self._connect() as conn:
+            return [_stack(r) for r in (await conn.execute(query.order_by(t.stacks.c.id))).all()]
+
+    async def pending_removals(self) -> list[PendingRemoval]:
+        """Every garbage stack with the reason it was collected (its latest status row)."""
+        inner = t.stack_status.alias("newer")
+        latest = (
+            select(func.max(inner.c.id))
+            .where(inner.c.stack_id == t.stacks.c.id)
+            .correlate(t.stacks)
+            .scalar_subquery()
+        )
+        query = (
+            select(t.stacks, t.stack_status.c.message.label("reason"))
+            .select_from(t.stacks)
+            .join(t.stack_status, t.stack_status.c.id == latest)
+            .where(t.stacks.c.status == StackStatus.GARBAGE.value)
+            .order_by(t.stacks.c.unit, t.stacks.c.id)
+        )
+        async with self._connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [PendingRemoval(_stack(r), r.reason, r.updated_at) for r in rows]
+
+    async def mark_announced(self, stack_ids: Sequence[int], at: datetime) -> int:
+        """Record that these garbage stacks' removal was announced (once: the first time)."""
+        count = 0
+        async with self._begin() as conn:
+            for start in range(0, len(stack_ids), 5000):
+                result = await conn.execute(
+                    update(t.stacks)
+                    .where(
+                        t.stacks.c.id.in_(list(stack_ids[start : start + 5000])),
+                        t.stacks.c.status == StackStatus.GARBAGE.value,
+                        t.stacks.c.announced_at.is_(None),
+                    )
+                    .values(announced_at=at)
+                )
+                count += int(result.rowcount or 0)
+        return count
+
+    async def extend_expiries(self, expiries: Mapping[int, datetime]) -> None:
+        # a pass extends most stacks to the same moment: one UPDATE per distinct value
+        by_value: dict[datetime, list[int]] = {}
+        for stack_id, until in expiries.items():
+            by_value.setdefault(until, []).append(stack_id)
+        if not by_value:
+            return
+        async with self._begin() as conn:
+            for until, ids in by_value.items():
+                for start in range(0, len(ids), 5000):
+                    await conn.execute(
+                        update(t.stacks)
+                        .where(t.stacks.c.id.in_(ids[start : start + 5000]))
+                        .values(expires_at=until)
+                    )
+
+    async def mark_garbage(
+        self, reasons: Mapping[int, str], at: datetime, actor: str = "nelson"
+    ) -> list[int]:
+        """Ready or deprecated stacks -> garbage, each with its reason in the status history
+        and an audit event by `actor`, in one transaction. Returns the ids that changed
+        (others moved on meanwhile).
+
+        Set-based, so a pass that collects thousands costs a few statements. PostgreSQL
+        takes arrays: one UPDATE finds the stacks by primary key, two INSERTs from unnest()
+        write the rest, and no statement reads more of the table than the stacks named.
+        SQLite puts the reasons in a temporary table, then one UPDATE and two INSERT ...
+        SELECT do the rest."""
+        if not reasons:
+            return []
+        garbage = StackStatus.GARBAGE.value
+        async with self._begin() as conn:
+            if conn.dialect.name == "postgresql":
+                return await _mark_garbage_postgres(conn, reasons, at, actor)
+            # a temporary table of this connection; one an earlier failure left is emptied
+            await conn.exec_driver_sql(
+                "CREATE TEMPORARY TABLE IF NOT EXISTS cleanup_reasons "
+                "(stack_id INTEGER PRIMARY KEY, reason TEXT NOT NULL)"
+            )
+            await conn.execute(delete(_cleanup_reasons))
+            await conn.execute(
+                insert(_cleanup_reasons),
+                [{"stack_id": i, "reason": r} for i, r in reasons.items()],
+            )
+            changed = [
+                r[0]
+                for r in (
+                    await conn.execute(
+                        update(t.stacks)
+                        .where(
+                            t.stacks.c.id.in_(select(_cleanup_reasons.c.stack_id)),
+                            t.stacks.c.status.in_(
+                                [StackStatus.READY.value, StackStatus.DEPRECATED.value]
+                            ),
+                        )
+                        .values(
+                            status=garbage,
+                            status_message="expired; `inspect` shows why",
+                            updated_at=at,
+                            announced_at=None,
+                        )
+                        .returning(t.stacks.c.id)
+                    )
+                ).all()
+            ]
+            if len(changed) != len(reasons):  # keep only the reasons of what changed
+                moved_on = set(reasons) - set(changed)
+                await conn.execute(
+                    delete(_cleanup_reasons).where(_cleanup_reasons.c.stack_id.in_(list(moved_on)))
+                )
+            if changed:
+                reason, stack_id = _cleanup_reasons.c.reason, _cleanup_reasons.c.stack_id
+                await conn.execute(
+                    insert(t.stack_status).from_select(
+                        ["stack_id", "status", "message", "actor", "at"],
+                        select(
+                            stack_id,
+                            literal(garbage),
+                            reason,
+                            literal(actor),
+                            literal(at, UtcDateTime()),
+                        ),
+                    )
+                )
+                await conn.execute(
+                    insert(t.audit_events).from_select(
+                        ["at", "actor", "action", "target", "allowed", "detail"],
+                        select(
+                            literal(at, UtcDateTime()),
+                            literal(actor),
+                            literal("garbage"),
+                            t.stacks.c.name,
+                            literal(True),
+                            reason,
+                        ).join_from(_cleanup_reasons, t.stacks, t.stacks.c.id == stack_id),
+                    )
+                )
+            await conn.exec_driver_sql("DROP TABLE cleanup_reasons")
+        return changed
+
+    async def acquire_lease(self, name: str, holder: str, until: datetime, now: datetime) -> bool:
+        """Take or renew the lease `name` until `until`; False while another holder has it."""
+        async with self._begin() as conn:
+            taken = await conn.execute(
+                update(t.leases)
+                .where(
+                    t.leases.c.name == name,
+                    or_(t.leases.c.holder == holder, t.leases.c.expires_at < now),
+                )
+                .values(holder=holder, expires_at=until)
+            )
+            if taken.rowcount == 1:
+                return True
+        try:
+            async with self._begin() as conn:
+                await conn.execute(
+                    insert(t.leases).values(name=name, holder=holder, expires_at=until)
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        async with self._begin() as conn:
+            await conn.execute(
+                delete(t.leases).where(t.leases.c.name == name, t.leases.c.holder == holder)
+            )
+
+
+async def _mark_garbage_postgres(
+    conn: AsyncConnection, reasons: Mapping[int, str], at: datetime, actor: str
+) -> list[int]:
+    garbage = StackStatus.GARBAGE.value
+    changed = (
+        await conn.execute(
+            text(
+                "UPDATE stacks SET status = :garbage, status_message = :message, "
+                "updated_at = :at, announced_at = NULL "
+                "WHERE id = ANY(CAST(:ids AS integer[])) AND status IN ('ready', 'deprecated') "
+                "RETURNING id, name"
+            ),
+            {
+                "garbage": garbage,
+                "message": "expired; `inspect` shows why",
+                "at": at,
+                "ids": list(reasons),
+            },
+        )
+    ).all()
+    if not changed:
+        return []
+    ids = [row[0] for row in changed]
+    why = [reasons[i] for i in ids]
+    await conn.execute(
+        text(
+            "INSERT INTO stack_status (stack_id, status, message, actor, at) "
+            "SELECT s, :garbage, r, :actor, :at "
+            "FROM unnest(CAST(:ids AS integer[]), CAST(:why AS text[])) AS u(s, r)"
+        ),
+        {"garbage": garbage, "actor": actor, "at": at, "ids": ids, "why": why},
+    )
+    await conn.execute(
+        text(
+            "INSERT INTO audit_events (at, actor, action, target, allowed, detail) "
+            "SELECT :at, :actor, 'garbage', n, true, r "
+            "FROM unnest(CAST(:names AS text[]), CAST(:why AS text[])) AS u(n, r)"
+        ),
+        {"actor": actor, "at": at, "names": [row[1] for row in changed], "why": why},
+    )
+    return ids
