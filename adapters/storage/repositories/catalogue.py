@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Table,
     and_,
     delete,
     func,
     insert,
     select,
 )
+from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -33,119 +38,128 @@ from domain.records import (
 )
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+async def _newest(conn: AsyncConnection, table: Table, key: ColumnElement[bool]) -> Row[Any] | None:
+    """The newest revision of one manifest or blueprint."""
+    query = select(table).where(key).order_by(table.c.revision.desc()).limit(1)
+    return (await conn.execute(query)).first()
+
+
+async def _add_revision(
+    conn: AsyncConnection, table: Table, key: dict[str, object], revision: int, text: str, by: str
+) -> tuple[int, datetime]:
+    """Record revision `revision` of the document `key` names; its id and time."""
+    values = {"revision": revision, "text": text, "digest": _digest(text), "registered_by": by}
+    row = (
+        await conn.execute(
+            insert(table).values(**key, **values).returning(table.c.id, table.c.registered_at)
+        )
+    ).one()
+    return int(row.id), row.registered_at
+
+
+def _newest_of_each(table: Table, key: Column[Any]) -> Any:
+    """The join condition that keeps only the newest revision of each `key`."""
+    newest = select(key, func.max(table.c.revision).label("revision")).group_by(key).subquery()
+    return newest, and_(newest.c[key.name] == key, newest.c.revision == table.c.revision)
+
+
 class SqlCatalogue(SqlRepository):
+    @asynccontextmanager
+    async def _registering(self, what: str) -> AsyncIterator[AsyncConnection]:
+        """A registration's transaction; two at once of the same document are a Conflict."""
+        try:
+            async with self._begin() as conn:
+                yield conn
+        except IntegrityError:
+            raise Conflict(
+                f"another registration of {what} happened at the same moment; send it again"
+            ) from None
+
     async def register_manifest(
         self, repository: str, text: str, units: Sequence[UnitRecord], actor: str
     ) -> ManifestRecord:
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        now = self._now()
-        try:
-            async with self._begin() as conn:
-                repo_id = await self._repository_id(conn, repository, now)
-                latest = (
-                    await conn.execute(
-                        select(*_MANIFEST_COLUMNS)
-                        .select_from(_MANIFEST_FROM)
-                        .where(t.manifests.c.repository_id == repo_id)
-                        .order_by(t.manifests.c.revision.desc())
-                        .limit(1)
-                    )
-                ).first()
-                if latest is not None and latest.digest == digest:
-                    return _manifest(latest)
-                names = [u.name for u in units]
-                owned = (
-                    await conn.execute(
-                        select(t.units.c.name, t.repositories.c.name.label("repository"))
-                        .select_from(
-                            t.units.join(
-                                t.repositories, t.units.c.repository_id == t.repositories.c.id
-                            )
-                        )
-                        .where(t.units.c.name.in_(names), t.units.c.repository_id != repo_id)
-                    )
-                ).all()
-                if owned:
-                    taken = ", ".join(f"{r.name} (declared by {r.repository})" for r in owned)
-                    raise Conflict(
-                        f"unit names already belong to another repository: {taken}; "
-                        "a unit is declared by one repository only"
-                    )
-                revision = (latest.revision if latest else 0) + 1
-                manifest_id = (
-                    await conn.execute(
-                        insert(t.manifests)
-                        .values(
-                            repository_id=repo_id,
-                            revision=revision,
-                            text=text,
-                            digest=digest,
-                            registered_by=actor,
-                            registered_at=now,
-                        )
-                        .returning(t.manifests.c.id)
-                    )
-                ).scalar_one()
-                await conn.execute(delete(t.units).where(t.units.c.repository_id == repo_id))
-                if units:
-                    await conn.execute(
-                        insert(t.units),
-                        [
-                            {
-                                "name": u.name,
-                                "repository_id": repo_id,
-                                "kind": u.kind,
-                                "description": u.description,
-                                "manifest_revision": revision,
-                            }
-                            for u in units
-                        ],
-                    )
-        except IntegrityError:
+        async with self._registering(repository) as conn:
+            now = self._now()
+            repo_id = await self._repository_id(conn, repository, now)
+            latest = await _newest(conn, t.manifests, t.manifests.c.repository_id == repo_id)
+            if latest is not None and latest.digest == _digest(text):
+                return ManifestRecord(
+                    latest.id,
+                    repository,
+                    latest.revision,
+                    latest.text,
+                    latest.digest,
+                    latest.registered_by,
+                    latest.registered_at,
+                )
+            await self._check_unit_owners(conn, repo_id, [u.name for u in units])
+            revision = (latest.revision if latest else 0) + 1
+            manifest_id, at = await _add_revision(
+                conn,
+                t.manifests,
+                {"repository_id": repo_id, "registered_at": now},
+                revision,
+                text,
+                actor,
+            )
+            await conn.execute(delete(t.units).where(t.units.c.repository_id == repo_id))
+            if units:
+                await conn.execute(
+                    insert(t.units),
+                    [
+                        {
+                            "name": u.name,
+                            "repository_id": repo_id,
+                            "kind": u.kind,
+                            "description": u.description,
+                            "manifest_revision": revision,
+                        }
+                        for u in units
+                    ],
+                )
+        return ManifestRecord(manifest_id, repository, revision, text, _digest(text), actor, at)
+
+    async def _check_unit_owners(
+        self, conn: AsyncConnection, repo_id: int, names: Sequence[str]
+    ) -> None:
+        owned = (
+            await conn.execute(
+                select(t.units.c.name, t.repositories.c.name.label("repository"))
+                .select_from(
+                    t.units.join(t.repositories, t.units.c.repository_id == t.repositories.c.id)
+                )
+                .where(t.units.c.name.in_(names), t.units.c.repository_id != repo_id)
+            )
+        ).all()
+        if owned:
+            taken = ", ".join(f"{r.name} (declared by {r.repository})" for r in owned)
             raise Conflict(
-                f"another registration of {repository} happened at the same moment; send it again"
-            ) from None
-        return ManifestRecord(manifest_id, repository, revision, text, digest, actor, now)
+                f"unit names already belong to another repository: {taken}; "
+                "a unit is declared by one repository only"
+            )
 
     async def register_blueprint(
         self, name: str, kind: str, text: str, actor: str
     ) -> BlueprintRecord:
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        now = self._now()
-        try:
-            async with self._begin() as conn:
-                latest = (
-                    await conn.execute(
-                        select(t.blueprints)
-                        .where(t.blueprints.c.name == name)
-                        .order_by(t.blueprints.c.revision.desc())
-                        .limit(1)
-                    )
-                ).first()
-                if latest is not None and latest.digest == digest and latest.kind == kind:
-                    return _blueprint(latest)
-                revision = (latest.revision if latest else 0) + 1
-                blueprint_id = (
-                    await conn.execute(
-                        insert(t.blueprints)
-                        .values(
-                            name=name,
-                            kind=kind,
-                            revision=revision,
-                            text=text,
-                            digest=digest,
-                            registered_by=actor,
-                            registered_at=now,
-                        )
-                        .returning(t.blueprints.c.id)
-                    )
-                ).scalar_one()
-        except IntegrityError:
-            raise Conflict(
-                f"another registration of blueprint {name} happened at the same moment; "
-                "send it again"
-            ) from None
-        return BlueprintRecord(blueprint_id, name, kind, revision, text, digest, actor, now)
+        async with self._registering(f"blueprint {name}") as conn:
+            now = self._now()
+            latest = await _newest(conn, t.blueprints, t.blueprints.c.name == name)
+            if latest is not None and latest.digest == _digest(text) and latest.kind == kind:
+                return _blueprint(latest)
+            revision = (latest.revision if latest else 0) + 1
+            blueprint_id, at = await _add_revision(
+                conn,
+                t.blueprints,
+                {"name": name, "kind": kind, "registered_at": now},
+                revision,
+                text,
+                actor,
+            )
+        return BlueprintRecord(blueprint_id, name, kind, revision, text, _digest(text), actor, at)
 
     async def blueprint(self, name: str, revision: int | None = None) -> BlueprintRecord | None:
         query = select(t.blueprints).where(t.blueprints.c.name == name)
@@ -157,22 +171,8 @@ class SqlCatalogue(SqlRepository):
         return _blueprint(row) if row else None
 
     async def blueprints(self) -> list[BlueprintRecord]:
-        newest = (
-            select(t.blueprints.c.name, func.max(t.blueprints.c.revision).label("revision"))
-            .group_by(t.blueprints.c.name)
-            .subquery()
-        )
-        query = (
-            select(t.blueprints)
-            .join(
-                newest,
-                and_(
-                    newest.c.name == t.blueprints.c.name,
-                    newest.c.revision == t.blueprints.c.revision,
-                ),
-            )
-            .order_by(t.blueprints.c.name)
-        )
+        newest, on = _newest_of_each(t.blueprints, t.blueprints.c.name)
+        query = select(t.blueprints).join(newest, on).order_by(t.blueprints.c.name)
         async with self._connect() as conn:
             return [_blueprint(r) for r in (await conn.execute(query)).all()]
 
@@ -217,21 +217,11 @@ class SqlCatalogue(SqlRepository):
         return _manifest(row) if row else None
 
     async def manifests(self) -> list[ManifestRecord]:
-        newest = (
-            select(t.manifests.c.repository_id, func.max(t.manifests.c.revision).label("revision"))
-            .group_by(t.manifests.c.repository_id)
-            .subquery()
-        )
+        newest, on = _newest_of_each(t.manifests, t.manifests.c.repository_id)
         query = (
             select(*_MANIFEST_COLUMNS)
             .select_from(_MANIFEST_FROM)
-            .join(
-                newest,
-                and_(
-                    newest.c.repository_id == t.manifests.c.repository_id,
-                    newest.c.revision == t.manifests.c.revision,
-                ),
-            )
+            .join(newest, on)
             .order_by(t.repositories.c.name)
         )
         async with self._connect() as conn:
