@@ -1,25 +1,49 @@
-"""The Store port on real SQLite and real PostgreSQL (each test runs on both)."""
+"""The Store port on real SQLite and real PostgreSQL, and its in-memory fake.
+
+Tests taking `store` are the contract: each runs on SQLite, PostgreSQL and `MemoryStore`, so
+the fake the handler tests use keeps the rules the SQL adapter keeps. Tests taking
+`database_url` are about the SQL adapter alone (migrations, schema, drivers)."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
 
-from adapters.storage import SqlStore, open_store
+from adapters.storage import open_store
 from adapters.storage.migrate import MIGRATIONS, current_revision, upgrade
-from commands.ports import Conflict, StoreError
+from commands.ports import Conflict, Store, StoreError
 from domain.records import AuditEvent, LiveUnit, NewApproval, NewStack, StackQuery, UnitRecord
 from domain.states import LIVE_STATUSES, IllegalTransition, StackStatus
 from domain.versions import Version
 from tests.fakes.clock import FakeClock
+from tests.fakes.memory_store import MemoryStore
+from tests.pgserver import fresh_database
 
 V1 = Version(1, 0, 0)
 HEAD = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres), "memory"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[Store]:
+    if request.param == "memory":
+        yield MemoryStore(clock)
+        return
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'nelson.db'}"
+    else:
+        url = fresh_database(request.getfixturevalue("postgres_admin_url"))
+    opened = await open_store(url, clock=clock)
+    yield opened
+    await opened.close()
 
 
 def unit(name: str, repo: str = "acme/svc") -> UnitRecord:
@@ -48,7 +72,7 @@ def new_stack(
     )
 
 
-async def deploy(store: SqlStore, *stacks: NewStack, version: Version = V1, unit_name: str = "svc"):
+async def deploy(store: Store, *stacks: NewStack, version: Version = V1, unit_name: str = "svc"):
     manifest = await store.latest_manifest("acme/svc") or await store.register_manifest(
         "acme/svc", "units: []", [unit("svc")], "U1"
     )
@@ -86,7 +110,7 @@ async def test_migrations_build_exactly_the_declared_schema(database_url: str) -
     assert await asyncio.to_thread(_schema_differences, database_url) == []
 
 
-async def test_manifest_revisions_and_identical_text(store: SqlStore) -> None:
+async def test_manifest_revisions_and_identical_text(store: Store) -> None:
     first = await store.register_manifest("acme/svc", "a: 1", [unit("svc")], "U1")
     same = await store.register_manifest("acme/svc", "a: 1", [unit("svc")], "U2")
     second = await store.register_manifest(
@@ -106,14 +130,14 @@ async def test_manifest_revisions_and_identical_text(store: SqlStore) -> None:
     assert [m.revision for m in await store.manifests()] == [third.revision]
 
 
-async def test_unit_owned_by_another_repository_is_a_conflict(store: SqlStore) -> None:
+async def test_unit_owned_by_another_repository_is_a_conflict(store: Store) -> None:
     await store.register_manifest("acme/svc", "a: 1", [unit("svc")], "U1")
     with pytest.raises(Conflict, match=r"svc \(declared by acme/svc\)"):
         await store.register_manifest("other/repo", "b: 1", [unit("svc", "other/repo")], "U1")
     assert await store.latest_manifest("other/repo") is None
 
 
-async def test_create_deployment_and_lookups(store: SqlStore) -> None:
+async def test_create_deployment_and_lookups(store: Store) -> None:
     release, stacks = await deploy(store, new_stack(1), new_stack(2, dc="dc-west"))
     assert release.version == V1 and release.image == "stage/svc:1.0.0" and release.digest is None
     assert [s.status for s in stacks] == [StackStatus.PENDING, StackStatus.PENDING]
@@ -129,7 +153,7 @@ async def test_create_deployment_and_lookups(store: SqlStore) -> None:
     assert await store.releases("svc") == [release]
 
 
-async def test_ambiguous_guid_prefix_finds_nothing(store: SqlStore) -> None:
+async def test_ambiguous_guid_prefix_finds_nothing(store: Store) -> None:
     one = replace(new_stack(1), guid="abcdef111111")
     two = replace(new_stack(2), guid="abcdef222222")
     await deploy(store, one, two)
@@ -138,7 +162,7 @@ async def test_ambiguous_guid_prefix_finds_nothing(store: SqlStore) -> None:
     assert found is not None and found.guid == "abcdef111111"
 
 
-async def test_same_release_cannot_be_created_twice(store: SqlStore) -> None:
+async def test_same_release_cannot_be_created_twice(store: Store) -> None:
     await deploy(store, new_stack(1))
     manifest = await store.latest_manifest("acme/svc")
     assert manifest is not None
@@ -148,7 +172,7 @@ async def test_same_release_cannot_be_created_twice(store: SqlStore) -> None:
     assert page.total == 1  # the failed attempt left nothing behind
 
 
-async def test_concurrent_releases_exactly_one_wins(store: SqlStore) -> None:
+async def test_concurrent_releases_exactly_one_wins(store: Store) -> None:
     manifest = await store.register_manifest("acme/svc", "a", [unit("svc")], "U1")
     attempts = [
         store.create_deployment(None, "svc", V1, "img", manifest.id, [new_stack(n)], f"U{n}")
@@ -161,7 +185,7 @@ async def test_concurrent_releases_exactly_one_wins(store: SqlStore) -> None:
     assert all(isinstance(r, Conflict) for r in lost), lost
 
 
-async def test_status_changes_follow_the_state_machine(store: SqlStore) -> None:
+async def test_status_changes_follow_the_state_machine(store: Store) -> None:
     _, (stack,) = await deploy(store, new_stack(1))
     moved = await store.change_status(stack.id, StackStatus.DEPLOYING, "launching", "nelson")
     assert moved.status is StackStatus.DEPLOYING and moved.status_message == "launching"
@@ -175,7 +199,7 @@ async def test_status_changes_follow_the_state_machine(store: SqlStore) -> None:
         await store.change_status(999_999, StackStatus.DEPLOYING, "", "nelson")
 
 
-async def test_listing_filters_pages_and_orders_newest_first(store: SqlStore) -> None:
+async def test_listing_filters_pages_and_orders_newest_first(store: Store) -> None:
     stacks = [
         new_stack(n, dc="dc-east" if n % 2 else "dc-west", ns="dev" if n < 8 else "qa")
         for n in range(1, 11)
@@ -197,7 +221,7 @@ async def test_listing_filters_pages_and_orders_newest_first(store: SqlStore) ->
     assert by_unit.total == 0
 
 
-async def test_live_stacks_of_a_release_at_a_target(store: SqlStore) -> None:
+async def test_live_stacks_of_a_release_at_a_target(store: Store) -> None:
     _, (a, b) = await deploy(store, new_stack(1), new_stack(2, dc="dc-west"))
     assert [s.id for s in await store.live_stacks("svc", V1, "dc-east", "dev")] == [a.id]
     await store.change_status(a.id, StackStatus.FAILED, "no", "nelson")
@@ -205,7 +229,7 @@ async def test_live_stacks_of_a_release_at_a_target(store: SqlStore) -> None:
     assert [s.id for s in await store.live_stacks("svc", V1, "dc-west", "dev")] == [b.id]
 
 
-async def test_logs_newest_lines_returned_oldest_first(store: SqlStore) -> None:
+async def test_logs_newest_lines_returned_oldest_first(store: Store) -> None:
     _, (stack,) = await deploy(store, new_stack(1))
     for n in range(5):
         await store.append_log(stack.id, f"line {n}", step="replicate")
@@ -214,7 +238,7 @@ async def test_logs_newest_lines_returned_oldest_first(store: SqlStore) -> None:
     assert lines[0].step == "replicate" and lines[0].at.tzinfo is not None
 
 
-async def test_dependencies_both_directions_and_idempotent(store: SqlStore) -> None:
+async def test_dependencies_both_directions_and_idempotent(store: Store) -> None:
     _, (a, b, c) = await deploy(store, new_stack(1), new_stack(2), new_stack(3))
     await store.add_dependency(a.id, b.id)
     await store.add_dependency(a.id, b.id)
@@ -225,7 +249,7 @@ async def test_dependencies_both_directions_and_idempotent(store: SqlStore) -> N
         await store.add_dependency(a.id, a.id)
 
 
-async def test_expiry_workflow_step_and_digest(store: SqlStore) -> None:
+async def test_expiry_workflow_step_and_digest(store: Store) -> None:
     release, (stack,) = await deploy(store, new_stack(1))
     when = datetime(2031, 5, 6, 7, 8, 9, tzinfo=timezone(timedelta(hours=2)))
     await store.set_expiry(stack.id, when)
@@ -240,7 +264,7 @@ async def test_expiry_workflow_step_and_digest(store: SqlStore) -> None:
         await store.set_release_digest(release.id, "sha256:" + "b" * 64)
 
 
-async def test_audit_round_trip(store: SqlStore) -> None:
+async def test_audit_round_trip(store: Store) -> None:
     await store.audit(AuditEvent("U1", "deploy", "svc 1.0.0", allowed=False, detail="rule x"))
     await store.audit(AuditEvent("U2", "deploy", "svc 1.0.0"))
     await store.audit(AuditEvent("U3", "stacks", "namespace:dev"))
@@ -249,7 +273,7 @@ async def test_audit_round_trip(store: SqlStore) -> None:
     assert events[1].detail == "rule x" and events[0].at is not None
 
 
-async def test_no_approvals_yet(store: SqlStore) -> None:
+async def test_no_approvals_yet(store: Store) -> None:
     assert await store.approvals() == []
     assert await store.approval(1) is None
 
@@ -272,7 +296,7 @@ def test_the_partial_indexes_spell_the_statuses_of_the_domain() -> None:
     assert statuses(JUDGED_SQL) == {StackStatus.READY.value, StackStatus.DEPRECATED.value}
 
 
-async def test_live_units_count_stacks_and_versions_per_unit(store: SqlStore) -> None:
+async def test_live_units_count_stacks_and_versions_per_unit(store: Store) -> None:
     v2, v3 = Version(2, 0, 0), Version(1, 10, 0)
     _, (a, _b, _c) = await deploy(
         store, new_stack(1), new_stack(2, dc="dc-west"), new_stack(3, ns="qa")
@@ -303,7 +327,7 @@ def new_approval(stack_id: int | None = None, required: int = 2) -> NewApproval:
     )
 
 
-async def test_approval_votes_count_once_and_decisions_happen_once(store: SqlStore) -> None:
+async def test_approval_votes_count_once_and_decisions_happen_once(store: Store) -> None:
     _, stacks = await deploy(store, new_stack(1))
     approval = await store.create_approval(new_approval(stacks[0].id))
     assert approval.status == "pending" and approval.approvers == ()
@@ -321,7 +345,7 @@ async def test_approval_votes_count_once_and_decisions_happen_once(store: SqlSto
     assert [a.id for a in await store.approvals("approved")] == [approval.id]
 
 
-async def test_overdue_approvals(store: SqlStore) -> None:
+async def test_overdue_approvals(store: Store) -> None:
     soon = await store.create_approval(
         replace(new_approval(), deadline=datetime(2029, 1, 1, tzinfo=UTC))
     )
@@ -332,7 +356,7 @@ async def test_overdue_approvals(store: SqlStore) -> None:
     assert await store.overdue_approvals(now) == []
 
 
-async def test_operations_follow_their_stacks(store: SqlStore) -> None:
+async def test_operations_follow_their_stacks(store: Store) -> None:
     _, stacks = await deploy(store, new_stack(1), new_stack(2, dc="dc-west"))
     ids = [s.id for s in stacks]
     op = await store.create_operation("deploy", "deploy svc 1.0.0", "U1", "C1", ids)
@@ -350,7 +374,7 @@ async def test_operations_follow_their_stacks(store: SqlStore) -> None:
     assert await store.stacks_by_ids([]) == []
 
 
-async def test_posted_messages(store: SqlStore) -> None:
+async def test_posted_messages(store: Store) -> None:
     await store.remember_message("operation:1", "C1", "1.000100")
     await store.remember_message("operation:1", "C2", "1.000200")
     with pytest.raises(Conflict):
@@ -362,7 +386,7 @@ async def test_posted_messages(store: SqlStore) -> None:
     assert await store.messages_for("operation:2") == []
 
 
-async def test_deliveries_are_claimed_once(store: SqlStore) -> None:
+async def test_deliveries_are_claimed_once(store: Store) -> None:
     t0 = datetime(2029, 1, 1, tzinfo=UTC)
     assert await store.claim_delivery("event:Ev1", t0)
     assert not await store.claim_delivery("event:Ev1", t0)
