@@ -394,3 +394,171 @@ async def test_deliveries_are_claimed_once(store: Store) -> None:
     assert sorted(results) == [False, False, False, False, True]
     assert await store.forget_deliveries(t0 + timedelta(seconds=1)) == 2
     assert await store.claim_delivery("event:Ev1", t0)
+
+
+# -- the rest of the contract: units of work, blueprints, lifecycle, traffic, Vault tokens ------
+
+
+async def ready(store: Store, stack_id: int) -> None:
+    for status in (StackStatus.DEPLOYING, StackStatus.WARMING, StackStatus.READY):
+        await store.change_status(stack_id, status, "test", "nelson")
+
+
+async def test_a_unit_of_work_that_raises_writes_nothing(store: Store) -> None:
+    manifest = await store.register_manifest("acme/svc", "units: []", [unit("svc")], "U1")
+    with pytest.raises(StoreError, match="does not exist"):
+        async with store.unit_of_work() as uow:
+            _, (stack,) = await uow.create_deployment(
+                None, "svc", V1, "stage/svc:1.0.0", manifest.id, [new_stack(1)], "U1"
+            )
+            await uow.create_operation("deploy", "deploy svc", "U1", None, [stack.id])
+            await uow.audit(AuditEvent("U1", "deploy", "svc 1.0.0"))
+            await uow.add_dependency(stack.id, stack.id + 1000)  # no such stack
+    assert await store.release("svc", V1) is None
+    assert (await store.list_stacks(StackQuery())).total == 0
+    assert await store.recent_operations("U1") == []
+    assert await store.audit_events(target="svc 1.0.0") == []
+    # the store still works, and ids taken by the undone writes do not matter
+    _, (stack,) = await deploy(store, new_stack(1))
+    assert (await store.list_stacks(StackQuery())).stacks == (stack,)
+
+
+async def test_a_unit_of_work_commits_at_its_end_and_joins_an_enclosing_one(
+    store: Store,
+) -> None:
+    async with store.unit_of_work() as uow:
+        release, (a, b) = await deploy(uow, new_stack(1), new_stack(2))
+        async with uow.unit_of_work() as inner:
+            await inner.add_dependency(a.id, b.id)
+        assert [s.id for s in await uow.dependencies(a.id)] == [b.id]  # sees its own writes
+    assert await store.release("svc", V1) == release
+    assert [s.id for s in await store.dependents(b.id)] == [a.id]
+
+
+async def test_blueprint_revisions(store: Store) -> None:
+    first = await store.register_blueprint("web", "nomad", "job {}", "U1")
+    assert (first.revision, await store.register_blueprint("web", "nomad", "job {}", "U2")) == (
+        1,
+        first,
+    )
+    second = await store.register_blueprint("web", "nomad", "job { x }", "U1")
+    await store.register_blueprint("api", "nomad", "job {}", "U1")
+    assert second.revision == 2 and second.digest != first.digest
+    assert await store.blueprint("web") == second
+    assert await store.blueprint("web", 1) == first
+    assert await store.blueprint("web", 3) is None
+    assert [(b.name, b.revision) for b in await store.blueprints()] == [("api", 1), ("web", 2)]
+
+
+async def test_garbage_its_reasons_announcements_and_expiries(store: Store) -> None:
+    _, (a, b, c) = await deploy(store, new_stack(1), new_stack(2), new_stack(3))
+    await ready(store, a.id)
+    await ready(store, b.id)
+    at = datetime(2029, 1, 1, tzinfo=UTC)
+    until = datetime(2029, 2, 1, tzinfo=UTC)
+    await store.extend_expiries({a.id: until, c.id: until})
+    assert [(await store.stack_by_id(i)).expires_at for i in (a.id, c.id)] == [until, until]  # type: ignore[union-attr]
+    # c is pending: not judged, so not collected
+    changed = await store.mark_garbage({a.id: "expired", b.id: "superseded", c.id: "x"}, at)
+    assert sorted(changed) == [a.id, b.id]
+    assert await store.mark_garbage({a.id: "again"}, at) == []
+    gone = await store.stack_by_id(a.id)
+    assert gone is not None and gone.status is StackStatus.GARBAGE
+    assert (await store.status_history(a.id))[-1].message == "expired"
+    assert [e.detail for e in await store.audit_events(target=a.name)] == ["expired"]
+    removals = await store.pending_removals()
+    assert [(r.stack.id, r.reason, r.since) for r in removals] == [
+        (a.id, "expired", at),
+        (b.id, "superseded", at),
+    ]
+    later = at + timedelta(days=1)
+    assert await store.garbage_due(later, later) == []  # not announced yet
+    assert await store.mark_announced([a.id, c.id], at) == 1
+    assert await store.mark_announced([a.id], later) == 0  # the first announcement counts
+    assert [s.id for s in await store.garbage_due(later, later)] == [a.id]
+    assert await store.garbage_due(at - timedelta(seconds=1), later) == []
+
+
+async def test_lifecycle_batches_hold_whole_groups_with_live_dependants(store: Store) -> None:
+    _, (a, b) = await deploy(store, new_stack(1), new_stack(2, dc="dc-west"))
+    v2 = Version(2, 0, 0)
+    _, (c, d) = await deploy(store, new_stack(3, version=v2), new_stack(4, version=v2), version=v2)
+    for s in (a, b, c, d):
+        await ready(store, s.id)
+    await store.add_dependency(c.id, a.id)
+    await store.add_dependency(d.id, a.id)
+    await store.mark_garbage({d.id: "gone"}, datetime(2029, 1, 1, tzinfo=UTC))
+    batches = [x async for x in store.lifecycle_batches(size=1, collected={d.id})]
+    groups = [[view.id for _, view in batch] for batch, _ in batches]
+    assert groups == [[a.id, c.id], [b.id]]  # dc-east's group whole, though over the size
+    names = [name for batch, _ in batches for name, _ in batch]
+    assert names == [a.name, c.name, b.name]
+    assert batches[0][1] == {a.id: 2}  # c live, d garbage but collected in this pass
+    again = [x async for x in store.lifecycle_batches(size=10)]
+    assert len(again) == 1 and again[0][1] == {a.id: 1}
+
+
+async def test_leases_are_held_by_one_holder_until_they_expire(store: Store) -> None:
+    t0 = datetime(2029, 1, 1, tzinfo=UTC)
+    minute = timedelta(minutes=1)
+    assert await store.acquire_lease("lifecycle", "r1", t0 + minute, t0)
+    assert not await store.acquire_lease("lifecycle", "r2", t0 + minute, t0)
+    assert await store.acquire_lease("lifecycle", "r1", t0 + 2 * minute, t0)  # renewal
+    assert await store.acquire_lease("lifecycle", "r2", t0 + 4 * minute, t0 + 3 * minute)
+    await store.release_lease("lifecycle", "r1")  # not the holder: nothing changes
+    assert not await store.acquire_lease("lifecycle", "r1", t0 + 5 * minute, t0 + 3 * minute)
+    await store.release_lease("lifecycle", "r2")
+    assert await store.acquire_lease("lifecycle", "r1", t0 + 5 * minute, t0 + 3 * minute)
+
+
+async def test_shifts_one_active_per_route(store: Store) -> None:
+    _, (a, b, c) = await deploy(store, new_stack(1), new_stack(2), new_stack(3))
+    at = datetime(2029, 1, 1, tzinfo=UTC)
+    first = await store.create_shift(a.id, b.id, "linear", 600, "running", at, route="r")
+    assert (first.direction, first.started_at, first.current_new_weight) == ("forward", at, 0)
+    waiting, _ = await store.open_shift("q", a.id, c.id, "atomic", 0, "awaiting-approval", at)
+    assert waiting.started_at is None
+    later = at + timedelta(minutes=1)
+    second, superseded = await store.open_shift(
+        "r", b.id, c.id, "linear", 60, "running", later, start_new_weight=100
+    )
+    assert [(s.id, s.state, s.updated_at) for s in superseded] == [(first.id, "superseded", later)]
+    assert second.current_new_weight == 100
+    assert [s.id for s in await store.shifts(("running",))] == [second.id]
+    assert [s.id for s in await store.shifts(stack_id=a.id)] == [first.id, waiting.id]
+    moved = await store.update_shift(second.id, "running", state="paused", paused_since=later)
+    assert moved is not None and (moved.state, moved.paused_since) == ("paused", later)
+    assert await store.update_shift(second.id, "running", state="done") is None
+    assert await store.shift(second.id) == moved
+    assert await store.shift(999) is None
+
+
+async def test_daemons_say_they_are_alive(store: Store) -> None:
+    t0 = datetime(2029, 1, 1, tzinfo=UTC)
+    await store.heartbeat("serve-1", "serve", t0)
+    await store.heartbeat("console-1", "console", t0 + timedelta(seconds=5))
+    await store.heartbeat("serve-1", "serve", t0 + timedelta(seconds=30))
+    alive = await store.daemons(t0 + timedelta(seconds=10))
+    assert [(d.holder, d.started_at, d.seen_at) for d in alive] == [
+        ("serve-1", t0, t0 + timedelta(seconds=30))
+    ]
+    await store.forget_daemon("serve-1")
+    assert [d.holder for d in await store.daemons(t0)] == ["console-1"]
+
+
+async def test_vault_tokens_keep_only_the_accessor(store: Store) -> None:
+    _, (a, b) = await deploy(store, new_stack(1), new_stack(2))
+    at = datetime(2029, 1, 1, tzinfo=UTC)
+    assert await store.record_vault_token(a.id, "stack-a", "acc-1", at) is None
+    assert await store.record_vault_token(a.id, "stack-a", "acc-1", at) is None
+    assert await store.record_vault_token(a.id, "stack-a", "acc-2", at) == "acc-1"
+    await store.record_vault_token(b.id, "stack-b", "acc-3", at)
+    tokens = await store.vault_tokens()
+    assert [(v.stack, v.accessor, v.status) for v in tokens] == [
+        (a.name, "acc-2", StackStatus.PENDING),
+        (b.name, "acc-3", StackStatus.PENDING),
+    ]
+    await store.forget_vault_token(a.id, "acc-1")  # an older token: the newer one stays
+    assert [v.accessor for v in await store.vault_tokens(a.id)] == ["acc-2"]
+    await store.forget_vault_token(a.id, "acc-2")
+    assert await store.vault_tokens(a.id) == []
