@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
-from adapters.storage import SqlStore, open_store
 from commands.access import Principal
 from commands.approval_desk import APPROVE, REJECT, ApprovalDesk
 from commands.events import ApprovalDecided, ApprovalRequested, Event, EventHub
+from commands.ports import Store
 from commands.replies import AccessDenied, UserError
 from commands.settings import AccessRule, AccessSettings, ApprovalSettings, Settings
 from tests.fakes.clock import T0, FakeClock
+from tests.fakes.memory_store import MemoryStore
 
 ALICE = Principal("U1", "alice")
 BOB = Principal("U2", "bob")
@@ -38,8 +38,8 @@ SETTINGS = Settings(
 
 
 @pytest.fixture
-async def sqlite_store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SqlStore]:
-    store = await open_store(f"sqlite:///{tmp_path / 'desk.db'}", clock=clock)
+async def store(clock: FakeClock) -> AsyncIterator[Store]:
+    store = MemoryStore(clock)  # keeps the SQL store's contract (tests/integration/test_store.py)
     yield store
     await store.close()
 
@@ -50,14 +50,14 @@ def heard() -> list[Event]:
 
 
 @pytest.fixture
-def desk(sqlite_store: SqlStore, heard: list[Event], clock: FakeClock) -> ApprovalDesk:
+def desk(store: Store, heard: list[Event], clock: FakeClock) -> ApprovalDesk:
     events = EventHub()
 
     async def listen(event: Event) -> None:
         heard.append(event)
 
     events.subscribe(listen)
-    return ApprovalDesk(SETTINGS, sqlite_store, events, clock)
+    return ApprovalDesk(SETTINGS, store, events, clock)
 
 
 async def ask(desk: ApprovalDesk, namespace: str = "prod", by: str = "U1") -> int:
@@ -87,7 +87,7 @@ async def test_namespaces_without_approval_get_no_request(desk: ApprovalDesk) ->
 
 
 async def test_two_approvals_needed_and_a_double_click_counts_once(
-    desk: ApprovalDesk, heard: list[Event], sqlite_store: SqlStore
+    desk: ApprovalDesk, heard: list[Event], store: Store
 ) -> None:
     approval_id = await ask(desk)
     assert isinstance(heard[0], ApprovalRequested)
@@ -102,7 +102,7 @@ async def test_two_approvals_needed_and_a_double_click_counts_once(
     assert isinstance(heard[-1], ApprovalDecided)
     with pytest.raises(UserError, match="already approved by U3"):
         await desk.decide(approval_id, BOB, REJECT)
-    audit = await sqlite_store.audit_events(target=f"approval:{approval_id}")
+    audit = await store.audit_events(target=f"approval:{approval_id}")
     assert [(e.actor, e.action, e.allowed) for e in reversed(audit)] == [
         ("nelson", "request-approval", True),
         ("U2", "approve", True),
@@ -114,26 +114,26 @@ async def test_two_approvals_needed_and_a_double_click_counts_once(
 
 
 async def test_the_requester_cannot_approve_their_own_request(
-    desk: ApprovalDesk, sqlite_store: SqlStore
+    desk: ApprovalDesk, store: Store
 ) -> None:
     approval_id = await ask(desk, by="U2")
     with pytest.raises(AccessDenied, match="allow_self_approval"):
         await desk.decide(approval_id, BOB, APPROVE)
-    approval = await sqlite_store.approval(approval_id)
+    approval = await store.approval(approval_id)
     assert approval is not None and approval.approvers == () and approval.status == "pending"
 
 
 async def test_people_without_the_approve_role_are_refused_and_audited(
-    desk: ApprovalDesk, sqlite_store: SqlStore
+    desk: ApprovalDesk, store: Store
 ) -> None:
     approval_id = await ask(desk)
     with pytest.raises(AccessDenied, match="may not approve #"):
         await desk.decide(approval_id, DAVE, APPROVE)
     with pytest.raises(AccessDenied):
         await desk.decide(approval_id, DAVE, REJECT)
-    events = await sqlite_store.audit_events(target=f"approval:{approval_id}")
+    events = await store.audit_events(target=f"approval:{approval_id}")
     assert [(e.actor, e.allowed) for e in events[:2]] == [("U4", False), ("U4", False)]
-    approval = await sqlite_store.approval(approval_id)
+    approval = await store.approval(approval_id)
     assert approval is not None and approval.status == "pending"
 
 

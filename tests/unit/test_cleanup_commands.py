@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from adapters.storage import open_store
 from bot.conversation import Conversation
 from bot.slack.cleanup import digest_message, keep_label, stack_ids, summary_message
 from bot.terminal import render, save_attachments
@@ -21,6 +20,7 @@ from domain.records import Stack
 from domain.states import StackStatus
 from domain.versions import Version
 from tests.fakes.clock import T0, FakeClock
+from tests.fakes.memory_store import MemoryStore
 from tests.fakes.slack import block_problems
 from tests.unit.test_handlers import (
     ACCOUNTS,
@@ -49,7 +49,7 @@ class Scheduler:
 
 @pytest.fixture
 async def h(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Harness]:
-    store = await open_store(f"sqlite:///{tmp_path / 'nelson.db'}", clock=clock)
+    store = MemoryStore(clock)
     harness = Harness(store, RecordingWorkflow(), clock)
     scheduler = Scheduler()
     lifecycle = Lifecycle(
@@ -131,7 +131,7 @@ async def test_keep_and_remove_by_text(h: Harness) -> None:
 
 
 async def test_keep_without_a_cleanup_says_so(tmp_path: Path, clock: FakeClock) -> None:
-    store = await open_store(f"sqlite:///{tmp_path / 'nelson.db'}", clock=clock)
+    store = MemoryStore(clock)
     try:
         h = Harness(store, RecordingWorkflow(), clock)
         await register(h, "acme/accounts", ACCOUNTS)

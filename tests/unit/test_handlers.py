@@ -1,4 +1,4 @@
-"""Handlers driven through the conversation, on a real SQLite store."""
+"""Handlers driven through the conversation, on the in-memory store."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from adapters.storage import open_store
 from bot.conversation import Answer, Conversation, Outcome
 from bot.terminal import render
 from commands.access import Principal
@@ -19,6 +18,7 @@ from domain.runtime import Health, Instance, RuntimeReport
 from domain.states import StackStatus
 from domain.versions import Version
 from tests.fakes.clock import FakeClock
+from tests.fakes.memory_store import MemoryStore
 
 ACCOUNTS = """
 units:
@@ -126,8 +126,9 @@ class Harness:
 
 
 @pytest.fixture
-async def h(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Harness]:
-    store = await open_store(f"sqlite:///{tmp_path / 'nelson.db'}", clock=clock)
+async def h(clock: FakeClock) -> AsyncIterator[Harness]:
+    # the in-memory store keeps the SQL store's contract (tests/integration/test_store.py)
+    store = MemoryStore(clock)
     yield Harness(store, RecordingWorkflow(), clock)
     await store.close()
 
