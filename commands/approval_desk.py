@@ -12,8 +12,9 @@ from datetime import datetime
 
 from commands.access import Principal, Role, authorize
 from commands.events import ApprovalDecided, ApprovalRequested, EventHub
-from commands.ports import Clock, Store
+from commands.ports import Clock
 from commands.replies import AccessDenied, UserError
+from commands.repositories import ApprovalRepository
 from commands.settings import Settings
 from domain.records import Approval, AuditEvent, NewApproval
 
@@ -29,7 +30,9 @@ class Outcome:
 
 
 class ApprovalDesk:
-    def __init__(self, settings: Settings, store: Store, events: EventHub, clock: Clock) -> None:
+    def __init__(
+        self, settings: Settings, store: ApprovalRepository, events: EventHub, clock: Clock
+    ) -> None:
         self.settings = settings
         self.store = store
         self.events = events

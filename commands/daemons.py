@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from commands.ports import Clock, Store
+from commands.ports import Clock
+from commands.repositories import TrafficRepository
 from domain.records import Daemon
 
 HEARTBEAT = timedelta(seconds=10)
@@ -16,7 +17,7 @@ HEARTBEAT = timedelta(seconds=10)
 ALIVE_WITHIN = HEARTBEAT * 3
 
 
-async def running(store: Store, clock: Clock) -> list[Daemon]:
+async def running(store: TrafficRepository, clock: Clock) -> list[Daemon]:
     return await store.daemons(clock.now() - ALIVE_WITHIN)
 
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from commands.ports import Clock, Secrets, SecretsError, SecretsStatus, Store
+from commands.ports import Clock, Secrets, SecretsError, SecretsStatus
+from commands.repositories import StackRepository, VaultTokenRepository
 from commands.settings import Settings
 from domain.records import Stack
 from domain.states import StackStatus
@@ -55,9 +57,17 @@ class TendReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
+class _SecretsStore(StackRepository, VaultTokenRepository, Protocol):
+    """The stacks (to find them and log to them) and their Vault tokens."""
+
+
 class StackSecrets:
     def __init__(
-        self, settings: Settings, store: Store, clock: Clock, vaults: Mapping[str, Secrets]
+        self,
+        settings: Settings,
+        store: _SecretsStore,
+        clock: Clock,
+        vaults: Mapping[str, Secrets],
     ) -> None:
         self.settings = settings
         self.store = store

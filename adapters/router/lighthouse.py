@@ -24,7 +24,8 @@ import json
 from typing import Any
 
 from adapters.consul.client import ConsulClient, ConsulError
-from commands.ports import Route, RouterError, Store
+from commands.ports import Route, RouterError
+from commands.repositories import StackRepository
 from domain.records import Stack
 from domain.states import LIVE_STATUSES
 
@@ -38,7 +39,7 @@ class LighthouseRouter:
     def __init__(
         self,
         consul: ConsulClient,
-        store: Store,
+        store: StackRepository,
         *,
         datacenter: str,
         bind: str = "127.0.0.1",
