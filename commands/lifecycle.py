@@ -277,23 +277,31 @@ class Lifecycle:
         for stack in stacks:
             await self._allow(who, Role.DEPLOY, stack, "keep")
         for stack in stacks:
-            if stack.status is StackStatus.GARBAGE:
-                back = await self._status_before_garbage(stack.id)
-                try:
-                    await self.store.change_status(
-                        stack.id, back, f"kept until {_at(until)} by {who.label}", who.user_id
-                    )
-                except (IllegalTransition, Conflict):
-                    skipped.append(f"{stack.name} (it changed meanwhile)")
-                    continue
-            elif stack.status not in (StackStatus.READY, StackStatus.DEPRECATED):
+            if stack.status not in (StackStatus.GARBAGE, StackStatus.READY, StackStatus.DEPRECATED):
                 skipped.append(f"{stack.name} (it is {stack.status.value})")
                 continue
-            if stack.expires_at is None or stack.expires_at < until:
-                await self.store.set_expiry(stack.id, until)
-            await self.store.audit(
-                AuditEvent(who.user_id, "keep", stack.name, True, f"until {_at(until)}", now)
+            back = (
+                await self._status_before_garbage(stack.id)
+                if stack.status is StackStatus.GARBAGE
+                else None
             )
+            try:
+                # status, expiry and audit together: never back from garbage with the old expiry
+                async with self.store.unit_of_work() as uow:
+                    if back is not None:
+                        await uow.change_status(
+                            stack.id, back, f"kept until {_at(until)} by {who.label}", who.user_id
+                        )
+                    if stack.expires_at is None or stack.expires_at < until:
+                        await uow.set_expiry(stack.id, until)
+                    await uow.audit(
+                        AuditEvent(
+                            who.user_id, "keep", stack.name, True, f"until {_at(until)}", now
+                        )
+                    )
+            except (IllegalTransition, Conflict):
+                skipped.append(f"{stack.name} (it changed meanwhile)")
+                continue
             kept.append(stack.name)
             await self.events.publish(
                 StackProgress(stack.id, f"kept until {_at(until)} by {who.label}", now)

@@ -1,15 +1,15 @@
-"""deprecate, keep, remove, `stacks status garbage` and `graph` through the conversation, on a
-real SQLite store; the cleanup's Slack messages within Block Kit's limits."""
+"""deprecate, keep, remove, `stacks status garbage` and `graph` through the conversation, on the
+in-memory store; the cleanup's Slack messages within Block Kit's limits."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from bot.conversation import Conversation
+from bot.conversation import Conversation, Outcome
 from bot.slack.cleanup import digest_message, keep_label, stack_ids, summary_message
 from bot.terminal import render, save_attachments
 from commands.events import EventHub, Removal
@@ -47,9 +47,21 @@ class Scheduler:
         return []
 
 
+class ExpiriesFail(MemoryStore):
+    """Setting an expiry fails: the write after a kept stack's way back from garbage."""
+
+    async def set_expiry(self, stack_id: int, expires_at: datetime | None) -> None:
+        raise OSError("the disk is full")
+
+
 @pytest.fixture
-async def h(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Harness]:
-    store = MemoryStore(clock)
+async def h(clock: FakeClock) -> AsyncIterator[Harness]:
+    harness = with_lifecycle(MemoryStore(clock), clock)
+    yield harness
+    await harness.store.close()
+
+
+def with_lifecycle(store: MemoryStore, clock: FakeClock) -> Harness:
     harness = Harness(store, RecordingWorkflow(), clock)
     scheduler = Scheduler()
     lifecycle = Lifecycle(
@@ -64,8 +76,7 @@ async def h(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Harness]:
         SETTINGS, store, harness.workflow, clock, lifecycle=lifecycle
     )
     harness.scheduler = scheduler  # type: ignore[attr-defined]
-    yield harness
-    await store.close()
+    return harness
 
 
 async def ready(h: Harness, text: str) -> list[int]:
@@ -98,6 +109,22 @@ async def test_deprecate_stops_new_dependants_and_keeps_the_old(h: Harness) -> N
     assert "already deprecated" in render((await h.ok("deprecate accounts 1.2.0")).reply)
     assert "never been released" in await h.fails("deprecate accounts 9.9.9")
     assert "no unit" in await h.fails("deprecate nothing 1.0.0")
+
+
+async def test_a_keep_that_fails_leaves_the_stack_garbage(clock: FakeClock) -> None:
+    h = with_lifecycle(ExpiriesFail(clock), clock)
+    await register(h, "acme/accounts", ACCOUNTS)
+    [old] = await ready(h, "deploy accounts 1.0.0 to dc-east")
+    await h.store.mark_garbage({old: "nobody depends on it"}, T0 - timedelta(hours=1))
+    before = await h.store.stack_by_id(old)
+    assert before is not None
+
+    answer = await h.say(f"keep {before.name}", DEV)
+
+    assert answer.outcome is Outcome.INTERNAL_ERROR
+    assert await h.store.stack_by_id(old) == before  # still garbage, with its old expiry
+    audit = await h.store.audit_events(target=before.name)
+    assert [e.action for e in audit] == ["garbage"]  # no "keep" for what did not happen
 
 
 async def test_keep_and_remove_by_text(h: Harness) -> None:
