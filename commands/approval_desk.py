@@ -7,8 +7,10 @@ nothing and any replica can take the next click."""
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from commands.access import Principal, Role, authorize
 from commands.events import ApprovalDecided, ApprovalRequested, EventHub
@@ -22,6 +24,12 @@ APPROVE = "approve"
 REJECT = "reject"
 
 
+class DeskStore(ApprovalRepository, Protocol):
+    """Approvals and the audit trail, and units of work to change them together."""
+
+    def unit_of_work(self) -> AbstractAsyncContextManager[ApprovalRepository]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     approval: Approval
@@ -31,7 +39,7 @@ class Outcome:
 
 class ApprovalDesk:
     def __init__(
-        self, settings: Settings, store: ApprovalRepository, events: EventHub, clock: Clock
+        self, settings: Settings, store: DeskStore, events: EventHub, clock: Clock
     ) -> None:
         self.settings = settings
         self.store = store
@@ -149,10 +157,12 @@ class ApprovalDesk:
     async def _close(
         self, approval: Approval, status: str, by: str, at: datetime, reason: str = ""
     ) -> Approval | None:
-        closed = await self.store.decide_approval(approval.id, status, by, at, reason)
+        async with self.store.unit_of_work() as uow:  # the decision and its audit event together
+            closed = await uow.decide_approval(approval.id, status, by, at, reason)
+            if closed is not None:
+                detail = f"{approval.summary}; reason: {reason}" if reason else approval.summary
+                await self._audit(by, status, closed, True, detail, uow)
         if closed is not None:
-            detail = f"{approval.summary}; reason: {reason}" if reason else approval.summary
-            await self._audit(by, status, closed, True, detail)
             await self.events.publish(ApprovalDecided(closed))
         return closed
 
@@ -162,9 +172,15 @@ class ApprovalDesk:
         return Outcome(current, f"#{approval_id} was {describe(current)} meanwhile.", False)
 
     async def _audit(
-        self, actor: str, action: str, approval: Approval, allowed: bool, detail: str
+        self,
+        actor: str,
+        action: str,
+        approval: Approval,
+        allowed: bool,
+        detail: str,
+        store: ApprovalRepository | None = None,
     ) -> None:
-        await self.store.audit(
+        await (store or self.store).audit(
             AuditEvent(
                 actor=actor,
                 action=action,

@@ -13,6 +13,7 @@ from commands.events import ApprovalDecided, ApprovalRequested, Event, EventHub
 from commands.ports import Store
 from commands.replies import AccessDenied, UserError
 from commands.settings import AccessRule, AccessSettings, ApprovalSettings, Settings
+from domain.records import AuditEvent
 from tests.fakes.clock import T0, FakeClock
 from tests.fakes.memory_store import MemoryStore
 
@@ -170,3 +171,30 @@ async def test_deadlines(desk: ApprovalDesk, clock: FakeClock, heard: list[Event
 async def test_unknown_approval(desk: ApprovalDesk) -> None:
     with pytest.raises(UserError, match="there is no approval #99"):
         await desk.decide(99, BOB, APPROVE)
+
+
+class DecisionsUnaudited(MemoryStore):
+    """Auditing a decision fails (the write after it); other audit events go through."""
+
+    async def audit(self, event: AuditEvent) -> None:
+        if event.action in ("approved", "rejected", "expired"):
+            raise OSError("the disk is full")
+        await super().audit(event)
+
+
+async def test_a_decision_that_cannot_be_audited_is_not_taken(
+    heard: list[Event], clock: FakeClock
+) -> None:
+    store = DecisionsUnaudited(clock)
+    desk = ApprovalDesk(SETTINGS, store, EventHub(), clock)
+    desk.events.subscribe(lambda event: _heard(heard, event))
+    approval_id = await ask(desk)
+    with pytest.raises(OSError, match="disk is full"):
+        await desk.decide(approval_id, BOB, REJECT)
+    approval = await store.approval(approval_id)
+    assert approval is not None and approval.status == "pending"
+    assert not any(isinstance(e, ApprovalDecided) for e in heard)
+
+
+async def _heard(heard: list[Event], event: Event) -> None:
+    heard.append(event)
