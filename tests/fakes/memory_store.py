@@ -122,6 +122,8 @@ class MemoryStore:
         if self._in_unit:
             yield self
             return
+        # restoring the state it began with also undoes what other tasks wrote meanwhile:
+        # unlike a database, so tests that roll back run one command at a time
         saved = copy.deepcopy(self._t)
         self._in_unit = True
         try:
