@@ -302,13 +302,26 @@ async def _serve(
     no_slack: bool = False,
     verbose: bool = False,
 ) -> int:
-    from bot.slack.serve import SetupError, check_tokens, serve, serve_headless
+    from bot.replicas import SecondReplica, single_replica
 
     # a daemon tells what it does (passes, digests, shifts) without -v; the scheduler's
     # "running job" lines every few seconds only with -v
     logging.getLogger().setLevel(logging.INFO)
     if not verbose:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    try:
+        with single_replica(settings.database_url):
+            return await _serve_claimed(settings, host, port, no_slack=no_slack)
+    except SecondReplica as exc:
+        print(f"nelson: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _serve_claimed(
+    settings: Settings, host: str | None, port: int | None, *, no_slack: bool
+) -> int:
+    from bot.slack.serve import SetupError, check_tokens, serve, serve_headless
+
     try:
         if not no_slack:
             check_tokens(settings)  # before opening anything

@@ -6,7 +6,7 @@ traffic shift, or that nothing will until a daemon starts."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from commands.ports import Clock
 from commands.repositories import TrafficRepository
@@ -32,3 +32,14 @@ def drivers_note(daemons: list[Daemon], every: timedelta) -> str:
     daemon = daemons[0]
     seconds = every.total_seconds()
     return f"{daemon.kind} on {daemon.holder} moves it every {seconds:g} s"
+
+
+def roster(found: list[Daemon], now: datetime) -> str:
+    """One line naming the processes alive and when each last reported."""
+    if not found:
+        return "Processes: none is running (`nelson serve` drives deploys, shifts and cleanups)."
+    parts = [
+        f"{d.kind} on {d.holder} (seen {max(0, round((now - d.seen_at).total_seconds()))} s ago)"
+        for d in sorted(found, key=lambda d: d.holder)
+    ]
+    return f"Processes alive ({len(found)}): " + "; ".join(parts) + "."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from commands import grammar
+from commands import daemons, grammar
 from commands.access import roles_in
 from commands.context import Context
 from commands.handlers import outside
@@ -64,6 +64,8 @@ async def datacenters(command: ListDatacenters, ctx: Context) -> Reply:
         notes.extend(await outside.datacenter_services(ctx, name))
     if notes:
         blocks.append(Text("\n".join(notes)))
+    alive = await daemons.running(ctx.store, ctx.clock)
+    blocks.append(Text(daemons.roster(alive, ctx.clock.now())))
     blocks.append(
         Text(
             f"Namespaces: {', '.join(ctx.settings.namespaces)} "
