@@ -21,6 +21,7 @@ from commands.approval_desk import ApprovalDesk
 from commands.engine import DeployEngine
 from commands.events import EventHub
 from commands.lifecycle import Lifecycle
+from commands.manifests import Manifests
 from commands.ports import Clock, Registry, Router, Scheduler, Secrets, Store, WorkflowPort
 from commands.settings import Settings, port_bounds
 from commands.shifting import TrafficControl
@@ -136,7 +137,8 @@ async def build(
     `workflow` and `clock` replace the defaults (embedders and tests choose their own)."""
     clock = clock or SystemClock()  # the program's one clock, handed to all that read time
     store = await open_store(settings.database_url, clock=clock, upgrade=True)
-    await register_directories(settings, store)
+    manifests = Manifests(store, settings)  # the one reader of manifests, shared by all
+    await register_directories(settings, store, manifests)
     events = EventHub()
     engine: DeployEngine | None = None
     registry: Registry | None = None
@@ -154,11 +156,21 @@ async def build(
             }
         )
         schedulers = schedulers_for(settings, consuls)
-        engine = DeployEngine(settings, store, events, clock, registry, schedulers)
+        engine = DeployEngine(
+            settings, store, events, clock, registry, schedulers, manifests=manifests
+        )
         routers = routers_for(settings)
         routers.update(lighthouses_for(settings, store, consuls))
         traffic = TrafficControl(
-            settings, store, events, clock, desk, routers, schedulers, engine.runtime
+            settings,
+            store,
+            events,
+            clock,
+            desk,
+            routers,
+            schedulers,
+            engine.runtime,
+            manifests=manifests,
         )
         engine.traffic = traffic
         vaults = vaults_for(settings)
@@ -169,9 +181,13 @@ async def build(
     # engine drives; an embedder's workflow brings none, so nothing would be removed there.
     lifecycle: Lifecycle | None = None
     if engine is not None:
-        lifecycle = Lifecycle(settings, store, events, clock, schedulers, routers)
+        lifecycle = Lifecycle(
+            settings, store, events, clock, schedulers, routers, manifests=manifests
+        )
         lifecycle.secrets = secrets
-    conversation = Conversation(settings, store, workflow, clock, events, traffic, lifecycle)
+    conversation = Conversation(
+        settings, store, workflow, clock, events, traffic, lifecycle, manifests=manifests
+    )
     conversation.secrets = secrets
     conversation.consuls = dict(consuls)
     return Application(

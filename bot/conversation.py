@@ -15,6 +15,7 @@ from commands.events import EventHub
 from commands.grammar import parse_command
 from commands.handlers import handle
 from commands.lifecycle import Lifecycle
+from commands.manifests import Manifests
 from commands.ports import Clock, ConsulStatus, Store, WorkflowPort
 from commands.replies import Code, ParseError, Reply, Text, UserError
 from commands.settings import Settings
@@ -66,6 +67,8 @@ class Conversation:
         events: EventHub | None = None,
         traffic: TrafficControl | None = None,
         lifecycle: Lifecycle | None = None,
+        *,
+        manifests: Manifests | None = None,
     ):
         self.settings = settings
         self.store = store
@@ -74,6 +77,7 @@ class Conversation:
         self.events = events or EventHub()
         self.traffic = traffic
         self.lifecycle = lifecycle
+        self.manifests = manifests or Manifests(store, settings)
         self.secrets: StackSecrets | None = None  # set by the wiring where there is Vault
         self.consuls: dict[str, ConsulStatus] = {}  # likewise, per datacenter with Consul
 
@@ -100,6 +104,7 @@ class Conversation:
             lifecycle=self.lifecycle,
             secrets=self.secrets,
             consuls=self.consuls,
+            manifests=self.manifests,
         )
         try:
             # A long text (a pasted manifest) is read off the event loop.

@@ -6,9 +6,10 @@ import logging
 from pathlib import Path
 
 from commands.handlers.catalogue import unit_records
+from commands.manifests import Manifests
 from commands.ports import Store, StoreError
 from commands.settings import Settings
-from domain.manifest import ManifestInvalid, parse_manifest
+from domain.manifest import ManifestInvalid
 from domain.records import AuditEvent
 
 log = logging.getLogger("nelson.manifests")
@@ -24,9 +25,12 @@ def discover(directory: Path) -> list[tuple[str, Path]]:
     )
 
 
-async def register_directories(settings: Settings, store: Store) -> list[str]:
+async def register_directories(
+    settings: Settings, store: Store, manifests: Manifests | None = None
+) -> list[str]:
     """Register what the directories hold; return one line per problem (also logged).
     A bad manifest is skipped, never fatal: the bot still starts with the others."""
+    manifests = manifests or Manifests(store, settings)
     problems: list[str] = []
     for name in settings.manifest_dirs:
         directory = Path(name).expanduser()
@@ -36,7 +40,7 @@ async def register_directories(settings: Settings, store: Store) -> list[str]:
         for repository, path in discover(directory):
             try:
                 text = path.read_text(encoding="utf-8")
-                manifest = parse_manifest(text, default_namespace=settings.default_namespace)
+                manifest = manifests.parse(text)
                 previous = await store.latest_manifest(repository)
                 record = await store.register_manifest(
                     repository, text, unit_records(manifest, repository), "nelson"

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from commands.access import Principal
 from commands.events import EventHub
 from commands.lifecycle import Lifecycle
+from commands.manifests import Manifests
 from commands.ports import Clock, ConsulStatus, Store, WorkflowPort
 from commands.settings import Settings
 from commands.shifting import TrafficControl
@@ -31,3 +32,9 @@ class Context:
     lifecycle: Lifecycle | None = None  # None where the cleanup does not run
     secrets: StackSecrets | None = None  # None where no datacenter has Vault
     consuls: Mapping[str, ConsulStatus] = field(default_factory=dict)  # per datacenter
+    # The program's one manifest reader; a context built without it reads through its own.
+    manifests: Manifests = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.manifests is None:
+            object.__setattr__(self, "manifests", Manifests(self.store, self.settings))

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from commands.events import EventHub, StackProgress
+from commands.manifests import ManifestMissing, Manifests
 from commands.ports import (
     Clock,
     Registry,
@@ -37,7 +38,7 @@ from commands.shifting import TrafficControl
 from commands.stack_secrets import StackSecrets
 from domain.blueprints import BlueprintError, parse_ref
 from domain.images import BadImageReference, ImageRef, parse_image
-from domain.manifest import Manifest, parse_manifest
+from domain.manifest import ManifestInvalid
 from domain.records import Stack, StackQuery
 from domain.redaction import redact
 from domain.runtime import Health, HealthProbe, LaunchSpec, PortSpec, Rendering, RuntimeReport
@@ -68,6 +69,8 @@ class DeployEngine:
         clock: Clock,
         registry: Registry,
         schedulers: Mapping[str, Scheduler],
+        *,
+        manifests: Manifests | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -75,10 +78,10 @@ class DeployEngine:
         self.clock = clock
         self.registry = registry
         self.schedulers = dict(schedulers)
+        self.manifests = manifests or Manifests(store, settings)
         self._slots = asyncio.Semaphore(settings.workflow.max_concurrent)
         self._targets: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._parsed: dict[int, Manifest] = {}
         self._draining = False
         # set by the wiring when the datacenters have routers (commands.shifting)
         self.traffic: TrafficControl | None = None
@@ -126,12 +129,10 @@ class DeployEngine:
         scheduler = self.schedulers.get(datacenter)
         if scheduler is None:
             raise SchedulerError(await self.available_for(datacenter) or "no scheduler")
-        record = await self.store.manifest_by_id(manifest_id)
-        if record is None:
-            raise SchedulerError(f"manifest {manifest_id} is missing")
-        manifest = self._parsed.get(record.id)
-        if manifest is None:
-            manifest = self._parsed[record.id] = parse_manifest(record.text)
+        try:
+            manifest = await self.manifests.by_id(manifest_id)
+        except (ManifestMissing, ManifestInvalid) as exc:
+            raise SchedulerError(str(exc)) from None
         found_unit = manifest.unit(unit)
         found_plan = next((p for p in manifest.plans if p.name == plan), None)
         if found_unit is None or found_plan is None:
@@ -398,13 +399,15 @@ class DeployEngine:
     # -- helpers ----------------------------------------------------------------------------
 
     async def _manifest_parts(self, stack: Stack) -> tuple[Any, Any]:
-        release = await self.store.release(stack.unit, stack.version)
-        manifest_record = await self.store.manifest_by_id(release.manifest_id) if release else None
-        if manifest_record is None:
-            raise StepFailed(f"the manifest {stack.name} was released from is missing")
-        manifest = self._parsed.get(manifest_record.id)
-        if manifest is None:  # a manifest revision never changes: parse it once
-            manifest = self._parsed[manifest_record.id] = parse_manifest(manifest_record.text)
+        try:
+            manifest = await self.manifests.of_stack(stack)
+        except ManifestMissing as exc:
+            raise StepFailed(str(exc)) from None
+        except ManifestInvalid as exc:  # the configuration changed since it was registered
+            raise StepFailed(
+                f"the manifest {stack.name} was released from no longer holds: "
+                + "; ".join(str(e) for e in exc.errors[:3])
+            ) from None
         unit = manifest.unit(stack.unit)
         plan = manifest.plan(stack.plan)
         if unit is None or plan is None:

@@ -367,3 +367,27 @@ async def test_everywhere_then_commit_to_another_namespace(
         ):
             container.remove(force=True)
         await application.close()
+
+
+async def test_a_default_namespace_other_than_dev_deploys_to_ready(
+    tmp_path: Path,
+    docker_address: str,
+    registries: tuple[str, str],
+    engine_client: docker.DockerClient,
+) -> None:
+    # The workflow, traffic control and the cleanup read the manifest under the configured
+    # default namespace, as registering did: a manifest naming only `qa` is valid here.
+    text = manifest("howdy").replace("- name: dev", "- name: qa")
+    settings = settings_for(tmp_path, docker_address, registries, howdy=text)
+    settings = settings.model_copy(update={"default_namespace": "qa"})
+    application = await build(settings)
+    try:
+        busybox_image(engine_client, f"{registries[0]}/howdy:1.0.0", "howdy 1.0.0")
+        [stack] = await deploy(application, "deploy howdy 1.0.0 to local")
+        assert stack.status is StackStatus.READY, stack.status_message
+        assert stack.namespace == "qa"
+        assert application.lifecycle is not None
+        report = await application.lifecycle.run_once()
+        assert report.judged == 1 and not report.failed
+    finally:
+        await application.close()
