@@ -22,6 +22,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
 from commands.events import EventHub, StackProgress
 from commands.manifests import ManifestMissing, Manifests
 from commands.ports import (
@@ -58,6 +66,10 @@ class StepFailed(Exception):
 
 class Stopping(Exception):
     """The process is stopping: the workflow ends between steps, left for `resume()`."""
+
+
+class _Transient(Exception):
+    """One try of a step failed in a way the next try may not."""
 
 
 class DeployEngine:
@@ -495,30 +507,46 @@ class DeployEngine:
         await self.store.set_workflow_step(stack.id, step)
 
     async def _call(self, stack: Stack, step: str, call: Any) -> Any:
-        """Run one external call with a timeout, retrying transient faults with backoff."""
+        """Run one external call with a timeout, retrying transient faults with backoff.
+
+        The workflow's steps are the one place that retries: adapters report a transient
+        fault at once, so `workflow.attempts` is the number of tries that reach the outside."""
         attempts = self.settings.workflow.attempts
         timeout = self.settings.workflow.step_timeout.total_seconds()
-        delay = 1.0
-        for attempt in range(1, attempts + 1):
+
+        async def once() -> Any:
             try:
                 return await asyncio.wait_for(call(), timeout)
             except TimeoutError:
-                problem = f"{step} took longer than {_duration(timeout)}"
-                transient = True
+                raise _Transient(f"{step} took longer than {_duration(timeout)}") from None
             except (RegistryError, SchedulerError, SecretsError) as exc:
-                problem, transient = str(exc), exc.transient
-            if not transient or attempt == attempts:
-                raise StepFailed(f"{step} failed: {problem}")
+                if exc.transient:
+                    raise _Transient(str(exc)) from None
+                raise StepFailed(f"{step} failed: {exc}") from None
+
+        async def before_sleep(state: RetryCallState) -> None:
             if self._draining:  # no retry now: the next start runs this step again
                 raise Stopping
+            problem = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0
             await self._say(
                 stack,
-                f"{step}: {problem}; trying again in {delay:.0f}s ({attempt}/{attempts})",
+                f"{step}: {problem}; try {state.attempt_number} of {attempts} failed, "
+                f"trying again in {wait:.0f}s",
                 step,
             )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30)
-        raise StepFailed(f"{step} failed")
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential(multiplier=1, min=1, max=30),
+            retry=retry_if_exception_type(_Transient),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            return await retrying(once)
+        except _Transient as exc:
+            raise StepFailed(f"{step} failed: {exc}") from None
 
     async def _fail(self, stack_id: int, reason: str) -> None:
         stack = await self.store.stack_by_id(stack_id)

@@ -285,7 +285,7 @@ async def test_registry_copies_are_skipped_when_present_and_errors_are_specific(
         with pytest.raises(RegistryError, match="names no registry"):
             await registry.resolve("copy:1.0.0")
         with pytest.raises(RegistryError, match="unreachable"):
-            await OciRegistry(attempts=1).resolve("127.0.0.1:9/copy:1.0.0")
+            await OciRegistry().resolve("127.0.0.1:9/copy:1.0.0")
     finally:
         await registry.close()
 
@@ -298,7 +298,7 @@ async def test_registries_that_ask_for_credentials(
 
     staging = registries[0]
     busybox_image(engine_client, f"{staging}/private:1.0.0", "private")
-    anonymous = OciRegistry(attempts=1)
+    anonymous = OciRegistry()
     digest = await anonymous.resolve(f"{staging}/private:1.0.0")
     with (
         basic_auth_registry("ci", "s3cret") as basic,
@@ -311,7 +311,7 @@ async def test_registries_that_ask_for_credentials(
             await anonymous.replicate(f"{staging}/private:1.0.0", digest, basic)
         with pytest.raises(RegistryError, match=r"token service .* refused"):
             await anonymous.replicate(f"{staging}/private:1.0.0", digest, bearer)
-        wrong = OciRegistry({bearer: Credentials("ci", "wrong")}, attempts=1)
+        wrong = OciRegistry({bearer: Credentials("ci", "wrong")})
         with pytest.raises(RegistryError, match="check the registry credentials"):
             await wrong.replicate(f"{staging}/private:1.0.0", digest, bearer)
         await wrong.close()
@@ -391,3 +391,43 @@ async def test_a_default_namespace_other_than_dev_deploys_to_ready(
         assert report.judged == 1 and not report.failed
     finally:
         await application.close()
+
+
+async def test_a_failing_registry_is_tried_as_often_as_the_workflow_says(
+    tmp_path: Path, docker_address: str, registries: tuple[str, str]
+) -> None:
+    # A registry that answers every request 503 (a transient fault); every request counts.
+    requests = 0
+
+    async def unavailable(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                requests += 1
+                writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(unavailable, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = settings_for(
+        tmp_path, docker_address, (f"127.0.0.1:{port}", registries[1]), howdy=manifest("howdy")
+    )
+    application = await build(settings)
+    try:
+        [stack] = await deploy(application, "deploy howdy 1.0.0 to local")
+        assert stack.status is StackStatus.FAILED
+        assert f"registry 127.0.0.1:{port} refused" in stack.status_message
+        # one layer retries, the workflow's step: its attempts (2 here), one request each
+        assert requests == settings.workflow.attempts == 2
+        lines = [line.message for line in await application.store.logs(stack.id)]
+        assert [line for line in lines if "trying again" in line] == [
+            lines[0]
+        ] and "try 1 of 2 failed, trying again in 1s" in lines[0]
+    finally:
+        await application.close()
+        server.close()
+        await server.wait_closed()
