@@ -22,6 +22,7 @@ from commands.engine import DeployEngine
 from commands.events import EventHub
 from commands.lifecycle import Lifecycle
 from commands.manifests import Manifests
+from commands.operations import OperationTracker
 from commands.ports import Clock, Registry, Router, Scheduler, Secrets, Store, WorkflowPort
 from commands.settings import Settings, port_bounds
 from commands.shifting import TrafficControl
@@ -140,6 +141,8 @@ async def build(
     manifests = Manifests(store, settings)  # the one reader of manifests, shared by all
     await register_directories(settings, store, manifests)
     events = EventHub()
+    # Subscriptions, in the order listeners hear an event: the application's own first.
+    events.subscribe(OperationTracker(store, events, clock).on_event)
     engine: DeployEngine | None = None
     registry: Registry | None = None
     schedulers: dict[str, Scheduler] = {}
@@ -186,7 +189,15 @@ async def build(
         )
         lifecycle.secrets = secrets
     conversation = Conversation(
-        settings, store, workflow, clock, events, traffic, lifecycle, manifests=manifests
+        settings,
+        store,
+        workflow,
+        clock,
+        events,
+        traffic,
+        lifecycle,
+        manifests=manifests,
+        desk=desk,
     )
     conversation.secrets = secrets
     conversation.consuls = dict(consuls)

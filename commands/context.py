@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from commands.access import Principal
+from commands.approval_desk import ApprovalDesk
 from commands.events import EventHub
 from commands.lifecycle import Lifecycle
 from commands.manifests import Manifests
@@ -35,6 +36,12 @@ class Context:
     # The program's one manifest reader; a context built without it reads through its own.
     manifests: Manifests = field(default=None)  # type: ignore[assignment]
 
+    # The program's one approval desk; likewise.
+    desk: ApprovalDesk = field(default=None)  # type: ignore[assignment]
+
     def __post_init__(self) -> None:
         if self.manifests is None:
             object.__setattr__(self, "manifests", Manifests(self.store, self.settings))
+        if self.desk is None:
+            desk = ApprovalDesk(self.settings, self.store, self.events, self.clock)
+            object.__setattr__(self, "desk", desk)

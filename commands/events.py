@@ -34,6 +34,15 @@ class StackProgress:
 
 
 @dataclass(frozen=True, slots=True)
+class OperationFinished:
+    """Every stack of an operation is finished (ready, failed, …); told once, after the last
+    stack's own progress."""
+
+    operation: Operation  # with its outcome and finish time
+    stacks: tuple[Stack, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ApprovalRequested:
     approval: Approval
 
@@ -77,6 +86,7 @@ class CleanupDone:
 Event = (
     OperationStarted
     | StackProgress
+    | OperationFinished
     | ApprovalRequested
     | ApprovalDecided
     | CleanupAnnounced

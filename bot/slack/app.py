@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 from collections.abc import Awaitable
 from typing import Any
 
@@ -15,8 +14,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.bootstrap import Application
-from bot.outage import UNREACHABLE, describe, is_outage
-from bot.slack.blocks import fallback, reply_blocks, section
+from bot.conversation import Answer, Outcome, fault_reply
+from bot.slack.blocks import fallback, reply_blocks, said, section
 from bot.slack.cleanup import KEEP_ACTION, REMOVE_ACTION, CleanupNotices, stack_ids
 from bot.slack.directory import Directory
 from bot.slack.guard import first_action, text_at
@@ -32,7 +31,8 @@ from bot.slack.messages import (
 from bot.slack.outbox import Outbox, PostFailed
 from bot.slack.threads import Threads
 from commands.approval_desk import APPROVE, REJECT
-from commands.replies import Reply, UserError
+from commands.model import Approve, Command, Keep, Pause, Reject, Remove, Resume, Reverse
+from commands.replies import Reply
 from commands.settings import Settings
 
 log = logging.getLogger("nelson.slack")
@@ -122,17 +122,9 @@ class SlackBot:
         try:
             await work
         except Exception as exc:
-            if is_outage(exc):
-                log.warning("answered with 'database unreachable': %s", describe(exc))
-                if tell:
-                    await self._apologise(body, UNREACHABLE)
-                return
-            reference = secrets.token_hex(4)
-            log.exception("internal error %s in a Slack listener", reference)
+            reply = fault_reply(exc, "in a Slack listener")
             if tell:
-                await self._apologise(
-                    body, f"Something went wrong on my side (reference {reference})."
-                )
+                await self._apologise(body, reply.title)
 
     async def _apologise(self, body: dict[str, Any], text: str) -> None:
         event = body.get("event")
@@ -310,23 +302,29 @@ class SlackBot:
         await ack()
         await self._safely(body, self._decide(body, REJECT))
 
+    async def _run(self, body: dict[str, Any], command: Command) -> Answer:
+        """A click runs the typed command its text twin runs, through the same handler and
+        error boundary (bot.conversation); the answer is told to the one who clicked."""
+        user, channel, thread_ts = self._clicked(body)
+        principal = await self.directory.principal(user)
+        answer = await self.application.conversation.execute(
+            command, principal, channel=channel or None
+        )
+        await self._tell(channel, user, said(answer.reply), thread_ts)
+        return answer
+
     async def _decide(self, body: dict[str, Any], decision: str) -> None:
         user, channel, thread_ts = self._clicked(body)
         approval_id = button_value(body)
         if approval_id is None:
             await self._tell(channel, user, "There is no such approval.", thread_ts)
             return
-        principal = await self.directory.principal(user)
-        try:
-            outcome = await self.application.desk.decide(approval_id, principal, decision)
-        except UserError as exc:
-            await self._tell(
-                channel, user, f":no_entry: {exc.message} {exc.hint}".strip(), thread_ts
-            )
+        command = Approve(approval_id) if decision == APPROVE else Reject(approval_id)
+        if (await self._run(body, command)).outcome is not Outcome.OK:
             return
-        if outcome.counted and outcome.approval.status == "pending":
-            await self.threads.refresh_approval(outcome.approval)
-        await self._tell(channel, user, outcome.message, thread_ts)
+        approval = await self.application.store.approval(approval_id)
+        if approval is not None and approval.status == "pending":  # a vote of several
+            await self.threads.refresh_approval(approval)
         if text_at(body, "container", "type") == "view":
             await self.home.opened(user)
 
@@ -338,25 +336,17 @@ class SlackBot:
         user, channel, _ = self._clicked(body)
         action = text_at(first_action(body), "action_id")
         shift_id = button_value(body)
-        traffic = self.application.traffic
         if shift_id is None:
             await self._tell(channel, user, "There is no such traffic shift.", None)
             return
-        if traffic is None:
-            await self._tell(channel, user, "Traffic shifting does not run in this bot.", None)
-            return
-        principal = await self.directory.principal(user)
-        operations = {
-            PAUSE_ACTION: traffic.pause,
-            RESUME_ACTION: traffic.resume,
-            REVERSE_ACTION: traffic.reverse,
-        }
-        try:
-            message = await operations[action](shift_id, principal)
-        except UserError as exc:
-            await self._tell(channel, user, f":no_entry: {exc.message} {exc.hint}".strip(), None)
-            return
-        await self._tell(channel, user, message, None)
+        command: Pause | Resume | Reverse = (
+            Pause(shift_id=shift_id)
+            if action == PAUSE_ACTION
+            else Resume(shift_id=shift_id)
+            if action == RESUME_ACTION
+            else Reverse(shift_id=shift_id)
+        )
+        await self._run(body, command)
 
     async def _on_cleanup(self, ack: Any, body: dict[str, Any]) -> None:
         await ack()
@@ -364,13 +354,19 @@ class SlackBot:
 
     async def _clean_up(self, body: dict[str, Any]) -> None:
         user, channel, _ = self._clicked(body)
-        if stack_ids(text_at(first_action(body), "value")) is None:
+        action = first_action(body)
+        ids = stack_ids(text_at(action, "value"))
+        if ids is None:
             await self._tell(channel, user, "There is no such stack.", None)
             return
-        if self.cleanup is None:
-            await self._tell(channel, user, "The cleanup does not run in this bot.", None)
+        if not ids:
+            await self._tell(channel, user, "That button names no stacks.", None)
             return
-        await self._tell(channel, user, await self.cleanup.on_click(body), None)
+        keep = text_at(action, "action_id") == KEEP_ACTION
+        command = Keep(stack_ids=tuple(ids)) if keep else Remove(stack_ids=tuple(ids))
+        answer = await self._run(body, command)
+        if answer.outcome is Outcome.OK and self.cleanup is not None:
+            self.cleanup.mark(body, keep, answer.reply.title)
 
     async def _on_unknown_action(self, ack: Any, body: dict[str, Any]) -> None:
         await ack()

@@ -172,6 +172,9 @@ async def test_a_missing_image_fails_at_once_naming_image_and_registry(
     assert registries[0] in stack.status_message
     lines = [line.message for line in await app.store.logs(stack.id)]
     assert not any("trying again" in line for line in lines)  # not a transient fault
+    # asked from the console, with no Slack to follow it, the operation is finished all the same
+    [operation] = await app.store.operations_for_stack(stack.id)
+    assert operation.finished_at is not None and operation.outcome == "failed"
 
 
 @pytest.mark.parametrize("app", [{"howdy": manifest("howdy", path="/health")}], indirect=True)
@@ -386,6 +389,8 @@ async def test_a_default_namespace_other_than_dev_deploys_to_ready(
         [stack] = await deploy(application, "deploy howdy 1.0.0 to local")
         assert stack.status is StackStatus.READY, stack.status_message
         assert stack.namespace == "qa"
+        [operation] = await application.store.operations_for_stack(stack.id)
+        assert operation.finished_at is not None and operation.outcome == "succeeded"
         assert application.lifecycle is not None
         report = await application.lifecycle.run_once()
         assert report.judged == 1 and not report.failed
