@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,7 @@ from adapters.storage import open_store
 from bot.conversation import Answer, Conversation, Outcome
 from bot.terminal import render
 from commands.access import Principal
+from commands.approval_desk import ApprovalDesk
 from commands.ports import Store
 from commands.replies import Code, Table, Text
 from commands.settings import Settings
@@ -361,3 +363,19 @@ async def test_manifest_directories_are_registered_and_bad_ones_reported(
     await register_directories(settings, h.store)  # a restart registers no new revision
     latest = await h.store.latest_manifest("accounts")
     assert latest is not None and latest.revision == 1
+
+
+async def test_approve_and_reject_use_the_one_desk_of_the_program(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[object] = []
+    original = ApprovalDesk.__init__
+
+    def counting(self: ApprovalDesk, *args: Any, **kwargs: Any) -> None:
+        built.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ApprovalDesk, "__init__", counting)
+    for text in ("approve 7", "reject 7 not now", "approve 8"):
+        assert "no approval #" in await h.fails(text)
+    assert built == []  # each text reached the conversation's desk, built once with it
