@@ -93,7 +93,7 @@ async def test_render_shows_the_job_validated_and_planned_without_deploying(
     assert reply.ok, reply
     assert reply.title == "Dry run: howdy 1.0.0 at west (dev, plan default)"
     [code] = [b for b in reply.blocks if type(b).__name__ == "Code"][:1]
-    job = json.loads(code.text)  # type: ignore[attr-defined]
+    job = json.loads(code.text)  # type: ignore[attr-defined,union-attr]
     assert job["ID"] == "howdy--1-0-0--00000000" and job["Datacenters"] == ["west"]
     image = job["TaskGroups"][0]["Tasks"][0]["Config"]["image"]
     assert image.startswith(f"{registries[1]}/howdy@sha256:")  # the runtime registry's copy

@@ -17,7 +17,7 @@ from commands.ports import SchedulerError
 from commands.replies import AccessDenied
 from commands.settings import Settings
 from domain.records import NewStack, Stack, UnitRecord
-from domain.runtime import Health, Instance, LaunchSpec
+from domain.runtime import Health, Instance, LaunchSpec, Rendering
 from domain.states import StackStatus
 from domain.versions import Version
 from tests.fakes.clock import T0, FakeClock
@@ -74,6 +74,9 @@ class Engine:
             raise SchedulerError("the Docker engine at unix:///x is not reachable", transient=True)
         self.deleted.append(stack)
         return 1
+
+    async def render(self, spec: LaunchSpec) -> Rendering:
+        raise SchedulerError("this double renders nothing")
 
     async def close(self) -> None:
         pass

@@ -13,11 +13,11 @@ from bot.conversation import Answer, Conversation, Outcome
 from bot.terminal import render
 from commands.access import Principal
 from commands.approval_desk import ApprovalDesk
-from commands.ports import Store
+from commands.ports import SchedulerError, Store
 from commands.replies import Code, Table, Text
 from commands.settings import Settings
 from domain.records import Stack, StackQuery
-from domain.runtime import Health, Instance, RuntimeReport
+from domain.runtime import Health, Instance, Rendering, RuntimeReport
 from domain.states import StackStatus
 from domain.versions import Version
 from tests.fakes.clock import FakeClock
@@ -82,6 +82,18 @@ class RecordingWorkflow:
             (Instance(f"{stack.name}-0", "running", (("default", 31000),)),),
             Health(True, "1 instance(s) healthy (alive)"),
         )
+
+    async def render(
+        self,
+        unit: str,
+        version: Version,
+        datacenter: str,
+        namespace: str,
+        plan: str,
+        manifest_id: int,
+        image: str,
+    ) -> Rendering:
+        raise SchedulerError("this test workflow renders nothing")
 
 
 SETTINGS = Settings.model_validate(
