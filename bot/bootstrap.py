@@ -18,7 +18,8 @@ from adapters.storage import open_store
 from bot.conversation import Conversation
 from bot.manifest_dirs import register_directories
 from commands.approval_desk import ApprovalDesk
-from commands.engine import DeployEngine
+from commands.context import Services
+from commands.deploy_workflow import DeployWorkflow
 from commands.events import EventHub
 from commands.lifecycle import Lifecycle
 from commands.manifests import Manifests
@@ -38,7 +39,7 @@ class Application:
     events: EventHub
     desk: ApprovalDesk
     workflow: WorkflowPort
-    engine: DeployEngine | None = None
+    deploys: DeployWorkflow | None = None
     registry: Registry | None = None
     schedulers: dict[str, Scheduler] = field(default_factory=dict)
     traffic: TrafficControl | None = None
@@ -49,11 +50,11 @@ class Application:
 
     async def start(self) -> int:
         """Continue the workflows an earlier run left unfinished; returns how many."""
-        return await self.engine.resume() if self.engine is not None else 0
+        return await self.deploys.resume() if self.deploys is not None else 0
 
     async def close(self) -> None:
-        if self.engine is not None:
-            await self.engine.close()
+        if self.deploys is not None:
+            await self.deploys.close()
         for scheduler in self.schedulers.values():
             with contextlib.suppress(Exception):
                 await scheduler.close()
@@ -143,7 +144,7 @@ async def build(
     events = EventHub()
     # Subscriptions, in the order listeners hear an event: the application's own first.
     events.subscribe(OperationTracker(store, events, clock).on_event)
-    engine: DeployEngine | None = None
+    deploys: DeployWorkflow | None = None
     registry: Registry | None = None
     schedulers: dict[str, Scheduler] = {}
     routers: dict[str, Router] = {}
@@ -159,8 +160,17 @@ async def build(
             }
         )
         schedulers = schedulers_for(settings, consuls)
-        engine = DeployEngine(
-            settings, store, events, clock, registry, schedulers, manifests=manifests
+        vaults = vaults_for(settings)
+        secrets = StackSecrets(settings, store, clock, vaults) if vaults else None
+        deploys = DeployWorkflow(
+            settings,
+            store,
+            events,
+            clock,
+            registry,
+            schedulers,
+            manifests=manifests,
+            secrets=secrets,
         )
         routers = routers_for(settings)
         routers.update(lighthouses_for(settings, store, consuls))
@@ -172,35 +182,39 @@ async def build(
             desk,
             routers,
             schedulers,
-            engine.runtime,
+            deploys.runtime,
             manifests=manifests,
         )
-        engine.traffic = traffic
-        vaults = vaults_for(settings)
-        if vaults:
-            secrets = engine.secrets = StackSecrets(settings, store, clock, vaults)
-        workflow = engine
+        events.subscribe(traffic.on_event)  # routes ready stacks, acts on approvals
+        workflow = deploys
     # The cleanup needs the datacenters' schedulers and routers, which only the product's own
-    # engine drives; an embedder's workflow brings none, so nothing would be removed there.
+    # deploy workflow drives; an embedder's workflow brings none, so nothing would be removed there.
     lifecycle: Lifecycle | None = None
-    if engine is not None:
+    if deploys is not None:
         lifecycle = Lifecycle(
-            settings, store, events, clock, schedulers, routers, manifests=manifests
+            settings,
+            store,
+            events,
+            clock,
+            schedulers,
+            routers,
+            manifests=manifests,
+            stack_secrets=secrets,
         )
-        lifecycle.secrets = secrets
-    conversation = Conversation(
-        settings,
-        store,
-        workflow,
-        clock,
-        events,
-        traffic,
-        lifecycle,
+    services = Services(
+        settings=settings,
+        store=store,
+        workflow=workflow,
+        clock=clock,
+        events=events,
+        traffic=traffic,
+        lifecycle=lifecycle,
+        secrets=secrets,
+        consuls=consuls,
         manifests=manifests,
         desk=desk,
     )
-    conversation.secrets = secrets
-    conversation.consuls = dict(consuls)
+    conversation = Conversation(services)
     return Application(
         settings=settings,
         clock=clock,
@@ -209,7 +223,7 @@ async def build(
         events=events,
         desk=desk,
         workflow=workflow,
-        engine=engine,
+        deploys=deploys,
         registry=registry,
         schedulers=schedulers,
         traffic=traffic,

@@ -11,19 +11,11 @@ from enum import IntEnum
 
 from bot.outage import UNREACHABLE, describe, is_outage
 from commands.access import Principal
-from commands.approval_desk import ApprovalDesk
-from commands.context import Context
-from commands.events import EventHub
+from commands.context import Context, Services
 from commands.grammar import parse_command
 from commands.handlers import handle
-from commands.lifecycle import Lifecycle
-from commands.manifests import Manifests
 from commands.model import Command
-from commands.ports import Clock, ConsulStatus, Store, WorkflowPort
 from commands.replies import Code, ParseError, Reply, Text, UserError
-from commands.settings import Settings
-from commands.shifting import TrafficControl
-from commands.stack_secrets import StackSecrets
 from domain.states import IllegalTransition
 
 log = logging.getLogger("nelson.conversation")
@@ -61,30 +53,11 @@ def error_reply(exc: UserError) -> Reply:
 
 
 class Conversation:
-    def __init__(
-        self,
-        settings: Settings,
-        store: Store,
-        workflow: WorkflowPort,
-        clock: Clock,
-        events: EventHub | None = None,
-        traffic: TrafficControl | None = None,
-        lifecycle: Lifecycle | None = None,
-        *,
-        manifests: Manifests | None = None,
-        desk: ApprovalDesk | None = None,
-    ):
-        self.settings = settings
-        self.store = store
-        self.workflow = workflow
-        self.clock = clock
-        self.events = events or EventHub()
-        self.traffic = traffic
-        self.lifecycle = lifecycle
-        self.manifests = manifests or Manifests(store, settings)
-        self.desk = desk or ApprovalDesk(settings, store, self.events, clock)
-        self.secrets: StackSecrets | None = None  # set by the wiring where there is Vault
-        self.consuls: dict[str, ConsulStatus] = {}  # likewise, per datacenter with Consul
+    """Every request of every front end, answered with the services the program was built
+    with (bot.bootstrap), through one error boundary."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
 
     def context(
         self,
@@ -94,22 +67,23 @@ class Conversation:
         attachment: str | None = None,
         channel: str | None = None,
     ) -> Context:
+        s = self.services
         return Context(
             principal=principal,
-            settings=self.settings,
-            store=self.store,
-            workflow=self.workflow,
-            clock=self.clock,
+            settings=s.settings,
+            store=s.store,
+            workflow=s.workflow,
+            clock=s.clock,
             local=local,
             attachment=attachment,
             channel=channel,
-            events=self.events,
-            traffic=self.traffic,
-            lifecycle=self.lifecycle,
-            secrets=self.secrets,
-            consuls=self.consuls,
-            manifests=self.manifests,
-            desk=self.desk,
+            events=s.events,
+            traffic=s.traffic,
+            lifecycle=s.lifecycle,
+            secrets=s.secrets,
+            consuls=s.consuls,
+            manifests=s.manifests,
+            desk=s.desk,
         )
 
     async def answer(

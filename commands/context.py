@@ -17,6 +17,32 @@ from commands.stack_secrets import StackSecrets
 
 
 @dataclass(frozen=True, slots=True)
+class Services:
+    """What the application is made of: built once (bot.bootstrap), shared by every request
+    and every front end."""
+
+    settings: Settings
+    store: Store
+    workflow: WorkflowPort
+    clock: Clock
+    events: EventHub = field(default_factory=EventHub)
+    traffic: TrafficControl | None = None  # None where no datacenter routes traffic
+    lifecycle: Lifecycle | None = None  # None where the cleanup does not run
+    secrets: StackSecrets | None = None  # None where no datacenter has Vault
+    consuls: Mapping[str, ConsulStatus] = field(default_factory=dict)  # per datacenter
+    # built from the others when not given (embedders and tests)
+    manifests: Manifests = field(default=None)  # type: ignore[assignment]
+    desk: ApprovalDesk = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.manifests is None:
+            object.__setattr__(self, "manifests", Manifests(self.store, self.settings))
+        if self.desk is None:
+            desk = ApprovalDesk(self.settings, self.store, self.events, self.clock)
+            object.__setattr__(self, "desk", desk)
+
+
+@dataclass(frozen=True, slots=True)
 class Context:
     principal: Principal
     settings: Settings

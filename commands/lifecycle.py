@@ -34,7 +34,6 @@ from domain import expiration
 from domain.expiration import ExpirationPolicy, StackView, Verdict
 from domain.records import AuditEvent, Stack
 from domain.states import IllegalTransition, StackStatus
-from domain.versions import Version
 
 log = logging.getLogger("nelson.lifecycle")
 
@@ -76,6 +75,7 @@ class Lifecycle:
         batch: int = BATCH,
         *,
         manifests: Manifests | None = None,
+        stack_secrets: StackSecrets | None = None,
     ) -> None:
         self.settings = settings
         self.batch = batch
@@ -86,11 +86,10 @@ class Lifecycle:
         self.routers = dict(routers)
         self.holder = f"{socket.gethostname()}:{secrets.token_hex(4)}"
         self.manifests = manifests or Manifests(store, settings)
-        self._revisions: dict[tuple[str, Version], int] = {}  # release -> its manifest id
         self._failing: set[int] = set()  # stacks whose failed reap was already reported
         self._announced_days: set[str] = set()
-        # set by the wiring where datacenters have Vault: reaping revokes and deletes there
-        self.secrets: StackSecrets | None = None
+        # where datacenters have Vault: reaping revokes and deletes there
+        self.secrets = stack_secrets
 
     async def run_once(self) -> PassReport:
         now = self.clock.now()
@@ -445,14 +444,12 @@ class Lifecycle:
         """The policy of each stack, read from the manifest revision it was deployed with:
         running stacks keep the manifest they were deployed with, a later revision changes
         only what is deployed after it."""
-        missing = {v.unit for _, v in stacks if (v.unit, v.version) not in self._revisions}
-        for unit in missing:  # a release's revision never changes: one read per new release
-            for release in await self.store.releases(unit):
-                self._revisions[(release.unit, release.version)] = release.manifest_id
+        # read per batch, not kept: memory holds one batch however many releases there are
+        revisions = await self.store.release_revisions(sorted({v.unit for _, v in stacks}))
         read: dict[int, Policies] = {}
         found: dict[int, ExpirationPolicy] = {}
         for _, view in stacks:
-            manifest_id = self._revisions.get((view.unit, view.version))
+            manifest_id = revisions.get((view.unit, view.version))
             if manifest_id is None:
                 continue
             policies = read.get(manifest_id)

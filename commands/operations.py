@@ -28,7 +28,7 @@ async def settle(store: Store, events: EventHub, clock: Clock, stack_id: int) ->
 
 
 class OperationTracker:
-    """Listens to every workflow's progress (the product's engine or an embedder's) and
+    """Listens to every workflow's progress (the product's deploy workflow or an embedder's) and
     finishes the operations whose last stack just finished."""
 
     def __init__(self, store: Store, events: EventHub, clock: Clock) -> None:

@@ -327,6 +327,11 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
+    async def release_revisions(self, units: Sequence[str]) -> dict[tuple[str, Version], int]:
+        """The manifest id each release of these units was made from: what a stack deployed
+        from that release is judged by."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class VaultTokenRecord:

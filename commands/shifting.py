@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from commands import daemons
 from commands.access import Principal, Role, authorize
 from commands.approval_desk import ApprovalDesk
-from commands.events import ApprovalDecided, Event, EventHub, StackProgress
+from commands.events import ApprovalDecided, Event, EventHub, StackProgress, StackReady
 from commands.manifests import ManifestMissing, Manifests
 from commands.ports import Clock, Route, Router, RouterError, Scheduler, Store
 from commands.replies import AccessDenied, UserError
@@ -107,7 +107,6 @@ class TrafficControl:
         self.schedulers = dict(schedulers)
         self.health = health
         self._failures: dict[int, int] = {}  # shift id -> consecutive failed health probes
-        events.subscribe(self.on_event)
 
     # -- a stack became ready ----------------------------------------------------------------
 
@@ -290,6 +289,9 @@ class TrafficControl:
     # -- decisions ----------------------------------------------------------------------------
 
     async def on_event(self, event: Event) -> None:
+        if isinstance(event, StackReady):
+            await self.on_ready(event.stack)
+            return
         if not isinstance(event, ApprovalDecided) or event.approval.kind != KIND:
             return
         approval = event.approval

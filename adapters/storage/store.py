@@ -1535,6 +1535,19 @@ class SqlStore:
             AuditEvent(r.actor, r.action, r.target, r.allowed, r.detail, r.at, r.id) for r in rows
         ]
 
+    async def release_revisions(self, units: Sequence[str]) -> dict[tuple[str, Version], int]:
+        c = t.releases.c
+        found: dict[tuple[str, Version], int] = {}
+        names = sorted(set(units))
+        async with self._connect() as conn:
+            for start in range(0, len(names), 500):  # bound the statement's parameters
+                query = select(c.unit, c.major, c.minor, c.patch, c.manifest_id).where(
+                    c.unit.in_(names[start : start + 500])
+                )
+                for unit, major, minor, patch, manifest_id in (await conn.execute(query)).all():
+                    found[(unit, Version(major, minor, patch))] = manifest_id
+        return found
+
 
 async def _mark_garbage_postgres(
     conn: AsyncConnection, reasons: Mapping[int, str], at: datetime, actor: str

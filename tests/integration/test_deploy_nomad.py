@@ -79,8 +79,8 @@ async def app(
 async def deploy(app: Application, text: str) -> list[Any]:
     answer = await app.conversation.answer(text, ADMIN)
     assert answer.reply.ok, answer.reply
-    assert app.engine is not None
-    await app.engine.wait_idle(timeout=90)
+    assert app.deploys is not None
+    await app.deploys.wait_idle(timeout=90)
     return await app.store.stacks_by_ids(answer.reply.stack_ids)
 
 

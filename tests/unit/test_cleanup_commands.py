@@ -13,6 +13,7 @@ from adapters.storage import open_store
 from bot.conversation import Conversation
 from bot.slack.cleanup import digest_message, keep_label, stack_ids, summary_message
 from bot.terminal import render, save_attachments
+from commands.context import Services
 from commands.events import EventHub, Removal
 from commands.graph_picture import dot_source, render_png
 from commands.lifecycle import Lifecycle
@@ -61,7 +62,7 @@ async def h(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Harness]:
         {},
     )
     harness.conversation = Conversation(
-        SETTINGS, store, harness.workflow, clock, lifecycle=lifecycle
+        Services(SETTINGS, store, harness.workflow, clock, lifecycle=lifecycle)
     )
     harness.scheduler = scheduler  # type: ignore[attr-defined]
     yield harness

@@ -13,6 +13,7 @@ from bot.conversation import Answer, Conversation, Outcome
 from bot.terminal import render
 from commands.access import Principal
 from commands.approval_desk import ApprovalDesk
+from commands.context import Services
 from commands.ports import SchedulerError, Store
 from commands.replies import Code, Table, Text
 from commands.settings import Settings
@@ -123,7 +124,7 @@ class Harness:
         self.store = store
         self.workflow = workflow
         self.clock = clock
-        self.conversation = Conversation(SETTINGS, store, workflow, clock)
+        self.conversation = Conversation(Services(SETTINGS, store, workflow, clock))
 
     async def say(self, text: str, who: Principal = ADMIN, **kw: object) -> Answer:
         return await self.conversation.answer(text, who, **kw)  # type: ignore[arg-type]

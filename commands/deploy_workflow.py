@@ -30,7 +30,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from commands.events import EventHub, StackProgress
+from commands.events import EventHub, StackProgress, StackReady
 from commands.manifests import ManifestMissing, Manifests
 from commands.ports import (
     Clock,
@@ -42,7 +42,6 @@ from commands.ports import (
     Store,
 )
 from commands.settings import Settings
-from commands.shifting import TrafficControl
 from commands.stack_secrets import StackSecrets
 from domain.blueprints import BlueprintError, parse_ref
 from domain.images import BadImageReference, ImageRef, parse_image
@@ -54,7 +53,7 @@ from domain.stack_names import stack_name
 from domain.states import StackStatus
 from domain.versions import Version
 
-log = logging.getLogger("nelson.engine")
+log = logging.getLogger("nelson.workflow")
 
 RENDER_HASH = "00000000"  # in the stack name `render` shows; deploys pick a random one
 UNFINISHED = (StackStatus.PENDING, StackStatus.DEPLOYING, StackStatus.WARMING)
@@ -72,7 +71,7 @@ class _Transient(Exception):
     """One try of a step failed in a way the next try may not."""
 
 
-class DeployEngine:
+class DeployWorkflow:
     def __init__(
         self,
         settings: Settings,
@@ -83,6 +82,7 @@ class DeployEngine:
         schedulers: Mapping[str, Scheduler],
         *,
         manifests: Manifests | None = None,
+        secrets: StackSecrets | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -95,10 +95,7 @@ class DeployEngine:
         self._targets: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._draining = False
-        # set by the wiring when the datacenters have routers (commands.shifting)
-        self.traffic: TrafficControl | None = None
-        # set by the wiring when datacenters have Vault (commands.stack_secrets)
-        self.secrets: StackSecrets | None = None
+        self.secrets = secrets  # where datacenters have Vault (commands.stack_secrets)
 
     # -- the port ---------------------------------------------------------------------------
 
@@ -340,8 +337,7 @@ class DeployEngine:
 
         await self.store.set_workflow_step(stack.id, None)
         stack = await self.store.change_status(stack.id, StackStatus.READY, "healthy", "nelson")
-        if self.traffic is not None:
-            await self.traffic.on_ready(stack)
+        await self.events.publish(StackReady(stack))  # routed before it is said ready
         await self._say(
             stack,
             f"ready ({time.monotonic() - started:.1f}s)",
