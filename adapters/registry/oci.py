@@ -155,7 +155,12 @@ class OciRegistry:
         status, _, text = await self._call(
             "PUT", url, target, "pull,push", data=body, headers={"Content-Type": media_type}
         )
-        _check(status, text, f"PUT manifest {target.repository}/{reference}", target)
+        # Two deploys copying the same image at once: a blob the other copy is still writing
+        # is unknown for a moment. The workflow's next try finds it (or copies it again).
+        pending = status == 400 and b"MANIFEST_BLOB_UNKNOWN" in text
+        _check(
+            status, text, f"PUT manifest {target.repository}/{reference}", target, transient=pending
+        )
 
     # -- blobs ------------------------------------------------------------------------------
 
@@ -346,7 +351,7 @@ def _absolute(registry: str, location: str) -> str:
     return _url(registry) + location
 
 
-def _check(status: int, body: bytes, what: str, ref: ImageRef) -> None:
+def _check(status: int, body: bytes, what: str, ref: ImageRef, *, transient: bool = False) -> None:
     if 200 <= status < 300:
         return
     detail = ""
@@ -358,5 +363,5 @@ def _check(status: int, body: bytes, what: str, ref: ImageRef) -> None:
     reason = f"{status}: {detail}" if detail else str(status)
     raise RegistryError(
         f"registry {_host(ref.registry)} refused {what} ({reason})",
-        transient=status >= 500 or status == 429,
+        transient=transient or status >= 500 or status == 429,
     )
