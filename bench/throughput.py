@@ -162,10 +162,10 @@ async def with_doubles(
     routers: dict[str, Any] = {DATACENTER: doubles.router}
     application.registry = doubles.registry
     application.schedulers, application.routers = dict(schedulers), dict(routers)
-    assert application.engine is not None and application.traffic is not None
+    assert application.deploys is not None and application.traffic is not None
     assert application.lifecycle is not None
-    application.engine.registry = doubles.registry
-    application.engine.schedulers = dict(schedulers)
+    application.deploys.registry = doubles.registry
+    application.deploys.schedulers = dict(schedulers)
     application.traffic.schedulers, application.traffic.routers = dict(schedulers), dict(routers)
     application.lifecycle.schedulers = dict(schedulers)
     application.lifecycle.routers = dict(routers)

@@ -18,9 +18,12 @@ from adapters.storage import open_store
 from bot.conversation import Conversation
 from bot.manifest_dirs import register_directories
 from commands.approval_desk import ApprovalDesk
-from commands.engine import DeployEngine
+from commands.context import Services
+from commands.deploy_workflow import DeployWorkflow
 from commands.events import EventHub
 from commands.lifecycle import Lifecycle
+from commands.manifests import Manifests
+from commands.operations import OperationTracker
 from commands.ports import Clock, Registry, Router, Scheduler, Secrets, Store, WorkflowPort
 from commands.settings import Settings, port_bounds
 from commands.shifting import TrafficControl
@@ -36,7 +39,7 @@ class Application:
     events: EventHub
     desk: ApprovalDesk
     workflow: WorkflowPort
-    engine: DeployEngine | None = None
+    deploys: DeployWorkflow | None = None
     registry: Registry | None = None
     schedulers: dict[str, Scheduler] = field(default_factory=dict)
     traffic: TrafficControl | None = None
@@ -47,11 +50,11 @@ class Application:
 
     async def start(self) -> int:
         """Continue the workflows an earlier run left unfinished; returns how many."""
-        return await self.engine.resume() if self.engine is not None else 0
+        return await self.deploys.resume() if self.deploys is not None else 0
 
     async def close(self) -> None:
-        if self.engine is not None:
-            await self.engine.close()
+        if self.deploys is not None:
+            await self.deploys.close()
         for scheduler in self.schedulers.values():
             with contextlib.suppress(Exception):
                 await scheduler.close()
@@ -136,9 +139,12 @@ async def build(
     `workflow` and `clock` replace the defaults (embedders and tests choose their own)."""
     clock = clock or SystemClock()  # the program's one clock, handed to all that read time
     store = await open_store(settings.database_url, clock=clock, upgrade=True)
-    await register_directories(settings, store)
+    manifests = Manifests(store, settings)  # the one reader of manifests, shared by all
+    await register_directories(settings, store, manifests)
     events = EventHub()
-    engine: DeployEngine | None = None
+    # Subscriptions, in the order listeners hear an event: the application's own first.
+    events.subscribe(OperationTracker(store, events, clock).on_event)
+    deploys: DeployWorkflow | None = None
     registry: Registry | None = None
     schedulers: dict[str, Scheduler] = {}
     routers: dict[str, Router] = {}
@@ -154,26 +160,61 @@ async def build(
             }
         )
         schedulers = schedulers_for(settings, consuls)
-        engine = DeployEngine(settings, store, events, clock, registry, schedulers)
+        vaults = vaults_for(settings)
+        secrets = StackSecrets(settings, store, clock, vaults) if vaults else None
+        deploys = DeployWorkflow(
+            settings,
+            store,
+            events,
+            clock,
+            registry,
+            schedulers,
+            manifests=manifests,
+            secrets=secrets,
+        )
         routers = routers_for(settings)
         routers.update(lighthouses_for(settings, store, consuls))
         traffic = TrafficControl(
-            settings, store, events, clock, desk, routers, schedulers, engine.runtime
+            settings,
+            store,
+            events,
+            clock,
+            desk,
+            routers,
+            schedulers,
+            deploys.runtime,
+            manifests=manifests,
         )
-        engine.traffic = traffic
-        vaults = vaults_for(settings)
-        if vaults:
-            secrets = engine.secrets = StackSecrets(settings, store, clock, vaults)
-        workflow = engine
+        events.subscribe(traffic.on_event)  # routes ready stacks, acts on approvals
+        workflow = deploys
     # The cleanup needs the datacenters' schedulers and routers, which only the product's own
-    # engine drives; an embedder's workflow brings none, so nothing would be removed there.
+    # deploy workflow drives; an embedder's workflow brings none, so nothing would be removed there.
     lifecycle: Lifecycle | None = None
-    if engine is not None:
-        lifecycle = Lifecycle(settings, store, events, clock, schedulers, routers)
-        lifecycle.secrets = secrets
-    conversation = Conversation(settings, store, workflow, clock, events, traffic, lifecycle)
-    conversation.secrets = secrets
-    conversation.consuls = dict(consuls)
+    if deploys is not None:
+        lifecycle = Lifecycle(
+            settings,
+            store,
+            events,
+            clock,
+            schedulers,
+            routers,
+            manifests=manifests,
+            stack_secrets=secrets,
+        )
+    services = Services(
+        settings=settings,
+        store=store,
+        workflow=workflow,
+        clock=clock,
+        events=events,
+        traffic=traffic,
+        lifecycle=lifecycle,
+        secrets=secrets,
+        consuls=consuls,
+        manifests=manifests,
+        desk=desk,
+    )
+    conversation = Conversation(services)
     return Application(
         settings=settings,
         clock=clock,
@@ -182,7 +223,7 @@ async def build(
         events=events,
         desk=desk,
         workflow=workflow,
-        engine=engine,
+        deploys=deploys,
         registry=registry,
         schedulers=schedulers,
         traffic=traffic,

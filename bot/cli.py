@@ -230,9 +230,9 @@ async def _run(app: Application, text: str, as_user: str | None) -> int:
     print(render(answer.reply), file=stream)
     if saved := save_attachments(answer.reply):
         print(saved, file=stream)
-    if app.engine is not None:
+    if app.deploys is not None:
         # A one-shot deploy follows its stacks to the end before the process exits.
-        await app.engine.wait_idle()
+        await app.deploys.wait_idle()
         deployed = answer.reply.operation_id is not None
         if deployed and app.traffic is not None and await app.store.shifts(("running",)):
             # this process exits now: say truthfully whether anything keeps shifts moving

@@ -1,5 +1,5 @@
 """What happens while work runs, told to whoever listens (Slack threads, the Home tab, the
-console). Producers (handlers, the workflow engine, the approval desk) publish; front ends
+console). Producers (handlers, the deploy workflow, the approval desk) publish; front ends
 subscribe. Delivery is in-process and best effort: a listener that fails is logged and the
 others still hear the event; the durable truth is always in the Store."""
 
@@ -31,6 +31,23 @@ class StackProgress:
     at: datetime
     failed: bool = False
     status: StackStatus | None = None  # the status this step brought the stack to, if any
+
+
+@dataclass(frozen=True, slots=True)
+class StackReady:
+    """A stack passed its health checks; heard before its thread says so (traffic control
+    routes to it here)."""
+
+    stack: Stack
+
+
+@dataclass(frozen=True, slots=True)
+class OperationFinished:
+    """Every stack of an operation is finished (ready, failed, …); told once, after the last
+    stack's own progress."""
+
+    operation: Operation  # with its outcome and finish time
+    stacks: tuple[Stack, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +94,8 @@ class CleanupDone:
 Event = (
     OperationStarted
     | StackProgress
+    | StackReady
+    | OperationFinished
     | ApprovalRequested
     | ApprovalDecided
     | CleanupAnnounced

@@ -25,20 +25,17 @@ from datetime import datetime, timedelta
 
 from commands.access import Principal, Role, authorize
 from commands.events import CleanupAnnounced, CleanupDone, EventHub, Removal, StackProgress
+from commands.manifests import Manifests, Policies
 from commands.ports import Clock, Conflict, Route, Router, Scheduler, Store
 from commands.replies import AccessDenied, UserError
 from commands.settings import Settings
 from commands.stack_secrets import StackSecrets
 from domain import expiration
 from domain.expiration import ExpirationPolicy, StackView, Verdict
-from domain.manifest import ManifestInvalid, parse_manifest
 from domain.records import AuditEvent, Stack
 from domain.states import IllegalTransition, StackStatus
 
 log = logging.getLogger("nelson.lifecycle")
-
-# from one manifest: the policy per (unit, plan), the notification channels per unit
-_Facts = tuple[dict[tuple[str, str], ExpirationPolicy], dict[str, list[str]]]
 
 LEASE = "lifecycle"
 ANNOUNCE_LEASE = "cleanup-announcement"
@@ -76,6 +73,9 @@ class Lifecycle:
         schedulers: Mapping[str, Scheduler],
         routers: Mapping[str, Router],
         batch: int = BATCH,
+        *,
+        manifests: Manifests | None = None,
+        stack_secrets: StackSecrets | None = None,
     ) -> None:
         self.settings = settings
         self.batch = batch
@@ -85,11 +85,11 @@ class Lifecycle:
         self.schedulers = dict(schedulers)
         self.routers = dict(routers)
         self.holder = f"{socket.gethostname()}:{secrets.token_hex(4)}"
-        self._facts: dict[str, _Facts] = {}  # per manifest revision (digest)
+        self.manifests = manifests or Manifests(store, settings)
         self._failing: set[int] = set()  # stacks whose failed reap was already reported
         self._announced_days: set[str] = set()
-        # set by the wiring where datacenters have Vault: reaping revokes and deletes there
-        self.secrets: StackSecrets | None = None
+        # where datacenters have Vault: reaping revokes and deletes there
+        self.secrets = stack_secrets
 
     async def run_once(self) -> PassReport:
         now = self.clock.now()
@@ -117,7 +117,6 @@ class Lifecycle:
             except Exception as exc:  # without knowing who serves, expire nothing
                 log.warning("router unavailable (%s): no stack expires this pass", exc)
                 return report
-        policies, _ = await self._manifest_facts()
         # batch by batch, so memory holds one batch however many stacks there are; a policy
         # compares a stack only with its group, and a batch holds whole groups. What this
         # pass collects still counts as a live dependant until the pass ends, as it did when
@@ -128,6 +127,7 @@ class Lifecycle:
         extend: dict[int, datetime] = {}
         expired: dict[int, tuple[str, str]] = {}  # id -> (name, reason)
         async for stacks, depended in self.store.lifecycle_batches(self.batch, collected):
+            policies = await self._policies_of(stacks)
             self._judge(
                 stacks, depended, policies, (serving, shifting), now, report, extend, expired
             )
@@ -148,7 +148,7 @@ class Lifecycle:
         self,
         stacks: Sequence[tuple[str, StackView]],
         depended: Mapping[int, int],
-        policies: Mapping[tuple[str, str], ExpirationPolicy],
+        policies: Mapping[int, ExpirationPolicy],
         receiving: tuple[set[str], set[int]],
         now: datetime,
         report: PassReport,
@@ -163,7 +163,7 @@ class Lifecycle:
         for name, view in stacks:
             if name in serving or view.id in shifting:
                 view = replace(view, receiving_traffic=True)
-            policy = policies.get((view.unit, view.plan), ExpirationPolicy.RETAIN_ACTIVE)
+            policy = policies.get(view.id, ExpirationPolicy.RETAIN_ACTIVE)
             by_policy[policy].append(view)
             names[view.id] = name
         for policy, views in by_policy.items():
@@ -246,7 +246,7 @@ class Lifecycle:
             removals.append(Removal(item.stack, item.reason, max(due, now)))
         await self.store.release_lease(ANNOUNCE_LEASE, self.holder)
         removals.sort(key=lambda r: (r.stack.unit, r.stack.version, r.stack.name))
-        _, channels = await self._manifest_facts()
+        channels = await self._channels_by_unit()
         per_channel: dict[str, list[Removal]] = defaultdict(list)
         for removal in removals:
             for channel in self._channels(channels, removal.stack.unit):
@@ -382,7 +382,7 @@ class Lifecycle:
         self._failing -= {s.id for s in report.reaped}
         if not report.reaped and not failed:
             return
-        _, channels = await self._manifest_facts()
+        channels = await self._channels_by_unit()
         per_channel: dict[str, tuple[list[Stack], list[tuple[Stack, str]]]] = defaultdict(
             lambda: ([], [])
         )
@@ -439,36 +439,34 @@ class Lifecycle:
             StackProgress(stack.id, "reaped", self.clock.now(), status=StackStatus.TERMINATED)
         )
 
-    async def _manifest_facts(self) -> _Facts:
-        """From the latest manifests (each revision parsed once): the policy per (unit, plan)
-        and the notification channels per unit."""
-        policies: dict[tuple[str, str], ExpirationPolicy] = {}
+    async def _channels_by_unit(self) -> dict[str, list[str]]:
+        """Where to tell about each unit: the channels its latest manifest names."""
         channels: dict[str, list[str]] = {}
         for record in await self.store.manifests():
-            cached = self._facts.get(record.digest)
-            if cached is None:
-                cached = ({}, {})
-                try:
-                    manifest = parse_manifest(record.text)
-                except ManifestInvalid:
-                    self._facts[record.digest] = cached  # judged by the defaults
-                    continue
-                kinds = {
-                    u.name: "job" if u.workflow == "job" else "service" for u in manifest.units
-                }
-                for unit in manifest.units:
-                    cached[1][unit.name] = list(manifest.notifications.slack_channels)
-                    for plan in manifest.plans:
-                        text = plan.expiration_policy
-                        if text:
-                            cached[0][(unit.name, plan.name)] = expiration.parse_policy(text)
-                        else:
-                            kind = "job" if plan.schedule is not None else kinds[unit.name]
-                            cached[0][(unit.name, plan.name)] = expiration.default_policy(kind)
-                self._facts[record.digest] = cached
-            policies.update(cached[0])
-            channels.update(cached[1])
-        return policies, channels
+            channels.update((await self.manifests.policies(record.id)).channels)
+        return channels
+
+    async def _policies_of(
+        self, stacks: Sequence[tuple[str, StackView]]
+    ) -> dict[int, ExpirationPolicy]:
+        """The policy of each stack, read from the manifest revision it was deployed with:
+        running stacks keep the manifest they were deployed with, a later revision changes
+        only what is deployed after it."""
+        # read per batch, not kept: memory holds one batch however many releases there are
+        revisions = await self.store.release_revisions(sorted({v.unit for _, v in stacks}))
+        read: dict[int, Policies] = {}
+        found: dict[int, ExpirationPolicy] = {}
+        for _, view in stacks:
+            manifest_id = revisions.get((view.unit, view.version))
+            if manifest_id is None:
+                continue
+            policies = read.get(manifest_id)
+            if policies is None:
+                policies = read[manifest_id] = await self.manifests.policies(manifest_id)
+            policy = policies.expiration.get((view.unit, view.plan))
+            if policy is not None:
+                found[view.id] = policy
+        return found
 
     async def _audit(self, action: str, target: str, detail: str, allowed: bool = True) -> None:
         await self.store.audit(

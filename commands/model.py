@@ -73,12 +73,16 @@ class Deprecate:
 
 @dataclass(frozen=True, slots=True)
 class Keep:
-    stack: str
+    stack: str = ""
+    # the button of a cleanup announcement names its unit's stacks by id
+    stack_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Remove:
-    stack: str
+    stack: str = ""
+    # the button of a cleanup announcement names its unit's stacks by id
+    stack_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,17 +103,20 @@ class Reject:
 
 @dataclass(frozen=True, slots=True)
 class Reverse:
-    stack: str
+    stack: str = ""
+    shift_id: int | None = None  # the button of a traffic shift names the shift
 
 
 @dataclass(frozen=True, slots=True)
 class Pause:
-    stack: str
+    stack: str = ""
+    shift_id: int | None = None  # the button of a traffic shift names the shift
 
 
 @dataclass(frozen=True, slots=True)
 class Resume:
-    stack: str
+    stack: str = ""
+    shift_id: int | None = None  # the button of a traffic shift names the shift
 
 
 @dataclass(frozen=True, slots=True)

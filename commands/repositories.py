@@ -84,6 +84,11 @@ class StackRepository(Protocol):
 
     async def releases(self, unit: str) -> list[Release]: ...
 
+    async def release_revisions(self, units: Sequence[str]) -> dict[tuple[str, Version], int]:
+        """The manifest id each release of these units was made from: what a stack deployed
+        from that release is judged by."""
+        ...
+
     async def create_deployment(
         self,
         release: Release | None,

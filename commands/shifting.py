@@ -23,12 +23,13 @@ from datetime import datetime, timedelta
 from commands import daemons
 from commands.access import Principal, Role, authorize
 from commands.approval_desk import ApprovalDesk
-from commands.events import ApprovalDecided, Event, EventHub, StackProgress
+from commands.events import ApprovalDecided, Event, EventHub, StackProgress, StackReady
+from commands.manifests import ManifestMissing, Manifests
 from commands.ports import Clock, Route, Router, RouterError, Scheduler, Store
 from commands.replies import AccessDenied, UserError
 from commands.settings import Settings
 from domain import traffic
-from domain.manifest import parse_manifest
+from domain.manifest import ManifestInvalid
 from domain.records import AuditEvent, Stack, TrafficShift
 from domain.runtime import RuntimeReport
 from domain.states import StackStatus
@@ -93,9 +94,12 @@ class TrafficControl:
         routers: Mapping[str, Router],
         schedulers: Mapping[str, Scheduler],
         health: HealthCheck,
+        *,
+        manifests: Manifests | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
+        self.manifests = manifests or Manifests(store, settings)
         self.events = events
         self.clock = clock
         self.desk = desk
@@ -103,7 +107,6 @@ class TrafficControl:
         self.schedulers = dict(schedulers)
         self.health = health
         self._failures: dict[int, int] = {}  # shift id -> consecutive failed health probes
-        events.subscribe(self.on_event)
 
     # -- a stack became ready ----------------------------------------------------------------
 
@@ -265,12 +268,12 @@ class TrafficControl:
                     await self.desk.withdraw(approval.id, "superseded")
 
     async def _policy(self, stack: Stack) -> tuple[str, int]:
-        release = await self.store.release(stack.unit, stack.version)
-        record = await self.store.manifest_by_id(release.manifest_id) if release else None
-        if record is not None:
-            plan = parse_manifest(record.text).plan(stack.plan)
-            if plan is not None and plan.traffic_shift is not None:
-                return plan.traffic_shift.policy, plan.traffic_shift.duration_seconds
+        try:
+            plan = (await self.manifests.of_stack(stack)).plan(stack.plan)
+        except (ManifestMissing, ManifestInvalid):
+            plan = None  # shifted by the defaults, as a plan without a traffic shift is
+        if plan is not None and plan.traffic_shift is not None:
+            return plan.traffic_shift.policy, plan.traffic_shift.duration_seconds
         return traffic.DEFAULT_POLICY.value, int(traffic.DEFAULT_DURATION.total_seconds())
 
     async def _addresses(self, stack: Stack) -> list[str]:
@@ -286,6 +289,9 @@ class TrafficControl:
     # -- decisions ----------------------------------------------------------------------------
 
     async def on_event(self, event: Event) -> None:
+        if isinstance(event, StackReady):
+            await self.on_ready(event.stack)
+            return
         if not isinstance(event, ApprovalDecided) or event.approval.kind != KIND:
             return
         approval = event.approval

@@ -52,12 +52,10 @@ class OciRegistry:
         *,
         parallel: int = 4,
         timeout: float = 60.0,
-        attempts: int = 4,
     ) -> None:
         self.credentials = dict(credentials or {})
         self.parallel = parallel
         self.timeout = timeout
-        self.attempts = attempts
         self._session: aiohttp.ClientSession | None = None
         self._tokens: dict[tuple[str, str], str] = {}
 
@@ -157,7 +155,12 @@ class OciRegistry:
         status, _, text = await self._call(
             "PUT", url, target, "pull,push", data=body, headers={"Content-Type": media_type}
         )
-        _check(status, text, f"PUT manifest {target.repository}/{reference}", target)
+        # Two deploys copying the same image at once: a blob the other copy is still writing
+        # is unknown for a moment. The workflow's next try finds it (or copies it again).
+        pending = status == 400 and b"MANIFEST_BLOB_UNKNOWN" in text
+        _check(
+            status, text, f"PUT manifest {target.repository}/{reference}", target, transient=pending
+        )
 
     # -- blobs ------------------------------------------------------------------------------
 
@@ -237,8 +240,10 @@ class OciRegistry:
         params: dict[str, str] | None = None,
         data: bytes | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
-        delay = 0.5
-        for attempt in range(1, self.attempts + 1):
+        # No retries here: a transient fault (unreachable, 5xx, 429) is reported at once and
+        # the deploy workflow's step decides whether to try again. The loop only answers a
+        # 401 challenge (a fresh token), once.
+        for _ in range(2):
             all_headers = {**(headers or {}), **await self._auth_header(ref, actions)}
             try:
                 async with self._http().request(
@@ -253,22 +258,13 @@ class OciRegistry:
                     found = {k.lower(): v for k, v in response.headers.items()}
                     if response.status == 401 and await self._authenticate(ref, actions, found):
                         continue
-                    if (
-                        response.status >= 500 or response.status == 429
-                    ) and attempt < self.attempts:
-                        await asyncio.sleep(delay)
-                        delay *= 2
-                        continue
                     return response.status, found, body
             except (aiohttp.ClientError, TimeoutError) as exc:
-                if attempt == self.attempts:
-                    raise RegistryError(
-                        f"registry {_host(ref.registry)} is unreachable "
-                        f"({exc.__class__.__name__}: {exc})",
-                        transient=True,
-                    ) from None
-                await asyncio.sleep(delay)
-                delay *= 2
+                raise RegistryError(
+                    f"registry {_host(ref.registry)} is unreachable "
+                    f"({exc.__class__.__name__}: {exc})",
+                    transient=True,
+                ) from None
         raise RegistryError(f"registry {_host(ref.registry)} kept refusing {method} {url}")
 
     async def _authenticate(self, ref: ImageRef, actions: str, headers: dict[str, str]) -> bool:
@@ -355,7 +351,7 @@ def _absolute(registry: str, location: str) -> str:
     return _url(registry) + location
 
 
-def _check(status: int, body: bytes, what: str, ref: ImageRef) -> None:
+def _check(status: int, body: bytes, what: str, ref: ImageRef, *, transient: bool = False) -> None:
     if 200 <= status < 300:
         return
     detail = ""
@@ -367,5 +363,5 @@ def _check(status: int, body: bytes, what: str, ref: ImageRef) -> None:
     reason = f"{status}: {detail}" if detail else str(status)
     raise RegistryError(
         f"registry {_host(ref.registry)} refused {what} ({reason})",
-        transient=status >= 500 or status == 429,
+        transient=transient or status >= 500 or status == 429,
     )

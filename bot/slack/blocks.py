@@ -140,3 +140,12 @@ def fallback(reply: Reply) -> str:
             total = block.total if block.total is not None else len(block.rows)
             parts.append(f"({total} row{'s' if total != 1 else ''})")
     return clip(escape("\n".join(parts)), FALLBACK_TEXT)
+
+
+def said(reply: Reply) -> str:
+    """A reply in one short line, as a click is answered: the title, and for a refusal its
+    hints, marked as such."""
+    if reply.ok:
+        return reply.title
+    hints = " ".join(b.text for b in reply.blocks if isinstance(b, Text))
+    return f":no_entry: {reply.title} {hints}".strip()

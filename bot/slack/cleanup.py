@@ -17,7 +17,6 @@ from bot.slack.messages import button, record_id, when, who
 from bot.slack.outbox import Outbox, PostFailed
 from commands.events import CleanupAnnounced, CleanupDone, Event, Removal
 from commands.lifecycle import Lifecycle
-from commands.replies import UserError
 from domain.records import Stack
 
 log = logging.getLogger("nelson.slack.cleanup")
@@ -193,28 +192,18 @@ class CleanupNotices:
         except PostFailed as exc:
             log.warning("could not post the cleanup notice in %s: %s", channel, exc.error)
 
-    async def on_click(self, body: dict[str, Any]) -> str:
-        """Run a Keep or Remove-now click; returns what to tell the clicker. The message's
-        buttons for that unit are replaced by who did what."""
-        action = first_action(body)
-        ids = stack_ids(text_at(action, "value"))
-        if ids is None:
-            return "There is no such stack."
-        if not ids:
-            return "That button names no stacks."
+    def mark(self, body: dict[str, Any], kept: bool, outcome: str) -> None:
+        """After a Keep or Remove-now click went through (bot.slack.app runs it as the
+        `keep`/`remove` command): the message's buttons for that unit become who did what."""
         user = text_at(body, "user", "id")
-        principal = await self.directory.principal(user)
-        try:
-            if action.get("action_id") == KEEP_ACTION:
-                outcome = await self.lifecycle.keep(ids, principal)
-                done = f":pushpin: Kept by {who(user)} {when(self.lifecycle.clock.now())}"
-            else:
-                outcome = await self.lifecycle.remove_now(ids, principal)
-                done = f":wastebasket: Removed by {who(user)} {when(self.lifecycle.clock.now())}"
-        except UserError as exc:
-            return f":no_entry: {exc.message} {exc.hint}".strip()
-        self._mark(body, text_at(action, "block_id"), f"{done}: {escape(outcome)}")
-        return outcome
+        now = when(self.lifecycle.clock.now())
+        done = (
+            f":pushpin: Kept by {who(user)} {now}"
+            if kept
+            else f":wastebasket: Removed by {who(user)} {now}"
+        )
+        block_id = text_at(first_action(body), "block_id")
+        self._mark(body, block_id, f"{done}: {escape(outcome)}")
 
     def _mark(self, body: dict[str, Any], block_id: str, line: str) -> None:
         """The unit's rows and buttons become who did what; the count covers what is left."""

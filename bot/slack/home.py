@@ -13,13 +13,12 @@ from bot.slack.blocks import MAX_HOME_BLOCKS, Block, context, escape, section
 from bot.slack.directory import Directory
 from bot.slack.messages import approval_message, when
 from bot.slack.outbox import Outbox
-from commands.access import Principal, Role, authorize
+from commands.access import Principal
 from commands.approval_desk import ApprovalDesk
 from commands.events import Event
 from commands.ports import Store
+from commands.read_models import home_view
 from commands.settings import Settings
-from domain.records import StackQuery
-from domain.states import StackStatus
 
 log = logging.getLogger("nelson.slack.home")
 
@@ -72,13 +71,14 @@ class Home:
             self.outbox.publish_home(user_id, await self.view(principal))
 
     async def view(self, who: Principal) -> dict[str, Any]:
+        home = await home_view(
+            self.settings, self.store, self.desk, who, stacks_per_datacenter=STACKS_PER_DATACENTER
+        )
         blocks: list[Block] = [
             {"type": "header", "text": {"type": "plain_text", "text": "Nelson"}},
             section("*Waiting for your decision*"),
         ]
-        mine = [
-            a for a in await self.store.approvals("pending") if self.desk.refusal(a, who) is None
-        ]
+        mine = home.approvals
         if not mine:
             blocks.append(context("Nothing is waiting for you."))
         for approval in mine[:10]:
@@ -87,33 +87,22 @@ class Home:
             blocks.append(context(f"… and {len(mine) - 10} more: `approvals` lists them all."))
         blocks.append({"type": "divider"})
         blocks.append(section("*Your recent deployments*"))
-        operations = await self.store.recent_operations(who.user_id, limit=10)
-        if not operations:
+        if not home.operations:
             blocks.append(context("You have not deployed anything yet."))
-        for operation in operations:
+        for operation in home.operations:
             state = operation.outcome or "running"
             blocks.append(
                 section(f"*{escape(operation.title)}* · {state} · {when(operation.created_at)}")
             )
         blocks.append({"type": "divider"})
-        for datacenter in sorted(self.settings.datacenters):
-            page = await self.store.list_stacks(
-                StackQuery(
-                    datacenter=datacenter,
-                    statuses=(StackStatus.WARMING, StackStatus.READY),
-                    limit=STACKS_PER_DATACENTER,
-                )
-            )
-            visible = [
-                s
-                for s in page.stacks
-                if authorize(self.settings.access, who, Role.VIEW, s.namespace).allowed
-            ]
+        for found in home.datacenters:
+            visible = found.stacks
             lines = [
                 f"`{escape(s.name)}` {escape(s.namespace)} *{s.status.value}*" for s in visible
             ]
-            more = f" (showing {len(visible)} of {page.total})" if page.total > len(visible) else ""
-            blocks.append(section(f"*{escape(datacenter)}*{more}"))
+            shown = len(visible)
+            more = f" (showing {shown} of {found.total})" if found.total > shown else ""
+            blocks.append(section(f"*{escape(found.datacenter)}*{more}"))
             blocks.append(
                 section("\n".join(lines)) if lines else context("Nothing warming or ready.")
             )

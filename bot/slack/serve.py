@@ -171,7 +171,7 @@ async def serve_headless(
 
 async def _drain(application: Application) -> int:
     """Let each deploy finish the step in hand; how many continue at the next start."""
-    return await application.engine.drain(STOP_GRACE) if application.engine else 0
+    return await application.deploys.drain(STOP_GRACE) if application.deploys else 0
 
 
 def _stopped(left: int) -> None:

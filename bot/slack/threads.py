@@ -15,6 +15,7 @@ from commands.events import (
     ApprovalDecided,
     ApprovalRequested,
     Event,
+    OperationFinished,
     OperationStarted,
     StackProgress,
 )
@@ -41,12 +42,15 @@ class Threads:
         # per operation, the status each stack's events have reported so far: the thread says
         # "done" only after every stack's last step was told, whatever order events arrive in
         self._told: dict[int, dict[int, StackStatus]] = {}
+        self._ended: dict[int, OperationFinished] = {}  # finished, summary not yet told
 
     async def on_event(self, event: Event) -> None:
         if isinstance(event, OperationStarted):
             await self._started(event)
         elif isinstance(event, StackProgress):
             await self._progress(event)
+        elif isinstance(event, OperationFinished):
+            await self._finished(event)
         elif isinstance(event, ApprovalRequested):
             await self._approval_requested(event.approval)
         elif isinstance(event, ApprovalDecided):
@@ -114,6 +118,37 @@ class Threads:
                     told[event.stack_id] = StackStatus.FAILED
                 await self._refresh(operation, messages, stacks, told)
 
+    async def _finished(self, event: OperationFinished) -> None:
+        """The application finished the operation (commands.operations). The summary goes
+        into the thread after the last stack's own line, whichever event is heard first."""
+        subject = f"operation:{event.operation.id}"
+        async with self._locks[subject]:
+            self._ended[event.operation.id] = event
+            await self._close(event.operation.id, await self.store.messages_for(subject))
+
+    async def _close(self, operation_id: int, messages: list[PostedMessage]) -> None:
+        event = self._ended.get(operation_id)
+        if event is None:
+            return
+        told = self._told.get(operation_id, {})
+        if not all(finished(told.get(s.id, s.status)) for s in event.stacks):
+            return  # a stack's last line is still to come
+        del self._ended[operation_id]
+        self._told.pop(operation_id, None)
+        operation, stacks = event.operation, list(event.stacks)
+        failed = [s for s in stacks if s.status is StackStatus.FAILED]
+        summary = (
+            f":x: {operation.title} failed: "
+            + "; ".join(f"{s.name}: {s.status_message}" for s in failed)
+            if failed
+            else f":white_check_mark: {operation.title} is done."
+        )
+        for message in messages:
+            self.outbox.thread_line(message.channel, message.ts, summary)
+        text, blocks = operation_message(operation, stacks, await self._shifts(stacks))
+        for message in messages:
+            self.outbox.update(message.channel, message.ts, text, blocks)
+
     async def _refresh(
         self,
         operation: Operation,
@@ -121,23 +156,10 @@ class Threads:
         stacks: list[Stack],
         told: dict[int, StackStatus],
     ) -> None:
-        over = all(finished(told.get(s.id, s.status)) for s in stacks)
-        if operation.finished_at is None and stacks and over:
-            failed = [s for s in stacks if s.status is StackStatus.FAILED]
-            outcome = "failed" if failed else "succeeded"
-            self._told.pop(operation.id, None)
-            if await self.store.finish_operation(operation.id, outcome, self.clock.now()):
-                summary = (
-                    f":x: {operation.title} failed: "
-                    + "; ".join(f"{s.name}: {s.status_message}" for s in failed)
-                    if failed
-                    else f":white_check_mark: {operation.title} is done."
-                )
-                for message in messages:
-                    self.outbox.thread_line(message.channel, message.ts, summary)
         text, blocks = operation_message(operation, stacks, await self._shifts(stacks))
         for message in messages:
             self.outbox.update(message.channel, message.ts, text, blocks)
+        await self._close(operation.id, messages)
 
     # -- approvals --------------------------------------------------------------------------
 

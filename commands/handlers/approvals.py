@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from commands.access import Role
-from commands.approval_desk import APPROVE, REJECT, ApprovalDesk, describe
+from commands.approval_desk import APPROVE, REJECT, describe
 from commands.context import Context
 from commands.handlers.lookup import ago, find_stack, require
+from commands.handlers.traffic import shift_of, traffic_control
 from commands.model import Approve, ListApprovals, Reject, Reverse
 from commands.replies import NotAvailable, Reply, Table, Text
 
@@ -52,22 +53,21 @@ RECENT_SHOWN = 5
 MAX_REASON = 500  # characters of a rejection's reason kept; a reason, not an essay
 
 
-def _desk(ctx: Context) -> ApprovalDesk:
-    return ApprovalDesk(ctx.settings, ctx.store, ctx.events, ctx.clock)
-
-
 async def approve(command: Approve, ctx: Context) -> Reply:
-    outcome = await _desk(ctx).decide(command.approval_id, ctx.principal, APPROVE)
+    outcome = await ctx.desk.decide(command.approval_id, ctx.principal, APPROVE)
     return Reply(title=outcome.message, ok=True)
 
 
 async def reject(command: Reject, ctx: Context) -> Reply:
     reason = " ".join(command.reason.split())[:MAX_REASON]
-    outcome = await _desk(ctx).decide(command.approval_id, ctx.principal, REJECT, reason)
+    outcome = await ctx.desk.decide(command.approval_id, ctx.principal, REJECT, reason)
     return Reply(title=outcome.message, ok=True)
 
 
 async def reverse(command: Reverse, ctx: Context) -> Reply:
+    if command.shift_id is not None:  # a button: the shift it was posted for
+        shift_id = await shift_of(ctx, command)
+        return Reply(title=await traffic_control(ctx).reverse(shift_id, ctx.principal))
     stack = await find_stack(ctx, command.stack)
     if ctx.traffic is None:
         await require(ctx, Role.DEPLOY, stack.namespace, "reverse", stack.name)

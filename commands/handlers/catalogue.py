@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from multiprocessing import get_context
 from pathlib import Path
 
 from commands.access import Role
@@ -17,36 +12,24 @@ from commands.handlers.lookup import (
     require,
     when,
 )
+from commands.manifests import ParserUnavailable
 from commands.model import Lint, ListManifests, ListUnits, RegisterManifest
 from commands.replies import Code, Reply, Table, Text, UserError
-from domain.manifest import Manifest, ManifestError, ManifestInvalid, parse_manifest
+from domain.manifest import Manifest, ManifestError, ManifestInvalid
 from domain.records import UnitRecord
 
 MAX_MANIFEST_BYTES = 512 * 1024  # a file read by path in the console
 # Pasted or attached in chat: a manifest of this size already lists hundreds of units, and
 # checking it takes about a second of CPU.
 MAX_PASTED_BYTES = 64 * 1024
-# Manifests are parsed and checked in a separate process, one at a time: a big paste then
-# delays neither its own acknowledgement nor anyone else's request (a thread would still
-# share the interpreter lock with the event loop).
-_parser: ProcessPoolExecutor | None = None
 
 
-def _parser_pool() -> ProcessPoolExecutor:
-    global _parser
-    if _parser is None:
-        _parser = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
-    return _parser
-
-
-async def _parse(text: str, default_namespace: str) -> Manifest:
-    global _parser
-    loop = asyncio.get_running_loop()
-    job = functools.partial(parse_manifest, text, default_namespace=default_namespace)
+# Checked in a separate process, one at a time (commands.manifests): a big paste then delays
+# neither its own acknowledgement nor anyone else's request.
+async def _parse(text: str, ctx: Context) -> Manifest:
     try:
-        return await loop.run_in_executor(_parser_pool(), job)
-    except BrokenProcessPool:  # the parser died (killed, out of memory): a fresh one next time
-        _parser = None
+        return await ctx.manifests.check(text)
+    except ParserUnavailable:
         raise UserError("I could not check that manifest; try again.") from None
 
 
@@ -108,7 +91,7 @@ async def lint(command: Lint, ctx: Context) -> Reply:
     await require(ctx, Role.VIEW, ctx.settings.default_namespace, "lint", "manifest")
     text, source = _read_source(ctx, command.path, command.text, command.attachment)
     try:
-        manifest = await _parse(text, ctx.settings.default_namespace)
+        manifest = await _parse(text, ctx)
     except ManifestInvalid as exc:
         errors = exc.errors
         return Reply(
@@ -149,7 +132,7 @@ async def register_manifest(command: RegisterManifest, ctx: Context) -> Reply:
     await require(ctx, Role.DEPLOY, namespace, "manifest", f"repository:{command.repository}")
     text, source = _read_source(ctx, command.path, command.text, command.attachment)
     try:
-        manifest = await _parse(text, namespace)
+        manifest = await _parse(text, ctx)
     except ManifestInvalid as exc:
         raise UserError(
             f"the manifest in {source} is not valid, so nothing was registered.",

@@ -76,6 +76,8 @@ async def deprecate(command: Deprecate, ctx: Context) -> Reply:
 
 
 async def keep(command: Keep, ctx: Context) -> Reply:
+    if command.stack_ids:  # a button: the lifecycle checks each stack and who may keep it
+        return Reply(title=await _running(ctx).keep(command.stack_ids, ctx.principal))
     stack = await find_stack(ctx, command.stack)
     # the lifecycle checks the deploy role and audits the attempt, allowed or refused
     message = await _lifecycle(ctx, stack).keep([stack.id], ctx.principal)
@@ -83,6 +85,8 @@ async def keep(command: Keep, ctx: Context) -> Reply:
 
 
 async def remove(command: Remove, ctx: Context) -> Reply:
+    if command.stack_ids:  # a button: the lifecycle removes those still garbage
+        return Reply(title=await _running(ctx).remove_now(command.stack_ids, ctx.principal))
     stack = await find_stack(ctx, command.stack)
     lifecycle = _lifecycle(ctx, stack)
     if stack.status is not StackStatus.GARBAGE:
@@ -97,6 +101,12 @@ async def remove(command: Remove, ctx: Context) -> Reply:
         )
     message = await lifecycle.remove_now([stack.id], ctx.principal)
     return Reply(title=message)
+
+
+def _running(ctx: Context) -> Lifecycle:
+    if ctx.lifecycle is None:
+        raise NotAvailable("the cleanup does not run in this bot.")
+    return ctx.lifecycle
 
 
 def _lifecycle(ctx: Context, stack: Stack) -> Lifecycle:

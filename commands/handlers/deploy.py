@@ -2,7 +2,7 @@
 
 A handler here decides *what* to deploy (release, targets, plans, dependencies), records the
 release and one pending stack per target and plan, and hands the stacks to the workflow port.
-Driving them to ready is the workflow engine's job.
+Driving them to ready is the deploy workflow's job (commands.deploy_workflow).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from commands.graph_picture import Node, RenderError, describe, dot_source, rend
 from commands.handlers.lookup import ago, find_unit, require
 from commands.model import Graph
 from commands.replies import Attachment, Fields, Reply, Table, Text
-from domain.manifest import ManifestInvalid, parse_manifest
+from domain.manifest import ManifestInvalid
 from domain.records import Stack, StackQuery
 from domain.states import LIVE_STATUSES, StackStatus
 
@@ -28,7 +28,7 @@ async def graph(command: Graph, ctx: Context) -> Reply:
     used_by: list[str] = []
     for record in await ctx.store.manifests():
         try:
-            manifest = parse_manifest(record.text, default_namespace=ctx.settings.default_namespace)
+            manifest = ctx.manifests.of_record(record)
         except ManifestInvalid:
             continue  # an outdated manifest says nothing reliable about dependencies
         for declared in manifest.units:

@@ -9,7 +9,7 @@ from datetime import datetime
 from commands.access import Role, authorize
 from commands.context import Context
 from commands.replies import AccessDenied, UserError
-from domain.manifest import Manifest, ManifestInvalid, parse_manifest
+from domain.manifest import Manifest, ManifestInvalid
 from domain.records import AuditEvent, Stack, UnitRecord
 
 
@@ -77,7 +77,7 @@ async def unit_manifest(ctx: Context, unit: UnitRecord) -> tuple[Manifest, int]:
     if record is None:  # a unit row always comes with its manifest; say so if not
         raise UserError(f"the manifest of repository '{unit.repository}' is missing.")
     try:
-        manifest = parse_manifest(record.text, default_namespace=ctx.settings.default_namespace)
+        manifest = ctx.manifests.of_record(record)
     except ManifestInvalid as exc:
         # A manifest valid when registered can turn invalid under a changed configuration.
         raise UserError(

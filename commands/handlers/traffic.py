@@ -14,7 +14,7 @@ from commands.handlers.lookup import (
     find_unit,
     require,
 )
-from commands.model import Pause, Resume, Traffic
+from commands.model import Pause, Resume, Reverse, Traffic
 from commands.replies import NotAvailable, Reply, Table, Text
 from commands.shifting import OPEN, TrafficControl, route_key
 from domain.records import Stack, StackQuery, TrafficShift
@@ -24,28 +24,33 @@ LIVE = (StackStatus.READY, StackStatus.DEPRECATED, StackStatus.GARBAGE)
 LIMIT = 2000
 
 
-def _control(ctx: Context) -> TrafficControl:
+def traffic_control(ctx: Context) -> TrafficControl:
     if ctx.traffic is None:
         raise NotAvailable("no datacenter routes traffic in this setup.")
     return ctx.traffic
 
 
-async def pause(command: Pause, ctx: Context) -> Reply:
+async def shift_of(ctx: Context, command: Pause | Resume | Reverse) -> int:
+    """The shift a command names: by its id (a button), else the active one of its stack."""
+    if command.shift_id is not None:
+        traffic_control(ctx)
+        return command.shift_id
     stack = await find_stack(ctx, command.stack)
-    control = _control(ctx)
-    shift = await control.find_active(stack)
-    return Reply(title=await control.pause(shift.id, ctx.principal))
+    return (await traffic_control(ctx).find_active(stack)).id
+
+
+async def pause(command: Pause, ctx: Context) -> Reply:
+    shift_id = await shift_of(ctx, command)
+    return Reply(title=await traffic_control(ctx).pause(shift_id, ctx.principal))
 
 
 async def resume(command: Resume, ctx: Context) -> Reply:
-    stack = await find_stack(ctx, command.stack)
-    control = _control(ctx)
-    shift = await control.find_active(stack)
-    return Reply(title=await control.resume(shift.id, ctx.principal))
+    shift_id = await shift_of(ctx, command)
+    return Reply(title=await traffic_control(ctx).resume(shift_id, ctx.principal))
 
 
 async def traffic(command: Traffic, ctx: Context) -> Reply:
-    control = _control(ctx)
+    control = traffic_control(ctx)
     if command.namespace:
         namespaces = [check_namespace(ctx, command.namespace)]
         await require(ctx, Role.VIEW, namespaces[0], "traffic", f"namespace:{namespaces[0]}")

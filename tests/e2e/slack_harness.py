@@ -18,11 +18,12 @@ import aiohttp
 from bot.bootstrap import Application, build
 from bot.slack.serve import serve
 from commands.events import EventHub, StackProgress
-from commands.ports import Clock, Store
+from commands.ports import Clock, SchedulerError, Store
 from commands.settings import Settings
 from domain.records import Stack
-from domain.runtime import RuntimeReport
+from domain.runtime import Rendering, RuntimeReport
 from domain.states import StackStatus
+from domain.versions import Version
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_requests import sign
@@ -79,6 +80,18 @@ class Scripted:
 
     async def runtime(self, stack: Stack) -> RuntimeReport:
         return RuntimeReport(())
+
+    async def render(
+        self,
+        unit: str,
+        version: Version,
+        datacenter: str,
+        namespace: str,
+        plan: str,
+        manifest_id: int,
+        image: str,
+    ) -> Rendering:
+        raise SchedulerError("this test workflow renders nothing")
 
     async def submit(self, stack_ids: Sequence[int]) -> None:
         for stack_id in stack_ids:

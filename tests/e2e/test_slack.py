@@ -106,7 +106,7 @@ async def test_deploy_follows_progress_in_one_parent_and_its_thread(
     await slash(bot, fake, "deploy howdy 1.0.0 to dc-east,dc-west")
     # the parent goes to the asking channel and to the manifest's notification channel
     for channel in ("C1", "C3"):
-        await fake.wait_for(lambda c=channel: fake.messages(c))
+        await fake.wait_for(lambda c=channel: fake.messages(c))  # type: ignore[misc]
     parent = fake.messages("C1")[0]
     await fake.wait_for(lambda: "done" in fake.messages("C1")[0].text)
     final = fake.all_text(fake.messages("C1")[0])

@@ -396,3 +396,12 @@ async def test_url_verification_still_answers_its_challenge(bot: RunningBot) -> 
     body = json.dumps({"type": "url_verification", "challenge": "c-123", "token": "t"}).encode()
     status, text = await bot.post(body, JSON)
     assert status == 200 and "c-123" in text
+
+
+async def test_a_button_answers_as_its_text_twin_does(bot: RunningBot, fake: FakeSlack) -> None:
+    # The Pause button runs the `pause` command: where no datacenter routes traffic, the
+    # click is told what the command tells.
+    body = click(PAUSE_ACTION, "7")
+    assert await raw_post(bot, body, signed(body)) == 200
+    told = await fake.wait_for(lambda: fake.calls_to("chat.postEphemeral"))
+    assert "No datacenter routes traffic in this setup." in FakeSlack.all_text(told[0].params)

@@ -234,6 +234,14 @@ class MemoryStore:
         found = [r for r in self._t.releases.values() if r.unit == unit]
         return sorted(found, key=lambda r: r.version, reverse=True)
 
+    async def release_revisions(self, units: Sequence[str]) -> dict[tuple[str, Version], int]:
+        wanted = set(units)
+        return {
+            (r.unit, r.version): r.manifest_id
+            for r in self._t.releases.values()
+            if r.unit in wanted
+        }
+
     async def create_deployment(
         self,
         release: Release | None,

@@ -93,7 +93,7 @@ async def test_render_shows_the_job_validated_and_planned_without_deploying(
     assert reply.ok, reply
     assert reply.title == "Dry run: howdy 1.0.0 at west (dev, plan default)"
     [code] = [b for b in reply.blocks if type(b).__name__ == "Code"][:1]
-    job = json.loads(code.text)  # type: ignore[attr-defined]
+    job = json.loads(code.text)  # type: ignore[attr-defined,union-attr]
     assert job["ID"] == "howdy--1-0-0--00000000" and job["Datacenters"] == ["west"]
     image = job["TaskGroups"][0]["Tasks"][0]["Config"]["image"]
     assert image.startswith(f"{registries[1]}/howdy@sha256:")  # the runtime registry's copy
@@ -145,8 +145,8 @@ async def test_blueprints_are_registered_versioned_and_picked_by_plans(
     # deploy: the plan's blueprint makes the job
     answer = await app.conversation.answer("deploy custom 1.0.0 to west", ADMIN)
     assert answer.reply.ok, answer.reply
-    assert app.engine is not None
-    await app.engine.wait_idle(timeout=60)
+    assert app.deploys is not None
+    await app.deploys.wait_idle(timeout=60)
     [stack] = await app.store.stacks_by_ids(answer.reply.stack_ids)
     assert stack.status is StackStatus.READY, stack.status_message
     assert nomad.jobs[("default", stack.name)]["Meta"] == {"team": "blue"}
@@ -155,7 +155,7 @@ async def test_blueprints_are_registered_versioned_and_picked_by_plans(
     ok, second = await say(app, f"blueprint tagged {path}")
     assert ok and "revision 2" in second
     answer = await app.conversation.answer("redeploy " + stack.name, ADMIN)
-    await app.engine.wait_idle(timeout=60)
+    await app.deploys.wait_idle(timeout=60)
     [failed] = await app.store.stacks_by_ids(answer.reply.stack_ids)
     assert failed.status is StackStatus.FAILED
     assert "blueprint tagged@2 line" in failed.status_message

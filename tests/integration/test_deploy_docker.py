@@ -106,8 +106,8 @@ async def app(
 async def deploy(app: Application, text: str) -> list[Any]:
     answer = await app.conversation.answer(text, ADMIN)
     assert answer.reply.ok, answer.reply
-    assert app.engine is not None
-    await app.engine.wait_idle(timeout=90)
+    assert app.deploys is not None
+    await app.deploys.wait_idle(timeout=90)
     return await app.store.stacks_by_ids(answer.reply.stack_ids)
 
 
@@ -172,6 +172,9 @@ async def test_a_missing_image_fails_at_once_naming_image_and_registry(
     assert registries[0] in stack.status_message
     lines = [line.message for line in await app.store.logs(stack.id)]
     assert not any("trying again" in line for line in lines)  # not a transient fault
+    # asked from the console, with no Slack to follow it, the operation is finished all the same
+    [operation] = await app.store.operations_for_stack(stack.id)
+    assert operation.finished_at is not None and operation.outcome == "failed"
 
 
 @pytest.mark.parametrize("app", [{"howdy": manifest("howdy", path="/health")}], indirect=True)
@@ -285,7 +288,7 @@ async def test_registry_copies_are_skipped_when_present_and_errors_are_specific(
         with pytest.raises(RegistryError, match="names no registry"):
             await registry.resolve("copy:1.0.0")
         with pytest.raises(RegistryError, match="unreachable"):
-            await OciRegistry(attempts=1).resolve("127.0.0.1:9/copy:1.0.0")
+            await OciRegistry().resolve("127.0.0.1:9/copy:1.0.0")
     finally:
         await registry.close()
 
@@ -298,7 +301,7 @@ async def test_registries_that_ask_for_credentials(
 
     staging = registries[0]
     busybox_image(engine_client, f"{staging}/private:1.0.0", "private")
-    anonymous = OciRegistry(attempts=1)
+    anonymous = OciRegistry()
     digest = await anonymous.resolve(f"{staging}/private:1.0.0")
     with (
         basic_auth_registry("ci", "s3cret") as basic,
@@ -311,7 +314,7 @@ async def test_registries_that_ask_for_credentials(
             await anonymous.replicate(f"{staging}/private:1.0.0", digest, basic)
         with pytest.raises(RegistryError, match=r"token service .* refused"):
             await anonymous.replicate(f"{staging}/private:1.0.0", digest, bearer)
-        wrong = OciRegistry({bearer: Credentials("ci", "wrong")}, attempts=1)
+        wrong = OciRegistry({bearer: Credentials("ci", "wrong")})
         with pytest.raises(RegistryError, match="check the registry credentials"):
             await wrong.replicate(f"{staging}/private:1.0.0", digest, bearer)
         await wrong.close()
@@ -367,3 +370,69 @@ async def test_everywhere_then_commit_to_another_namespace(
         ):
             container.remove(force=True)
         await application.close()
+
+
+async def test_a_default_namespace_other_than_dev_deploys_to_ready(
+    tmp_path: Path,
+    docker_address: str,
+    registries: tuple[str, str],
+    engine_client: docker.DockerClient,
+) -> None:
+    # The workflow, traffic control and the cleanup read the manifest under the configured
+    # default namespace, as registering did: a manifest naming only `qa` is valid here.
+    text = manifest("howdy").replace("- name: dev", "- name: qa")
+    settings = settings_for(tmp_path, docker_address, registries, howdy=text)
+    settings = settings.model_copy(update={"default_namespace": "qa"})
+    application = await build(settings)
+    try:
+        busybox_image(engine_client, f"{registries[0]}/howdy:1.0.0", "howdy 1.0.0")
+        [stack] = await deploy(application, "deploy howdy 1.0.0 to local")
+        assert stack.status is StackStatus.READY, stack.status_message
+        assert stack.namespace == "qa"
+        [operation] = await application.store.operations_for_stack(stack.id)
+        assert operation.finished_at is not None and operation.outcome == "succeeded"
+        assert application.lifecycle is not None
+        report = await application.lifecycle.run_once()
+        assert report.judged == 1 and not report.failed
+    finally:
+        await application.close()
+
+
+async def test_a_failing_registry_is_tried_as_often_as_the_workflow_says(
+    tmp_path: Path, docker_address: str, registries: tuple[str, str]
+) -> None:
+    # A registry that answers every request 503 (a transient fault); every request counts.
+    requests = 0
+
+    async def unavailable(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                requests += 1
+                writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(unavailable, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = settings_for(
+        tmp_path, docker_address, (f"127.0.0.1:{port}", registries[1]), howdy=manifest("howdy")
+    )
+    application = await build(settings)
+    try:
+        [stack] = await deploy(application, "deploy howdy 1.0.0 to local")
+        assert stack.status is StackStatus.FAILED
+        assert f"registry 127.0.0.1:{port} refused" in stack.status_message
+        # one layer retries, the workflow's step: its attempts (2 here), one request each
+        assert requests == settings.workflow.attempts == 2
+        lines = [line.message for line in await application.store.logs(stack.id)]
+        assert [line for line in lines if "trying again" in line] == [
+            lines[0]
+        ] and "try 1 of 2 failed, trying again in 1s" in lines[0]
+    finally:
+        await application.close()
+        server.close()
+        await server.wait_closed()

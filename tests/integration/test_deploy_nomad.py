@@ -10,6 +10,7 @@ from typing import Any
 
 import docker
 import pytest
+from pydantic import SecretStr
 
 from adapters.scheduler import NomadScheduler
 from bot.bootstrap import Application, build
@@ -78,8 +79,8 @@ async def app(
 async def deploy(app: Application, text: str) -> list[Any]:
     answer = await app.conversation.answer(text, ADMIN)
     assert answer.reply.ok, answer.reply
-    assert app.engine is not None
-    await app.engine.wait_idle(timeout=90)
+    assert app.deploys is not None
+    await app.deploys.wait_idle(timeout=90)
     return await app.store.stacks_by_ids(answer.reply.stack_ids)
 
 
@@ -160,7 +161,11 @@ async def test_a_token_nomad_refuses_is_named_without_showing_it(
     settings = settings_for(tmp_path, nomad, registries, howdy=manifest("howdy"))
     west = settings.datacenters["west"]
     wrong = west.model_copy(
-        update={"scheduler": SchedulerSettings(kind="nomad", address=nomad.address, token="nope")}
+        update={
+            "scheduler": SchedulerSettings(
+                kind="nomad", address=nomad.address, token=SecretStr("nope")
+            )
+        }
     )
     app = await build(settings.model_copy(update={"datacenters": {"west": wrong}}))
     try:
@@ -191,7 +196,7 @@ def spec(stack: str, image: str = "127.0.0.1:1/howdy@sha256:" + "0" * 64) -> Lau
 
 async def test_nomad_errors_become_clear_messages_and_only_5xx_is_retried() -> None:
     with FakeNomad(acl={TOKEN: {"default": frozenset({"read-job", "list-jobs"})}}) as fake:
-        settings = SchedulerSettings(kind="nomad", address=fake.address, token=TOKEN)
+        settings = SchedulerSettings(kind="nomad", address=fake.address, token=SecretStr(TOKEN))
         scheduler = NomadScheduler(settings, "west", timeout=5)
         try:
             assert await scheduler.check() is None

@@ -48,9 +48,9 @@ class GatedLaunch:
 
 
 async def deploying(app: Application, text: str) -> tuple[GatedLaunch, int]:
-    assert app.engine is not None
-    gated = GatedLaunch(app.engine.schedulers["local"])
-    app.engine.schedulers["local"] = gated  # type: ignore[assignment]
+    assert app.deploys is not None
+    gated = GatedLaunch(app.deploys.schedulers["local"])
+    app.deploys.schedulers["local"] = gated  # type: ignore[assignment]
     answer = await app.conversation.answer(text, ADMIN)
     assert answer.reply.ok, answer.reply
     [stack_id] = answer.reply.stack_ids
@@ -73,8 +73,8 @@ async def test_a_stopping_bot_finishes_the_step_in_hand_and_the_next_start_conti
     app = await build(settings)
     try:
         gated, stack_id = await deploying(app, "deploy calm 1.0.0 to local")
-        assert app.engine is not None
-        draining = asyncio.create_task(app.engine.drain(grace=30))
+        assert app.deploys is not None
+        draining = asyncio.create_task(app.deploys.drain(grace=30))
         await asyncio.sleep(0.2)
         assert not draining.done()  # it waits for the launch in hand
         gated.gate.set()
@@ -99,8 +99,8 @@ async def test_a_stopping_bot_finishes_the_step_in_hand_and_the_next_start_conti
     again = await build(settings)
     try:
         assert await again.start() == 2
-        assert again.engine is not None
-        await again.engine.wait_idle(timeout=90)
+        assert again.deploys is not None
+        await again.deploys.wait_idle(timeout=90)
         for resumed in (stack_id, later_id):
             stack = await again.store.stack_by_id(resumed)
             assert stack is not None and stack.status is StackStatus.READY, stack
@@ -129,8 +129,8 @@ async def test_a_step_that_outlasts_the_grace_is_cancelled_and_run_again(
     app = await build(settings)
     try:
         _gated, stack_id = await deploying(app, "deploy slow 1.0.0 to local")
-        assert app.engine is not None
-        assert await app.engine.drain(grace=0.5) == 1
+        assert app.deploys is not None
+        assert await app.deploys.drain(grace=0.5) == 1
         stack = await app.store.stack_by_id(stack_id)
         assert stack is not None
         assert (stack.status, stack.workflow_step) == (StackStatus.DEPLOYING, "launch")
@@ -139,8 +139,8 @@ async def test_a_step_that_outlasts_the_grace_is_cancelled_and_run_again(
     again = await build(settings)
     try:
         await again.start()
-        assert again.engine is not None
-        await again.engine.wait_idle(timeout=90)
+        assert again.deploys is not None
+        await again.deploys.wait_idle(timeout=90)
         stack = await again.store.stack_by_id(stack_id)
         assert stack is not None and stack.status is StackStatus.READY, stack
     finally:

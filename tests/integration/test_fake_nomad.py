@@ -60,7 +60,10 @@ def job(job_id: str = "web", count: int = 2, **extra: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def fake() -> Iterator[FakeNomad]:
-    acl = {ADMIN: "management", READER: {"default": frozenset({"read-job", "list-jobs"})}}
+    acl: dict[str, str | dict[str, frozenset[str]]] = {
+        ADMIN: "management",
+        READER: {"default": frozenset({"read-job", "list-jobs"})},
+    }
     with FakeNomad(acl=acl) as running:
         yield running
     assert not running.schema_problems  # every answer had the document's shape

@@ -17,7 +17,7 @@ from commands.ports import SchedulerError
 from commands.replies import AccessDenied
 from commands.settings import Settings
 from domain.records import NewStack, Stack, UnitRecord
-from domain.runtime import Health, Instance, LaunchSpec
+from domain.runtime import Health, Instance, LaunchSpec, Rendering
 from domain.states import StackStatus
 from domain.versions import Version
 from tests.fakes.clock import T0, FakeClock
@@ -74,6 +74,9 @@ class Engine:
             raise SchedulerError("the Docker engine at unix:///x is not reachable", transient=True)
         self.deleted.append(stack)
         return 1
+
+    async def render(self, spec: LaunchSpec) -> Rendering:
+        raise SchedulerError("this double renders nothing")
 
     async def close(self) -> None:
         pass
@@ -325,3 +328,23 @@ async def test_a_chain_across_namespaces_and_a_deprecated_dependency(
     assert [s.name for s in (await lifecycle.run_once()).garbage] == [svc.name]
     history = await store.status_history(svc.id)
     assert history[-1].status is StackStatus.GARBAGE and "deprecated" in history[-1].message
+
+
+async def test_a_stack_is_judged_by_the_manifest_it_was_deployed_with(
+    store: SqlStore, clock: FakeClock
+) -> None:
+    # revision 1 keeps every release; both stacks are deployed with it
+    always = MANIFEST.replace("retain-latest", "retain-always")
+    records = [UnitRecord(u, "acme/svc", "service", "", 1) for u in ("svc", "client")]
+    await store.register_manifest("acme/svc", always, records, "U1")
+    older = await make(store, clock, "svc", "1.0.0", 1, T0 - timedelta(hours=5))
+    newer = await make(store, clock, "svc", "1.0.1", 2, T0 - timedelta(hours=4))
+    # revision 2 keeps only the latest: it applies to what is deployed after it, not to these
+    await store.register_manifest("acme/svc", MANIFEST, records, "U1")
+    latest = await store.latest_manifest("acme/svc")
+    assert latest is not None and latest.revision == 2
+    report = await Lifecycle(Settings(), store, EventHub(), clock, {}, {}).run_once()
+    assert report.judged == 2 and report.garbage == []
+    for stack in (older, newer):
+        found = await store.stack_by_id(stack.id)
+        assert found is not None and found.status is StackStatus.READY

@@ -157,10 +157,13 @@ async def test_any_batch_size_judges_as_one_look_at_every_stack(
         # the oracle: every judged stack and its live dependants read at once, then judged
         judged = await judged_now(store)
         depended = await live_dependants(store, judged)
-        policies, _ = await lifecycle._manifest_facts()
         by_policy: dict[ExpirationPolicy, list[StackView]] = defaultdict(list)
         for s in judged:
-            policy = policies.get((s.unit, s.plan), ExpirationPolicy.RETAIN_ACTIVE)
+            # each stack by the manifest revision it was deployed with
+            release = await store.release(s.unit, s.version)
+            assert release is not None
+            policies = await lifecycle.manifests.policies(release.manifest_id)
+            policy = policies.expiration.get((s.unit, s.plan), ExpirationPolicy.RETAIN_ACTIVE)
             by_policy[policy].append(
                 StackView(
                     id=s.id,

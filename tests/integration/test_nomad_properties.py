@@ -68,7 +68,7 @@ async def scenario(nomad: FakeNomad, ops: list[tuple[str, str, int]]) -> None:
                 assert await scheduler.instances(stack) == []
             else:
                 await asyncio.to_thread(nomad.lose_node)
-            ports = []
+            ports: list[int] = []
             for name, n in wanted.items():
                 for instance in await settled(scheduler, name, n):
                     ports.extend(port for _, port in instance.ports)

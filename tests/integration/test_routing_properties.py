@@ -151,6 +151,7 @@ class World:
             {"local": self.scheduler},  # type: ignore[dict-item]
             health,
         )
+        events.subscribe(self.traffic.on_event)
         self.lifecycle = Lifecycle(
             self.settings,
             self.store,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -124,7 +125,7 @@ async def scenario(steps: list[tuple[str, int]]) -> None:
 
 
 async def check(
-    vault: FakeVault, secrets: StackSecrets, stacks: list[object], released: set[int], bot: str
+    vault: FakeVault, secrets: StackSecrets, stacks: Sequence[object], released: set[int], bot: str
 ) -> None:
     records = {r.accessor: r for r in await secrets.store.vault_tokens()}
     live = {t.accessor: t for t in vault.live_tokens() if t.id not in (vault.root_token, bot)}

@@ -133,8 +133,8 @@ async def app(
 async def deploy(app: Application, text: str = "deploy howdy 1.0.0 to local") -> Stack:
     answer = await app.conversation.answer(text, ADMIN)
     assert answer.reply.ok, answer.reply
-    assert app.engine is not None
-    await app.engine.wait_idle(timeout=120)
+    assert app.deploys is not None
+    await app.deploys.wait_idle(timeout=120)
     [stack] = await app.store.stacks_by_ids(answer.reply.stack_ids)
     return stack
 

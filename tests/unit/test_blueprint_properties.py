@@ -14,7 +14,7 @@ from tests.unit.test_blueprints import SPEC
 names = st.from_regex(r"[A-Z][A-Z0-9_]{0,20}", fullmatch=True).filter(
     lambda n: not n.startswith(("NELSON_", "PORT"))
 )
-values = st.text(st.characters(exclude_categories=("Cs",)), max_size=60)
+values = st.text(st.characters(exclude_categories=["Cs"]), max_size=60)
 
 
 @settings(max_examples=200, deadline=None)

@@ -12,6 +12,7 @@ import pytest
 from bot.conversation import Conversation, Outcome
 from bot.slack.cleanup import digest_message, keep_label, stack_ids, summary_message
 from bot.terminal import render, save_attachments
+from commands.context import Services
 from commands.events import EventHub, Removal
 from commands.graph_picture import dot_source, render_png
 from commands.lifecycle import Lifecycle
@@ -73,7 +74,7 @@ def with_lifecycle(store: MemoryStore, clock: FakeClock) -> Harness:
         {},
     )
     harness.conversation = Conversation(
-        SETTINGS, store, harness.workflow, clock, lifecycle=lifecycle
+        Services(SETTINGS, store, harness.workflow, clock, lifecycle=lifecycle)
     )
     harness.scheduler = scheduler  # type: ignore[attr-defined]
     return harness

@@ -24,6 +24,7 @@ from bot.slack.messages import approval_message, button_value
 from commands.access import Principal, Role, authorize
 from commands.approval_desk import REJECT, ApprovalDesk
 from commands.approval_desk import describe as describe_approval
+from commands.context import Services
 from commands.events import EventHub
 from commands.ports import StoreError
 from commands.settings import AccessRule, AccessSettings, Settings
@@ -361,7 +362,7 @@ def conversation(sqlite_store: SqlStore, clock: FakeClock) -> Any:
     from bot.conversation import Conversation
     from tests.unit.test_handlers import RecordingWorkflow
 
-    return Conversation(NO_VIEW, sqlite_store, RecordingWorkflow(), clock)
+    return Conversation(Services(NO_VIEW, sqlite_store, RecordingWorkflow(), clock))
 
 
 async def test_lint_needs_view_access(conversation: Any) -> None:
@@ -473,7 +474,7 @@ async def test_datacenters_shows_no_credentials(sqlite_store: SqlStore, clock: F
             }
         }
     )
-    conversation = Conversation(settings, sqlite_store, RecordingWorkflow(), clock)
+    conversation = Conversation(Services(settings, sqlite_store, RecordingWorkflow(), clock))
     answer = await conversation.answer("datacenters", Principal("U1"))
     shown = render(answer.reply, width=300)
     assert "hunter2" not in shown and "s3cret" not in shown

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bot.conversation import Answer, Conversation, Outcome
 from bot.terminal import render
 from commands.access import Principal
-from commands.ports import Store
+from commands.approval_desk import ApprovalDesk
+from commands.context import Services
+from commands.ports import SchedulerError, Store
 from commands.replies import Code, Table, Text
 from commands.settings import Settings
 from domain.records import Stack, StackQuery
-from domain.runtime import Health, Instance, RuntimeReport
+from domain.runtime import Health, Instance, Rendering, RuntimeReport
 from domain.states import StackStatus
 from domain.versions import Version
 from tests.fakes.clock import FakeClock
@@ -81,6 +84,18 @@ class RecordingWorkflow:
             Health(True, "1 instance(s) healthy (alive)"),
         )
 
+    async def render(
+        self,
+        unit: str,
+        version: Version,
+        datacenter: str,
+        namespace: str,
+        plan: str,
+        manifest_id: int,
+        image: str,
+    ) -> Rendering:
+        raise SchedulerError("this test workflow renders nothing")
+
 
 SETTINGS = Settings.model_validate(
     {
@@ -109,7 +124,7 @@ class Harness:
         self.store = store
         self.workflow = workflow
         self.clock = clock
-        self.conversation = Conversation(SETTINGS, store, workflow, clock)
+        self.conversation = Conversation(Services(SETTINGS, store, workflow, clock))
 
     async def say(self, text: str, who: Principal = ADMIN, **kw: object) -> Answer:
         return await self.conversation.answer(text, who, **kw)  # type: ignore[arg-type]
@@ -362,3 +377,19 @@ async def test_manifest_directories_are_registered_and_bad_ones_reported(
     await register_directories(settings, h.store)  # a restart registers no new revision
     latest = await h.store.latest_manifest("accounts")
     assert latest is not None and latest.revision == 1
+
+
+async def test_approve_and_reject_use_the_one_desk_of_the_program(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[object] = []
+    original = ApprovalDesk.__init__
+
+    def counting(self: ApprovalDesk, *args: Any, **kwargs: Any) -> None:
+        built.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ApprovalDesk, "__init__", counting)
+    for text in ("approve 7", "reject 7 not now", "approve 8"):
+        assert "no approval #" in await h.fails(text)
+    assert built == []  # each text reached the conversation's desk, built once with it

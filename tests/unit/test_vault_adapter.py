@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from adapters.secrets.vault import VaultSecrets, policy_text, shown_address
 from commands.ports import SecretsError
@@ -106,7 +107,7 @@ async def test_nothing_listens_there(vault: FakeVault) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     secrets = VaultSecrets(
-        VaultSettings(address=f"http://user:pw@127.0.0.1:{port}", token="t"),
+        VaultSettings(address=f"http://user:pw@127.0.0.1:{port}", token=SecretStr("t")),
         "local",  # type: ignore[arg-type]
     )
     with pytest.raises(SecretsError) as info:

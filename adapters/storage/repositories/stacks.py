@@ -67,6 +67,19 @@ class SqlStacks(SqlRepository):
         async with self._connect() as conn:
             return [_release(r) for r in (await conn.execute(query)).all()]
 
+    async def release_revisions(self, units: Sequence[str]) -> dict[tuple[str, Version], int]:
+        c = t.releases.c
+        found: dict[tuple[str, Version], int] = {}
+        names = sorted(set(units))
+        async with self._connect() as conn:
+            for start in range(0, len(names), 500):  # bound the statement's parameters
+                query = select(c.unit, c.major, c.minor, c.patch, c.manifest_id).where(
+                    c.unit.in_(names[start : start + 500])
+                )
+                for unit, major, minor, patch, manifest_id in (await conn.execute(query)).all():
+                    found[(unit, Version(major, minor, patch))] = manifest_id
+        return found
+
     async def create_deployment(
         self,
         release: Release | None,

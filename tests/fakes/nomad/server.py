@@ -221,13 +221,14 @@ class FakeNomad:
 
     async def _listen(self) -> None:
         if self._runner is None:
+            assert self._app is not None
             self._runner = web.AppRunner(self._app, handle_signals=False)
             await self._runner.setup()
         self._site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
         await self._site.start()
         server = self._site._server
         assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined,union-attr]
 
     async def _shutdown(self) -> None:
         if self._ticker is not None:

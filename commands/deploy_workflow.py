@@ -22,7 +22,16 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from commands.events import EventHub, StackProgress
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from commands.events import EventHub, StackProgress, StackReady
+from commands.manifests import ManifestMissing, Manifests
 from commands.ports import (
     Clock,
     Registry,
@@ -33,11 +42,10 @@ from commands.ports import (
     Store,
 )
 from commands.settings import Settings
-from commands.shifting import TrafficControl
 from commands.stack_secrets import StackSecrets
 from domain.blueprints import BlueprintError, parse_ref
 from domain.images import BadImageReference, ImageRef, parse_image
-from domain.manifest import Manifest, parse_manifest
+from domain.manifest import ManifestInvalid
 from domain.records import Stack, StackQuery
 from domain.redaction import redact
 from domain.runtime import Health, HealthProbe, LaunchSpec, PortSpec, Rendering, RuntimeReport
@@ -45,7 +53,7 @@ from domain.stack_names import stack_name
 from domain.states import StackStatus
 from domain.versions import Version
 
-log = logging.getLogger("nelson.engine")
+log = logging.getLogger("nelson.workflow")
 
 RENDER_HASH = "00000000"  # in the stack name `render` shows; deploys pick a random one
 UNFINISHED = (StackStatus.PENDING, StackStatus.DEPLOYING, StackStatus.WARMING)
@@ -59,7 +67,11 @@ class Stopping(Exception):
     """The process is stopping: the workflow ends between steps, left for `resume()`."""
 
 
-class DeployEngine:
+class _Transient(Exception):
+    """One try of a step failed in a way the next try may not."""
+
+
+class DeployWorkflow:
     def __init__(
         self,
         settings: Settings,
@@ -68,6 +80,9 @@ class DeployEngine:
         clock: Clock,
         registry: Registry,
         schedulers: Mapping[str, Scheduler],
+        *,
+        manifests: Manifests | None = None,
+        secrets: StackSecrets | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -75,15 +90,12 @@ class DeployEngine:
         self.clock = clock
         self.registry = registry
         self.schedulers = dict(schedulers)
+        self.manifests = manifests or Manifests(store, settings)
         self._slots = asyncio.Semaphore(settings.workflow.max_concurrent)
         self._targets: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._parsed: dict[int, Manifest] = {}
         self._draining = False
-        # set by the wiring when the datacenters have routers (commands.shifting)
-        self.traffic: TrafficControl | None = None
-        # set by the wiring when datacenters have Vault (commands.stack_secrets)
-        self.secrets: StackSecrets | None = None
+        self.secrets = secrets  # where datacenters have Vault (commands.stack_secrets)
 
     # -- the port ---------------------------------------------------------------------------
 
@@ -126,12 +138,10 @@ class DeployEngine:
         scheduler = self.schedulers.get(datacenter)
         if scheduler is None:
             raise SchedulerError(await self.available_for(datacenter) or "no scheduler")
-        record = await self.store.manifest_by_id(manifest_id)
-        if record is None:
-            raise SchedulerError(f"manifest {manifest_id} is missing")
-        manifest = self._parsed.get(record.id)
-        if manifest is None:
-            manifest = self._parsed[record.id] = parse_manifest(record.text)
+        try:
+            manifest = await self.manifests.by_id(manifest_id)
+        except (ManifestMissing, ManifestInvalid) as exc:
+            raise SchedulerError(str(exc)) from None
         found_unit = manifest.unit(unit)
         found_plan = next((p for p in manifest.plans if p.name == plan), None)
         if found_unit is None or found_plan is None:
@@ -327,8 +337,7 @@ class DeployEngine:
 
         await self.store.set_workflow_step(stack.id, None)
         stack = await self.store.change_status(stack.id, StackStatus.READY, "healthy", "nelson")
-        if self.traffic is not None:
-            await self.traffic.on_ready(stack)
+        await self.events.publish(StackReady(stack))  # routed before it is said ready
         await self._say(
             stack,
             f"ready ({time.monotonic() - started:.1f}s)",
@@ -398,13 +407,15 @@ class DeployEngine:
     # -- helpers ----------------------------------------------------------------------------
 
     async def _manifest_parts(self, stack: Stack) -> tuple[Any, Any]:
-        release = await self.store.release(stack.unit, stack.version)
-        manifest_record = await self.store.manifest_by_id(release.manifest_id) if release else None
-        if manifest_record is None:
-            raise StepFailed(f"the manifest {stack.name} was released from is missing")
-        manifest = self._parsed.get(manifest_record.id)
-        if manifest is None:  # a manifest revision never changes: parse it once
-            manifest = self._parsed[manifest_record.id] = parse_manifest(manifest_record.text)
+        try:
+            manifest = await self.manifests.of_stack(stack)
+        except ManifestMissing as exc:
+            raise StepFailed(str(exc)) from None
+        except ManifestInvalid as exc:  # the configuration changed since it was registered
+            raise StepFailed(
+                f"the manifest {stack.name} was released from no longer holds: "
+                + "; ".join(str(e) for e in exc.errors[:3])
+            ) from None
         unit = manifest.unit(stack.unit)
         plan = manifest.plan(stack.plan)
         if unit is None or plan is None:
@@ -492,30 +503,46 @@ class DeployEngine:
         await self.store.set_workflow_step(stack.id, step)
 
     async def _call(self, stack: Stack, step: str, call: Any) -> Any:
-        """Run one external call with a timeout, retrying transient faults with backoff."""
+        """Run one external call with a timeout, retrying transient faults with backoff.
+
+        The workflow's steps are the one place that retries: adapters report a transient
+        fault at once, so `workflow.attempts` is the number of tries that reach the outside."""
         attempts = self.settings.workflow.attempts
         timeout = self.settings.workflow.step_timeout.total_seconds()
-        delay = 1.0
-        for attempt in range(1, attempts + 1):
+
+        async def once() -> Any:
             try:
                 return await asyncio.wait_for(call(), timeout)
             except TimeoutError:
-                problem = f"{step} took longer than {_duration(timeout)}"
-                transient = True
+                raise _Transient(f"{step} took longer than {_duration(timeout)}") from None
             except (RegistryError, SchedulerError, SecretsError) as exc:
-                problem, transient = str(exc), exc.transient
-            if not transient or attempt == attempts:
-                raise StepFailed(f"{step} failed: {problem}")
+                if exc.transient:
+                    raise _Transient(str(exc)) from None
+                raise StepFailed(f"{step} failed: {exc}") from None
+
+        async def before_sleep(state: RetryCallState) -> None:
             if self._draining:  # no retry now: the next start runs this step again
                 raise Stopping
+            problem = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0
             await self._say(
                 stack,
-                f"{step}: {problem}; trying again in {delay:.0f}s ({attempt}/{attempts})",
+                f"{step}: {problem}; try {state.attempt_number} of {attempts} failed, "
+                f"trying again in {wait:.0f}s",
                 step,
             )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30)
-        raise StepFailed(f"{step} failed")
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential(multiplier=1, min=1, max=30),
+            retry=retry_if_exception_type(_Transient),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            return await retrying(once)
+        except _Transient as exc:
+            raise StepFailed(f"{step} failed: {exc}") from None
 
     async def _fail(self, stack_id: int, reason: str) -> None:
         stack = await self.store.stack_by_id(stack_id)
