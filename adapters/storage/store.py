@@ -32,6 +32,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from adapters.storage import live_versions
 from adapters.storage import tables as t
 from adapters.storage.migrate import upgrade as run_migrations
 from adapters.storage.tables import UtcDateTime
@@ -539,6 +540,7 @@ class SqlStore:
                             for s in created
                         ],
                     )
+                    await live_versions.refresh(conn, {(s.namespace, s.unit) for s in created})
         except IntegrityError:
             raise Conflict(
                 f"{unit} {version} was released at the same moment by someone else"
@@ -613,6 +615,9 @@ class SqlStore:
     async def live_units(
         self, namespace: str, datacenter: str | None = None, newest: int = 3
     ) -> dict[str, LiveUnit]:
+        if newest <= live_versions.KEPT:  # one row per unit, kept by every change
+            async with self._connect() as conn:
+                return await live_versions.read(conn, namespace, datacenter, newest)
         # read in order from ix_stacks_live_versions alone; versions ascend within a unit, so
         # walking backwards meets each unit's newest first, and only those become Versions
         columns = (t.stacks.c.unit, t.stacks.c.major, t.stacks.c.minor, t.stacks.c.patch)
@@ -689,6 +694,8 @@ class SqlStore:
                 )
             )
             row = (await conn.execute(select(t.stacks).where(t.stacks.c.id == stack_id))).one()
+            if StackStatus(current).is_live != status.is_live:
+                await live_versions.refresh(conn, [(row.namespace, row.unit)])
         return _stack(row)
 
     async def set_workflow_step(self, stack_id: int, step: str | None) -> None:
@@ -1267,27 +1274,26 @@ class SqlStore:
                 insert(_cleanup_reasons),
                 [{"stack_id": i, "reason": r} for i, r in reasons.items()],
             )
-            changed = [
-                r[0]
-                for r in (
-                    await conn.execute(
-                        update(t.stacks)
-                        .where(
-                            t.stacks.c.id.in_(select(_cleanup_reasons.c.stack_id)),
-                            t.stacks.c.status.in_(
-                                [StackStatus.READY.value, StackStatus.DEPRECATED.value]
-                            ),
-                        )
-                        .values(
-                            status=garbage,
-                            status_message="expired; `inspect` shows why",
-                            updated_at=at,
-                            announced_at=None,
-                        )
-                        .returning(t.stacks.c.id)
+            marked = (
+                await conn.execute(
+                    update(t.stacks)
+                    .where(
+                        t.stacks.c.id.in_(select(_cleanup_reasons.c.stack_id)),
+                        t.stacks.c.status.in_(
+                            [StackStatus.READY.value, StackStatus.DEPRECATED.value]
+                        ),
                     )
-                ).all()
-            ]
+                    .values(
+                        status=garbage,
+                        status_message="expired; `inspect` shows why",
+                        updated_at=at,
+                        announced_at=None,
+                    )
+                    .returning(t.stacks.c.id, t.stacks.c.namespace, t.stacks.c.unit)
+                )
+            ).all()
+            changed = [r[0] for r in marked]
+            await live_versions.refresh(conn, [(r[1], r[2]) for r in marked])
             if len(changed) != len(reasons):  # keep only the reasons of what changed
                 moved_on = set(reasons) - set(changed)
                 await conn.execute(
@@ -1546,7 +1552,7 @@ async def _mark_garbage_postgres(
                 "UPDATE stacks SET status = :garbage, status_message = :message, "
                 "updated_at = :at, announced_at = NULL "
                 "WHERE id = ANY(CAST(:ids AS integer[])) AND status IN ('ready', 'deprecated') "
-                "RETURNING id, name"
+                "RETURNING id, name, namespace, unit"
             ),
             {
                 "garbage": garbage,
@@ -1560,6 +1566,7 @@ async def _mark_garbage_postgres(
         return []
     ids = [row[0] for row in changed]
     why = [reasons[i] for i in ids]
+    await live_versions.refresh(conn, [(row[2], row[3]) for row in changed])
     await conn.execute(
         text(
             "INSERT INTO stack_status (stack_id, status, message, actor, at) "

@@ -1,0 +1,124 @@
+"""The `live_versions` summary: per unit in a namespace, and per datacenter of it, how many
+live stacks it has, in how many versions, and the newest few of them: what `units` shows.
+
+Counting the live stacks of every unit at each `units` reads a row per live stack (tens of
+thousands at 10k units); the summary holds one row per unit and datacenter. It is rewritten
+for the (namespace, unit) pairs a change touches, inside the transaction of every change that
+makes a stack live or no longer live (a deploy creating stacks, a status change across the
+live boundary, the cleanup pass marking garbage), from the live stacks of just those pairs,
+so it always says what counting the stacks would."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, select, text, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from adapters.storage import tables as t
+from domain.records import LiveUnit
+from domain.versions import Version
+
+KEPT = t.LIVE_VERSIONS_KEPT  # newest versions a row keeps; asking for more counts the stacks
+ALL = t.LIVE_VERSIONS_ALL  # the datacenter of the row that sums a namespace's datacenters
+CHUNK = 500  # (namespace, unit) pairs per statement
+
+_s = t.stacks.c
+_GROUPED = (_s.namespace, _s.unit, _s.datacenter, _s.major, _s.minor, _s.patch)
+
+
+def summarize(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """Summary rows from (namespace, unit, datacenter, major, minor, patch, live stacks)."""
+    found: dict[tuple[str, str, str], tuple[int, set[tuple[int, int, int]]]] = {}
+    for namespace, unit, datacenter, major, minor, patch, count in rows:
+        for dc in (datacenter, ALL):
+            stacks, versions = found.get((namespace, unit, dc), (0, set()))
+            versions.add((major, minor, patch))
+            found[(namespace, unit, dc)] = (stacks + count, versions)
+    return [
+        {
+            "namespace": namespace,
+            "unit": unit,
+            "datacenter": dc,
+            "stacks": stacks,
+            "versions": len(versions),
+            "newest": " ".join(map(_dotted, sorted(versions, reverse=True)[:KEPT])),
+        }
+        for (namespace, unit, dc), (stacks, versions) in found.items()
+    ]
+
+
+def _dotted(version: tuple[int, int, int]) -> str:
+    return "{}.{}.{}".format(*version)
+
+
+def _lock_key(namespace: str, unit: str) -> int:
+    digest = hashlib.blake2b(f"{namespace}\0{unit}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+async def refresh(conn: AsyncConnection, pairs: Iterable[tuple[str, str]]) -> None:
+    """Rewrite the summary of these (namespace, unit) pairs from their live stacks, in the
+    caller's transaction, after it changed them."""
+    keys = sorted(set(pairs))
+    if not keys:
+        return
+    if conn.dialect.name == "postgresql":
+        # Two transactions changing stacks of one unit would each count without the other's
+        # change: the second waits here until the first commits, then counts after it. Taken
+        # in one order, so that passes touching many units cannot deadlock each other.
+        locks = sorted({_lock_key(*key) for key in keys})
+        await conn.execute(
+            text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:k AS bigint[])) k"),
+            {"k": locks},
+        )
+    # SQLite: the caller wrote the stacks first, so it holds the database's write lock.
+    summary = t.live_versions
+    for start in range(0, len(keys), CHUNK):
+        chunk = keys[start : start + CHUNK]
+        rows = await conn.execute(
+            select(*_GROUPED, func.count())
+            .where(t.LIVE_SQL, tuple_(_s.namespace, _s.unit).in_(chunk))
+            .group_by(*_GROUPED)
+        )
+        await conn.execute(
+            delete(summary).where(tuple_(summary.c.namespace, summary.c.unit).in_(chunk))
+        )
+        fresh = summarize(rows.all())
+        if fresh:
+            await conn.execute(insert(summary), fresh)
+
+
+def rebuild(conn: Connection) -> None:
+    """Recount the whole summary (for data loaded around the store, as the benches do)."""
+    conn.execute(delete(t.live_versions))
+    rows = conn.execute(select(*_GROUPED, func.count()).where(t.LIVE_SQL).group_by(*_GROUPED))
+    fresh = summarize(rows.all())
+    for start in range(0, len(fresh), 10_000):
+        conn.execute(insert(t.live_versions), fresh[start : start + 10_000])
+
+
+@functools.lru_cache(maxsize=65536)
+def _version(text_: str) -> Version:
+    major, minor, patch = text_.split(".")
+    return Version(int(major), int(minor), int(patch))
+
+
+async def read(
+    conn: AsyncConnection, namespace: str, datacenter: str | None, newest: int
+) -> dict[str, LiveUnit]:
+    """What `Store.live_units` answers, from the summary (`newest` at most KEPT)."""
+    summary = t.live_versions.c
+    where = ALL if datacenter is None else datacenter
+    rows = await conn.execute(
+        select(summary.unit, summary.stacks, summary.versions, summary.newest).where(
+            summary.namespace == namespace, summary.datacenter == where
+        )
+    )
+    return {
+        unit: LiveUnit(stacks, versions, tuple(_version(v) for v in shown.split()[:newest]))
+        for unit, stacks, versions, shown in rows.all()
+    }
