@@ -33,9 +33,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg
+from sqlalchemy import create_engine
 
-from adapters.storage import open_store
+from adapters.storage import live_versions, open_store
 from adapters.storage.migrate import upgrade
+from adapters.storage.urls import sync_url
 from bench.cpu import database_cpu
 from commands.events import EventHub
 from commands.lifecycle import Lifecycle
@@ -102,6 +104,10 @@ def load(url: str, stacks: int, units: int, edges: int) -> float:
         _load_sqlite(url.removeprefix("sqlite:///"), stacks, units, edges)
     else:
         _load_postgres(url, stacks, units, edges)
+    engine = create_engine(sync_url(url))  # loaded around the store: count its summary
+    with engine.begin() as conn:
+        live_versions.rebuild(conn)
+    engine.dispose()
     return time.perf_counter() - started
 
 

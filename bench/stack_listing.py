@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psycopg
 from sqlalchemy import create_engine, insert, select
 
-from adapters.storage import open_store
+from adapters.storage import live_versions, open_store
 from adapters.storage import tables as t
 from adapters.storage.migrate import upgrade
 from adapters.storage.urls import sync_url
@@ -139,6 +139,8 @@ def load(url: str, stacks: int, units: int, history: int) -> float:
         with engine.begin() as conn:
             conn.execute(insert(t.stacks), stack_rows)
             conn.execute(insert(t.stack_status), history_rows)
+    with engine.begin() as conn:  # loaded around the store: count its summary as it would
+        live_versions.rebuild(conn)
     if engine.dialect.name == "postgresql":  # as autovacuum keeps a running database
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("VACUUM ANALYZE")

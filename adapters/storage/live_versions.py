@@ -102,9 +102,9 @@ def rebuild(conn: Connection) -> None:
 
 
 @functools.lru_cache(maxsize=65536)
-def _version(text_: str) -> Version:
-    major, minor, patch = text_.split(".")
-    return Version(int(major), int(minor), int(patch))
+def _newest(shown: str) -> tuple[Version, ...]:
+    # immutable: one tuple per distinct text, so repeated listings build no Versions
+    return tuple(Version(*map(int, v.split("."))) for v in shown.split())
 
 
 async def read(
@@ -118,7 +118,12 @@ async def read(
             summary.namespace == namespace, summary.datacenter == where
         )
     )
+    if newest < KEPT:
+        return {
+            unit: LiveUnit(stacks, versions, _newest(shown)[:newest])
+            for unit, stacks, versions, shown in rows.all()
+        }
     return {
-        unit: LiveUnit(stacks, versions, tuple(_version(v) for v in shown.split()[:newest]))
+        unit: LiveUnit(stacks, versions, _newest(shown))
         for unit, stacks, versions, shown in rows.all()
     }
