@@ -11,7 +11,7 @@ so it always says what counting the stacks would."""
 from __future__ import annotations
 
 import functools
-import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -55,11 +55,6 @@ def _dotted(version: tuple[int, int, int]) -> str:
     return "{}.{}.{}".format(*version)
 
 
-def _lock_key(namespace: str, unit: str) -> int:
-    digest = hashlib.blake2b(f"{namespace}\0{unit}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
 async def refresh(conn: AsyncConnection, pairs: Iterable[tuple[str, str]]) -> None:
     """Rewrite the summary of these (namespace, unit) pairs from their live stacks, in the
     caller's transaction, after it changed them."""
@@ -67,14 +62,10 @@ async def refresh(conn: AsyncConnection, pairs: Iterable[tuple[str, str]]) -> No
     if not keys:
         return
     if conn.dialect.name == "postgresql":
-        # Two transactions changing stacks of one unit would each count without the other's
-        # change: the second waits here until the first commits, then counts after it. Taken
-        # in one order, so that passes touching many units cannot deadlock each other.
-        locks = sorted({_lock_key(*key) for key in keys})
-        await conn.execute(
-            text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:k AS bigint[])) k"),
-            {"k": locks},
-        )
+        document = json.dumps([{"namespace": ns, "unit": unit} for ns, unit in keys])
+        for statement in (_LOCK_PAIRS, _DELETE_PAIRS, _COUNT_PAIRS):
+            await conn.execute(statement, {"pairs": document})
+        return
     # SQLite: the caller wrote the stacks first, so it holds the database's write lock.
     summary = t.live_versions
     for start in range(0, len(keys), CHUNK):
@@ -90,6 +81,38 @@ async def refresh(conn: AsyncConnection, pairs: Iterable[tuple[str, str]]) -> No
         fresh = summarize(rows.all())
         if fresh:
             await conn.execute(insert(summary), fresh)
+
+
+# PostgreSQL: three statements whatever the number of pairs, the pairs as one JSON document
+_PAIRS = "json_to_recordset(CAST(:pairs AS json)) AS k(namespace text, unit text)"
+# Two transactions changing stacks of one unit would each count without the other's change:
+# the second waits here until the first commits, then counts after it. Taken in one order,
+# so that passes touching many units cannot deadlock each other.
+_LOCK_PAIRS = text(
+    "SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT "
+    f"hashtextextended(k.namespace || '/' || k.unit, 20) AS h FROM {_PAIRS} ORDER BY h) AS l"
+)
+_DELETE_PAIRS = text(
+    f"DELETE FROM live_versions AS v USING {_PAIRS} "
+    "WHERE v.namespace = k.namespace AND v.unit = k.unit"
+)
+# Counted where the stacks are: per datacenter and version, the same summed over the
+# datacenters ("*"), then a row per datacenter with its newest versions. One probe of
+# ix_stacks_live_versions per pair (OFFSET 0 keeps the planner from reading every live
+# stack instead).
+_COUNT_PAIRS = text(
+    "WITH per_dc AS (SELECT s.namespace, s.unit, s.datacenter, s.major, s.minor, s.patch, "
+    f"count(*) AS n FROM {_PAIRS} CROSS JOIN LATERAL (SELECT namespace, unit, datacenter, "
+    "major, minor, patch FROM stacks WHERE namespace = k.namespace AND unit = k.unit "
+    f"AND {t.LIVE_SQL.text} OFFSET 0) AS s GROUP BY 1, 2, 3, 4, 5, 6), "
+    f"everywhere AS (SELECT namespace, unit, CAST('{ALL}' AS varchar) AS datacenter, major, "
+    "minor, patch, sum(n) AS n FROM per_dc GROUP BY 1, 2, 4, 5, 6 "
+    "UNION ALL SELECT * FROM per_dc) "
+    "INSERT INTO live_versions (namespace, unit, datacenter, stacks, versions, newest) "
+    "SELECT namespace, unit, datacenter, sum(n), count(*), array_to_string((array_agg("
+    "concat_ws('.', major, minor, patch) ORDER BY major DESC, minor DESC, patch DESC))"
+    f"[1:{KEPT}], ' ') FROM everywhere GROUP BY 1, 2, 3"
+)
 
 
 def rebuild(conn: Connection) -> None:

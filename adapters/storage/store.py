@@ -24,7 +24,6 @@ from sqlalchemy import (
     literal,
     or_,
     select,
-    text,
     tuple_,
     update,
 )
@@ -32,7 +31,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from adapters.storage import live_versions
+from adapters.storage import cleanup_queries, live_versions
 from adapters.storage import tables as t
 from adapters.storage.migrate import upgrade as run_migrations
 from adapters.storage.tables import UtcDateTime
@@ -1147,16 +1146,7 @@ class SqlStore:
         statuses = [*live, StackStatus.GARBAGE.value]
         async with self._connect() as conn:
             if conn.dialect.name == "postgresql":
-                # one index probe per stack: left to itself the planner hashes every edge for
-                # each batch, which grows with the square of the stacks; OFFSET 0 keeps the
-                # lateral subquery from being folded into a join
-                query = text(
-                    "SELECT b.id, x.id, x.status FROM unnest(CAST(:ids AS integer[])) AS b(id) "
-                    "CROSS JOIN LATERAL (SELECT s.id, s.status FROM stack_dependencies d "
-                    "JOIN stacks s ON s.id = d.stack_id WHERE d.depends_on_id = b.id "
-                    "AND s.status = ANY(CAST(:statuses AS text[])) OFFSET 0) AS x"
-                )
-                result = await conn.execute(query, {"ids": list(stack_ids), "statuses": statuses})
+                found = await cleanup_queries.dependants(conn, stack_ids, statuses)
             else:  # SQLite probes the index for each value of an IN list
                 dependant = t.stacks.alias("dependant")
                 edges = t.stack_dependencies
@@ -1165,8 +1155,9 @@ class SqlStore:
                     .join(dependant, dependant.c.id == edges.c.stack_id)
                     .where(edges.c.depends_on_id.in_(stack_ids), dependant.c.status.in_(statuses))
                 )
+                found = [(depended, by, status) for depended, by, status in result.all()]
             counts: dict[int, int] = {}
-            for depended, by, status in result.all():
+            for depended, by, status in found:
                 if status in live or by in collected:
                     counts[depended] = counts.get(depended, 0) + 1
         return counts
@@ -1263,7 +1254,7 @@ class SqlStore:
         garbage = StackStatus.GARBAGE.value
         async with self._begin() as conn:
             if conn.dialect.name == "postgresql":
-                return await _mark_garbage_postgres(conn, reasons, at, actor)
+                return await cleanup_queries.mark_garbage(conn, reasons, at, actor)
             # a temporary table of this connection; one an earlier failure left is emptied
             await conn.exec_driver_sql(
                 "CREATE TEMPORARY TABLE IF NOT EXISTS cleanup_reasons "
@@ -1540,50 +1531,6 @@ class SqlStore:
         return [
             AuditEvent(r.actor, r.action, r.target, r.allowed, r.detail, r.at, r.id) for r in rows
         ]
-
-
-async def _mark_garbage_postgres(
-    conn: AsyncConnection, reasons: Mapping[int, str], at: datetime, actor: str
-) -> list[int]:
-    garbage = StackStatus.GARBAGE.value
-    changed = (
-        await conn.execute(
-            text(
-                "UPDATE stacks SET status = :garbage, status_message = :message, "
-                "updated_at = :at, announced_at = NULL "
-                "WHERE id = ANY(CAST(:ids AS integer[])) AND status IN ('ready', 'deprecated') "
-                "RETURNING id, name, namespace, unit"
-            ),
-            {
-                "garbage": garbage,
-                "message": "expired; `inspect` shows why",
-                "at": at,
-                "ids": list(reasons),
-            },
-        )
-    ).all()
-    if not changed:
-        return []
-    ids = [row[0] for row in changed]
-    why = [reasons[i] for i in ids]
-    await live_versions.refresh(conn, [(row[2], row[3]) for row in changed])
-    await conn.execute(
-        text(
-            "INSERT INTO stack_status (stack_id, status, message, actor, at) "
-            "SELECT s, :garbage, r, :actor, :at "
-            "FROM unnest(CAST(:ids AS integer[]), CAST(:why AS text[])) AS u(s, r)"
-        ),
-        {"garbage": garbage, "actor": actor, "at": at, "ids": ids, "why": why},
-    )
-    await conn.execute(
-        text(
-            "INSERT INTO audit_events (at, actor, action, target, allowed, detail) "
-            "SELECT :at, :actor, 'garbage', n, true, r "
-            "FROM unnest(CAST(:names AS text[]), CAST(:why AS text[])) AS u(n, r)"
-        ),
-        {"actor": actor, "at": at, "names": [row[1] for row in changed], "why": why},
-    )
-    return ids
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

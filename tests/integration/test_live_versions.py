@@ -191,8 +191,8 @@ async def test_a_recount_gives_the_summary_the_changes_kept(store: SqlStore) -> 
             kept = sorted(conn.execute(select(t.live_versions)).all())
             live_versions.rebuild(conn)
             assert sorted(conn.execute(select(t.live_versions)).all()) == kept
-        assert ("dev", "*", "svc", 2, 2, "1.10.0 1.0.0") in kept
-        assert ("dev", "east", "svc", 1, 1, "1.10.0") in kept
+        assert ("dev", "svc", "*", 2, 2, "1.10.0 1.0.0") in kept
+        assert ("dev", "svc", "east", 1, 1, "1.10.0") in kept
     finally:
         engine.dispose()
 
