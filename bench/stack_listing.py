@@ -237,6 +237,7 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=10_000)
     parser.add_argument("--status-rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=1, help="measure rounds over one load")
     args = parser.parse_args()
     with ExitStack() as stack:
         if args.backend == "sqlite":
@@ -253,11 +254,14 @@ def main() -> None:
             f"loaded in {seconds:.1f}s",
             file=out,
         )
-        for label, p50, p95, cpu in asyncio.run(measure(url, args.repeats)):
-            print(
-                f"  {label:50s} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms   CPU {cpu:7.2f} ms",
-                file=out,
-            )
+        for round_ in range(1, args.rounds + 1):
+            if args.rounds > 1:
+                print(f" round {round_} of {args.rounds}", file=out)
+            for label, p50, p95, cpu in asyncio.run(measure(url, args.repeats)):
+                print(
+                    f"  {label:50s} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms   CPU {cpu:7.2f} ms",
+                    file=out,
+                )
         print(out.getvalue(), end="")
 
 
