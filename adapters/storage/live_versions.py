@@ -15,7 +15,20 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, text, tuple_
+from sqlalchemy import (
+    Column,
+    Connection,
+    MetaData,
+    Table,
+    Text,
+    and_,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.storage import tables as t
@@ -24,9 +37,16 @@ from domain.versions import Version
 
 KEPT = t.LIVE_VERSIONS_KEPT  # newest versions a row keeps; asking for more counts the stacks
 ALL = t.LIVE_VERSIONS_ALL  # the datacenter of the row that sums a namespace's datacenters
-CHUNK = 500  # (namespace, unit) pairs per statement
 
 _s = t.stacks.c
+# what `refresh` rewrites, on SQLite (it creates and drops the table; this describes it)
+_pairs = Table(
+    "summary_pairs",
+    MetaData(),
+    Column("namespace", Text, primary_key=True),
+    Column("unit", Text, primary_key=True),
+)
+_ON_PAIRS = and_(_s.namespace == _pairs.c.namespace, _s.unit == _pairs.c.unit)
 _GROUPED = (_s.namespace, _s.unit, _s.datacenter, _s.major, _s.minor, _s.patch)
 
 
@@ -66,21 +86,35 @@ async def refresh(conn: AsyncConnection, pairs: Iterable[tuple[str, str]]) -> No
         for statement in (_LOCK_PAIRS, _DELETE_PAIRS, _COUNT_PAIRS):
             await conn.execute(statement, {"pairs": document})
         return
-    # SQLite: the caller wrote the stacks first, so it holds the database's write lock.
+    # SQLite: the caller wrote the stacks first, so it holds the database's write lock. The
+    # pairs go to a temporary table of this connection (SQLite reads a long IN list of row
+    # values by scanning), then one join counts them and one statement each rewrites.
+    await conn.exec_driver_sql(
+        "CREATE TEMPORARY TABLE IF NOT EXISTS summary_pairs "
+        "(namespace TEXT NOT NULL, unit TEXT NOT NULL, PRIMARY KEY (namespace, unit))"
+    )
+    await conn.execute(delete(_pairs))  # one an earlier failure left
+    await conn.execute(insert(_pairs), [{"namespace": ns, "unit": unit} for ns, unit in keys])
+    rows = await conn.execute(
+        select(*_GROUPED, func.count())
+        .join_from(
+            _pairs, t.stacks, and_(_s.namespace == _pairs.c.namespace, _s.unit == _pairs.c.unit)
+        )
+        .where(t.LIVE_SQL)
+        .group_by(*_GROUPED)
+    )
+    fresh = summarize(rows.all())
     summary = t.live_versions
-    for start in range(0, len(keys), CHUNK):
-        chunk = keys[start : start + CHUNK]
-        rows = await conn.execute(
-            select(*_GROUPED, func.count())
-            .where(t.LIVE_SQL, tuple_(_s.namespace, _s.unit).in_(chunk))
-            .group_by(*_GROUPED)
+    await conn.execute(
+        delete(summary).where(
+            tuple_(summary.c.namespace, summary.c.unit).in_(
+                select(_pairs.c.namespace, _pairs.c.unit)
+            )
         )
-        await conn.execute(
-            delete(summary).where(tuple_(summary.c.namespace, summary.c.unit).in_(chunk))
-        )
-        fresh = summarize(rows.all())
-        if fresh:
-            await conn.execute(insert(summary), fresh)
+    )
+    if fresh:
+        await conn.execute(insert(summary), fresh)
+    await conn.exec_driver_sql("DROP TABLE summary_pairs")
 
 
 # PostgreSQL: three statements whatever the number of pairs, the pairs as one JSON document
