@@ -373,11 +373,12 @@ live_versions = Table(
     "live_versions",
     metadata,
     # in this order, the key is also what a change rewrites: one unit's rows in a namespace
-    # (a second index would cost every rewrite more than reading a namespace costs `units`)
     Column("namespace", String(200), primary_key=True),
     Column("unit", String(100), primary_key=True),
     Column("datacenter", String(100), primary_key=True),
     Column("stacks", Integer, nullable=False),
     Column("versions", Integer, nullable=False),
     Column("newest", String(200), nullable=False),
+    # what `units` reads: one namespace and datacenter ("*" for all), one row per unit
+    Index("ix_live_versions_namespace_datacenter_unit", "namespace", "datacenter", "unit"),
 )

@@ -42,6 +42,11 @@ def upgrade() -> None:
         sa.Column("newest", sa.String(200), nullable=False),
         sa.PrimaryKeyConstraint("namespace", "unit", "datacenter", name="pk_live_versions"),
     )
+    op.create_index(
+        "ix_live_versions_namespace_datacenter_unit",
+        "live_versions",
+        ["namespace", "datacenter", "unit"],
+    )
     rows = op.get_bind().execute(
         sa.text(
             "SELECT namespace, unit, datacenter, major, minor, patch, count(*) FROM stacks "
@@ -72,4 +77,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_live_versions_namespace_datacenter_unit", table_name="live_versions")
     op.drop_table("live_versions")
