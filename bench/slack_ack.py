@@ -197,7 +197,11 @@ async def main() -> None:
             for process in processes.values():
                 process.terminate()
             for process in processes.values():
-                process.wait(10)
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:  # still answering a backlog: stop it
+                    process.kill()
+                    process.wait()
 
 
 if __name__ == "__main__":

@@ -362,3 +362,23 @@ vault_tokens = Table(
     Column("accessor", String(200), nullable=False),
     Column("issued_at", UtcDateTime, nullable=False),
 )
+
+# `units` per unit in a namespace: its live stacks, its versions with one, the newest few
+# ("1.2.3 1.2.0", newest first), per datacenter and, under datacenter "*", all together.
+# Rewritten with every change across the live boundary (adapters/storage/live_versions.py).
+LIVE_VERSIONS_KEPT = 3
+LIVE_VERSIONS_ALL = "*"
+
+live_versions = Table(
+    "live_versions",
+    metadata,
+    # in this order, the key is also what a change rewrites: one unit's rows in a namespace
+    Column("namespace", String(200), primary_key=True),
+    Column("unit", String(100), primary_key=True),
+    Column("datacenter", String(100), primary_key=True),
+    Column("stacks", Integer, nullable=False),
+    Column("versions", Integer, nullable=False),
+    Column("newest", String(200), nullable=False),
+    # what `units` reads: one namespace and datacenter ("*" for all), one row per unit
+    Index("ix_live_versions_namespace_datacenter_unit", "namespace", "datacenter", "unit"),
+)

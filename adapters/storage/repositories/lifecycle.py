@@ -18,13 +18,12 @@ from sqlalchemy import (
     literal,
     or_,
     select,
-    text,
     tuple_,
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from adapters.storage import cleanup_queries, live_versions
 from adapters.storage import tables as t
 from adapters.storage.repositories.base import SqlRepository
 from adapters.storage.repositories.rows import (
@@ -131,16 +130,7 @@ class SqlLifecycle(SqlRepository):
         statuses = [*live, StackStatus.GARBAGE.value]
         async with self._connect() as conn:
             if conn.dialect.name == "postgresql":
-                # one index probe per stack: left to itself the planner hashes every edge for
-                # each batch, which grows with the square of the stacks; OFFSET 0 keeps the
-                # lateral subquery from being folded into a join
-                query = text(
-                    "SELECT b.id, x.id, x.status FROM unnest(CAST(:ids AS integer[])) AS b(id) "
-                    "CROSS JOIN LATERAL (SELECT s.id, s.status FROM stack_dependencies d "
-                    "JOIN stacks s ON s.id = d.stack_id WHERE d.depends_on_id = b.id "
-                    "AND s.status = ANY(CAST(:statuses AS text[])) OFFSET 0) AS x"
-                )
-                result = await conn.execute(query, {"ids": list(stack_ids), "statuses": statuses})
+                found = await cleanup_queries.dependants(conn, stack_ids, statuses)
             else:  # SQLite probes the index for each value of an IN list
                 dependant = t.stacks.alias("dependant")
                 edges = t.stack_dependencies
@@ -149,8 +139,9 @@ class SqlLifecycle(SqlRepository):
                     .join(dependant, dependant.c.id == edges.c.stack_id)
                     .where(edges.c.depends_on_id.in_(stack_ids), dependant.c.status.in_(statuses))
                 )
+                found = [(depended, by, status) for depended, by, status in result.all()]
             counts: dict[int, int] = {}
-            for depended, by, status in result.all():
+            for depended, by, status in found:
                 if status in live or by in collected:
                     counts[depended] = counts.get(depended, 0) + 1
         return counts
@@ -236,7 +227,7 @@ class SqlLifecycle(SqlRepository):
         garbage = StackStatus.GARBAGE.value
         async with self._begin() as conn:
             if conn.dialect.name == "postgresql":
-                return await _mark_garbage_postgres(conn, reasons, at, actor)
+                return await cleanup_queries.mark_garbage(conn, reasons, at, actor)
             # a temporary table of this connection; one an earlier failure left is emptied
             await conn.exec_driver_sql(
                 "CREATE TEMPORARY TABLE IF NOT EXISTS cleanup_reasons "
@@ -247,27 +238,26 @@ class SqlLifecycle(SqlRepository):
                 insert(_cleanup_reasons),
                 [{"stack_id": i, "reason": r} for i, r in reasons.items()],
             )
-            changed = [
-                r[0]
-                for r in (
-                    await conn.execute(
-                        update(t.stacks)
-                        .where(
-                            t.stacks.c.id.in_(select(_cleanup_reasons.c.stack_id)),
-                            t.stacks.c.status.in_(
-                                [StackStatus.READY.value, StackStatus.DEPRECATED.value]
-                            ),
-                        )
-                        .values(
-                            status=garbage,
-                            status_message="expired; `inspect` shows why",
-                            updated_at=at,
-                            announced_at=None,
-                        )
-                        .returning(t.stacks.c.id)
+            marked = (
+                await conn.execute(
+                    update(t.stacks)
+                    .where(
+                        t.stacks.c.id.in_(select(_cleanup_reasons.c.stack_id)),
+                        t.stacks.c.status.in_(
+                            [StackStatus.READY.value, StackStatus.DEPRECATED.value]
+                        ),
                     )
-                ).all()
-            ]
+                    .values(
+                        status=garbage,
+                        status_message="expired; `inspect` shows why",
+                        updated_at=at,
+                        announced_at=None,
+                    )
+                    .returning(t.stacks.c.id, t.stacks.c.namespace, t.stacks.c.unit)
+                )
+            ).all()
+            changed = [r[0] for r in marked]
+            await live_versions.refresh(conn, [(r[1], r[2]) for r in marked])
             if len(changed) != len(reasons):  # keep only the reasons of what changed
                 moved_on = set(reasons) - set(changed)
                 await conn.execute(
@@ -330,46 +320,3 @@ class SqlLifecycle(SqlRepository):
             await conn.execute(
                 delete(t.leases).where(t.leases.c.name == name, t.leases.c.holder == holder)
             )
-
-
-async def _mark_garbage_postgres(
-    conn: AsyncConnection, reasons: Mapping[int, str], at: datetime, actor: str
-) -> list[int]:
-    garbage = StackStatus.GARBAGE.value
-    changed = (
-        await conn.execute(
-            text(
-                "UPDATE stacks SET status = :garbage, status_message = :message, "
-                "updated_at = :at, announced_at = NULL "
-                "WHERE id = ANY(CAST(:ids AS integer[])) AND status IN ('ready', 'deprecated') "
-                "RETURNING id, name"
-            ),
-            {
-                "garbage": garbage,
-                "message": "expired; `inspect` shows why",
-                "at": at,
-                "ids": list(reasons),
-            },
-        )
-    ).all()
-    if not changed:
-        return []
-    ids = [row[0] for row in changed]
-    why = [reasons[i] for i in ids]
-    await conn.execute(
-        text(
-            "INSERT INTO stack_status (stack_id, status, message, actor, at) "
-            "SELECT s, :garbage, r, :actor, :at "
-            "FROM unnest(CAST(:ids AS integer[]), CAST(:why AS text[])) AS u(s, r)"
-        ),
-        {"garbage": garbage, "actor": actor, "at": at, "ids": ids, "why": why},
-    )
-    await conn.execute(
-        text(
-            "INSERT INTO audit_events (at, actor, action, target, allowed, detail) "
-            "SELECT :at, :actor, 'garbage', n, true, r "
-            "FROM unnest(CAST(:names AS text[]), CAST(:why AS text[])) AS u(n, r)"
-        ),
-        {"actor": actor, "at": at, "names": [row[1] for row in changed], "why": why},
-    )
-    return ids

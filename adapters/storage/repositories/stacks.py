@@ -16,6 +16,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from adapters.storage import live_versions
 from adapters.storage import tables as t
 from adapters.storage.repositories.base import SqlRepository
 from adapters.storage.repositories.rows import (
@@ -154,6 +155,7 @@ class SqlStacks(SqlRepository):
                             for s in created
                         ],
                     )
+                    await live_versions.refresh(conn, {(s.namespace, s.unit) for s in created})
         except IntegrityError:
             raise Conflict(
                 f"{unit} {version} was released at the same moment by someone else"
@@ -226,6 +228,9 @@ class SqlStacks(SqlRepository):
     async def live_units(
         self, namespace: str, datacenter: str | None = None, newest: int = 3
     ) -> dict[str, LiveUnit]:
+        if newest <= live_versions.KEPT:  # one row per unit, kept by every change
+            async with self._connect() as conn:
+                return await live_versions.read(conn, namespace, datacenter, newest)
         # read in order from ix_stacks_live_versions alone; versions ascend within a unit, so
         # walking backwards meets each unit's newest first, and only those become Versions
         columns = (t.stacks.c.unit, t.stacks.c.major, t.stacks.c.minor, t.stacks.c.patch)
@@ -302,6 +307,8 @@ class SqlStacks(SqlRepository):
                 )
             )
             row = (await conn.execute(select(t.stacks).where(t.stacks.c.id == stack_id))).one()
+            if StackStatus(current).is_live != status.is_live:
+                await live_versions.refresh(conn, [(row.namespace, row.unit)])
         return _stack(row)
 
     async def set_workflow_step(self, stack_id: int, step: str | None) -> None:

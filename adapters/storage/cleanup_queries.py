@@ -1,0 +1,91 @@
+"""The cleanup pass's set-based statements on PostgreSQL.
+
+A pass hands the database thousands of ids, names and reasons at once. They travel as one
+JSON document (or one comma-separated list of ids) per statement: the driver turns a Python
+list into an array literal element by element in Python, which cost the pass more than the
+statements themselves; json.dumps does it in C, and the server takes the document apart."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from adapters.storage import live_versions
+from domain.states import StackStatus
+
+
+def id_list(ids: Sequence[int]) -> str:
+    """Ids as `CAST(string_to_array(:ids, ',') AS integer[])` takes them."""
+    return ",".join(map(str, ids))
+
+
+_MARK = text(
+    "UPDATE stacks SET status = :garbage, status_message = :message, "
+    "updated_at = :at, announced_at = NULL "
+    "WHERE id = ANY(CAST(string_to_array(:ids, ',') AS integer[])) "
+    "AND status IN ('ready', 'deprecated') "
+    "RETURNING id, name, namespace, unit"
+)
+# each marked stack's reason in its history, and an audit event naming it
+_HISTORY = text(
+    "INSERT INTO stack_status (stack_id, status, message, actor, at) "
+    "SELECT r.id, :garbage, r.why, :actor, :at "
+    "FROM json_to_recordset(CAST(:rows AS json)) AS r(id integer, name text, why text)"
+)
+_AUDIT = text(
+    "INSERT INTO audit_events (at, actor, action, target, allowed, detail) "
+    "SELECT :at, :actor, 'garbage', r.name, true, r.why "
+    "FROM json_to_recordset(CAST(:rows AS json)) AS r(id integer, name text, why text)"
+)
+
+
+async def mark_garbage(
+    conn: AsyncConnection, reasons: Mapping[int, str], at: datetime, actor: str
+) -> list[int]:
+    """`Store.mark_garbage` on PostgreSQL: one UPDATE by primary key, two INSERTs from one
+    JSON document, the `units` summary of the units touched; no statement reads more of a
+    table than the stacks named."""
+    garbage = StackStatus.GARBAGE.value
+    changed = (
+        await conn.execute(
+            _MARK,
+            {
+                "garbage": garbage,
+                "message": "expired; `inspect` shows why",
+                "at": at,
+                "ids": id_list(list(reasons)),
+            },
+        )
+    ).all()
+    if not changed:
+        return []
+    rows = json.dumps([{"id": i, "name": name, "why": reasons[i]} for i, name, _, _ in changed])
+    values = {"garbage": garbage, "actor": actor, "at": at, "rows": rows}
+    await conn.execute(_HISTORY, values)
+    await conn.execute(_AUDIT, values)
+    await live_versions.refresh(conn, [(namespace, unit) for _, _, namespace, unit in changed])
+    return [row[0] for row in changed]
+
+
+# one index probe per stack: left to itself the planner hashes every edge for each batch,
+# which grows with the square of the stacks; OFFSET 0 keeps the lateral subquery from being
+# folded into a join
+_DEPENDANTS = text(
+    "SELECT b.id, x.id, x.status "
+    "FROM unnest(CAST(string_to_array(:ids, ',') AS integer[])) AS b(id) "
+    "CROSS JOIN LATERAL (SELECT s.id, s.status FROM stack_dependencies d "
+    "JOIN stacks s ON s.id = d.stack_id WHERE d.depends_on_id = b.id "
+    "AND s.status = ANY(CAST(:statuses AS text[])) OFFSET 0) AS x"
+)
+
+
+async def dependants(
+    conn: AsyncConnection, stack_ids: Sequence[int], statuses: Sequence[str]
+) -> list[tuple[int, int, str]]:
+    """(depended-on id, dependant id, dependant status) of the dependants in `statuses`."""
+    result = await conn.execute(_DEPENDANTS, {"ids": id_list(stack_ids), "statuses": statuses})
+    return [(depended, by, status) for depended, by, status in result.all()]
