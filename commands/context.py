@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import secrets as _secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from commands.access import Principal
@@ -31,3 +32,4 @@ class Context:
     lifecycle: Lifecycle | None = None  # None where the cleanup does not run
     secrets: StackSecrets | None = None  # None where no datacenter has Vault
     consuls: Mapping[str, ConsulStatus] = field(default_factory=dict)  # per datacenter
+    random_bytes: Callable[[int], bytes] = _secrets.token_bytes  # new API tokens

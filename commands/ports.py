@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from domain.api_tokens import ApiToken
 from domain.expiration import StackView
 from domain.records import (
     Approval,
@@ -312,6 +313,19 @@ class Store(Protocol):
 
     async def forget_vault_token(self, stack_id: int, accessor: str) -> None:
         """Forget the stack's token if it is still this one."""
+        ...
+
+    # API tokens of CI systems (their SHA-256 digests, never the tokens)
+    async def create_api_token(self, token: ApiToken) -> None:
+        """Conflict if the name is taken."""
+        ...
+
+    async def api_tokens(self) -> list[ApiToken]: ...
+
+    async def api_token_by_digest(self, digest: str) -> ApiToken | None: ...
+
+    async def revoke_api_token(self, name: str) -> bool:
+        """False if there was no such token."""
         ...
 
     # audit

@@ -362,3 +362,14 @@ vault_tokens = Table(
     Column("accessor", String(200), nullable=False),
     Column("issued_at", UtcDateTime, nullable=False),
 )
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("namespaces", Text, nullable=False),  # comma-separated
+    Column("rights", String(20), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
