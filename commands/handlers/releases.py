@@ -48,10 +48,10 @@ async def announce(command: Announce, ctx: Context) -> Reply:
             None, unit.name, command.version, command.image, manifest_id, [], ctx.principal.user_id
         )
     except Conflict:  # announced a moment ago by someone else
-        release = await ctx.store.release(unit.name, command.version)
-        if release is None or release.image != command.image:
+        raced = await ctx.store.release(unit.name, command.version)
+        if raced is None or raced.image != command.image:
             raise UserError(f"{subject} was just released with another image.") from None
-        return _reply(f"{subject} is already released", release.image, release.digest)
+        return _reply(f"{subject} is already released", raced.image, raced.digest)
     if image.digest is not None:
         await ctx.store.set_release_digest(release.id, image.digest)
     return _reply(f"Released {subject}", release.image, image.digest)
