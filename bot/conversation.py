@@ -77,16 +77,16 @@ class Conversation:
         self.secrets: StackSecrets | None = None  # set by the wiring where there is Vault
         self.consuls: dict[str, ConsulStatus] = {}  # likewise, per datacenter with Consul
 
-    async def answer(
+    def context(
         self,
-        text: str,
         principal: Principal,
         *,
         local: bool = False,
         attachment: str | None = None,
         channel: str | None = None,
-    ) -> Answer:
-        ctx = Context(
+    ) -> Context:
+        """What handlers get for one request (front ends without text use it directly)."""
+        return Context(
             principal=principal,
             settings=self.settings,
             store=self.store,
@@ -101,6 +101,17 @@ class Conversation:
             secrets=self.secrets,
             consuls=self.consuls,
         )
+
+    async def answer(
+        self,
+        text: str,
+        principal: Principal,
+        *,
+        local: bool = False,
+        attachment: str | None = None,
+        channel: str | None = None,
+    ) -> Answer:
+        ctx = self.context(principal, local=local, attachment=attachment, channel=channel)
         try:
             # A long text (a pasted manifest) is read off the event loop.
             command = (
