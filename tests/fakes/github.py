@@ -235,9 +235,7 @@ class FakeGitHub:
         return None
 
     def _find(self, request: web.Request) -> Repository | None:
-        return self.repositories.get(
-            f"{request.match_info['owner']}/{request.match_info['repo']}"
-        )
+        return self.repositories.get(f"{request.match_info['owner']}/{request.match_info['repo']}")
 
     def _find_deployment(self, request: web.Request) -> tuple[Repository, int] | None:
         repo = self._find(request)
