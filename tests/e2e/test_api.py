@@ -4,6 +4,7 @@ as CI would. Every answer is checked against the OpenAPI document; refusals are 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections.abc import AsyncIterator
@@ -13,10 +14,14 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bot.bootstrap import build
+from bot.slack.serve import serve_headless
+from commands.access import Principal
 from domain.records import StackQuery
 from domain.states import StackStatus
 from domain.versions import Version
-from tests.e2e.slack_harness import RunningBot, settings_for, start_bot
+from tests.e2e.slack_harness import RunningBot, Scripted, free_port, settings_for, start_bot
+from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_requests import encode_form, slash_command
 from tests.openapi_check import DOCUMENT, check_response
@@ -216,3 +221,36 @@ async def test_only_admins_make_tokens(bot: RunningBot, fake: FakeSlack) -> None
     answer = await slash(bot, fake, "token create mine for dev", user="U1")
     assert "may not admin" in FakeSlack.all_text(answer)
     assert await bot.application.store.api_tokens() == []
+
+
+async def test_the_headless_daemon_serves_the_api_too(fake: FakeSlack, tmp_path: Path) -> None:
+    """`nelson serve --no-slack`: CI without Slack; the token made in the console."""
+    settings = settings_for(fake, tmp_path, access={"admins": ["local"]})
+    workflow = Scripted()
+    application = await build(settings, workflow=workflow, clock=FakeClock(ticking=True))
+    workflow.bind(application)
+    port = free_port()
+    ready, stop = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(
+        serve_headless(application, host="127.0.0.1", port=port, ready=ready, stop=stop)
+    )
+    try:
+        await asyncio.wait_for(ready.wait(), 20)
+        console = Principal("local", local=True)
+        answer = await application.conversation.answer("token create ci for dev", console)
+        token = TOKEN.search(repr(answer.reply))
+        assert token is not None and answer.reply.private
+        running = RunningBot(application, f"http://127.0.0.1:{port}", stop, task, None, FakeClock())
+        ci = Client(running, token.group(0))
+        status, body = await ci.call(
+            "POST", "/v1/deployments", json={"unit": "howdy", "version": "1.0.0"}
+        )
+        assert status == 202 and body["stacks"][0]["namespace"] == "dev"
+        # GitHub webhooks without a secret configured: refused, as a problem
+        status, body = await ci.call("POST", "/github/events", json={"zen": "hi"})
+        assert status == 404 and "not configured" in body["detail"]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+        await asyncio.gather(*workflow.tasks)
+        await application.close()
