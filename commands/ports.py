@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from domain.api_tokens import ApiToken
 from domain.expiration import StackView
+from domain.github import GitHubDeployment
 from domain.records import (
     Approval,
     AuditEvent,
@@ -327,6 +328,15 @@ class Store(Protocol):
     async def revoke_api_token(self, name: str) -> bool:
         """False if there was no such token."""
         ...
+
+    # GitHub deployments the bot reports on (their outcome told once, also after a restart)
+    async def record_github_deployment(self, deployment: GitHubDeployment) -> None: ...
+
+    async def unreported_github_deployments(self) -> list[GitHubDeployment]: ...
+
+    async def github_deployment_reported(
+        self, repository: str, deployment_id: int, state: str
+    ) -> None: ...
 
     # audit
     async def audit(self, event: AuditEvent) -> None: ...

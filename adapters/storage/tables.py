@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -372,4 +373,15 @@ api_tokens = Table(
     Column("rights", String(20), nullable=False),
     Column("created_by", String(200), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+)
+
+github_deployments = Table(
+    "github_deployments",
+    metadata,
+    Column("repository", String(200), primary_key=True),
+    Column("deployment_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("environment", String(200), nullable=False),
+    Column("stack_ids", Text, nullable=False),  # comma-separated
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("reported", String(20), nullable=True),
 )

@@ -27,6 +27,7 @@ from bot.http.github_client import GitHubClient, GitHubError
 from bot.http.problems import problem
 from commands import model
 from commands.access import Principal
+from domain.github import GitHubDeployment
 from domain.states import StackStatus
 from domain.versions import InvalidVersion, Version
 
@@ -235,6 +236,11 @@ class GitHubWebhooks:
             detail = json.loads(refused.response.text or "{}").get("detail", "refused")
             await self._status(repository, deployment_id, "failure", detail, environment)
             raise
+        record = GitHubDeployment(
+            repository, deployment_id, environment, stack_ids, self.application.clock.now()
+        )
+        # remembered before GitHub hears of it: a restart still reports the outcome
+        await self.application.store.record_github_deployment(record)
         await self._status(
             repository,
             deployment_id,
@@ -242,12 +248,7 @@ class GitHubWebhooks:
             f"deploying {len(stack_ids)} stack(s) to {namespace}",
             environment,
         )
-        task = asyncio.create_task(
-            self._follow(repository, deployment_id, environment, stack_ids),
-            name=f"github-deployment-{deployment_id}",
-        )
-        self._follows.add(task)
-        task.add_done_callback(self._follows.discard)
+        self._start_following(record)
         return web.json_response({"messages": titles, "stacks": list(stack_ids)}, status=202)
 
     async def _deploy(
@@ -280,9 +281,26 @@ class GitHubWebhooks:
             stack_ids.extend(reply.stack_ids)
         return titles, tuple(stack_ids)
 
-    async def _follow(
-        self, repository: str, deployment_id: int, environment: str, stack_ids: tuple[int, ...]
-    ) -> None:
+    def _start_following(self, record: GitHubDeployment) -> None:
+        task = asyncio.create_task(
+            self._follow(record), name=f"github-deployment-{record.deployment_id}"
+        )
+        self._follows.add(task)
+        task.add_done_callback(self._follows.discard)
+
+    async def resume(self) -> int:
+        """Follow again the deployments an earlier run had not reported yet."""
+        try:
+            records = await self.application.store.unreported_github_deployments()
+        except Exception as exc:  # the database is down: the next start tries again
+            log.warning("cannot resume following GitHub deployments: %s", exc)
+            return 0
+        for record in records:
+            self._start_following(record)
+        return len(records)
+
+    async def _follow(self, record: GitHubDeployment) -> None:
+        deployment_id, stack_ids = record.deployment_id, record.stack_ids
         store = self.application.store
         waited = 0.0
         while waited < FOLLOW_LIMIT:
@@ -292,25 +310,46 @@ class GitHubWebhooks:
                 log.warning("following GitHub deployment %s: %s", deployment_id, exc)
                 stacks = []
             if stacks and all(s.status not in _UNFINISHED for s in stacks):
-                failed = [s for s in stacks if s.status is not StackStatus.READY]
+                # once ready, a stack may since have been deprecated or collected: only a
+                # failed one is a failure
+                failed = [s for s in stacks if s.status is StackStatus.FAILED]
                 if failed:
                     why = "; ".join(f"{s.name}: {s.status_message}" for s in failed)
-                    await self._status(repository, deployment_id, "failure", why, environment)
+                    await self._final(record, "failure", why)
                 else:
                     names = ", ".join(s.name for s in stacks)
-                    await self._status(
-                        repository, deployment_id, "success", f"ready: {names}", environment
-                    )
+                    await self._final(record, "success", f"ready: {names}")
                 return
             await asyncio.sleep(FOLLOW_INTERVAL)
             waited += FOLLOW_INTERVAL
-        await self._status(
-            repository, deployment_id, "error", "still deploying after 6 hours", environment
-        )
+        await self._final(record, "error", "still deploying after 6 hours")
+
+    async def _final(self, record: GitHubDeployment, state: str, description: str) -> None:
+        """Tell GitHub the outcome, retrying while it cannot be reached; then remember that it
+        was told (a refusal is final too: retrying would not change GitHub's mind)."""
+        delay = 2.0
+        for _attempt in range(6):
+            told = await self._status(
+                record.repository, record.deployment_id, state, description, record.environment
+            )
+            if told is not False:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60)
+        else:
+            return  # unreachable all along: the next start tries again
+        try:
+            await self.application.store.github_deployment_reported(
+                record.repository, record.deployment_id, state
+            )
+        except Exception as exc:  # the next start tells GitHub again, which is harmless
+            log.warning("could not remember reporting GitHub deployment: %s", exc)
 
     async def _status(
         self, repository: str, deployment_id: int, state: str, description: str, environment: str
-    ) -> None:
+    ) -> bool | None:
+        """True when GitHub took it, None when it refused, False when it could not be
+        reached (worth another try)."""
         try:
             await self.client.deployment_status(
                 repository, deployment_id, state, description, environment
@@ -323,3 +362,5 @@ class GitHubWebhooks:
                 repository,
                 exc,
             )
+            return False if exc.transient else None
+        return True

@@ -20,6 +20,10 @@ STATES = ("error", "failure", "inactive", "in_progress", "queued", "pending", "s
 class GitHubError(Exception):
     """GitHub refused or could not be reached; the message says which, without the token."""
 
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient  # unreachable or a 5xx: worth trying again later
+
 
 class GitHubClient:
     def __init__(self, settings: GitHubSettings) -> None:
@@ -42,7 +46,10 @@ class GitHubClient:
             message = str(body.get("message", "")) if isinstance(body, dict) else ""
         except (ValueError, aiohttp.ClientError):
             message = ""
-        return GitHubError(f"GitHub refused to {what}: HTTP {response.status} {message}".strip())
+        return GitHubError(
+            f"GitHub refused to {what}: HTTP {response.status} {message}".strip(),
+            transient=response.status >= 500 or response.status == 429,
+        )
 
     async def asset(self, repository: str, asset_id: int) -> str:
         """The text of a release asset (GitHub streams it, or redirects to where it is)."""
@@ -55,9 +62,9 @@ class GitHubClient:
                 if response.status != 200:
                     raise await self._refusal(response, f"send asset {asset_id}")
                 data = await response.content.read(MAX_ASSET + 1)
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise GitHubError(
-                f"cannot reach GitHub at {self.base} ({type(exc).__name__})"
+                f"cannot reach GitHub at {self.base} ({type(exc).__name__})", transient=True
             ) from None
         if len(data) > MAX_ASSET:
             raise GitHubError(f"asset {asset_id} is larger than {MAX_ASSET // 1024} KiB")
@@ -86,8 +93,8 @@ class GitHubClient:
                 if response.status != 201:
                     raise await self._refusal(response, f"record a {state} deployment status")
                 answer = await response.json(content_type=None)
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise GitHubError(
-                f"cannot reach GitHub at {self.base} ({type(exc).__name__})"
+                f"cannot reach GitHub at {self.base} ({type(exc).__name__})", transient=True
             ) from None
         return answer if isinstance(answer, dict) else {}

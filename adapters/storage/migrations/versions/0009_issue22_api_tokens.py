@@ -1,4 +1,5 @@
-"""API tokens for CI: name, scope and the SHA-256 digest of the token (never the token)
+"""API tokens for CI: name, scope and the SHA-256 digest of the token (never the token);
+the GitHub deployments the bot reports on, so a restart still reports their outcome
 
 Revision ID: 0009_issue22
 Revises: 0008
@@ -32,7 +33,18 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("name", name=op.f("pk_api_tokens")),
         sa.UniqueConstraint("digest", name=op.f("uq_api_tokens_digest")),
     )
+    op.create_table(
+        "github_deployments",
+        sa.Column("repository", sa.String(length=200), nullable=False),
+        sa.Column("deployment_id", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("environment", sa.String(length=200), nullable=False),
+        sa.Column("stack_ids", sa.Text(), nullable=False),
+        sa.Column("created_at", UtcDateTime(timezone=True), nullable=False),
+        sa.Column("reported", sa.String(length=20), nullable=True),
+        sa.PrimaryKeyConstraint("repository", "deployment_id", name=op.f("pk_github_deployments")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("github_deployments")
     op.drop_table("api_tokens")
