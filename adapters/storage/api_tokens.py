@@ -87,7 +87,11 @@ class ApiTokenRows:
 
     async def unreported_github_deployments(self) -> list[GitHubDeployment]:
         table = t.github_deployments
-        query = select(table).where(table.c.reported.is_(None)).order_by(table.c.created_at)
+        query = (
+            select(table)
+            .where(table.c.reported.is_(None))
+            .order_by(table.c.created_at, table.c.repository, table.c.deployment_id)
+        )
         async with self._connect() as conn:
             rows = (await conn.execute(query)).all()
         return [
