@@ -28,6 +28,7 @@ from bot.http.problems import problem
 from commands import model
 from commands.access import Principal
 from domain.github import GitHubDeployment
+from domain.records import AuditEvent
 from domain.states import StackStatus
 from domain.versions import InvalidVersion, Version
 
@@ -123,13 +124,38 @@ class GitHubWebhooks:
                 if delivery:
                     return web.json_response({"duplicate": delivery})
                 raise bad_request("X-GitHub-Delivery is missing")
-            if event == "release":
-                return await self.release(payload)
-            return await self.deployment(payload)
+            try:
+                handled = (
+                    await self.release(payload)
+                    if event == "release"
+                    else await self.deployment(payload)
+                )
+            except Refused as refused:
+                handled = refused.response
+            await self._audit(payload, event, delivery, handled.status)
+            return handled
         except Refused as refused:
             return refused.response
         except Exception as exc:
             return self.api._internal(exc, None)
+
+    async def _audit(self, payload: dict[str, Any], event: str, delivery: str, status: int) -> None:
+        """Each delivery handled, under the repository it came from."""
+        repository = _field(payload, "repository", "full_name")
+        who = self.principal(repository if isinstance(repository, str) else "unknown")
+        try:
+            await self.application.store.audit(
+                AuditEvent(
+                    actor=who.user_id,
+                    action=f"github {event}",
+                    target=f"delivery:{delivery}"[:200],
+                    allowed=status < 400,
+                    detail=f"HTTP {status}",
+                    at=self.application.clock.now(),
+                )
+            )
+        except Exception as exc:  # the answer stands
+            log.warning("could not audit a GitHub delivery: %s", exc)
 
     # -- release: register the manifest, announce the units ---------------------------------
 

@@ -117,6 +117,9 @@ async def test_refused_deliveries_change_nothing(bot: RunningBot, github: FakeGi
     assert told["state"] == "failure" and "acme/unknown" in told["description"]
     page = await store.list_stacks(StackQuery())
     assert page.total == 0
+    audited = [(e.actor, e.action, e.allowed) for e in await store.audit_events(limit=50)]
+    assert ("github:acme/unknown", "github deployment", False) in audited
+    assert ("github:acme/howdy", "github release", False) in audited  # the bad tag
 
 
 async def test_a_manifest_from_the_configuration_then_a_deployment(
