@@ -194,7 +194,7 @@ class Api:
             except web.HTTPException:
                 raise  # aiohttp's own (a body too large): the middleware answers
             except Exception as exc:
-                response = self._internal(exc, principal)
+                response = self.internal_error(exc, principal)
             if principal is not None:
                 await self._audit(request, principal, response.status)
             return response
@@ -216,7 +216,7 @@ class Api:
         except Exception as exc:  # the answer stands; the outage is reported elsewhere
             log.warning("could not audit an API call: %s", describe(exc))
 
-    def _internal(self, exc: Exception, principal: Principal | None) -> web.Response:
+    def internal_error(self, exc: Exception, principal: Principal | None) -> web.Response:
         if is_outage(exc):
             log.warning("API: %s", describe(exc))
             return problem("unavailable", 503, "the database is unreachable; try again shortly")

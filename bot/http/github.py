@@ -137,7 +137,7 @@ class GitHubWebhooks:
         except Refused as refused:
             return refused.response
         except Exception as exc:
-            return self.api._internal(exc, None)
+            return self.api.internal_error(exc, None)
 
     async def _audit(self, payload: dict[str, Any], event: str, delivery: str, status: int) -> None:
         """Each delivery handled, under the repository it came from."""

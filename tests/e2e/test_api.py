@@ -254,3 +254,17 @@ async def test_the_headless_daemon_serves_the_api_too(fake: FakeSlack, tmp_path:
         await asyncio.wait_for(task, 20)
         await asyncio.gather(*workflow.tasks)
         await application.close()
+
+
+async def test_a_fault_in_the_bot_is_a_problem_with_a_reference(
+    bot: RunningBot, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ci = Client(bot, await new_token(bot, fake, "token create ci for dev"))
+
+    async def broken(*_args: object, **_kw: object) -> None:
+        raise RuntimeError("a bug with a secret: hunter2")
+
+    monkeypatch.setattr(bot.application.store, "list_stacks", broken)
+    status, body = await ci.call("GET", "/v1/stacks")
+    assert status == 500 and body["reference"] in body["detail"]
+    assert "hunter2" not in str(body) and "Traceback" not in str(body)
