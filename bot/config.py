@@ -27,6 +27,8 @@ _ALIASES = {
     "SLACK_SIGNING_SECRET": ("slack", "signing_secret"),
     "SLACK_APP_TOKEN": ("slack", "app_token"),
     "SLACK_API_URL": ("slack", "api_url"),
+    "GITHUB_WEBHOOK_SECRET": ("github", "webhook_secret"),
+    "GITHUB_TOKEN": ("github", "token"),
 }
 _NOT_KEYS = {"NELSON_CONFIG"}
 

@@ -84,6 +84,7 @@ class Conversation:
             consuls=s.consuls,
             manifests=s.manifests,
             desk=s.desk,
+            random_bytes=s.random_bytes,
         )
 
     async def answer(

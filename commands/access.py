@@ -32,8 +32,14 @@ class Principal:
     name: str = ""
     groups: frozenset[str] = field(default_factory=frozenset)  # ids (S…) and handles (@team)
     local: bool = False  # the console's identity, never a Slack user
+    # An API token: it may do `token_right` (view, or deploy and view) in these namespaces
+    # and nothing else; access rules and admin lists never match it.
+    token_namespaces: tuple[str, ...] | None = None
+    token_right: str = "view"
 
     def matches(self, entry: str) -> bool:
+        if self.token_namespaces is not None:
+            return False
         if entry == "*":
             return True
         if self.local:
@@ -66,7 +72,10 @@ def _namespace_matches(pattern: str, namespace: str) -> bool:
 
 def authorize(access: AccessSettings, who: Principal, role: Role, namespace: str) -> Decision:
     """Admins may do everything. Otherwise a rule whose namespace matches must list the person
-    under the role, or under `admin` in that rule (namespace admins may do everything there)."""
+    under the role, or under `admin` in that rule (namespace admins may do everything there).
+    An API token may do what its scope says, and only that."""
+    if who.token_namespaces is not None:
+        return _token_decision(who, role, namespace)
     if any(who.matches(entry) for entry in access.admins):
         return Decision(True, "access.admins")
     matching: list[tuple[int, AccessRule]] = [
@@ -90,3 +99,13 @@ def authorize(access: AccessSettings, who: Principal, role: Role, namespace: str
 
 def roles_in(access: AccessSettings, who: Principal, namespace: str) -> tuple[Role, ...]:
     return tuple(role for role in Role if authorize(access, who, role, namespace).allowed)
+
+
+def _token_decision(who: Principal, role: Role, namespace: str) -> Decision:
+    scope = ", ".join(who.token_namespaces or ()) or "no namespace"
+    rights = (Role.VIEW, Role.DEPLOY) if who.token_right == Role.DEPLOY else (Role.VIEW,)
+    if role not in rights:
+        return Decision(False, f"the token may only {who.token_right} (in {scope})")
+    if not any(_namespace_matches(n, namespace) for n in who.token_namespaces or ()):
+        return Decision(False, f"the token is scoped to {scope}")
+    return Decision(True, f"the token's scope ({who.token_right} in {scope})")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import secrets as _secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from commands.access import Principal
@@ -33,6 +34,7 @@ class Services:
     # built from the others when not given (embedders and tests)
     manifests: Manifests = field(default=None)  # type: ignore[assignment]
     desk: ApprovalDesk = field(default=None)  # type: ignore[assignment]
+    random_bytes: Callable[[int], bytes] = _secrets.token_bytes  # new API tokens
 
     def __post_init__(self) -> None:
         if self.manifests is None:
@@ -64,6 +66,7 @@ class Context:
 
     # The program's one approval desk; likewise.
     desk: ApprovalDesk = field(default=None)  # type: ignore[assignment]
+    random_bytes: Callable[[int], bytes] = _secrets.token_bytes  # new API tokens
 
     def __post_init__(self) -> None:
         if self.manifests is None:

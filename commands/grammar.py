@@ -453,6 +453,15 @@ _DEPLOY_CLAUSES = (
     ),
 )
 
+_IMAGE_REQUIRED = Clause(
+    "image",
+    ("image",),
+    _value("image", IMAGE),
+    "image <ref>",
+    required=True,
+    twice="`image` is given twice.",
+)
+
 _COMMIT_CLAUSES = (
     Clause(
         "namespace",
@@ -598,6 +607,43 @@ def _blueprint(w: Words) -> Command:
     )
 
 
+TOKEN = Name("<name>", "token name", "github-ci")
+_RIGHTS = ("deploy", "view")
+
+
+def _token(w: Words) -> Command:
+    action = w.take("`create` or `revoke`").lower()
+    if action == "revoke":
+        name = TOKEN.read(w)
+        w.done()
+        return model.RevokeToken(name)
+    if action != "create":
+        raise w.error(
+            f"'{clip(action)}' is not something `token` does: it can `create` or `revoke`.",
+            suggest(action, ("create", "revoke")),
+        )
+    name = TOKEN.read(w)
+    if len(name) > 63:
+        raise w.error(f"'{clip(name)}' is too long for a token name (63 characters at most).")
+    if not w.skip("for"):
+        raise w.error("`token create` needs `for <namespace>[,<namespace>...]` after the name.")
+    listed = _listed(w, "a namespace after `for`")
+    if not listed:
+        raise w.error("`for` needs at least one namespace (like dev or qa).")
+    namespaces = tuple(dict.fromkeys(NAMESPACE.check(w, ns) for ns in listed))
+    right = "deploy"
+    if w.skip("can", "may"):
+        word = w.take("`deploy` or `view` after `can`").lower()
+        if word not in _RIGHTS:
+            raise w.error(
+                f"'{clip(word)}' is not a right a token can have: `deploy` or `view`.",
+                suggest(word, _RIGHTS),
+            )
+        right = word
+    w.done()
+    return model.CreateToken(name, namespaces, right)
+
+
 _RENDER_CLAUSES = (
     Clause(
         "datacenter",
@@ -628,6 +674,7 @@ class CommandSpec:
     examples: tuple[str, ...] = ()
     custom: Callable[[Words], Command] | None = None  # a parser of its own (lint, manifest)
     usage_lines: tuple[str, ...] = ()  # generated from args and clauses if empty
+    also_builds: tuple[type, ...] = ()  # other commands its custom parser makes (`token revoke`)
 
     @property
     def usages(self) -> tuple[str, ...]:
@@ -665,6 +712,7 @@ LOOKING = "Looking around"
 APPROVALS = "Approvals and traffic"
 MANIFESTS = "Manifests"
 ABOUT = "About the bot"
+CI = "CI and API tokens"
 _STACK_EXAMPLE = "howdy-http--1-2-3--k3x9q0ab"
 
 COMMANDS: tuple[CommandSpec, ...] = (
@@ -942,6 +990,46 @@ COMMANDS: tuple[CommandSpec, ...] = (
             "lint",
         ),
     ),
+    # -- CI: deployables announced ahead of deploys, and the API tokens CI systems use ------
+    CommandSpec(
+        "announce",
+        "record a release (unit, version, image) without deploying it",
+        CI,
+        model.Announce,
+        args=(UNIT, VERSION),
+        clauses=(_IMAGE_REQUIRED,),
+        description="What CI does when a build is published (the HTTP API and GitHub releases "
+        "do the same): later deploys and commits of that version use exactly this image. An "
+        "image with a digest (`@sha256:…`) pins it; otherwise the first deploy resolves it.",
+        examples=("announce howdy-http 1.2.3 image registry.example.com/howdy-http:1.2.3",),
+    ),
+    CommandSpec(
+        "token",
+        "create or revoke an API token for CI (admins)",
+        CI,
+        model.CreateToken,
+        description="A token lets a CI system use the HTTP API (docs/api.md) with one right, "
+        "`view` or `deploy` (which includes view), in the namespaces listed, and nothing else. "
+        "It is shown once, privately, to the admin who creates it; only its hash is kept. "
+        "Everything done with it is audited under `token:<name>`.",
+        examples=(
+            "token create github-ci for dev, qa can deploy",
+            "token create dashboards for prod can view",
+            "token revoke github-ci",
+        ),
+        custom=_token,
+        also_builds=(model.RevokeToken,),
+        usage_lines=(
+            "token create <name> for <namespace>[,<namespace>...] [can deploy|view]",
+            "token revoke <name>",
+        ),
+    ),
+    CommandSpec(
+        "tokens",
+        "list the API tokens of the namespaces you administer",
+        CI,
+        model.ListTokens,
+    ),
     CommandSpec(
         "datacenters",
         "the datacenters, their scheduler and registries",
@@ -1150,6 +1238,14 @@ def canonical(command: Command) -> str:  # noqa: C901  (one flat arm per command
             return "whoami"
         case model.Graph(unit=unit):
             return f"graph {unit}"
+        case model.Announce(unit=unit, version=version, image=image):
+            return f"announce {unit} {version} image {image}"
+        case model.CreateToken(name=name, namespaces=namespaces, right=right):
+            return f"token create {name} for {', '.join(namespaces)} can {right}"
+        case model.ListTokens():
+            return "tokens"
+        case model.RevokeToken(name=name):
+            return f"token revoke {name}"
         case _:
             assert_never(command)
 

@@ -196,6 +196,38 @@ class Graph:
     unit: str
 
 
+# -- CI: releases announced ahead of deploys, API tokens -----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """`announce <unit> <version> image <ref>`: record a release (a deployable) without
+    deploying it; a reference with a digest (`@sha256:…`) fixes the digest too."""
+
+    unit: str
+    version: Version
+    image: str
+
+
+@dataclass(frozen=True, slots=True)
+class CreateToken:
+    """`token create <name> for <ns>[,<ns>…] [can deploy|view]`."""
+
+    name: str
+    namespaces: tuple[str, ...]
+    right: str = "deploy"
+
+
+@dataclass(frozen=True, slots=True)
+class ListTokens:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeToken:
+    name: str
+
+
 Command = (
     Help
     | Deploy
@@ -226,4 +258,8 @@ Command = (
     | Render
     | Whoami
     | Graph
+    | Announce
+    | CreateToken
+    | ListTokens
+    | RevokeToken
 )

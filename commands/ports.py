@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 
 from commands.repositories import (
     ApprovalRepository,
+    CiRepository,
     LifecycleRepository,
     ManifestRepository,
     OperationRepository,
@@ -44,6 +45,7 @@ class Store(
     LifecycleRepository,
     TrafficRepository,
     VaultTokenRepository,
+    CiRepository,
     Protocol,
 ):
     """Durable state: every repository, as the wiring passes it around. Every method is one

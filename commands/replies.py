@@ -85,3 +85,7 @@ class ParseError(UserError):
 
 class NotAvailable(UserError):
     """The command exists but this datacenter (or this build) cannot do it yet."""
+
+
+class NotFound(UserError):
+    """What the command names does not exist (a unit, a stack)."""

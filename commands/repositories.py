@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from domain.api_tokens import ApiToken
 from domain.expiration import StackView
+from domain.github import GitHubDeployment
 from domain.records import (
     Approval,
     AuditEvent,
@@ -341,6 +343,31 @@ class VaultTokenRepository(Protocol):
     async def forget_vault_token(self, stack_id: int, accessor: str) -> None:
         """Forget the stack's token if it is still this one."""
         ...
+
+
+class CiRepository(Protocol):
+    """What CI systems hold here: API tokens (their SHA-256 digests, never the tokens) and the
+    GitHub deployments the bot reports on (their outcome told once, also after a restart)."""
+
+    async def create_api_token(self, token: ApiToken) -> None:
+        """Conflict if the name is taken."""
+        ...
+
+    async def api_tokens(self) -> list[ApiToken]: ...
+
+    async def api_token_by_digest(self, digest: str) -> ApiToken | None: ...
+
+    async def revoke_api_token(self, name: str) -> bool:
+        """False if there was no such token."""
+        ...
+
+    async def record_github_deployment(self, deployment: GitHubDeployment) -> None: ...
+
+    async def unreported_github_deployments(self) -> list[GitHubDeployment]: ...
+
+    async def github_deployment_reported(
+        self, repository: str, deployment_id: int, state: str
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -320,6 +320,33 @@ class LifecycleSettings(_Model):
         return int(hour), int(minute)
 
 
+class ApiSettings(_Model):
+    """The HTTP API for CI under /v1/ (docs/api.md), served by `nelson serve` with or
+    without Slack; callers authenticate with tokens from `token create`."""
+
+    enabled: bool = True
+
+
+class GitHubSettings(_Model):
+    """GitHub webhooks at /github/events (docs/api.md). Without `webhook_secret` every
+    delivery is refused."""
+
+    webhook_secret: SecretStr | None = None  # the webhook's secret, for X-Hub-Signature-256
+    # a token that may read release assets and write deployment statuses (fine-grained:
+    # Contents read, Deployments read and write)
+    token: SecretStr | None = None
+    api_url: str = "https://api.github.com"
+    # the namespaces webhooks may deploy to; a GitHub environment is the namespace of the
+    # same name unless `environments` maps it (`production = "prod"`)
+    namespaces: tuple[str, ...] = ()
+    environments: dict[str, str] = Field(default_factory=dict)
+    # repository (owner/name) -> path of its manifest here, for releases without one attached
+    manifests: dict[str, str] = Field(default_factory=dict)
+
+    def namespace_for(self, environment: str) -> str:
+        return self.environments.get(environment, environment)
+
+
 class ConsoleSettings(_Model):
     user: str = "local"  # the identity console and `nelson run` act as, for access rules
 
@@ -338,6 +365,8 @@ class Settings(_Model):
     traffic: TrafficSettings = Field(default_factory=TrafficSettings)
     lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    github: GitHubSettings = Field(default_factory=GitHubSettings)
 
     @field_validator("namespaces")
     @classmethod
@@ -369,6 +398,9 @@ class Settings(_Model):
         for name in self.approvals:
             if name not in self.namespaces:
                 raise ValueError(f"approvals.{name}: '{name}' is not a configured namespace")
+        for name in (*self.github.namespaces, *self.github.environments.values()):
+            if name not in self.namespaces:
+                raise ValueError(f"github: '{name}' is not a configured namespace")
         return self
 
     def approval_for(self, namespace: str) -> ApprovalSettings:

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from adapters.storage.migrate import upgrade as run_migrations
 from adapters.storage.repositories.approvals import SqlApprovals
 from adapters.storage.repositories.catalogue import SqlCatalogue
+from adapters.storage.repositories.ci import SqlCiRecords
 from adapters.storage.repositories.lifecycle import SqlLifecycle
 from adapters.storage.repositories.operations import SqlOperations
 from adapters.storage.repositories.stacks import SqlStacks
@@ -35,6 +36,7 @@ class SqlStore(
     SqlLifecycle,
     SqlTraffic,
     SqlVaultTokens,
+    SqlCiRecords,
 ):
     def __init__(
         self,

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -381,4 +382,26 @@ live_versions = Table(
     Column("newest", String(200), nullable=False),
     # what `units` reads: one namespace and datacenter ("*" for all), one row per unit
     Index("ix_live_versions_namespace_datacenter_unit", "namespace", "datacenter", "unit"),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("namespaces", Text, nullable=False),  # comma-separated
+    Column("rights", String(20), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+github_deployments = Table(
+    "github_deployments",
+    metadata,
+    Column("repository", String(200), primary_key=True),
+    Column("deployment_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("environment", String(200), nullable=False),
+    Column("stack_ids", Text, nullable=False),  # comma-separated
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("reported", String(20), nullable=True),
 )

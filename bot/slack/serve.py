@@ -23,6 +23,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.bootstrap import Application
+from bot.http.routes import add_ci_routes
 from bot.jobs import Jobs
 from bot.outage import describe, is_outage
 from bot.slack.app import SlackBot, api_url
@@ -135,6 +136,7 @@ async def serve_headless(
         log.info("continuing %s deploy(s) an earlier run left unfinished", resumed)
     app = web.Application(client_max_size=MAX_BODY)
     app.router.add_get("/healthz", _healthz(application, "no-slack"))
+    add_ci_routes(app, application)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(
@@ -242,6 +244,7 @@ def web_app(bot: SlackBot, *, http_mode: bool) -> web.Application:
     if http_mode:
         app.router.add_post("/slack/events", events)
     app.router.add_get("/healthz", _healthz(bot.application, "http" if http_mode else "socket"))
+    add_ci_routes(app, bot.application)
     return app
 
 

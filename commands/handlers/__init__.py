@@ -15,7 +15,9 @@ from commands.handlers import (
     cleanup,
     deploy,
     graph,
+    releases,
     stacks,
+    tokens,
     traffic,
 )
 from commands.replies import Reply
@@ -52,6 +54,10 @@ HANDLERS: dict[type, Handler] = {
     model.Deprecate: cleanup.deprecate,
     model.Keep: cleanup.keep,
     model.Remove: cleanup.remove,
+    model.Announce: releases.announce,
+    model.CreateToken: tokens.create_token,
+    model.ListTokens: tokens.list_tokens,
+    model.RevokeToken: tokens.revoke_token,
 }
 
 

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from commands.access import Role, authorize
 from commands.context import Context
-from commands.replies import AccessDenied, UserError
+from commands.replies import AccessDenied, NotFound, UserError
 from domain.manifest import Manifest, ManifestInvalid
 from domain.records import AuditEvent, Stack, UnitRecord
 
@@ -68,7 +68,7 @@ async def find_unit(ctx: Context, name: str) -> UnitRecord:
             if names
             else "No manifest is registered yet: register one with `manifest <repository>`."
         )
-        raise UserError(f"there is no unit '{name}' in any registered manifest.", hint)
+        raise NotFound(f"there is no unit '{name}' in any registered manifest.", hint)
     return unit
 
 
@@ -92,7 +92,7 @@ async def unit_manifest(ctx: Context, unit: UnitRecord) -> tuple[Manifest, int]:
 async def find_stack(ctx: Context, ref: str) -> Stack:
     stack = await ctx.store.stack(ref)
     if stack is None:
-        raise UserError(
+        raise NotFound(
             f"there is no stack '{ref}'.",
             "Give a stack name like `howdy-http--1-2-3--k3x9q0ab` or its guid; "
             "`stacks` lists them.",

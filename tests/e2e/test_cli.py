@@ -179,8 +179,12 @@ def test_config_shows_no_secrets(tmp_path: Path) -> None:
         env={
             "NELSON_DATABASE_URL": "postgresql://nelson:hunter2@db.internal:5432/nelson",
             "SLACK_BOT_TOKEN": "xoxb-very-secret",
+            "GITHUB_WEBHOOK_SECRET": "webhook-very-secret",
+            "GITHUB_TOKEN": "ghp_verysecret",
         },
     )
     assert result.returncode == 0, result.stderr
     assert "hunter2" not in result.stdout and "xoxb-very-secret" not in result.stdout
+    assert "webhook-very-secret" not in result.stdout and "ghp_verysecret" not in result.stdout
+    assert '"webhook_secret": "**********"' in result.stdout
     assert "db.internal:5432" in result.stdout

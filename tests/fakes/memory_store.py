@@ -19,7 +19,9 @@ from typing import Any, TypeVar
 
 from commands.ports import Clock, Conflict, StoreError
 from commands.repositories import VaultTokenRecord
+from domain.api_tokens import ApiToken
 from domain.expiration import StackView
+from domain.github import GitHubDeployment
 from domain.records import (
     Approval,
     AuditEvent,
@@ -102,6 +104,8 @@ class _Tables:
     daemons: dict[str, Daemon] = field(default_factory=dict)
     vault: dict[int, tuple[str, str, datetime]] = field(default_factory=dict)
     audit: list[AuditEvent] = field(default_factory=list)
+    api_tokens: dict[str, ApiToken] = field(default_factory=dict)
+    github: dict[tuple[str, int], GitHubDeployment] = field(default_factory=dict)
 
     def next_id(self, table: str) -> int:
         self.ids[table] = self.ids.get(table, 0) + 1
@@ -844,3 +848,41 @@ class MemoryStore:
         current = self._t.vault.get(stack_id)
         if current is not None and current[1] == accessor:
             del self._t.vault[stack_id]
+
+    # CI: API tokens and GitHub deployments
+    async def create_api_token(self, token: ApiToken) -> None:
+        taken = token.name in self._t.api_tokens or any(
+            t.digest == token.digest for t in self._t.api_tokens.values()
+        )
+        if taken:
+            raise Conflict(f"there is already a token named '{token.name}'")
+        self._t.api_tokens[token.name] = token
+
+    async def api_tokens(self) -> list[ApiToken]:
+        return [self._t.api_tokens[name] for name in sorted(self._t.api_tokens)]
+
+    async def api_token_by_digest(self, digest: str) -> ApiToken | None:
+        return next((t for t in self._t.api_tokens.values() if t.digest == digest), None)
+
+    async def revoke_api_token(self, name: str) -> bool:
+        return self._t.api_tokens.pop(name, None) is not None
+
+    async def record_github_deployment(self, deployment: GitHubDeployment) -> None:
+        key = (deployment.repository, deployment.deployment_id)
+        if key in self._t.github:
+            raise Conflict(
+                f"GitHub deployment {deployment.deployment_id} of {deployment.repository} "
+                "is already recorded"
+            )
+        self._t.github[key] = deployment
+
+    async def unreported_github_deployments(self) -> list[GitHubDeployment]:
+        found = [d for d in self._t.github.values() if d.reported is None]
+        return sorted(found, key=lambda d: (d.created_at, d.repository, d.deployment_id))
+
+    async def github_deployment_reported(
+        self, repository: str, deployment_id: int, state: str
+    ) -> None:
+        key = (repository, deployment_id)
+        if key in self._t.github:
+            self._t.github[key] = replace(self._t.github[key], reported=state)

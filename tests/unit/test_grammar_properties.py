@@ -201,6 +201,15 @@ commands: st.SearchStrategy[model.Command] = st.one_of(
     st.builds(model.RegisterManifest, repositories, attachment=st.just(True)),
     st.builds(model.RegisterManifest, repositories, path=paths),
     st.builds(model.RegisterManifest, repositories, text=manifest_text),
+    st.builds(model.Announce, names, versions, images),
+    st.builds(
+        model.CreateToken,
+        names,
+        st.lists(namespaces, min_size=1, max_size=3, unique=True).map(tuple),
+        st.sampled_from(["deploy", "view"]),
+    ),
+    st.builds(model.RevokeToken, names),
+    st.just(model.ListTokens()),
 )
 
 

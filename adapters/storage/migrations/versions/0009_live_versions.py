@@ -6,7 +6,7 @@ versions, so that `units` reads one row per unit instead of counting every live 
 Filled here from the stacks there are; the store rewrites a unit's rows with every change
 that makes one of its stacks live or no longer live.
 
-Revision ID: 0009_issue20
+Revision ID: 0009
 Revises: 0008
 Create Date: 2026-11-27 21:00:00
 """
@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009_issue20"
+revision: str = "0009"
 down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
