@@ -12,12 +12,14 @@ from datetime import datetime
 
 from commands.access import Principal, Role, authorize
 from commands.events import ApprovalDecided, ApprovalRequested, EventHub
+from commands.gate import Gate, Held
 from commands.ports import Clock, Store
 from commands.replies import AccessDenied, UserError
 from commands.settings import Settings
 from domain.records import Approval, AuditEvent, NewApproval
 
 APPROVE = "approve"
+SHIFT = "traffic-shift"  # commands.shifting.KIND: approving one starts a shift
 REJECT = "reject"
 
 
@@ -98,6 +100,8 @@ class ApprovalDesk:
                 f"{who.label} may not {decision} #{approval.id}: {why_not}.",
                 "Nothing was changed.",
             )
+        if decision == APPROVE and approval.status == "pending":
+            await self._check_not_held(approval, who)
         now = self.clock.now()
         if approval.status == "pending" and approval.deadline and approval.deadline <= now:
             approval = await self._close(approval, "expired", "nelson", now) or approval
@@ -125,6 +129,23 @@ class ApprovalDesk:
         if closed is None:
             return await self._lost_race(approval.id)
         return Outcome(closed, f"Approved #{approval.id}: {approval.summary}", True)
+
+    async def _check_not_held(self, approval: Approval, who: Principal) -> None:
+        """Approving a traffic shift starts it: not while a lock or freeze holds its stack."""
+        if approval.kind != SHIFT or approval.stack_id is None:
+            return
+        stack = await self.store.stack_by_id(approval.stack_id)
+        if stack is None:
+            return
+        gate = Gate(self.settings, self.store, self.clock, self.events)
+        held = await gate.holding(stack.unit, stack.namespace, stack.datacenter)
+        if held:
+            why = held[0].describe(self.clock.now())
+            await self._audit(who.user_id, APPROVE, approval, False, f"held: {why}")
+            raise Held(
+                f"#{approval.id} would start a traffic shift, and {why}.",
+                "It stays pending: approve it once the lock or freeze is lifted.",
+            )
 
     async def expire_overdue(self) -> list[Approval]:
         """Close every pending request whose deadline passed; traffic stays where it is."""

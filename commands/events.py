@@ -74,6 +74,20 @@ class CleanupDone:
     failed: tuple[tuple[Stack, str], ...]
 
 
+@dataclass(frozen=True, slots=True)
+class EmergencyDeploy:
+    """A deploy through locks and freezes, told to the operations channel and the unit's
+    channels (`overridden`: what it went through, one line each)."""
+
+    actor: str
+    what: str
+    reason: str
+    overridden: tuple[str, ...]
+    channels: tuple[str, ...]  # the manifest's notification channels
+    asked_in: str | None
+    at: datetime
+
+
 Event = (
     OperationStarted
     | StackProgress
@@ -81,6 +95,7 @@ Event = (
     | ApprovalDecided
     | CleanupAnnounced
     | CleanupDone
+    | EmergencyDeploy
 )
 Listener = Callable[[Event], Awaitable[None]]
 

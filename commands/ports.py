@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from domain.expiration import StackView
+from domain.locks import Lock, NewLock
 from domain.records import (
     Approval,
     AuditEvent,
@@ -312,6 +313,17 @@ class Store(Protocol):
 
     async def forget_vault_token(self, stack_id: int, accessor: str) -> None:
         """Forget the stack's token if it is still this one."""
+        ...
+
+    # locks and freezes
+    async def add_lock(self, new: NewLock) -> Lock: ...
+
+    async def locks(self) -> list[Lock]:
+        """Every stored lock and freeze, expired ones included (the clock judges them)."""
+        ...
+
+    async def remove_locks(self, lock_ids: Sequence[int]) -> list[Lock]:
+        """Remove these; returns the ones that were still there."""
         ...
 
     # audit

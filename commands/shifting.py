@@ -24,6 +24,7 @@ from commands import daemons
 from commands.access import Principal, Role, authorize
 from commands.approval_desk import ApprovalDesk
 from commands.events import ApprovalDecided, Event, EventHub, StackProgress
+from commands.gate import Gate
 from commands.ports import Clock, Route, Router, RouterError, Scheduler, Store
 from commands.replies import AccessDenied, UserError
 from commands.settings import Settings
@@ -103,6 +104,7 @@ class TrafficControl:
         self.schedulers = dict(schedulers)
         self.health = health
         self._failures: dict[int, int] = {}  # shift id -> consecutive failed health probes
+        self.gate = Gate(settings, store, clock, events)
         events.subscribe(self.on_event)
 
     # -- a stack became ready ----------------------------------------------------------------
@@ -144,6 +146,17 @@ class TrafficControl:
             return
         old = await self.store.stack(max(serving, key=lambda n: (serving[n], n)))
         if old is None:
+            return
+        held = await self.gate.holding(stack.unit, stack.namespace, stack.datacenter)
+        if held:
+            why = held[0].describe(self.clock.now())
+            await self._audit("nelson", stack, f"no shift started: {why}")
+            await self._say(
+                stack,
+                f"traffic: no shift starts: {why}; traffic stays with {old.name} "
+                f"({old.version}) and this stack gets none (once lifted, `redeploy "
+                f"{stack.name}` deploys it again)",
+            )
             return
         policy, duration = await self._policy(stack)
         rule_name, rule = self.settings.approval_rule(stack.namespace)

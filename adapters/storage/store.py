@@ -33,6 +33,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from adapters.storage import tables as t
+from adapters.storage.locks import LockRows
 from adapters.storage.migrate import upgrade as run_migrations
 from adapters.storage.tables import UtcDateTime
 from adapters.storage.urls import async_url, safe
@@ -193,7 +194,7 @@ def _operation(row: Row[Any], stack_ids: Sequence[int]) -> Operation:
     )
 
 
-class SqlStore:
+class SqlStore(LockRows):
     def __init__(self, engine: AsyncEngine, url: str, clock: Clock) -> None:
         self._engine = engine
         self._url = url

@@ -15,6 +15,7 @@ from commands.handlers import (
     cleanup,
     deploy,
     graph,
+    locks,
     stacks,
     traffic,
 )
@@ -52,6 +53,11 @@ HANDLERS: dict[type, Handler] = {
     model.Deprecate: cleanup.deprecate,
     model.Keep: cleanup.keep,
     model.Remove: cleanup.remove,
+    model.Lock: locks.lock,
+    model.Unlock: locks.unlock,
+    model.Freeze: locks.freeze,
+    model.Unfreeze: locks.unfreeze,
+    model.ListLocks: locks.list_locks,
 }
 
 

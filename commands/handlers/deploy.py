@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from commands.access import Role
 from commands.context import Context
 from commands.events import OperationStarted
+from commands.gate import Gate
 from commands.handlers.lookup import (
     check_datacenter,
     check_namespace,
@@ -136,12 +137,26 @@ async def _start(
     image: str,
     verb: str,
     check_live: bool = True,
+    emergency: bool = False,
+    reason: str = "",
 ) -> Reply:
+    kind = {"Deploying": "deploy", "Committing": "commit"}.get(verb, "redeploy")
+    emergency_deploy = await gate(ctx).check(
+        ctx.principal,
+        kind,
+        f"{unit.name} {version}",
+        unit.name,
+        [(t.datacenter, t.namespace) for t in targets],
+        emergency=emergency,
+        reason=reason,
+        channels=manifest.notifications.slack_channels,
+        asked_in=ctx.channel,
+    )
     for dc in sorted({t.datacenter for t in targets}):
-        reason = await ctx.workflow.available_for(dc)
-        if reason is not None:
+        closed = await ctx.workflow.available_for(dc)
+        if closed is not None:
             raise NotAvailable(
-                f"cannot deploy to datacenter '{dc}' now: {reason}",
+                f"cannot deploy to datacenter '{dc}' now: {closed}",
                 "Nothing was recorded. `datacenters` shows which datacenters accept deploys.",
             )
     if check_live:
@@ -191,7 +206,6 @@ async def _start(
     for target, stack in zip(targets, stacks, strict=True):
         for dependency in dependencies[target]:
             await ctx.store.add_dependency(stack.id, dependency.id)
-    kind = {"Deploying": "deploy", "Committing": "commit"}.get(verb, "redeploy")
     where = ", ".join(dict.fromkeys(f"{s.datacenter}/{s.namespace}" for s in stacks))
     operation = await ctx.store.create_operation(
         kind,
@@ -204,6 +218,7 @@ async def _start(
     await ctx.events.publish(
         OperationStarted(operation, tuple(manifest.notifications.slack_channels))
     )
+    await gate(ctx).announce(emergency_deploy)
     await ctx.workflow.submit([s.id for s in stacks])
     rows = tuple((s.name, s.datacenter, s.namespace, s.plan, s.status.value) for s in stacks)
     return Reply(
@@ -231,7 +246,17 @@ def _image_for(
     )
 
 
+def gate(ctx: Context) -> Gate:
+    return Gate(ctx.settings, ctx.store, ctx.clock, ctx.events)
+
+
 async def deploy(command: Deploy, ctx: Context) -> Reply:
+    if command.reason and not command.emergency:
+        raise UserError(
+            "`because` goes with `emergency`: a deploy needs no reason otherwise.",
+            "`deploy <unit> <version> ... emergency because <reason>` deploys through locks "
+            "and freezes (admins only).",
+        )
     namespace = check_namespace(ctx, command.namespace or ctx.settings.default_namespace)
     unit = await find_unit(ctx, command.unit)
     await require(ctx, Role.DEPLOY, namespace, "deploy", f"{unit.name} {command.version}")
@@ -250,7 +275,17 @@ async def deploy(command: Deploy, ctx: Context) -> Reply:
             )
         image = release.image
     return await _start(
-        ctx, unit, manifest, manifest_id, command.version, targets, release, image, "Deploying"
+        ctx,
+        unit,
+        manifest,
+        manifest_id,
+        command.version,
+        targets,
+        release,
+        image,
+        "Deploying",
+        emergency=command.emergency,
+        reason=command.reason,
     )
 
 
