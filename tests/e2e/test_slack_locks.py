@@ -1,0 +1,115 @@
+"""Locks, freezes and emergency deploys, driven through the fake Slack workspace exactly as
+people would: slash commands, clicks on approval buttons, and what they see in return."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.slack.messages import APPROVE_ACTION
+from tests.e2e.slack_harness import RunningBot, settings_for, start_bot
+from tests.e2e.test_slack import (
+    approval_message,
+    ask_approval,
+    click,
+    deployed_stack,
+    has_buttons,
+    response_text,
+    slash,
+)
+from tests.fakes.slack import FakeSlack
+
+OPERATIONS = "C2"
+
+
+@pytest.fixture
+async def bot(fake: FakeSlack, tmp_path: Path) -> AsyncIterator[RunningBot]:
+    settings = settings_for(
+        fake,
+        tmp_path,
+        access={
+            "admins": ["U9"],
+            "rules": [
+                {
+                    "namespace": "*",
+                    "view": ["*"],
+                    "deploy": ["U1", "U2"],
+                    "approve": ["U1", "U2", "U3"],
+                }
+            ],
+        },
+        slack={"operations_channel": OPERATIONS},
+    )
+    running = await start_bot(settings)
+    yield running
+    await running.shutdown()
+
+
+async def answer(bot: RunningBot, fake: FakeSlack, text: str, user: str) -> dict:  # type: ignore[type-arg]
+    rid = await slash(bot, fake, text, user=user)
+    await fake.wait_for(lambda: fake.responses.get(rid))
+    return fake.responses[rid][0]
+
+
+async def test_a_locked_unit_refuses_deploys_in_chat_naming_who_and_why(
+    bot: RunningBot, fake: FakeSlack
+) -> None:
+    said = await answer(bot, fake, "lock howdy in prod for 2h because the database migrates", "U1")
+    assert said["response_type"] == "in_channel" and "Locked howdy in prod" in response_text(said)
+    refused = await answer(bot, fake, "deploy howdy 1.0.0 to dc-east in prod", "U2")
+    assert refused["response_type"] == "ephemeral"
+    text = response_text(refused)
+    assert "howdy in prod is locked by U1 because the database migrates" in text
+    assert "emergency because" in text
+    assert not await bot.application.store.recent_operations("U2")
+    listed = response_text(await answer(bot, fake, "locks", "U3"))
+    assert "howdy in prod" in listed and "the database migrates" in listed
+    await answer(bot, fake, "unlock howdy in prod", "U1")
+    await slash(bot, fake, "deploy howdy 1.0.0 to dc-east in prod", user="U2")
+    await fake.wait_for(lambda: fake.messages("C1") and "done" in fake.messages("C1")[0].text)
+
+
+async def test_an_emergency_deploy_goes_through_a_freeze_and_is_announced(
+    bot: RunningBot, fake: FakeSlack
+) -> None:
+    await answer(bot, fake, "freeze prod until 2999-01-01 because of the audit", "U9")
+    refused = await answer(
+        bot, fake, "deploy howdy 1.0.0 to dc-east in prod emergency because it is down", "U2"
+    )
+    assert refused["response_type"] == "ephemeral" and "only admins may" in response_text(refused)
+    await slash(
+        bot, fake, "deploy howdy 1.0.0 to dc-east in prod emergency because it is down", user="U9"
+    )
+    # announced in the operations channel and in the unit's channel (C3), besides the deploy
+    for channel in (OPERATIONS, "C3"):
+        await fake.wait_for(
+            lambda c=channel: any("Emergency deploy" in m.text for m in fake.messages(c))
+        )
+    told = next(m for m in fake.messages(OPERATIONS) if "Emergency deploy" in m.text)
+    whole = fake.all_text(told)
+    assert "<@U9>" in whole and "it is down" in whole and "prod is frozen by U9" in whole
+    audit = [e for e in await bot.application.store.audit_events() if e.action.startswith("emer")]
+    assert {(e.actor, e.allowed) for e in audit} == {("U9", True), ("U2", False)}
+    await fake.wait_for(lambda: "done" in fake.messages("C1")[0].text)
+
+
+async def test_approving_a_shift_is_refused_while_frozen_and_works_after(
+    bot: RunningBot, fake: FakeSlack
+) -> None:
+    stack_id = await deployed_stack(bot, fake)
+    approval_id = await ask_approval(bot, stack_id)
+    await fake.wait_for(lambda: approval_message(fake, approval_id))
+    await answer(bot, fake, "freeze prod at dc-east until 23:59 because change freeze", "U9")
+    message = approval_message(fake, approval_id)
+    await click(bot, fake, APPROVE_ACTION, approval_id, "U2", message.ts)
+    await fake.wait_for(lambda: fake.ephemerals)
+    assert fake.ephemerals[-1].user == "U2"
+    assert "would start a traffic shift" in fake.ephemerals[-1].text
+    assert "prod at dc-east is frozen by U9 because change freeze" in fake.ephemerals[-1].text
+    approval = await bot.application.store.approval(approval_id)
+    assert approval is not None and approval.status == "pending" and not approval.approvers
+    await answer(bot, fake, "unfreeze prod", "U9")
+    await click(bot, fake, APPROVE_ACTION, approval_id, "U2", message.ts)
+    await fake.wait_for(lambda: not has_buttons(approval_message(fake, approval_id)))
