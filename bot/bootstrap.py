@@ -22,6 +22,7 @@ from commands.engine import DeployEngine
 from commands.events import EventHub
 from commands.lifecycle import Lifecycle
 from commands.ports import Clock, Registry, Router, Scheduler, Secrets, Store, WorkflowPort
+from commands.rollback import Rollbacks
 from commands.settings import Settings, port_bounds
 from commands.shifting import TrafficControl
 from commands.stack_secrets import StackSecrets
@@ -161,6 +162,7 @@ async def build(
             settings, store, events, clock, desk, routers, schedulers, engine.runtime
         )
         engine.traffic = traffic
+        Rollbacks(traffic).listen()
         vaults = vaults_for(settings)
         if vaults:
             secrets = engine.secrets = StackSecrets(settings, store, clock, vaults)

@@ -1018,7 +1018,28 @@ COMMANDS: tuple[CommandSpec, ...] = (
             "lint",
         ),
     ),
-    # -- locks and freezes --
+    # -- locks, freezes and rollback --
+    CommandSpec(
+        "rollback",
+        "send a unit's traffic back at once to the stack before",
+        APPROVALS,
+        model.Rollback,
+        args=(UNIT,),
+        clauses=(
+            _IN_NAMESPACE,
+            _AT_DATACENTER,
+            Clause("stack", ("from",), _value("stack", STACK), "from <stack>"),
+        ),
+        description="The previous stack of the same major version that still runs gets all "
+        "the traffic at once, without a policy; the answer names it. The stack rolled back "
+        "from gets none and is left for cleanup (garbage, with the reason). No approval unless "
+        "the namespace's rule sets `rollbacks = true`. Locks and freezes do not hold it. "
+        "Without `in`, the default namespace; without `at`, every datacenter where the unit "
+        "has something to roll back; it rolls back the newest stack getting traffic, or, with "
+        "`from`, only that stack (what the Roll back button of a deploy's thread does). "
+        "Needs the deploy role in the namespace.",
+        examples=("rollback howdy-http in prod", "rollback howdy-http in prod at dc-east"),
+    ),
     CommandSpec(
         "lock",
         "stop deploys and traffic shifts of a unit for a while",
@@ -1318,6 +1339,15 @@ def canonical(command: Command) -> str:
             return f"unfreeze {namespace}{where}"
         case model.ListLocks():
             return "locks"
+        case model.Rollback(unit=unit, namespace=namespace, datacenter=datacenter, stack=stack):
+            parts = [f"rollback {unit}"]
+            if namespace:
+                parts.append(f"in {namespace}")
+            if datacenter:
+                parts.append(f"at {datacenter}")
+            if stack:
+                parts.append(f"from {stack}")
+            return " ".join(parts)
         case _:
             assert_never(command)
 

@@ -229,6 +229,14 @@ class ListLocks:
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class Rollback:
+    unit: str
+    namespace: str | None = None  # None: the default namespace
+    datacenter: str | None = None  # None: every datacenter with something to roll back
+    stack: str | None = None  # roll back only from this stack (what a button offered)
+
+
 Command = (
     Help
     | Deploy
@@ -264,4 +272,5 @@ Command = (
     | Freeze
     | Unfreeze
     | ListLocks
+    | Rollback
 )

@@ -214,6 +214,7 @@ class ApprovalSettings(_Model):
     approvers: tuple[str, ...] = ()  # empty: whoever the access rules let approve
     allow_self_approval: bool = False
     deadline: timedelta = timedelta(hours=4)
+    rollbacks: bool = False  # `rollback` asks for approval too (otherwise it acts at once)
 
     @field_validator("deadline", mode="before")
     @classmethod

@@ -286,6 +286,10 @@ class TrafficControl:
                 return plan.traffic_shift.policy, plan.traffic_shift.duration_seconds
         return traffic.DEFAULT_POLICY.value, int(traffic.DEFAULT_DURATION.total_seconds())
 
+    async def addresses(self, stack: Stack) -> list[str]:
+        """Where the stack's running instances listen (host:port); empty when none runs."""
+        return await self._addresses(stack)
+
     async def _addresses(self, stack: Stack) -> list[str]:
         scheduler = self.schedulers.get(stack.datacenter)
         if scheduler is None:

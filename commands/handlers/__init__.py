@@ -16,6 +16,7 @@ from commands.handlers import (
     deploy,
     graph,
     locks,
+    rollback,
     stacks,
     traffic,
 )
@@ -58,6 +59,7 @@ HANDLERS: dict[type, Handler] = {
     model.Freeze: locks.freeze,
     model.Unfreeze: locks.unfreeze,
     model.ListLocks: locks.list_locks,
+    model.Rollback: rollback.rollback,
 }
 
 

@@ -209,6 +209,7 @@ lock_commands = st.one_of(
     st.builds(model.Freeze, namespaces, untils, maybe(names), because),
     st.builds(model.Unfreeze, namespaces, maybe(names)),
     st.just(model.ListLocks()),
+    st.builds(model.Rollback, names, maybe(namespaces), maybe(names), maybe(stacks)),
 )
 
 commands: st.SearchStrategy[model.Command] = st.one_of(
