@@ -1,0 +1,93 @@
+"""Rollback end to end: real containers behind a real HAProxy, the bot serving Slack; the
+share of responses measured through HAProxy before and after `rollback` and the Roll back
+button."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.slack.rollback_button import ROLLBACK_ACTION
+from domain.states import StackStatus
+from tests.e2e.slack_harness import RunningBot
+from tests.e2e.test_slack import slash
+from tests.e2e.test_traffic import (  # noqa: F401  (fixtures)
+    approve_shift,
+    bot,
+    click,
+    deploy_both,
+    images,
+    parent_of,
+    share_of_new,
+    shift_until,
+    skip_to,
+    stack,
+)
+from tests.fakes.slack import FakeSlack
+
+
+def offer_in_thread(fake: FakeSlack, version: str) -> Any:
+    parent = parent_of(fake, version)
+    if parent is None:
+        return None
+    for reply in fake.thread("C1", parent.ts):
+        if any(b.get("block_id", "").startswith("rollback-") for b in reply.blocks or []):
+            return reply
+    return None
+
+
+async def test_rollback_as_text_sends_everything_back_and_leaves_the_new_stack_for_cleanup(
+    bot: RunningBot, fake: FakeSlack
+) -> None:
+    old, new = await deploy_both(bot, fake)
+    await approve_shift(bot, fake)
+    shift = await shift_until(bot, new.id, lambda s: s.state == "running")
+    await skip_to(bot, shift, 1.01)
+    assert (await shift_until(bot, new.id, lambda s: s.state == "done")).state == "done"
+    assert await share_of_new(bot, 50) == 1.0
+    rid = await slash(bot, fake, "rollback hello in prod", user="U1")
+    await fake.wait_for(lambda: fake.responses.get(rid))
+    said = fake.all_text(fake.responses[rid][0])
+    assert f"{old.name} (1.0.0) gets all traffic" in said
+    assert await share_of_new(bot, 50) == 0.0
+    rolled = await stack(bot, "1.0.1")
+    assert rolled is not None and rolled.status is StackStatus.GARBAGE
+    removals = await bot.application.store.pending_removals()
+    assert any("rolled back by" in r.reason for r in removals if r.stack.id == new.id)
+    # nothing earlier runs than 1.0.0: a second rollback says so and changes nothing
+    rid = await slash(bot, fake, "rollback hello in prod at local", user="U1")
+    await fake.wait_for(lambda: fake.responses.get(rid))
+    assert "no earlier stack of hello 1.x" in fake.all_text(fake.responses[rid][0])
+    assert await share_of_new(bot, 50) == 0.0
+
+
+async def test_the_roll_back_button_mid_shift_refuses_who_may_not_and_stops_the_shift(
+    bot: RunningBot, fake: FakeSlack
+) -> None:
+    old, new = await deploy_both(bot, fake)
+    await fake.wait_for(lambda: offer_in_thread(fake, "1.0.1"), timeout=20)
+    offer = offer_in_thread(fake, "1.0.1")
+    assert old.name in fake.all_text(offer)
+    # before the shift starts, the new stack gets nothing: nothing to roll back from
+    await click(bot, fake, ROLLBACK_ACTION, str(new.id), "U2", offer.ts)
+    await fake.wait_for(lambda: any("gets no traffic" in e.text for e in fake.ephemerals))
+    await approve_shift(bot, fake)
+    await shift_until(bot, new.id, lambda s: s.current_new_weight >= 20)
+    await click(bot, fake, ROLLBACK_ACTION, str(new.id), "U4", offer.ts)
+    await fake.wait_for(lambda: any(e.user == "U4" for e in fake.ephemerals))
+    assert "may not deploy" in next(e.text for e in fake.ephemerals if e.user == "U4")
+    await click(bot, fake, ROLLBACK_ACTION, str(new.id), "U2", offer.ts)
+    await fake.wait_for(
+        lambda: "Rolled back by" in fake.all_text(offer_in_thread_any(fake, offer.ts))
+    )
+    assert (await shift_until(bot, new.id, lambda s: s.state == "cancelled")).state == "cancelled"
+    assert await share_of_new(bot, 50) == 0.0
+    audit = [e for e in await bot.application.store.audit_events() if e.action == "rollback"]
+    assert {(e.actor, e.allowed) for e in audit} >= {("U2", True), ("U4", False)}
+
+
+def offer_in_thread_any(fake: FakeSlack, ts: str) -> Any:
+    for parent in fake.messages("C1"):
+        for reply in fake.thread("C1", parent.ts):
+            if reply.ts == ts:
+                return reply
+    return None
