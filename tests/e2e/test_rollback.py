@@ -4,25 +4,48 @@ button."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
+
+import docker
+import pytest
 
 from bot.slack.rollback_button import ROLLBACK_ACTION
 from domain.states import StackStatus
-from tests.e2e.slack_harness import RunningBot
+from tests.dockerworld import busybox_image
+from tests.e2e.slack_harness import RunningBot, start_bot
 from tests.e2e.test_slack import slash
-from tests.e2e.test_traffic import (  # noqa: F401  (fixtures)
+from tests.e2e.test_traffic import (
     approve_shift,
-    bot,
     click,
     deploy_both,
-    images,
     parent_of,
     share_of_new,
     shift_until,
     skip_to,
     stack,
+    stop,
+    traffic_settings,
 )
 from tests.fakes.slack import FakeSlack
+
+
+@pytest.fixture
+async def bot(
+    fake: FakeSlack,
+    tmp_path: Path,
+    docker_address: str,
+    registries: tuple[str, str],
+    engine_client: docker.DockerClient,
+) -> AsyncIterator[RunningBot]:
+    for version in ("1.0.0", "1.0.1"):
+        busybox_image(engine_client, f"{registries[0]}/hello:{version}", version)
+    running = await start_bot(
+        traffic_settings(fake, tmp_path, docker_address, registries), real=True
+    )
+    yield running
+    await stop(running, engine_client)
 
 
 def offer_in_thread(fake: FakeSlack, version: str) -> Any:
