@@ -128,6 +128,21 @@ class Rollbacks:
 
     async def roll_back(self, plan: Plan, actor: str, label: str) -> str:
         current, previous = plan.current, plan.previous
+        async with self.control.route_lock(route_key(current)):
+            await self._take_back(current, previous, actor, label)
+        now = self.clock.now()
+        where = f"{current.datacenter}/{current.namespace}"
+        message = (
+            f"Rolled back {current.unit} in {where}: {previous.name} ({previous.version}) gets "
+            f"all traffic; {current.name} ({current.version}) gets none and is left for cleanup."
+        )
+        for stack in (current, previous):
+            await self.store.append_log(stack.id, message, step="traffic", at=now)
+            await self.control.events.publish(StackProgress(stack.id, f"traffic: {message}", now))
+        return message
+
+    async def _take_back(self, current: Stack, previous: Stack, actor: str, label: str) -> None:
+        """Cancel the route's open shifts, weights all to `previous`, `current` to garbage."""
         router = self.control.routers[current.datacenter]
         route = route_of(current)
         key = route_key(current)
@@ -159,15 +174,6 @@ class Rollbacks:
         await self.store.audit(
             AuditEvent(actor, "rollback", current.name, True, f"to {previous.name}", now)
         )
-        where = f"{current.datacenter}/{current.namespace}"
-        message = (
-            f"Rolled back {current.unit} in {where}: {previous.name} ({previous.version}) gets "
-            f"all traffic; {current.name} ({current.version}) gets none and is left for cleanup."
-        )
-        for stack in (current, previous):
-            await self.store.append_log(stack.id, message, step="traffic", at=now)
-            await self.control.events.publish(StackProgress(stack.id, f"traffic: {message}", now))
-        return message
 
     async def request(self, plan: Plan, who: Principal) -> str | None:
         """Ask for approval where the namespace wants one for rollbacks; None: go ahead."""

@@ -15,7 +15,9 @@ ready supersedes the active shift there and starts from the weights as they are.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -105,6 +107,7 @@ class TrafficControl:
         self.health = health
         self._failures: dict[int, int] = {}  # shift id -> consecutive failed health probes
         self.gate = Gate(settings, store, clock, events)
+        self._route_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         events.subscribe(self.on_event)
 
     # -- a stack became ready ----------------------------------------------------------------
@@ -344,11 +347,19 @@ class TrafficControl:
 
     # -- moving weights ------------------------------------------------------------------------
 
+    def route_lock(self, route: str) -> asyncio.Lock:
+        """Held while the periodic driver moves a route's weights, so that whoever takes
+        traffic elsewhere at once (a rollback) is never undone by a step read just before."""
+        return self._route_locks[route]
+
     async def tick(self) -> None:
         """Put every running shift's weights where its policy says they are now."""
         for shift in await self.store.shifts(("running",)):
             try:
-                await self.tick_one(shift)
+                async with self.route_lock(shift.route or ""):
+                    fresh = await self.store.shift(shift.id)  # it may have changed meanwhile
+                    if fresh is not None:
+                        await self.tick_one(fresh)
             except Exception:
                 log.exception("traffic shift #%s failed to advance; will try again", shift.id)
 

@@ -4,6 +4,8 @@ button."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -102,10 +104,21 @@ async def test_the_roll_back_button_mid_shift_refuses_who_may_not_and_stops_the_
     await fake.wait_for(
         lambda: "Rolled back by" in fake.all_text(offer_in_thread_any(fake, offer.ts))
     )
-    assert (await shift_until(bot, new.id, lambda s: s.state == "cancelled")).state == "cancelled"
+    await until_garbage(bot, "1.0.1")
+    assert (await shift_until(bot, new.id, lambda s: False, timeout=0)).state == "cancelled"
     assert await share_of_new(bot, 50) == 0.0
     audit = [e for e in await bot.application.store.audit_events() if e.action == "rollback"]
     assert {(e.actor, e.allowed) for e in audit} >= {("U2", True), ("U4", False)}
+
+
+async def until_garbage(bot: RunningBot, version: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        found = await stack(bot, version)
+        if found is not None and found.status is StackStatus.GARBAGE:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"hello {version} did not become garbage")
 
 
 def offer_in_thread_any(fake: FakeSlack, ts: str) -> Any:
@@ -114,3 +127,39 @@ def offer_in_thread_any(fake: FakeSlack, ts: str) -> Any:
             if reply.ts == ts:
                 return reply
     return None
+
+
+async def test_a_namespace_may_want_rollbacks_approved(
+    fake: FakeSlack,
+    tmp_path: Path,
+    docker_address: str,
+    registries: tuple[str, str],
+    engine_client: docker.DockerClient,
+) -> None:
+    for version in ("1.0.0", "1.0.1"):
+        busybox_image(engine_client, f"{registries[0]}/hello:{version}", version)
+    settings = traffic_settings(fake, tmp_path, docker_address, registries)
+    prod = settings.approvals["prod"].model_copy(update={"rollbacks": True})
+    settings = settings.model_copy(update={"approvals": {"prod": prod}})
+    running = await start_bot(settings, real=True)
+    try:
+        old, new = await deploy_both(running, fake)
+        await approve_shift(running, fake)
+        await shift_until(running, new.id, lambda s: s.current_new_weight >= 20)
+        rid = await slash(running, fake, "rollback hello in prod", user="U1")
+        await fake.wait_for(lambda: fake.responses.get(rid))
+        asked = fake.all_text(fake.responses[rid][0])
+        assert "Asked for approval #" in asked and old.name in asked
+        approval_id = int(asked.split("#", 1)[1].split(" ", 1)[0])
+        # nothing moved back yet: the shift still runs
+        assert (await shift_until(running, new.id, lambda s: False, timeout=0.5)).state == "running"
+        rid = await slash(running, fake, f"approve {approval_id}", user="U3")
+        await fake.wait_for(lambda: fake.responses.get(rid))
+        # the stack rolled back from becomes garbage last, once traffic went back
+        await until_garbage(running, "1.0.1")
+        assert (await shift_until(running, new.id, lambda s: False, timeout=0)).state == (
+            "cancelled"
+        )
+        assert await share_of_new(running, 50) == 0.0
+    finally:
+        await stop(running, engine_client)
