@@ -12,6 +12,7 @@ from bot.jobs import Jobs
 from bot.terminal import render, save_attachments
 from commands.access import Principal
 from commands.events import (
+    ApprovalReminder,
     CleanupAnnounced,
     CleanupDone,
     EmergencyDeploy,
@@ -45,6 +46,13 @@ def progress_printer(app: Application) -> Callable[[Event], Awaitable[None]]:
             for removal in event.removals:
                 at = removal.remove_at.strftime("%Y-%m-%d %H:%M UTC")
                 print(f"  {removal.stack.name}: {removal.reason}; after {at}", flush=True)
+        elif isinstance(event, ApprovalReminder):
+            approval = event.approval
+            print(
+                f"[approval #{approval.id}] expires soon: {approval.summary} "
+                f"({len(approval.approvers)} of {approval.required})",
+                flush=True,
+            )
         elif isinstance(event, EmergencyDeploy):
             print(f"[emergency] {event.actor} deploys {event.what}: {event.reason}", flush=True)
             for line in event.overridden:

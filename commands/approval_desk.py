@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from commands.access import Principal, Role, authorize
-from commands.events import ApprovalDecided, ApprovalRequested, EventHub
+from commands.events import ApprovalDecided, ApprovalReminder, ApprovalRequested, EventHub
 from commands.gate import Gate, Held
 from commands.ports import Clock, Store
 from commands.replies import AccessDenied, UserError
@@ -157,12 +157,40 @@ class ApprovalDesk:
                 expired.append(closed)
         return expired
 
-    async def withdraw(self, approval_id: int, status: str) -> Approval | None:
-        """Close a pending request nobody needs to decide any more (`superseded`)."""
+    async def withdraw(self, approval_id: int, status: str, reason: str = "") -> Approval | None:
+        """Close a pending request nobody needs to decide any more (`superseded`, `void`):
+        what it would approve changed; `reason` says what."""
         approval = await self.store.approval(approval_id)
         if approval is None or approval.status != "pending":
             return None
-        return await self._close(approval, status, "nelson", self.clock.now())
+        return await self._close(approval, status, "nelson", self.clock.now(), reason)
+
+    async def void_for_stack(self, stack_id: int, reason: str) -> list[Approval]:
+        """Void every pending request about this stack (it failed, was reversed or rolled
+        back): approving it now would approve something else than what was asked."""
+        voided = []
+        for approval in await self.store.approvals("pending"):
+            if approval.stack_id == stack_id:
+                closed = await self.withdraw(approval.id, "void", reason)
+                if closed is not None:
+                    voided.append(closed)
+        return voided
+
+    async def remind_due(self) -> list[Approval]:
+        """Pending requests within their rule's `remind_before` of the deadline, each told
+        once (`ApprovalReminder`), whichever replica sweeps first."""
+        now = self.clock.now()
+        due = []
+        for approval in await self.store.approvals("pending"):
+            _, rule = self.settings.approval_rule(approval.namespace)
+            if rule.remind_before is None or approval.deadline is None:
+                continue
+            if not approval.deadline - rule.remind_before <= now < approval.deadline:
+                continue
+            if await self.store.claim_delivery(f"approval-reminder:{approval.id}", now):
+                await self.events.publish(ApprovalReminder(approval, rule.approvers))
+                due.append(approval)
+        return due
 
     async def _close(
         self, approval: Approval, status: str, by: str, at: datetime, reason: str = ""

@@ -44,6 +44,15 @@ class ApprovalDecided:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalReminder:
+    """A pending request near its deadline; `approvers`: the rule's list (empty: whoever
+    the access rules let approve)."""
+
+    approval: Approval
+    approvers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Removal:
     """A garbage stack in a cleanup announcement: why, and when it may be removed."""
 
@@ -96,6 +105,7 @@ Event = (
     | CleanupAnnounced
     | CleanupDone
     | EmergencyDeploy
+    | ApprovalReminder
 )
 Listener = Callable[[Event], Awaitable[None]]
 

@@ -150,9 +150,9 @@ class Rollbacks:
             if shift.route == key:
                 cancelled = await self.store.update_shift(shift.id, shift.state, state="cancelled")
                 if cancelled is not None:
-                    for approval in await self.store.approvals("pending"):
-                        if approval.stack_id == shift.to_stack_id:
-                            await self.control.desk.withdraw(approval.id, "superseded")
+                    await self.control.desk.void_for_stack(
+                        shift.to_stack_id, f"{current.unit} was rolled back by {label}"
+                    )
         try:
             weights = await router.weights(route)
             backends: dict[str, tuple[list[str], int]] = {}
@@ -171,6 +171,7 @@ class Rollbacks:
         now = self.clock.now()
         why = f"rolled back by {label} to {previous.name} ({previous.version})"
         await self.store.mark_garbage({current.id: why}, now, actor=actor)
+        await self.control.desk.void_for_stack(current.id, why)
         await self.store.audit(
             AuditEvent(actor, "rollback", current.name, True, f"to {previous.name}", now)
         )

@@ -215,11 +215,17 @@ class ApprovalSettings(_Model):
     allow_self_approval: bool = False
     deadline: timedelta = timedelta(hours=4)
     rollbacks: bool = False  # `rollback` asks for approval too (otherwise it acts at once)
+    remind_before: timedelta | None = None  # tell the approvers this long before the deadline
 
     @field_validator("deadline", mode="before")
     @classmethod
     def _duration(cls, value: object) -> timedelta:
         return parse_duration(value)
+
+    @field_validator("remind_before", mode="before")
+    @classmethod
+    def _reminder(cls, value: object) -> timedelta | None:
+        return None if value is None else parse_duration(value)
 
 
 class FreezeWindow(_Model):

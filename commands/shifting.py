@@ -278,7 +278,11 @@ class TrafficControl:
         if earlier.state == "awaiting-approval":
             for approval in await self.store.approvals("pending"):
                 if approval.kind == KIND and approval.stack_id == target.id:
-                    await self.desk.withdraw(approval.id, "superseded")
+                    await self.desk.withdraw(
+                        approval.id,
+                        "superseded",
+                        f"superseded by {by.name} ({by.version}), which became ready",
+                    )
 
     async def _policy(self, stack: Stack) -> tuple[str, int]:
         release = await self.store.release(stack.unit, stack.version)
@@ -306,6 +310,13 @@ class TrafficControl:
     # -- decisions ----------------------------------------------------------------------------
 
     async def on_event(self, event: Event) -> None:
+        if isinstance(event, StackProgress) and (
+            event.failed or event.status in (StackStatus.FAILED, StackStatus.GARBAGE)
+        ):
+            # what a pending request about this stack asks is no longer what would happen
+            why = event.message or f"the stack became {(event.status or 'failed')!s}"
+            await self.desk.void_for_stack(event.stack_id, why.removeprefix("traffic: "))
+            return
         if not isinstance(event, ApprovalDecided) or event.approval.kind != KIND:
             return
         approval = event.approval
@@ -694,6 +705,9 @@ class TrafficControl:
             return
         self._failures.pop(shift.id, None)
         await self._audit(actor, stack, f"shift #{shift.id} reversed: {why}")
+        await self.desk.void_for_stack(
+            stack.id, f"traffic is moving back from {stack.name} ({why})"
+        )
         await self._say(
             stack,
             f"traffic: reversing from {shift.current_new_weight / 10:g}% ({why})",

@@ -16,7 +16,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.bootstrap import Application
 from bot.outage import UNREACHABLE, describe, is_outage
-from bot.slack import emergency, rollback_button
+from bot.slack import approval_reminders, emergency, rollback_button
 from bot.slack.blocks import fallback, reply_blocks, section
 from bot.slack.cleanup import KEEP_ACTION, REMOVE_ACTION, CleanupNotices, stack_ids
 from bot.slack.directory import Directory
@@ -81,6 +81,7 @@ class SlackBot:
         application.events.subscribe(self.threads.on_event)
         application.events.subscribe(self.home.on_event)
         emergency.register(application.events, settings, self.outbox)
+        approval_reminders.register(application.events, store, self.outbox)
         self.cleanup: CleanupNotices | None = None
         if application.lifecycle is not None:
             self.cleanup = CleanupNotices(application.lifecycle, self.outbox, self.directory)

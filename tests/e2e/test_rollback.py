@@ -163,3 +163,51 @@ async def test_a_namespace_may_want_rollbacks_approved(
         assert await share_of_new(running, 50) == 0.0
     finally:
         await stop(running, engine_client)
+
+
+async def test_a_request_whose_stack_moved_back_is_voided_and_loses_its_buttons(
+    fake: FakeSlack,
+    tmp_path: Path,
+    docker_address: str,
+    registries: tuple[str, str],
+    engine_client: docker.DockerClient,
+) -> None:
+    for version in ("1.0.0", "1.0.1"):
+        busybox_image(engine_client, f"{registries[0]}/hello:{version}", version)
+    settings = traffic_settings(fake, tmp_path, docker_address, registries)
+    prod = settings.approvals["prod"].model_copy(update={"rollbacks": True})
+    settings = settings.model_copy(update={"approvals": {"prod": prod}})
+    running = await start_bot(settings, real=True)
+    try:
+        _, new = await deploy_both(running, fake)
+        await approve_shift(running, fake)
+        await shift_until(running, new.id, lambda s: s.current_new_weight >= 20)
+        rid = await slash(running, fake, "rollback hello in prod", user="U1")
+        await fake.wait_for(lambda: fake.responses.get(rid))
+        asked = fake.all_text(fake.responses[rid][0])
+        approval_id = int(asked.split("#", 1)[1].split(" ", 1)[0])
+        await fake.wait_for(lambda: approval_posted(fake, approval_id) is not None)
+        # the shift is reversed meanwhile: the rollback request no longer means anything
+        rid = await slash(running, fake, f"reverse {new.name}", user="U2")
+        await fake.wait_for(lambda: fake.responses.get(rid))
+        await fake.wait_for(
+            lambda: "No longer needed" in fake.all_text(approval_posted(fake, approval_id))
+        )
+        message = approval_posted(fake, approval_id)
+        assert not any(b.get("type") == "actions" for b in message.blocks)
+        assert "traffic is moving back from" in fake.all_text(message)
+        voided = await running.application.store.approval(approval_id)
+        assert voided is not None and voided.status == "void"
+        rid = await slash(running, fake, f"approve {approval_id}", user="U3")
+        await fake.wait_for(lambda: fake.responses.get(rid))
+        assert "already void" in fake.all_text(fake.responses[rid][0])
+    finally:
+        await stop(running, engine_client)
+
+
+def approval_posted(fake: FakeSlack, approval_id: int) -> Any:
+    for parent in fake.messages("C1"):
+        for reply in fake.thread("C1", parent.ts):
+            if f"Approval #{approval_id}" in fake.all_text(reply):
+                return reply
+    return None

@@ -3,6 +3,7 @@ people would: slash commands, clicks on approval buttons, and what they see in r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -113,3 +114,35 @@ async def test_approving_a_shift_is_refused_while_frozen_and_works_after(
     await answer(bot, fake, "unfreeze prod", "U9")
     await click(bot, fake, APPROVE_ACTION, approval_id, "U2", message.ts)
     await fake.wait_for(lambda: not has_buttons(approval_message(fake, approval_id)))
+
+
+async def test_approvers_are_reminded_once_before_the_deadline(
+    fake: FakeSlack, tmp_path: Path
+) -> None:
+    settings = settings_for(
+        fake,
+        tmp_path,
+        approvals={
+            "prod": {"required": 1, "deadline": "1h", "remind_before": "10m", "approvers": ["U3"]}
+        },
+    )
+    running = await start_bot(settings)
+    try:
+        stack_id = await deployed_stack(running, fake)
+        approval_id = await ask_approval(running, stack_id)
+        await fake.wait_for(lambda: approval_message(fake, approval_id))
+        parent = fake.messages("C1")[0]
+
+        def reminders() -> list[str]:
+            return [m.text for m in fake.thread("C1", parent.ts) if ":alarm_clock:" in m.text]
+
+        running.clock.advance(40 * 60)  # 20 minutes before the deadline: not yet
+        await asyncio.sleep(0.6)  # three sweeps
+        assert not reminders()
+        running.clock.advance(11 * 60)
+        await fake.wait_for(reminders)
+        assert f"<@U3>: approval #{approval_id} (0 of 1) expires" in reminders()[0]
+        await asyncio.sleep(0.6)
+        assert len(reminders()) == 1
+    finally:
+        await running.shutdown()

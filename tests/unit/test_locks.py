@@ -223,3 +223,38 @@ async def test_locks_lists_only_what_the_asker_may_see(tmp_path: Path, clock: Fa
         assert "may not view" in await bench.fails("locks", GUEST)
     finally:
         await bench.store.close()
+
+
+async def test_approvals_lists_only_what_the_asker_may_see_and_says_who_may_decide(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    from commands.approval_desk import ApprovalDesk
+
+    bench = Bench(
+        tmp_path,
+        clock,
+        access={
+            "admins": ["UADMIN"],
+            "rules": [{"namespace": "dev", "view": ["UDEV"], "approve": ["UDEV"]}],
+        },
+        approvals={"dev": {"needed": True}, "prod": {"needed": True}},
+    )
+    await bench.open()
+    try:
+        desk = ApprovalDesk(bench.settings, bench.store, bench.events, clock)
+        for namespace in ("dev", "prod"):
+            await desk.request(
+                "traffic-shift",
+                namespace=namespace,
+                datacenter="dc-east",
+                summary=f"shift accounts in {namespace}",
+                requested_by="UOTHER",
+            )
+        listed = await bench.ok("approvals", DEV)
+        assert "shift accounts in dev" in listed and "in prod" not in listed
+        assert "Waiting for approval (1)" in listed and "YOU MAY" in listed
+        assert "yes" in listed.split("shift accounts in dev", 1)[1].splitlines()[0]
+        everything = await bench.ok("approvals", ADMIN)
+        assert "Waiting for approval (2)" in everything
+    finally:
+        await bench.store.close()
