@@ -16,25 +16,23 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.bootstrap import Application
 from bot.outage import UNREACHABLE, describe, is_outage
-from bot.slack import approval_reminders, emergency, rollback_button
+from bot.slack import approval_modals, approval_reminders, emergency, rollback_button
 from bot.slack.blocks import fallback, reply_blocks, section
 from bot.slack.cleanup import KEEP_ACTION, REMOVE_ACTION, CleanupNotices, stack_ids
 from bot.slack.directory import Directory
 from bot.slack.guard import first_action, text_at
 from bot.slack.home import Home
 from bot.slack.messages import (
-    APPROVE_ACTION,
     PAUSE_ACTION,
-    REJECT_ACTION,
     RESUME_ACTION,
     REVERSE_ACTION,
     button_value,
 )
 from bot.slack.outbox import Outbox, PostFailed
 from bot.slack.threads import Threads
-from commands.approval_desk import APPROVE, REJECT
 from commands.replies import Reply, UserError
 from commands.settings import Settings
+from domain.records import Approval
 
 log = logging.getLogger("nelson.slack")
 
@@ -90,8 +88,10 @@ class SlackBot:
         self.app.event("app_mention")(self._on_mention)
         self.app.event("message")(self._on_message)
         self.app.event("app_home_opened")(self._on_home_opened)
-        self.app.action(APPROVE_ACTION)(self._on_approve)
-        self.app.action(REJECT_ACTION)(self._on_reject)
+        # Approve / Reject open a confirmation; the decision comes with its submission.
+        approval_modals.register(
+            self.app, application, self.outbox, self.directory, self._after_decision
+        )
         for action in (PAUSE_ACTION, RESUME_ACTION, REVERSE_ACTION):
             self.app.action(action)(self._on_traffic)
         for action in (KEEP_ACTION, REMOVE_ACTION):
@@ -306,32 +306,10 @@ class SlackBot:
         channel = text_at(body, "container", "channel_id") or text_at(body, "channel", "id")
         return user, channel, text_at(body, "message", "thread_ts") or None
 
-    async def _on_approve(self, ack: Any, body: dict[str, Any]) -> None:
-        await ack()
-        await self._safely(body, self._decide(body, APPROVE))
-
-    async def _on_reject(self, ack: Any, body: dict[str, Any]) -> None:
-        await ack()
-        await self._safely(body, self._decide(body, REJECT))
-
-    async def _decide(self, body: dict[str, Any], decision: str) -> None:
-        user, channel, thread_ts = self._clicked(body)
-        approval_id = button_value(body)
-        if approval_id is None:
-            await self._tell(channel, user, "There is no such approval.", thread_ts)
-            return
-        principal = await self.directory.principal(user)
-        try:
-            outcome = await self.application.desk.decide(approval_id, principal, decision)
-        except UserError as exc:
-            await self._tell(
-                channel, user, f":no_entry: {exc.message} {exc.hint}".strip(), thread_ts
-            )
-            return
-        if outcome.counted and outcome.approval.status == "pending":
-            await self.threads.refresh_approval(outcome.approval)
-        await self._tell(channel, user, outcome.message, thread_ts)
-        if text_at(body, "container", "type") == "view":
+    async def _after_decision(self, approval: Approval, user: str, from_home: bool) -> None:
+        if approval.status == "pending":  # a vote that did not decide: show the count
+            await self.threads.refresh_approval(approval)
+        if from_home:
             await self.home.opened(user)
 
     async def _on_traffic(self, ack: Any, body: dict[str, Any]) -> None:

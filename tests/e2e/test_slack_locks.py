@@ -14,7 +14,7 @@ from tests.e2e.slack_harness import RunningBot, settings_for, start_bot
 from tests.e2e.test_slack import (
     approval_message,
     ask_approval,
-    click,
+    decide,
     deployed_stack,
     has_buttons,
     response_text,
@@ -104,7 +104,7 @@ async def test_approving_a_shift_is_refused_while_frozen_and_works_after(
     await fake.wait_for(lambda: approval_message(fake, approval_id))
     await answer(bot, fake, "freeze prod at dc-east until 23:59 because change freeze", "U9")
     message = approval_message(fake, approval_id)
-    await click(bot, fake, APPROVE_ACTION, approval_id, "U2", message.ts)
+    await decide(bot, fake, APPROVE_ACTION, approval_id, "U2", message.ts)
     await fake.wait_for(lambda: fake.ephemerals)
     assert fake.ephemerals[-1].user == "U2"
     assert "would start a traffic shift" in fake.ephemerals[-1].text
@@ -112,7 +112,7 @@ async def test_approving_a_shift_is_refused_while_frozen_and_works_after(
     approval = await bot.application.store.approval(approval_id)
     assert approval is not None and approval.status == "pending" and not approval.approvers
     await answer(bot, fake, "unfreeze prod", "U9")
-    await click(bot, fake, APPROVE_ACTION, approval_id, "U2", message.ts)
+    await decide(bot, fake, APPROVE_ACTION, approval_id, "U2", message.ts)
     await fake.wait_for(lambda: not has_buttons(approval_message(fake, approval_id)))
 
 
