@@ -16,7 +16,13 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.bootstrap import Application
 from bot.outage import UNREACHABLE, describe, is_outage
-from bot.slack import approval_modals, approval_reminders, emergency, rollback_button
+from bot.slack import (
+    approval_modals,
+    approval_reminders,
+    emergency,
+    lock_buttons,
+    rollback_button,
+)
 from bot.slack.blocks import fallback, reply_blocks, section
 from bot.slack.cleanup import KEEP_ACTION, REMOVE_ACTION, CleanupNotices, stack_ids
 from bot.slack.directory import Directory
@@ -97,6 +103,7 @@ class SlackBot:
         for action in (KEEP_ACTION, REMOVE_ACTION):
             self.app.action(action)(self._on_cleanup)
         rollback_button.register(self.app, application, self.outbox, self.directory)
+        lock_buttons.register(self.app, application, self.home, self.directory)
         # Last, so it only gets the clicks no listener above claims (old messages, removed
         # buttons): every click is acknowledged, in HTTP mode and in Socket Mode.
         self.app.action(re.compile(".*"))(self._on_unknown_action)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.slack.lock_buttons import UNLOCK_ACTION
 from bot.slack.messages import APPROVE_ACTION
 from tests.e2e.slack_harness import RunningBot, settings_for, start_bot
 from tests.e2e.test_slack import (
@@ -21,6 +22,13 @@ from tests.e2e.test_slack import (
     slash,
 )
 from tests.fakes.slack import FakeSlack
+from tests.fakes.slack_requests import (
+    app_home_opened,
+    block_action,
+    encode_event,
+    encode_interactive,
+    event_callback,
+)
 
 OPERATIONS = "C2"
 
@@ -146,3 +154,55 @@ async def test_approvers_are_reminded_once_before_the_deadline(
         assert len(reminders()) == 1
     finally:
         await running.shutdown()
+
+
+async def test_the_home_tab_lists_locks_and_freezes_with_buttons_for_who_may_lift(
+    bot: RunningBot, fake: FakeSlack
+) -> None:
+    fake.users["U9"] = {"name": "erin", "real_name": "Erin"}  # the admin
+    await answer(bot, fake, "lock howdy in prod for 1h because migrating", "U1")
+    await answer(bot, fake, "freeze dev until 23:59 because demo day", "U9")
+
+    async def home_of(user: str) -> dict:  # type: ignore[type-arg]
+        before = fake.home(user)
+        body = encode_event(event_callback(app_home_opened(user)))
+        assert (await bot.post(body, "application/json"))[0] == 200
+        await fake.wait_for(lambda: fake.home(user) is not None and fake.home(user) != before)
+        home = fake.home(user)
+        assert home is not None
+        return home
+
+    def lifts(home: dict) -> dict[str, str]:  # type: ignore[type-arg]
+        return {
+            b["accessory"]["text"]["text"]: b["accessory"]["value"]
+            for b in home["blocks"]
+            if b.get("accessory", {}).get("action_id") == UNLOCK_ACTION
+        }
+
+    home = await home_of("U2")
+    text = fake.all_text(home)
+    assert "howdy in prod is locked by U1 because migrating" in text
+    assert "dev is frozen by U9 because demo day" in text
+    assert set(lifts(home)) == {"Unlock"}  # U2 may deploy, not unfreeze
+    assert set(lifts(await home_of("U9"))) == {"Unlock", "Unfreeze"}
+    assert lifts(await home_of("U4")) == {}  # U4 may only look
+    # U2 lifts the lock from the tab; the tab is published again without it
+    click = block_action(
+        UNLOCK_ACTION,
+        lifts(home)["Unlock"],
+        user_id="U2",
+        message_ts="",
+        response_url=fake.new_response_url(),
+        channel_id="",
+    )
+    click["container"] = {"type": "view", "view_id": "VU2"}
+    click.pop("channel")
+    click.pop("message")
+    assert (await bot.post(encode_interactive(click), "application/x-www-form-urlencoded"))[
+        0
+    ] == 200
+    await fake.wait_for(lambda: "howdy in prod is locked" not in fake.all_text(fake.home("U2")))
+    assert "dev is frozen" in fake.all_text(fake.home("U2"))
+    assert not [lock for lock in await bot.application.store.locks() if lock.kind == "lock"]
+    audit = [e for e in await bot.application.store.audit_events() if e.action == "unlock"]
+    assert [(e.actor, e.allowed) for e in audit] == [("U2", True)]
