@@ -138,7 +138,7 @@ class ApprovalDesk:
         if stack is None:
             return
         gate = Gate(self.settings, self.store, self.clock, self.events)
-        held = await gate.holding(stack.unit, stack.namespace, stack.datacenter)
+        held = await gate.holding_stack(stack)
         if held:
             why = held[0].describe(self.clock.now())
             await self._audit(who.user_id, APPROVE, approval, False, f"held: {why}")

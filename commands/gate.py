@@ -14,8 +14,9 @@ from commands.ports import Clock, Store
 from commands.replies import AccessDenied, UserError
 from commands.settings import FreezeWindow, Settings
 from domain.locks import WINDOW, Lock, holding, window_end
-from domain.records import AuditEvent
+from domain.records import AuditEvent, Stack
 
+EMERGENCY_STACK = "emergency-stack"  # audit action: a stack an emergency deploy made
 EMERGENCY_HINT = (
     "An admin may deploy anyway with `deploy ... emergency because <reason>`; "
     "`locks` lists every lock and freeze."
@@ -71,6 +72,28 @@ class Gate:
 
     async def holding(self, unit: str, namespace: str, datacenter: str | None) -> list[Lock]:
         return holding(await self.in_force(), unit, namespace, datacenter, self.clock.now())
+
+    async def holding_stack(self, stack: Stack) -> list[Lock]:
+        """What holds the traffic shift to `stack`: nothing for a stack an emergency deploy
+        made (its shift is part of the emergency), else what holds its unit there."""
+        for event in await self.store.audit_events(target=stack.name, limit=5000):
+            if event.action == EMERGENCY_STACK and event.allowed:  # its first entries
+                return []
+        return await self.holding(stack.unit, stack.namespace, stack.datacenter)
+
+    async def mark_emergency(self, emergency: EmergencyDeploy, stacks: Sequence[Stack]) -> None:
+        """Remember, per stack, that an emergency deploy made it (in the audit)."""
+        for stack in stacks:
+            await self.store.audit(
+                AuditEvent(
+                    emergency.actor,
+                    EMERGENCY_STACK,
+                    stack.name,
+                    True,
+                    f"because {emergency.reason}",
+                    self.clock.now(),
+                )
+            )
 
     async def check(
         self,

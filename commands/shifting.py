@@ -150,7 +150,7 @@ class TrafficControl:
         old = await self.store.stack(max(serving, key=lambda n: (serving[n], n)))
         if old is None:
             return
-        held = await self.gate.holding(stack.unit, stack.namespace, stack.datacenter)
+        held = await self.gate.holding_stack(stack)
         if held:
             why = held[0].describe(self.clock.now())
             await self._audit("nelson", stack, f"no shift started: {why}")

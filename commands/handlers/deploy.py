@@ -218,6 +218,8 @@ async def _start(
     await ctx.events.publish(
         OperationStarted(operation, tuple(manifest.notifications.slack_channels))
     )
+    if emergency_deploy is not None:
+        await gate(ctx).mark_emergency(emergency_deploy, stacks)
     await gate(ctx).announce(emergency_deploy)
     await ctx.workflow.submit([s.id for s in stacks])
     rows = tuple((s.name, s.datacenter, s.namespace, s.plan, s.status.value) for s in stacks)

@@ -23,6 +23,7 @@ from tests.e2e.test_traffic import (
     click,
     deploy_both,
     parent_of,
+    ready,
     share_of_new,
     shift_until,
     skip_to,
@@ -211,3 +212,37 @@ def approval_posted(fake: FakeSlack, approval_id: int) -> Any:
             if f"Approval #{approval_id}" in fake.all_text(reply):
                 return reply
     return None
+
+
+async def test_an_emergency_deploy_through_a_freeze_also_gets_its_traffic(
+    fake: FakeSlack,
+    tmp_path: Path,
+    docker_address: str,
+    registries: tuple[str, str],
+    engine_client: docker.DockerClient,
+) -> None:
+    for version in ("1.0.0", "1.0.1"):
+        busybox_image(engine_client, f"{registries[0]}/hello:{version}", version)
+    settings = traffic_settings(fake, tmp_path, docker_address, registries)
+    access = settings.access.model_copy(update={"admins": ("U9",)})
+    settings = settings.model_copy(update={"access": access})
+    fake.users["U9"] = {"name": "erin", "real_name": "Erin"}
+    running = await start_bot(settings, real=True)
+    try:
+        await slash(running, fake, "deploy hello 1.0.0 to local in prod")
+        await ready(running, "1.0.0")
+        rid = await slash(running, fake, "freeze prod until 2999-01-01 because audit", user="U9")
+        await fake.wait_for(lambda: fake.responses.get(rid))
+        rid = await slash(running, fake, "deploy hello 1.0.1 to local in prod", user="U2")
+        await fake.wait_for(lambda: fake.responses.get(rid))
+        assert "prod is frozen by U9" in fake.all_text(fake.responses[rid][0])
+        await slash(
+            running, fake, "deploy hello 1.0.1 to local in prod emergency because outage", "U9"
+        )
+        new = await ready(running, "1.0.1")
+        # its shift may start although prod is frozen: it is part of the emergency
+        await approve_shift(running, fake)
+        shift = await shift_until(running, new.id, lambda s: s.state == "running")
+        assert shift.state == "running"
+    finally:
+        await stop(running, engine_client)
