@@ -25,6 +25,7 @@ from commands.lifecycle import Lifecycle
 from commands.manifests import Manifests
 from commands.operations import OperationTracker
 from commands.ports import Clock, Registry, Router, Scheduler, Secrets, Store, WorkflowPort
+from commands.rollback import Rollbacks
 from commands.settings import Settings, port_bounds
 from commands.shifting import TrafficControl
 from commands.stack_secrets import StackSecrets
@@ -186,6 +187,7 @@ async def build(
             manifests=manifests,
         )
         events.subscribe(traffic.on_event)  # routes ready stacks, acts on approvals
+        events.subscribe(Rollbacks(traffic).on_event)  # carries out approved rollbacks
         workflow = deploys
     # The cleanup needs the datacenters' schedulers and routers, which only the product's own
     # deploy workflow drives; an embedder's workflow brings none, so nothing would be removed there.

@@ -11,7 +11,14 @@ from bot.bootstrap import Application
 from bot.jobs import Jobs
 from bot.terminal import render, save_attachments
 from commands.access import Principal
-from commands.events import CleanupAnnounced, CleanupDone, Event, StackProgress
+from commands.events import (
+    ApprovalReminder,
+    CleanupAnnounced,
+    CleanupDone,
+    EmergencyDeploy,
+    Event,
+    StackProgress,
+)
 
 BANNER = (
     "Nelson console — acting as '{user}' on {db}.\n"
@@ -39,6 +46,17 @@ def progress_printer(app: Application) -> Callable[[Event], Awaitable[None]]:
             for removal in event.removals:
                 at = removal.remove_at.strftime("%Y-%m-%d %H:%M UTC")
                 print(f"  {removal.stack.name}: {removal.reason}; after {at}", flush=True)
+        elif isinstance(event, ApprovalReminder):
+            approval = event.approval
+            print(
+                f"[approval #{approval.id}] expires soon: {approval.summary} "
+                f"({len(approval.approvers)} of {approval.required})",
+                flush=True,
+            )
+        elif isinstance(event, EmergencyDeploy):
+            print(f"[emergency] {event.actor} deploys {event.what}: {event.reason}", flush=True)
+            for line in event.overridden:
+                print(f"  through: {line}", flush=True)
         elif isinstance(event, CleanupDone):
             for stack in event.reaped:
                 print(f"[cleanup] removed {stack.name}", flush=True)

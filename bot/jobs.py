@@ -196,6 +196,7 @@ class Jobs:
         await self.application.store.heartbeat(self.holder, self.kind, self.application.clock.now())
 
     async def expire_approvals(self) -> None:
+        await self.application.desk.remind_due()
         expired = await self.application.desk.expire_overdue()
         for approval in expired:
             log.info("approval #%s expired: %s", approval.id, approval.summary)

@@ -7,27 +7,21 @@ nothing and any replica can take the next click."""
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 
 from commands.access import Principal, Role, authorize
-from commands.events import ApprovalDecided, ApprovalRequested, EventHub
-from commands.ports import Clock
+from commands.events import ApprovalDecided, ApprovalReminder, ApprovalRequested, EventHub
+from commands.gate import Gate, Held
+from commands.ports import Clock, Store
 from commands.replies import AccessDenied, UserError
 from commands.repositories import ApprovalRepository
 from commands.settings import Settings
 from domain.records import Approval, AuditEvent, NewApproval
 
 APPROVE = "approve"
+SHIFT = "traffic-shift"  # commands.shifting.KIND: approving one starts a shift
 REJECT = "reject"
-
-
-class DeskStore(ApprovalRepository, Protocol):
-    """Approvals and the audit trail, and units of work to change them together."""
-
-    def unit_of_work(self) -> AbstractAsyncContextManager[ApprovalRepository]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +32,7 @@ class Outcome:
 
 
 class ApprovalDesk:
-    def __init__(
-        self, settings: Settings, store: DeskStore, events: EventHub, clock: Clock
-    ) -> None:
+    def __init__(self, settings: Settings, store: Store, events: EventHub, clock: Clock) -> None:
         self.settings = settings
         self.store = store
         self.events = events
@@ -109,6 +101,8 @@ class ApprovalDesk:
                 f"{who.label} may not {decision} #{approval.id}: {why_not}.",
                 "Nothing was changed.",
             )
+        if decision == APPROVE and approval.status == "pending":
+            await self._check_not_held(approval, who)
         now = self.clock.now()
         if approval.status == "pending" and approval.deadline and approval.deadline <= now:
             approval = await self._close(approval, "expired", "nelson", now) or approval
@@ -137,6 +131,23 @@ class ApprovalDesk:
             return await self._lost_race(approval.id)
         return Outcome(closed, f"Approved #{approval.id}: {approval.summary}", True)
 
+    async def _check_not_held(self, approval: Approval, who: Principal) -> None:
+        """Approving a traffic shift starts it: not while a lock or freeze holds its stack."""
+        if approval.kind != SHIFT or approval.stack_id is None:
+            return
+        stack = await self.store.stack_by_id(approval.stack_id)
+        if stack is None:
+            return
+        gate = Gate(self.settings, self.store, self.clock, self.events)
+        held = await gate.holding_stack(stack)
+        if held:
+            why = held[0].describe(self.clock.now())
+            await self._audit(who.user_id, APPROVE, approval, False, f"held: {why}")
+            raise Held(
+                f"#{approval.id} would start a traffic shift, and {why}.",
+                "It stays pending: approve it once the lock or freeze is lifted.",
+            )
+
     async def expire_overdue(self) -> list[Approval]:
         """Close every pending request whose deadline passed; traffic stays where it is."""
         now = self.clock.now()
@@ -147,12 +158,40 @@ class ApprovalDesk:
                 expired.append(closed)
         return expired
 
-    async def withdraw(self, approval_id: int, status: str) -> Approval | None:
-        """Close a pending request nobody needs to decide any more (`superseded`)."""
+    async def withdraw(self, approval_id: int, status: str, reason: str = "") -> Approval | None:
+        """Close a pending request nobody needs to decide any more (`superseded`, `void`):
+        what it would approve changed; `reason` says what."""
         approval = await self.store.approval(approval_id)
         if approval is None or approval.status != "pending":
             return None
-        return await self._close(approval, status, "nelson", self.clock.now())
+        return await self._close(approval, status, "nelson", self.clock.now(), reason)
+
+    async def void_for_stack(self, stack_id: int, reason: str) -> list[Approval]:
+        """Void every pending request about this stack (it failed, was reversed or rolled
+        back): approving it now would approve something else than what was asked."""
+        voided = []
+        for approval in await self.store.approvals("pending"):
+            if approval.stack_id == stack_id:
+                closed = await self.withdraw(approval.id, "void", reason)
+                if closed is not None:
+                    voided.append(closed)
+        return voided
+
+    async def remind_due(self) -> list[Approval]:
+        """Pending requests within their rule's `remind_before` of the deadline, each told
+        once (`ApprovalReminder`), whichever replica sweeps first."""
+        now = self.clock.now()
+        due = []
+        for approval in await self.store.approvals("pending"):
+            _, rule = self.settings.approval_rule(approval.namespace)
+            if rule.remind_before is None or approval.deadline is None:
+                continue
+            if not approval.deadline - rule.remind_before <= now < approval.deadline:
+                continue
+            if await self.store.claim_delivery(f"approval-reminder:{approval.id}", now):
+                await self.events.publish(ApprovalReminder(approval, rule.approvers))
+                due.append(approval)
+        return due
 
     async def _close(
         self, approval: Approval, status: str, by: str, at: datetime, reason: str = ""

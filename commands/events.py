@@ -61,6 +61,15 @@ class ApprovalDecided:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalReminder:
+    """A pending request near its deadline; `approvers`: the rule's list (empty: whoever
+    the access rules let approve)."""
+
+    approval: Approval
+    approvers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Removal:
     """A garbage stack in a cleanup announcement: why, and when it may be removed."""
 
@@ -91,6 +100,20 @@ class CleanupDone:
     failed: tuple[tuple[Stack, str], ...]
 
 
+@dataclass(frozen=True, slots=True)
+class EmergencyDeploy:
+    """A deploy through locks and freezes, told to the operations channel and the unit's
+    channels (`overridden`: what it went through, one line each)."""
+
+    actor: str
+    what: str
+    reason: str
+    overridden: tuple[str, ...]
+    channels: tuple[str, ...]  # the manifest's notification channels
+    asked_in: str | None
+    at: datetime
+
+
 Event = (
     OperationStarted
     | StackProgress
@@ -100,6 +123,8 @@ Event = (
     | ApprovalDecided
     | CleanupAnnounced
     | CleanupDone
+    | EmergencyDeploy
+    | ApprovalReminder
 )
 Listener = Callable[[Event], Awaitable[None]]
 

@@ -17,6 +17,7 @@ import difflib
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Protocol, assert_never
 
 from commands import model
@@ -24,6 +25,8 @@ from commands.help import render_overview, render_topic
 from commands.model import Command
 from commands.replies import ParseError
 from commands.text import FENCE, Token, clip, normalise, tokenize, unwrap
+from domain.durations import DurationError, parse_duration, whole_seconds
+from domain.locks import UNTIL_FORMS, UntilError, parse_until
 from domain.states import StackStatus
 from domain.versions import InvalidVersion, Version
 
@@ -431,6 +434,24 @@ _AT_DATACENTER = Clause(
     twice="the datacenter is given twice.",
 )
 
+
+def _because(w: Words, keyword: str) -> dict[str, Any]:
+    reason = Reason().read(w)
+    if not reason.strip():
+        raise w.error(f"`{keyword}` needs a reason after it, like `because the database is down`.")
+    return {"reason": reason}
+
+
+# Free text to the end of the message: it comes last.
+_BECAUSE = Clause("reason", ("because",), _because, "because <reason>")
+_EMERGENCY = Clause(
+    "emergency",
+    ("emergency",),
+    lambda w, keyword: {"emergency": True},
+    "emergency because <reason>",
+    twice="`emergency` is given twice.",
+)
+
 _DEPLOY_CLAUSES = (
     Clause(
         "where",
@@ -451,6 +472,8 @@ _DEPLOY_CLAUSES = (
     Clause(
         "image", ("image",), _value("image", IMAGE), "image <ref>", twice="`image` is given twice."
     ),
+    _EMERGENCY,
+    Clause("reason", ("because",), _because),  # shown with `emergency`
 )
 
 _IMAGE_REQUIRED = Clause(
@@ -658,6 +681,58 @@ _RENDER_CLAUSES = (
 )
 
 
+# -- locks and freezes -------------------------------------------------------------------------
+
+_DURATION_WORDS = frozenset(
+    {"d", "day", "days", "h", "hour", "hours", "hr", "hrs", "m", "min", "mins", "minute"}
+    | {"minutes", "s", "sec", "secs", "second", "seconds"}
+)
+
+
+def _duration(w: Words, keyword: str) -> dict[str, Any]:
+    """`for 2h`, `for 90m`, `for 2 hours`: whole seconds, at least one."""
+    word = w.take(f"a duration after `{keyword}` (like 2h or 30m)")
+    if w.peek() in _DURATION_WORDS:  # `for 2 hours`
+        word = f"{word} {w.take('a unit of time')}"
+    try:
+        duration = parse_duration(word)
+    except DurationError as exc:
+        raise w.error(f"{exc}.") from None
+    seconds = whole_seconds(duration)
+    if seconds < 1:
+        raise w.error(f"'{clip(word)}' is too short for a lock; give at least a second.")
+    return {"duration": timedelta(seconds=seconds)}
+
+
+def _until(w: Words, keyword: str) -> dict[str, Any]:
+    word = w.take(f"a moment after `{keyword}` ({UNTIL_FORMS})")
+    following = w.peek()
+    if following is not None and ":" in following and "-" in word:  # `until 2026-12-01 08:00`
+        word = f"{word} {w.take('a time')}"
+    try:
+        return {"until": parse_until(word)}
+    except UntilError as exc:
+        raise w.error(f"{exc}.") from None
+
+
+_LOCK_CLAUSES = (
+    _IN_NAMESPACE,
+    Clause("duration", ("for",), _duration, "for <duration>", twice="`for` is given twice."),
+    _BECAUSE,
+)
+_FREEZE_CLAUSES = (
+    _AT_DATACENTER,
+    Clause(
+        "until",
+        ("until", "till"),
+        _until,
+        "until <time>",
+        required=True,
+        twice="`until` is given twice.",
+    ),
+    _BECAUSE,
+)
+
 # -- the table ----------------------------------------------------------------------------------
 
 
@@ -711,6 +786,7 @@ DEPLOYING = "Deploying"
 LOOKING = "Looking around"
 APPROVALS = "Approvals and traffic"
 MANIFESTS = "Manifests"
+LOCKS = "Locks and freezes"
 ABOUT = "About the bot"
 CI = "CI and API tokens"
 _STACK_EXAMPLE = "howdy-http--1-2-3--k3x9q0ab"
@@ -1030,6 +1106,91 @@ COMMANDS: tuple[CommandSpec, ...] = (
         CI,
         model.ListTokens,
     ),
+    # -- locks, freezes and rollback --
+    CommandSpec(
+        "rollback",
+        "send a unit's traffic back at once to the stack before",
+        APPROVALS,
+        model.Rollback,
+        args=(UNIT,),
+        clauses=(
+            _IN_NAMESPACE,
+            _AT_DATACENTER,
+            Clause("stack", ("from",), _value("stack", STACK), "from <stack>"),
+        ),
+        description="The previous stack of the same major version that still runs gets all "
+        "the traffic at once, without a policy; the answer names it. The stack rolled back "
+        "from gets none and is left for cleanup (garbage, with the reason). No approval unless "
+        "the namespace's rule sets `rollbacks = true`. Locks and freezes do not hold it. "
+        "Without `in`, the default namespace; without `at`, every datacenter where the unit "
+        "has something to roll back; it rolls back the newest stack getting traffic, or, with "
+        "`from`, only that stack (what the Roll back button of a deploy's thread does). "
+        "Needs the deploy role in the namespace.",
+        examples=("rollback howdy-http in prod", "rollback howdy-http in prod at dc-east"),
+    ),
+    CommandSpec(
+        "lock",
+        "stop deploys and traffic shifts of a unit for a while",
+        LOCKS,
+        model.Lock,
+        args=(UNIT,),
+        clauses=_LOCK_CLAUSES,
+        description="While a unit is locked, `deploy`, `commit`, `redeploy` and the start of a "
+        "traffic shift there are refused, saying who locked it, why and until when. Without "
+        "`in`, every namespace; without `for`, until `unlock`. `because` comes last. Locking "
+        "again replaces the lock. Needs the deploy role in the namespace (in every namespace "
+        "without `in`).",
+        examples=(
+            "lock howdy-http in prod for 2h because the database migrates",
+            "lock accounts because of incident 42",
+        ),
+    ),
+    CommandSpec(
+        "unlock",
+        "lift a unit's lock",
+        LOCKS,
+        model.Unlock,
+        args=(UNIT,),
+        clauses=(_IN_NAMESPACE,),
+        description="Without `in`, every lock of the unit. Needs the deploy role where the "
+        "lock holds.",
+        examples=("unlock howdy-http in prod", "unlock accounts"),
+    ),
+    CommandSpec(
+        "freeze",
+        "stop every deploy and traffic shift into a namespace until a moment",
+        LOCKS,
+        model.Freeze,
+        args=(NAMESPACE,),
+        clauses=_FREEZE_CLAUSES,
+        description="Times are UTC: a date (midnight), a date and a time, or a time of day "
+        "(its next occurrence). Covers the namespaces nested in it; without `at`, every "
+        "datacenter. Scheduled windows (weekends in prod) come from the `freezes` setting and "
+        "are listed by `locks`. Admins of the namespace only. An admin may still deploy with "
+        "`deploy ... emergency because <reason>`, which is announced.",
+        examples=(
+            "freeze prod until 2026-12-28 because of the holidays",
+            "freeze prod at dc-east until 18:00 because the network is being moved",
+        ),
+    ),
+    CommandSpec(
+        "unfreeze",
+        "lift a namespace's freeze",
+        LOCKS,
+        model.Unfreeze,
+        args=(NAMESPACE,),
+        clauses=(_AT_DATACENTER,),
+        description="Without `at`, every freeze of the namespace. Scheduled windows cannot be "
+        "lifted from chat: they are in the configuration.",
+        examples=("unfreeze prod", "unfreeze prod at dc-east"),
+    ),
+    CommandSpec(
+        "locks",
+        "the locks and freezes in force, and the scheduled windows",
+        LOCKS,
+        model.ListLocks,
+        aliases=("freezes",),
+    ),
     CommandSpec(
         "datacenters",
         "the datacenters, their scheduler and registries",
@@ -1145,6 +1306,10 @@ def canonical(command: Command) -> str:  # noqa: C901  (one flat arm per command
                 parts.append(f"plan {command.plan}")
             if command.image:
                 parts.append(f"image {command.image}")
+            if command.emergency:
+                parts.append("emergency")
+            if command.reason:
+                parts.append(f"because {command.reason}")
             return " ".join(parts)
         case model.Commit(unit=unit, version=version, namespace=namespace):
             return f"commit {unit} {version} to {namespace}"
@@ -1246,6 +1411,39 @@ def canonical(command: Command) -> str:  # noqa: C901  (one flat arm per command
             return "tokens"
         case model.RevokeToken(name=name):
             return f"token revoke {name}"
+        case model.Lock(unit=unit, namespace=namespace, duration=duration, reason=reason):
+            parts = [f"lock {unit}"]
+            if namespace:
+                parts.append(f"in {namespace}")
+            if duration is not None:
+                parts.append(f"for {whole_seconds(duration)}s")
+            if reason:
+                parts.append(f"because {reason}")
+            return " ".join(parts)
+        case model.Unlock(unit=unit, namespace=namespace):
+            return f"unlock {unit} in {namespace}" if namespace else f"unlock {unit}"
+        case model.Freeze(namespace=namespace, until=until, datacenter=datacenter, reason=reason):
+            parts = [f"freeze {namespace}"]
+            if datacenter:
+                parts.append(f"at {datacenter}")
+            parts.append(f"until {until.text}")
+            if reason:
+                parts.append(f"because {reason}")
+            return " ".join(parts)
+        case model.Unfreeze(namespace=namespace, datacenter=datacenter):
+            where = f" at {datacenter}" if datacenter else ""
+            return f"unfreeze {namespace}{where}"
+        case model.ListLocks():
+            return "locks"
+        case model.Rollback(unit=unit, namespace=namespace, datacenter=datacenter, stack=stack):
+            parts = [f"rollback {unit}"]
+            if namespace:
+                parts.append(f"in {namespace}")
+            if datacenter:
+                parts.append(f"at {datacenter}")
+            if stack:
+                parts.append(f"from {stack}")
+            return " ".join(parts)
         case _:
             assert_never(command)
 

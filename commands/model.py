@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
+from domain.locks import Until
 from domain.states import StackStatus
 from domain.versions import Version
 
@@ -22,6 +24,8 @@ class Deploy:
     namespace: str | None = None  # None: the configured default namespace
     plan: str | None = None  # None: every plan the manifest gives the unit in the namespace
     image: str | None = None  # None: the configured image template
+    emergency: bool = False  # through locks and freezes (admins only, with a reason)
+    reason: str = ""  # why, for an emergency
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +232,50 @@ class RevokeToken:
     name: str
 
 
+# -- locks and freezes ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Lock:
+    unit: str
+    namespace: str | None = None  # None: every namespace
+    duration: timedelta | None = None  # None: until `unlock`
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Unlock:
+    unit: str
+    namespace: str | None = None  # None: every lock of the unit
+
+
+@dataclass(frozen=True, slots=True)
+class Freeze:
+    namespace: str
+    until: Until
+    datacenter: str | None = None  # None: every datacenter
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Unfreeze:
+    namespace: str
+    datacenter: str | None = None  # None: every freeze of the namespace
+
+
+@dataclass(frozen=True, slots=True)
+class ListLocks:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Rollback:
+    unit: str
+    namespace: str | None = None  # None: the default namespace
+    datacenter: str | None = None  # None: every datacenter with something to roll back
+    stack: str | None = None  # roll back only from this stack (what a button offered)
+
+
 Command = (
     Help
     | Deploy
@@ -262,4 +310,10 @@ Command = (
     | CreateToken
     | ListTokens
     | RevokeToken
+    | Lock
+    | Unlock
+    | Freeze
+    | Unfreeze
+    | ListLocks
+    | Rollback
 )

@@ -17,6 +17,7 @@ from commands.repositories import (
     ApprovalRepository,
     CiRepository,
     LifecycleRepository,
+    LockRepository,
     ManifestRepository,
     OperationRepository,
     StackRepository,
@@ -46,6 +47,7 @@ class Store(
     TrafficRepository,
     VaultTokenRepository,
     CiRepository,
+    LockRepository,
     Protocol,
 ):
     """Durable state: every repository, as the wiring passes it around. Every method is one

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from domain.api_tokens import ApiToken
 from domain.expiration import StackView
 from domain.github import GitHubDeployment
+from domain.locks import Lock, NewLock
 from domain.records import (
     Approval,
     AuditEvent,
@@ -342,6 +343,21 @@ class VaultTokenRepository(Protocol):
 
     async def forget_vault_token(self, stack_id: int, accessor: str) -> None:
         """Forget the stack's token if it is still this one."""
+        ...
+
+
+class LockRepository(Protocol):
+    """Locks and freezes made from chat (scheduled windows come from the configuration)."""
+
+    async def add_lock(self, new: NewLock) -> Lock: ...
+
+    async def locks(self) -> list[Lock]:
+        """Every stored lock and freeze, expired ones included (the clock judges them)."""
+        ...
+
+    async def remove_locks(self, lock_ids: Sequence[int]) -> list[Lock]:
+        """Remove these; returns those that were there (another replica may have removed
+        some meanwhile)."""
         ...
 
 

@@ -214,11 +214,46 @@ class ApprovalSettings(_Model):
     approvers: tuple[str, ...] = ()  # empty: whoever the access rules let approve
     allow_self_approval: bool = False
     deadline: timedelta = timedelta(hours=4)
+    rollbacks: bool = False  # `rollback` asks for approval too (otherwise it acts at once)
+    remind_before: timedelta | None = None  # tell the approvers this long before the deadline
 
     @field_validator("deadline", mode="before")
     @classmethod
     def _duration(cls, value: object) -> timedelta:
         return parse_duration(value)
+
+    @field_validator("remind_before", mode="before")
+    @classmethod
+    def _reminder(cls, value: object) -> timedelta | None:
+        return None if value is None else parse_duration(value)
+
+
+class FreezeWindow(_Model):
+    """A scheduled freeze: every week on `days` (UTC) from `start` to `end` (`24:00`: midnight;
+    an end at or before the start runs into the next day), deploys and traffic shifts into
+    `namespace` (and the namespaces nested in it) at `datacenters` (empty: all) are refused."""
+
+    namespace: str
+    days: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = Field(min_length=1)
+    start: str = "00:00"
+    end: str = "24:00"
+    datacenters: tuple[str, ...] = ()
+    reason: str = "scheduled freeze window"
+
+    @field_validator("start", "end")
+    @classmethod
+    def _time_of_day(cls, value: str) -> str:
+        match = _TIME_OF_DAY.match(value)
+        if value != "24:00" and (
+            match is None or int(match.group(1)) > 23 or int(match.group(2)) > 59
+        ):
+            raise ValueError(f"'{value}' is not a time of day like 09:00 or 24:00 (UTC)")
+        return value
+
+    @staticmethod
+    def minutes(value: str) -> int:
+        hour, _, minute = value.partition(":")
+        return int(hour) * 60 + int(minute)
 
 
 class SlackSettings(_Model):
@@ -367,6 +402,7 @@ class Settings(_Model):
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     github: GitHubSettings = Field(default_factory=GitHubSettings)
+    freezes: tuple[FreezeWindow, ...] = ()  # scheduled freeze windows
 
     @field_validator("namespaces")
     @classmethod
@@ -401,6 +437,16 @@ class Settings(_Model):
         for name in (*self.github.namespaces, *self.github.environments.values()):
             if name not in self.namespaces:
                 raise ValueError(f"github: '{name}' is not a configured namespace")
+        for index, window in enumerate(self.freezes):
+            if window.namespace not in self.namespaces:
+                raise ValueError(
+                    f"freezes[{index}]: '{window.namespace}' is not a configured namespace"
+                )
+            unknown = [dc for dc in window.datacenters if dc not in self.datacenters]
+            if unknown:
+                raise ValueError(
+                    f"freezes[{index}]: no datacenter named {', '.join(unknown)} is configured"
+                )
         return self
 
     def approval_for(self, namespace: str) -> ApprovalSettings:

@@ -15,7 +15,9 @@ ready supersedes the active shift there and starts from the weights as they are.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -24,6 +26,7 @@ from commands import daemons
 from commands.access import Principal, Role, authorize
 from commands.approval_desk import ApprovalDesk
 from commands.events import ApprovalDecided, Event, EventHub, StackProgress, StackReady
+from commands.gate import Gate
 from commands.manifests import ManifestMissing, Manifests
 from commands.ports import Clock, Route, Router, RouterError, Scheduler, Store
 from commands.replies import AccessDenied, UserError
@@ -107,6 +110,8 @@ class TrafficControl:
         self.schedulers = dict(schedulers)
         self.health = health
         self._failures: dict[int, int] = {}  # shift id -> consecutive failed health probes
+        self.gate = Gate(settings, store, clock, events)
+        self._route_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     # -- a stack became ready ----------------------------------------------------------------
 
@@ -147,6 +152,17 @@ class TrafficControl:
             return
         old = await self.store.stack(max(serving, key=lambda n: (serving[n], n)))
         if old is None:
+            return
+        held = await self.gate.holding_stack(stack)
+        if held:
+            why = held[0].describe(self.clock.now())
+            await self._audit("nelson", stack, f"no shift started: {why}")
+            await self._say(
+                stack,
+                f"traffic: no shift starts: {why}; traffic stays with {old.name} "
+                f"({old.version}) and this stack gets none (once lifted, `redeploy "
+                f"{stack.name}` deploys it again)",
+            )
             return
         policy, duration = await self._policy(stack)
         rule_name, rule = self.settings.approval_rule(stack.namespace)
@@ -265,7 +281,11 @@ class TrafficControl:
         if earlier.state == "awaiting-approval":
             for approval in await self.store.approvals("pending"):
                 if approval.kind == KIND and approval.stack_id == target.id:
-                    await self.desk.withdraw(approval.id, "superseded")
+                    await self.desk.withdraw(
+                        approval.id,
+                        "superseded",
+                        f"superseded by {by.name} ({by.version}), which became ready",
+                    )
 
     async def _policy(self, stack: Stack) -> tuple[str, int]:
         try:
@@ -275,6 +295,10 @@ class TrafficControl:
         if plan is not None and plan.traffic_shift is not None:
             return plan.traffic_shift.policy, plan.traffic_shift.duration_seconds
         return traffic.DEFAULT_POLICY.value, int(traffic.DEFAULT_DURATION.total_seconds())
+
+    async def addresses(self, stack: Stack) -> list[str]:
+        """Where the stack's running instances listen (host:port); empty when none runs."""
+        return await self._addresses(stack)
 
     async def _addresses(self, stack: Stack) -> list[str]:
         scheduler = self.schedulers.get(stack.datacenter)
@@ -291,6 +315,12 @@ class TrafficControl:
     async def on_event(self, event: Event) -> None:
         if isinstance(event, StackReady):
             await self.on_ready(event.stack)
+        if isinstance(event, StackProgress) and (
+            event.failed or event.status in (StackStatus.FAILED, StackStatus.GARBAGE)
+        ):
+            # what a pending request about this stack asks is no longer what would happen
+            why = event.message or f"the stack became {(event.status or 'failed')!s}"
+            await self.desk.void_for_stack(event.stack_id, why.removeprefix("traffic: "))
             return
         if not isinstance(event, ApprovalDecided) or event.approval.kind != KIND:
             return
@@ -333,11 +363,19 @@ class TrafficControl:
 
     # -- moving weights ------------------------------------------------------------------------
 
+    def route_lock(self, route: str) -> asyncio.Lock:
+        """Held while the periodic driver moves a route's weights, so that whoever takes
+        traffic elsewhere at once (a rollback) is never undone by a step read just before."""
+        return self._route_locks[route]
+
     async def tick(self) -> None:
         """Put every running shift's weights where its policy says they are now."""
         for shift in await self.store.shifts(("running",)):
             try:
-                await self.tick_one(shift)
+                async with self.route_lock(shift.route or ""):
+                    fresh = await self.store.shift(shift.id)  # it may have changed meanwhile
+                    if fresh is not None:
+                        await self.tick_one(fresh)
             except Exception:
                 log.exception("traffic shift #%s failed to advance; will try again", shift.id)
 
@@ -672,6 +710,9 @@ class TrafficControl:
             return
         self._failures.pop(shift.id, None)
         await self._audit(actor, stack, f"shift #{shift.id} reversed: {why}")
+        await self.desk.void_for_stack(
+            stack.id, f"traffic is moving back from {stack.name} ({why})"
+        )
         await self._say(
             stack,
             f"traffic: reversing from {shift.current_new_weight / 10:g}% ({why})",

@@ -20,6 +20,7 @@ from adapters.storage.repositories.approvals import SqlApprovals
 from adapters.storage.repositories.catalogue import SqlCatalogue
 from adapters.storage.repositories.ci import SqlCiRecords
 from adapters.storage.repositories.lifecycle import SqlLifecycle
+from adapters.storage.repositories.locks import SqlLocks
 from adapters.storage.repositories.operations import SqlOperations
 from adapters.storage.repositories.stacks import SqlStacks
 from adapters.storage.repositories.traffic import SqlTraffic
@@ -37,6 +38,7 @@ class SqlStore(
     SqlTraffic,
     SqlVaultTokens,
     SqlCiRecords,
+    SqlLocks,
 ):
     def __init__(
         self,

@@ -405,3 +405,19 @@ github_deployments = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("reported", String(20), nullable=True),
 )
+
+# Locks (a unit) and freezes (a namespace): deploys and traffic shifts there are refused
+# while one is active (`until` still ahead, or none).
+locks = Table(
+    "locks",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(20), nullable=False),
+    Column("unit", String(100), nullable=True),
+    Column("namespace", String(200), nullable=True),
+    Column("datacenter", String(100), nullable=True),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("until", UtcDateTime, nullable=True),
+)

@@ -16,7 +16,14 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.bootstrap import Application
 from bot.conversation import Answer, fault_reply
-from bot.slack import listeners
+from bot.slack import (
+    approval_modals,
+    approval_reminders,
+    emergency,
+    listeners,
+    lock_buttons,
+    rollback_button,
+)
 from bot.slack.blocks import fallback, reply_blocks, said, section
 from bot.slack.cleanup import CleanupNotices
 from bot.slack.directory import Directory
@@ -27,6 +34,7 @@ from bot.slack.threads import Threads
 from commands.model import Command
 from commands.replies import Reply
 from commands.settings import Settings
+from domain.records import Approval
 
 log = logging.getLogger("nelson.slack")
 
@@ -72,11 +80,20 @@ class SlackBot:
         )
         application.events.subscribe(self.threads.on_event)
         application.events.subscribe(self.home.on_event)
+        emergency.register(application.events, settings, self.outbox)
+        approval_reminders.register(application.events, store, self.outbox)
         self.cleanup: CleanupNotices | None = None
         if application.lifecycle is not None:
             self.cleanup = CleanupNotices(application.lifecycle, self.outbox, self.directory)
             application.events.subscribe(self.cleanup.on_event)
-        listeners.register(self.app, self)  # bot/slack/listeners/
+        # Approve / Reject open a confirmation; the decision comes with its submission.
+        approval_modals.register(
+            self.app, application, self.outbox, self.directory, self._after_decision
+        )
+        rollback_button.register(self.app, application, self.outbox, self.directory)
+        lock_buttons.register(self.app, application, self.home, self.directory)
+        # last: bot/slack/listeners/ ends with the catch-all for clicks nothing else claims
+        listeners.register(self.app, self)
 
     async def close(self) -> None:
         await self.outbox.drain(timeout=10)
@@ -191,6 +208,12 @@ class SlackBot:
         return f"event:{event_id}" if event_id else None  # no id, nothing to compare
 
     # -- buttons ----------------------------------------------------------------------------
+
+    async def _after_decision(self, approval: Approval, user: str, from_home: bool) -> None:
+        if approval.status == "pending":  # a vote that did not decide: show the count
+            await self.threads.refresh_approval(approval)
+        if from_home:
+            await self.home.opened(user)
 
     @staticmethod
     def clicked(body: dict[str, Any]) -> tuple[str, str, str | None]:

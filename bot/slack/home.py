@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.slack.blocks import MAX_HOME_BLOCKS, Block, context, escape, section
@@ -41,6 +42,8 @@ class Home:
         self.directory = directory
         self.outbox = outbox
         self._viewers: dict[str, float] = {}
+        # more parts of the tab, after the approvals (locks and freezes)
+        self.sections: list[Callable[[Principal], Awaitable[list[Block]]]] = []
         self._refresh: asyncio.Task[None] | None = None
 
     async def opened(self, user_id: str) -> None:
@@ -85,6 +88,8 @@ class Home:
             blocks.extend(approval_message(approval)[1])
         if len(mine) > 10:
             blocks.append(context(f"… and {len(mine) - 10} more: `approvals` lists them all."))
+        for part in self.sections:
+            blocks.extend(await part(who))
         blocks.append({"type": "divider"})
         blocks.append(section("*Your recent deployments*"))
         if not home.operations:

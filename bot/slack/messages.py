@@ -171,6 +171,9 @@ def decided_line(approval: Approval) -> str:
         return f":no_entry: *Rejected* by {who(approval.decided_by or '')}{at}{because}"
     if approval.status == "expired":
         return f":alarm_clock: *Expired*{at}: nobody decided in time; nothing was changed."
+    if approval.status in ("superseded", "void"):
+        because = escape(approval.reason) if approval.reason else "what it asked about changed"
+        return f":wastebasket: *No longer needed*{at}: {because}; there is nothing to decide."
     return f"*{escape(approval.status)}*{at}"
 
 

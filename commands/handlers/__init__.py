@@ -15,7 +15,9 @@ from commands.handlers import (
     cleanup,
     deploy,
     graph,
+    locks,
     releases,
+    rollback,
     stacks,
     tokens,
     traffic,
@@ -58,6 +60,12 @@ HANDLERS: dict[type, Handler] = {
     model.CreateToken: tokens.create_token,
     model.ListTokens: tokens.list_tokens,
     model.RevokeToken: tokens.revoke_token,
+    model.Lock: locks.lock,
+    model.Unlock: locks.unlock,
+    model.Freeze: locks.freeze,
+    model.Unfreeze: locks.unfreeze,
+    model.ListLocks: locks.list_locks,
+    model.Rollback: rollback.rollback,
 }
 
 

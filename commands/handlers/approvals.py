@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from commands.access import Role
+from commands.access import Role, authorize
 from commands.approval_desk import APPROVE, REJECT, describe
 from commands.context import Context
 from commands.handlers.lookup import ago, find_stack, require
@@ -15,13 +15,21 @@ from commands.replies import NotAvailable, Reply, Table, Text
 
 
 async def list_approvals(command: ListApprovals, ctx: Context) -> Reply:
-    await require(ctx, Role.VIEW, ctx.settings.default_namespace, "approvals", "approvals")
-    pending = await ctx.store.approvals("pending")
+    """What waits, in the namespaces the asker may see, and whether they may decide each."""
+    visible = {
+        ns
+        for ns in ctx.settings.namespaces
+        if authorize(ctx.settings.access, ctx.principal, Role.VIEW, ns).allowed
+    }
+    if not visible:
+        await require(ctx, Role.VIEW, ctx.settings.default_namespace, "approvals", "approvals")
+    desk = ctx.desk
+    pending = [a for a in await ctx.store.approvals("pending") if a.namespace in visible]
     now = ctx.clock.now()
     recent = [
         a
         for a in await ctx.store.approvals("rejected")
-        if a.decided_at is not None and now - a.decided_at <= RECENT
+        if a.namespace in visible and a.decided_at is not None and now - a.decided_at <= RECENT
     ][-RECENT_SHOWN:]
     rejected = tuple(Text(f"#{a.id} {a.summary}: {describe(a)}") for a in recent)
     if not pending:
@@ -36,13 +44,14 @@ async def list_approvals(command: ListApprovals, ctx: Context) -> Reply:
             a.requested_by,
             f"{len(a.approvers)}/{a.required}",
             ago(a.deadline, now) if a.deadline else "-",
+            "yes" if desk.refusal(a, ctx.principal) is None else "no",
         )
         for a in pending
     )
     return Reply(
         title=f"Waiting for approval ({len(pending)})",
         blocks=(
-            Table(("id", "what", "where", "asked by", "approvals", "expires"), rows),
+            Table(("id", "what", "where", "asked by", "approvals", "expires", "you may"), rows),
             *rejected,
         ),
     )

@@ -14,6 +14,7 @@ from datetime import datetime
 from commands.access import Role
 from commands.context import Context
 from commands.events import OperationStarted
+from commands.gate import Gate
 from commands.handlers.lookup import (
     check_datacenter,
     check_namespace,
@@ -174,13 +175,26 @@ async def _start(
     release: Release | None,
     image: str,
     verb: str,
-    check_live: bool = True,
+    emergency: str | None = None,  # an emergency deploy's reason
 ) -> Reply:
+    kind = {"Deploying": "deploy", "Committing": "commit"}.get(verb, "redeploy")
+    check_live = kind != "redeploy"  # a redeploy makes a fresh stack beside the live one
+    emergency_deploy = await gate(ctx).check(
+        ctx.principal,
+        kind,
+        f"{unit.name} {version}",
+        unit.name,
+        [(t.datacenter, t.namespace) for t in targets],
+        emergency=emergency is not None,
+        reason=emergency or "",
+        channels=manifest.notifications.slack_channels,
+        asked_in=ctx.channel,
+    )
     for dc in sorted({t.datacenter for t in targets}):
-        reason = await ctx.workflow.available_for(dc)
-        if reason is not None:
+        closed = await ctx.workflow.available_for(dc)
+        if closed is not None:
             raise NotAvailable(
-                f"cannot deploy to datacenter '{dc}' now: {reason}",
+                f"cannot deploy to datacenter '{dc}' now: {closed}",
                 "Nothing was recorded. `datacenters` shows which datacenters accept deploys.",
             )
     if check_live:
@@ -222,7 +236,7 @@ async def _start(
         manifest_id=manifest_id,
         stacks=new,
         edges=[dependencies[t] for t in targets],
-        kind={"Deploying": "deploy", "Committing": "commit"}.get(verb, "redeploy"),
+        kind=kind,
         at=now,
     )
     try:
@@ -236,6 +250,9 @@ async def _start(
     await ctx.events.publish(
         OperationStarted(operation, tuple(manifest.notifications.slack_channels))
     )
+    if emergency_deploy is not None:
+        await gate(ctx).mark_emergency(emergency_deploy, stacks)
+    await gate(ctx).announce(emergency_deploy)
     await ctx.workflow.submit([s.id for s in stacks])
     rows = tuple((s.name, s.datacenter, s.namespace, s.plan, s.status.value) for s in stacks)
     return Reply(
@@ -263,7 +280,17 @@ def _image_for(
     )
 
 
+def gate(ctx: Context) -> Gate:
+    return Gate(ctx.settings, ctx.store, ctx.clock, ctx.events)
+
+
 async def deploy(command: Deploy, ctx: Context) -> Reply:
+    if command.reason and not command.emergency:
+        raise UserError(
+            "`because` goes with `emergency`: a deploy needs no reason otherwise.",
+            "`deploy <unit> <version> ... emergency because <reason>` deploys through locks "
+            "and freezes (admins only).",
+        )
     namespace = check_namespace(ctx, command.namespace or ctx.settings.default_namespace)
     unit = await find_unit(ctx, command.unit)
     await require(ctx, Role.DEPLOY, namespace, "deploy", f"{unit.name} {command.version}")
@@ -282,7 +309,16 @@ async def deploy(command: Deploy, ctx: Context) -> Reply:
             )
         image = release.image
     return await _start(
-        ctx, unit, manifest, manifest_id, command.version, targets, release, image, "Deploying"
+        ctx,
+        unit,
+        manifest,
+        manifest_id,
+        command.version,
+        targets,
+        release,
+        image,
+        "Deploying",
+        emergency=command.reason if command.emergency else None,
     )
 
 
@@ -333,5 +369,4 @@ async def redeploy(command: Redeploy, ctx: Context) -> Reply:
         release,
         release.image,
         "Redeploying",
-        check_live=False,
     )

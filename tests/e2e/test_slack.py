@@ -24,6 +24,7 @@ from tests.fakes.slack_requests import (
     event_callback,
     retry_headers,
     slash_command,
+    view_submission,
 )
 
 FORM = "application/x-www-form-urlencoded"
@@ -234,9 +235,40 @@ async def click(
         user_id=user,
         message_ts=ts,
         response_url=fake.new_response_url(),
+        trigger_id=fake.issue_trigger(user),
     )
     status, _ = await bot.post(encode_interactive(payload), FORM)
     assert status == 200
+
+
+async def confirm(
+    bot: RunningBot, fake: FakeSlack, user: str, opened: int, reason: str = ""
+) -> dict:  # type: ignore[type-arg]
+    """Submit the confirmation modal opened for `user` after `opened` modals, as Slack does
+    when they press its button (typing `reason` for a rejection); returns the modal."""
+    await fake.wait_for(lambda: len(fake.views) > opened and fake.modal(user) is not None)
+    modal = fake.modal(user)
+    assert modal is not None
+    values = {"reason": {"text": reason}} if reason else {}
+    payload = view_submission(modal, user_id=user, values=values)
+    status, body = await bot.post(encode_interactive(payload), FORM)
+    assert status == 200 and not body.strip()  # an empty ack closes the modal
+    return modal
+
+
+async def decide(
+    bot: RunningBot,
+    fake: FakeSlack,
+    action: str,
+    approval_id: int,
+    user: str,
+    ts: str,
+    reason: str = "",
+) -> dict:  # type: ignore[type-arg]
+    """Click Approve or Reject and confirm in the modal."""
+    opened = len(fake.views)
+    await click(bot, fake, action, approval_id, user, ts)
+    return await confirm(bot, fake, user, opened, reason)
 
 
 def has_buttons(message) -> bool:  # type: ignore[no-untyped-def]
@@ -259,10 +291,26 @@ async def test_approval_buttons(bot: RunningBot, fake: FakeSlack) -> None:
     assert "allow_self_approval" in fake.ephemerals[-1].text
     approval = await bot.application.store.approval(approval_id)
     assert approval is not None and approval.status == "pending"
-    # an allowed approver, clicking twice
+    assert not fake.views  # nobody who may not decide gets a confirmation
+    # an allowed approver: the confirmation restates what they approve, nothing is decided
+    # until they confirm
+    opened = len(fake.views)
     await click(bot, fake, APPROVE_ACTION, approval_id, "U2", message.ts)
-    await click(bot, fake, APPROVE_ACTION, approval_id, "U2", message.ts)
+    await fake.wait_for(lambda: fake.modal("U2"))
+    modal = fake.modal("U2")
+    assert modal is not None
+    restated = fake.all_text({"blocks": modal["blocks"]})
+    assert "shift howdy 1.x" in restated and "howdy--1-0-0" in restated
+    assert "howdy 1.0.0" in restated and "`dc-east`" in restated and "`prod`" in restated
+    approval = await bot.application.store.approval(approval_id)
+    assert approval is not None and approval.status == "pending" and not approval.approvers
+    await confirm(bot, fake, "U2", opened)
     await fake.wait_for(lambda: not has_buttons(approval_message(fake, approval_id)))
+    # a second click on a stale message: told how it ended, no modal
+    opened = len(fake.views)
+    await click(bot, fake, APPROVE_ACTION, approval_id, "U2", message.ts)
+    await fake.wait_for(lambda: any("is approved by U2" in e.text for e in fake.ephemerals))
+    assert len(fake.views) == opened
     decided = fake.all_text(approval_message(fake, approval_id))
     assert "*Approved* by <@U2>" in decided
     approval = await bot.application.store.approval(approval_id)
@@ -282,9 +330,13 @@ async def test_buttons_keep_working_after_a_restart(fake: FakeSlack, tmp_path: P
     second = await start_bot(settings, clock=first.clock)
     try:
         message = approval_message(fake, approval_id)
-        await click(second, fake, REJECT_ACTION, approval_id, "U3", message.ts)
+        modal = await decide(
+            second, fake, REJECT_ACTION, approval_id, "U3", message.ts, "error rate too high"
+        )
+        assert any(b.get("type") == "input" for b in modal["blocks"])  # the reason field
         await fake.wait_for(lambda: not has_buttons(approval_message(fake, approval_id)))
-        assert "*Rejected* by <@U3>" in fake.all_text(approval_message(fake, approval_id))
+        decided = fake.all_text(approval_message(fake, approval_id))
+        assert "*Rejected* by <@U3>" in decided and "error rate too high" in decided
     finally:
         await second.shutdown()
 

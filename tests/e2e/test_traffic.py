@@ -25,6 +25,7 @@ from tests.dockerworld import busybox_image
 from tests.e2e.local_dc import slash, use_manifest, with_local_datacenter
 from tests.e2e.local_dc import stop as stop_local
 from tests.e2e.slack_harness import RunningBot, settings_for, start_bot
+from tests.e2e.test_slack import decide
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_requests import block_action, encode_interactive
 
@@ -207,7 +208,7 @@ async def approve_shift(bot: RunningBot, fake: FakeSlack, user: str = "U2") -> N
     await fake.wait_for(lambda: approval_in_thread(fake), timeout=20)
     message = approval_in_thread(fake)
     approval_id = message.blocks[-1]["elements"][0]["value"]
-    await click(bot, fake, APPROVE_ACTION, approval_id, user, message.ts)
+    await decide(bot, fake, APPROVE_ACTION, int(approval_id), user, message.ts)
 
 
 async def click(
@@ -236,7 +237,7 @@ async def test_approved_shift_follows_the_policy_to_the_end(
     await click(bot, fake, APPROVE_ACTION, approval_id, "U4", message.ts)
     await fake.wait_for(lambda: any(e.user == "U4" for e in fake.ephemerals))
     assert (await shift_of(bot, new.id)).state == "awaiting-approval"
-    await click(bot, fake, APPROVE_ACTION, approval_id, "U2", message.ts)
+    await decide(bot, fake, APPROVE_ACTION, int(approval_id), "U2", message.ts)
     shift = await shift_until(bot, new.id, lambda s: s.state == "running")
     assert shift.state == "running" and shift.started_at is not None
     for target in (0.25, 0.5, 0.75):
@@ -278,7 +279,7 @@ async def test_rejected_shift_leaves_traffic_where_it_is(bot: RunningBot, fake: 
     await fake.wait_for(lambda: approval_in_thread(fake), timeout=20)
     message = approval_in_thread(fake)
     approval_id = message.blocks[-1]["elements"][0]["value"]
-    await click(bot, fake, REJECT_ACTION, approval_id, "U3", message.ts)
+    await decide(bot, fake, REJECT_ACTION, int(approval_id), "U3", message.ts, "not today")
     shift = await shift_until(bot, new.id, lambda s: s.state == "cancelled")
     assert shift.state == "cancelled"
     await asyncio.sleep(1)

@@ -22,6 +22,7 @@ from commands.repositories import VaultTokenRecord
 from domain.api_tokens import ApiToken
 from domain.expiration import StackView
 from domain.github import GitHubDeployment
+from domain.locks import Lock, NewLock
 from domain.records import (
     Approval,
     AuditEvent,
@@ -106,6 +107,7 @@ class _Tables:
     audit: list[AuditEvent] = field(default_factory=list)
     api_tokens: dict[str, ApiToken] = field(default_factory=dict)
     github: dict[tuple[str, int], GitHubDeployment] = field(default_factory=dict)
+    locks: dict[int, Lock] = field(default_factory=dict)
 
     def next_id(self, table: str) -> int:
         self.ids[table] = self.ids.get(table, 0) + 1
@@ -886,3 +888,26 @@ class MemoryStore:
         key = (repository, deployment_id)
         if key in self._t.github:
             self._t.github[key] = replace(self._t.github[key], reported=state)
+
+    # locks and freezes
+    async def add_lock(self, new: NewLock) -> Lock:
+        lock_id = self._t.next_id("locks")
+        lock = Lock(
+            id=lock_id,
+            kind=new.kind,
+            unit=new.unit,
+            namespace=new.namespace,
+            datacenter=new.datacenter,
+            reason=new.reason,
+            created_by=new.created_by,
+            created_at=new.created_at,
+            until=new.until,
+        )
+        self._t.locks[lock_id] = lock
+        return lock
+
+    async def locks(self) -> list[Lock]:
+        return [self._t.locks[i] for i in sorted(self._t.locks)]
+
+    async def remove_locks(self, lock_ids: Sequence[int]) -> list[Lock]:
+        return [self._t.locks.pop(i) for i in dict.fromkeys(lock_ids) if i in self._t.locks]

@@ -219,6 +219,7 @@ class FakeSlack:
             "chat.postMessage": (10, 1.0),  # per channel, like Slack's one message a second
             "chat.update": (50, 60.0),  # Tier 3
             "views.publish": (100, 60.0),  # Tier 4
+            "views.open": (100, 60.0),  # Tier 4
             **(rate_limits or {}),
         }
         self.response_url_ttl = 30 * 60.0  # Slack honours a response_url for 30 minutes
@@ -231,6 +232,10 @@ class FakeSlack:
         self._messages: defaultdict[str, list[Message]] = defaultdict(list)
         self._by_ts: dict[tuple[str, str], Message] = {}
         self._homes: dict[str, dict[str, Any]] = {}
+        self.views: list[dict[str, Any]] = []  # modals opened (views.open), oldest first
+        self._triggers: dict[str, tuple[str, float]] = {}  # issued: user, when
+        self._exchanged: set[str] = set()
+        self.trigger_ttl = 3.0  # Slack honours a trigger_id for three seconds
         self._recent: defaultdict[str, deque[float]] = defaultdict(deque)
         self._forced: dict[str, tuple[int, int]] = {}
         self._response_meta: dict[str, tuple[float, str | None, str | None]] = {}
@@ -300,6 +305,17 @@ class FakeSlack:
     def home(self, user_id: str) -> dict[str, Any] | None:
         """The Home tab view last published for this user."""
         return self._homes.get(user_id)
+
+    def issue_trigger(self, user_id: str) -> str:
+        """A trigger_id as Slack puts in an interaction payload of `user_id`: it opens one
+        modal for that user, within `trigger_ttl` seconds."""
+        trigger = f"{secrets.randbelow(10**13)}.{secrets.randbelow(10**13)}.{secrets.token_hex(16)}"
+        self._triggers[trigger] = (user_id, time.monotonic())
+        return trigger
+
+    def modal(self, user_id: str) -> dict[str, Any] | None:
+        """The newest modal opened for `user_id`."""
+        return next((v for v in reversed(self.views) if v.get("user_id") == user_id), None)
 
     @staticmethod
     def all_text(item: Any) -> str:
@@ -522,6 +538,73 @@ class FakeSlack:
         published = {"id": view_id, "team_id": self.team_id, "app_id": self.app_id, **view}
         published.update(root_view_id=view_id, bot_id=self.bot_id, hash=f"{time.time():.6f}")
         return {"view": published}
+
+    def _m_views_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        trigger = str(params.get("trigger_id") or params.get("interactivity_pointer") or "")
+        view = params.get("view")
+        if not trigger:
+            raise SlackError("invalid_arguments", response_metadata={"messages": [
+                "[ERROR] missing required field: trigger_id [json-pointer:/]"
+            ]})  # fmt: skip
+        if trigger in self._exchanged:
+            raise SlackError("exchanged_trigger_id")
+        if trigger not in self._triggers:
+            raise SlackError("invalid_trigger_id")
+        user, issued = self._triggers[trigger]
+        if time.monotonic() - issued > self.trigger_ttl:
+            raise SlackError("expired_trigger_id")
+        problems: list[str] = []
+        if not isinstance(view, dict):
+            view = {}
+            problems.append("[ERROR] missing required field: view [json-pointer:/]")
+        elif view.get("type") != "modal":
+            problems.append("[ERROR] must be a valid enum value [json-pointer:/view/type]")
+        title = view.get("title")
+        if not (isinstance(title, dict) and title.get("type") == "plain_text"):
+            problems.append("[ERROR] missing required field: title [json-pointer:/view/title]")
+        elif not 0 < len(str(title.get("text") or "")) <= 24:
+            problems.append("[ERROR] must be less than 25 characters [json-pointer:/view/title]")
+        blocks = view.get("blocks")
+        problems += block_problems(blocks, VIEW_BLOCKS, "/view/blocks")
+        has_input = isinstance(blocks, list) and any(
+            isinstance(b, dict) and b.get("type") == "input" for b in blocks
+        )
+        if has_input and not isinstance(view.get("submit"), dict):
+            problems.append(
+                "[ERROR] submit is required when an input block is present "
+                "[json-pointer:/view/submit]"
+            )
+        if len(str(view.get("private_metadata") or "")) > 3000:
+            problems.append(
+                "[ERROR] must be less than 3001 characters [json-pointer:/view/private_metadata]"
+            )
+        if len(str(view.get("callback_id") or "")) > 255:
+            problems.append(
+                "[ERROR] must be less than 256 characters [json-pointer:/view/callback_id]"
+            )
+        if problems:
+            raise SlackError("invalid_arguments", response_metadata={"messages": problems})
+        self._exchanged.add(trigger)
+        self._seq += 1
+        view_id = f"V{self._seq:08d}"
+        opened = {
+            "id": view_id,
+            "team_id": self.team_id,
+            "app_id": self.app_id,
+            "bot_id": self.bot_id,
+            "private_metadata": "",
+            "callback_id": "",
+            "external_id": "",
+            "state": {"values": {}},
+            "hash": f"{time.time():.6f}",
+            "clear_on_close": False,
+            "notify_on_close": False,
+            "root_view_id": view_id,
+            "previous_view_id": None,
+            **view,
+        }
+        self.views.append({**opened, "user_id": user})
+        return {"view": opened}
 
     def _m_users_info(self, params: dict[str, Any]) -> dict[str, Any]:
         user = str(params.get("user") or "")

@@ -87,9 +87,11 @@ def block_action(
     block_id: str = "b",
     team_id: str = "T0001",
     message: dict[str, Any] | None = None,
+    trigger_id: str | None = None,
 ) -> dict[str, Any]:
     """The `block_actions` payload of a button click on the message `message_ts`.
-    `message` (the clicked message as Slack shows it) defaults to a bare bot message."""
+    `message` (the clicked message as Slack shows it) defaults to a bare bot message;
+    `trigger_id` (for opening a modal) should come from `FakeSlack.issue_trigger`."""
     return {
         "type": "block_actions",
         "user": {"id": user_id, "username": user_name, "name": user_name, "team_id": team_id},
@@ -101,7 +103,7 @@ def block_action(
             "channel_id": channel_id,
             "is_ephemeral": False,
         },
-        "trigger_id": _trigger_id(),
+        "trigger_id": trigger_id or _trigger_id(),
         "team": {"id": team_id, "domain": "fake-workspace"},
         "enterprise": None,
         "is_enterprise_install": False,
@@ -235,3 +237,36 @@ async def post_signed(
     headers.update(extra_headers or {})
     async with session.post(url, data=body, headers=headers) as response:
         return Answer(response.status, await response.text(), dict(response.headers))
+
+
+def view_submission(
+    view: dict[str, Any],
+    *,
+    user_id: str = "U1",
+    user_name: str = "alice",
+    values: dict[str, dict[str, str]] | None = None,
+    team_id: str = "T0001",
+) -> dict[str, Any]:
+    """The `view_submission` payload Slack sends when `user_id` submits the modal `view` (as
+    views.open answered it); `values` are what they typed, per input block and action:
+    `{block_id: {action_id: text}}`."""
+    state = {
+        block: {
+            action: {"type": "plain_text_input", "value": text} for action, text in inputs.items()
+        }
+        for block, inputs in (values or {}).items()
+    }
+    submitted = {k: v for k, v in view.items() if k != "user_id"}
+    submitted["state"] = {"values": state}
+    return {
+        "type": "view_submission",
+        "team": {"id": team_id, "domain": "fake-workspace"},
+        "user": {"id": user_id, "username": user_name, "name": user_name, "team_id": team_id},
+        "api_app_id": APP_ID,
+        "token": VERIFICATION_TOKEN,
+        "trigger_id": _trigger_id(),
+        "view": submitted,
+        "response_urls": [],
+        "is_enterprise_install": False,
+        "enterprise": None,
+    }

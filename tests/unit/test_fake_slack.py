@@ -803,3 +803,74 @@ async def test_failed_completion_changes_nothing_and_can_be_retried(
             assert late.status == 404  # the upload URL is spent once the file is completed
         again = bot.files_completeUploadExternal(files=files, channel_id="C2")
         assert (await slack_error(again)).response["error"] == "file_not_found"
+
+
+MODAL: dict[str, Any] = {
+    "type": "modal",
+    "callback_id": "confirm",
+    "private_metadata": '{"id": 1}',
+    "title": {"type": "plain_text", "text": "Reject #1?"},
+    "submit": {"type": "plain_text", "text": "Reject"},
+    "close": {"type": "plain_text", "text": "Cancel"},
+    "blocks": [
+        {"type": "section", "text": {"type": "mrkdwn", "text": "*shift* 1.0.0 to 1.0.1"}},
+        {
+            "type": "input",
+            "block_id": "reason",
+            "label": {"type": "plain_text", "text": "Why"},
+            "element": {"type": "plain_text_input", "action_id": "text"},
+        },
+    ],
+}
+
+
+async def test_views_open_exchanges_a_fresh_trigger_once(
+    bot: AsyncWebClient, fake: FakeSlack
+) -> None:
+    trigger = fake.issue_trigger("U2")
+    answer = await bot.views_open(trigger_id=trigger, view=MODAL)
+    view = answer["view"]
+    assert view["id"].startswith("V") and view["callback_id"] == "confirm"
+    assert view["state"] == {"values": {}} and view["private_metadata"] == '{"id": 1}'
+    shown = fake.modal("U2")
+    assert shown is not None and shown["id"] == view["id"]
+    for trigger_id, error in (
+        (trigger, "exchanged_trigger_id"),
+        ("123.456.abc", "invalid_trigger_id"),
+    ):
+        with pytest.raises(SlackApiError) as raised:
+            await bot.views_open(trigger_id=trigger_id, view=MODAL)
+        assert raised.value.response["error"] == error
+    fake.trigger_ttl = 0.0
+    late = fake.issue_trigger("U2")
+    await asyncio.sleep(0.01)
+    with pytest.raises(SlackApiError) as raised:
+        await bot.views_open(trigger_id=late, view=MODAL)
+    assert raised.value.response["error"] == "expired_trigger_id"
+
+
+async def test_views_open_validates_the_modal(bot: AsyncWebClient, fake: FakeSlack) -> None:
+    broken = [
+        {**MODAL, "type": "home"},
+        {**MODAL, "title": {"type": "plain_text", "text": "a title far longer than allowed"}},
+        {k: v for k, v in MODAL.items() if k != "submit"},  # an input needs a submit button
+        {**MODAL, "private_metadata": "x" * 3001},
+        {**MODAL, "blocks": [{"type": "nonsense"}]},
+    ]
+    for view in broken:
+        with pytest.raises(SlackApiError) as raised:
+            await bot.views_open(trigger_id=fake.issue_trigger("U1"), view=view)
+        assert raised.value.response["error"] == "invalid_arguments"
+        assert raised.value.response["response_metadata"]["messages"]
+    assert fake.views == []
+
+
+def test_view_submission_carries_the_view_and_what_was_typed(fake: FakeSlack) -> None:
+    from tests.fakes.slack_requests import view_submission
+
+    opened = {**MODAL, "id": "V1", "user_id": "U2", "state": {"values": {}}}
+    payload = view_submission(opened, user_id="U2", values={"reason": {"text": "too risky"}})
+    assert payload["type"] == "view_submission" and payload["user"]["id"] == "U2"
+    assert payload["view"]["callback_id"] == "confirm" and "user_id" not in payload["view"]
+    typed = payload["view"]["state"]["values"]["reason"]["text"]
+    assert typed == {"type": "plain_text_input", "value": "too risky"}

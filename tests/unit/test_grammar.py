@@ -316,7 +316,7 @@ def error(text: str) -> ParseError:
 
 DEPLOY_USAGE = (
     "deploy <unit> <version> [to <dc>[,<dc>...] | everywhere] [in <namespace>] [plan <plan>] "
-    "[image <ref>]"
+    "[image <ref>] [emergency because <reason>]"
 )
 STACKS_USAGE = "stacks [in <namespace>] [at <dc>] [status <status>[,<status>...]] [unit <unit>]"
 

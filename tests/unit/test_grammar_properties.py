@@ -3,12 +3,15 @@ stay short and well formed, and the canonical text of any command parses back to
 
 from __future__ import annotations
 
+from datetime import date, timedelta
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from commands import model
 from commands.grammar import COMMANDS, canonical, normalise, parse_command
 from commands.replies import ParseError
+from domain.locks import parse_until
 from domain.states import StackStatus
 from domain.versions import Version
 
@@ -174,7 +177,44 @@ deploys = st.one_of(
     ),
 )
 
+emergency_deploys = st.builds(
+    model.Deploy,
+    unit=names,
+    version=versions,
+    datacenters=st.lists(names, max_size=2, unique=True).map(tuple),
+    namespace=maybe(namespaces),
+    emergency=st.just(True),
+    reason=st.lists(names, min_size=1, max_size=6).map(" ".join),
+)
+because = st.just("") | st.lists(names, min_size=1, max_size=6).map(" ".join)
+untils = st.one_of(
+    st.dates(date(2000, 1, 1), date(2999, 12, 31)).map(date.isoformat),
+    st.builds("{}:{:02d}".format, st.integers(0, 23), st.integers(0, 59)),
+    st.builds(
+        "{}T{:02d}:{:02d}".format,
+        st.dates(date(2000, 1, 1), date(2999, 12, 31)),
+        st.integers(0, 23),
+        st.integers(0, 59),
+    ),
+).map(parse_until)
+lock_commands = st.one_of(
+    st.builds(
+        model.Lock,
+        names,
+        maybe(namespaces),
+        st.none() | st.integers(1, 10**8).map(lambda s: timedelta(seconds=s)),
+        because,
+    ),
+    st.builds(model.Unlock, names, maybe(namespaces)),
+    st.builds(model.Freeze, namespaces, untils, maybe(names), because),
+    st.builds(model.Unfreeze, namespaces, maybe(names)),
+    st.just(model.ListLocks()),
+    st.builds(model.Rollback, names, maybe(namespaces), maybe(names), maybe(stacks)),
+)
+
 commands: st.SearchStrategy[model.Command] = st.one_of(
+    emergency_deploys,
+    lock_commands,
     st.builds(model.Help, maybe(st.sampled_from([spec.name for spec in COMMANDS]))),
     deploys,
     st.builds(model.Commit, names, versions, namespaces),

@@ -1,6 +1,7 @@
-"""Button clicks. Each builds the typed command its text twin builds (approve, reject, pause,
-resume, reverse, keep, remove) and runs it through the same handler and error boundary
-(`SlackBot.run`); what a button carries is checked here first."""
+"""Button clicks. Each builds the typed command its text twin builds (pause, resume, reverse,
+keep, remove) and runs it through the same handler and error boundary (`SlackBot.run`); what a
+button carries is checked here first. Approve and Reject first ask for a confirmation
+(bot/slack/approval_modals.py), whose submission builds `approve` / `reject` the same way."""
 
 from __future__ import annotations
 
@@ -14,15 +15,12 @@ from bot.conversation import Outcome
 from bot.slack.cleanup import KEEP_ACTION, REMOVE_ACTION, stack_ids
 from bot.slack.guard import first_action, text_at
 from bot.slack.messages import (
-    APPROVE_ACTION,
     PAUSE_ACTION,
-    REJECT_ACTION,
     RESUME_ACTION,
     REVERSE_ACTION,
     button_value,
 )
-from commands.approval_desk import APPROVE, REJECT
-from commands.model import Approve, Keep, Pause, Reject, Remove, Resume, Reverse
+from commands.model import Keep, Pause, Remove, Resume, Reverse
 
 if TYPE_CHECKING:
     from bot.slack.app import SlackBot
@@ -31,14 +29,6 @@ log = logging.getLogger("nelson.slack")
 
 
 def register(app: AsyncApp, bot: SlackBot) -> None:
-    async def on_approve(ack: Any, body: dict[str, Any]) -> None:
-        await ack()
-        await bot.safely(body, _decide(bot, body, APPROVE))
-
-    async def on_reject(ack: Any, body: dict[str, Any]) -> None:
-        await ack()
-        await bot.safely(body, _decide(bot, body, REJECT))
-
     async def on_traffic(ack: Any, body: dict[str, Any]) -> None:
         await ack()
         await bot.safely(body, _shift_traffic(bot, body))
@@ -51,8 +41,6 @@ def register(app: AsyncApp, bot: SlackBot) -> None:
         await ack()
         await _unknown(bot, body)
 
-    app.action(APPROVE_ACTION)(on_approve)
-    app.action(REJECT_ACTION)(on_reject)
     for action in (PAUSE_ACTION, RESUME_ACTION, REVERSE_ACTION):
         app.action(action)(on_traffic)
     for action in (KEEP_ACTION, REMOVE_ACTION):
@@ -60,22 +48,6 @@ def register(app: AsyncApp, bot: SlackBot) -> None:
     # Last, so it only gets the clicks no listener above claims (old messages, removed
     # buttons): every click is acknowledged, in HTTP mode and in Socket Mode.
     app.action(re.compile(".*"))(on_unknown_action)
-
-
-async def _decide(bot: SlackBot, body: dict[str, Any], decision: str) -> None:
-    user, channel, thread_ts = bot.clicked(body)
-    approval_id = button_value(body)
-    if approval_id is None:
-        await bot.tell(channel, user, "There is no such approval.", thread_ts)
-        return
-    command = Approve(approval_id) if decision == APPROVE else Reject(approval_id)
-    if (await bot.run(body, command)).outcome is not Outcome.OK:
-        return
-    approval = await bot.application.store.approval(approval_id)
-    if approval is not None and approval.status == "pending":  # a vote of several
-        await bot.threads.refresh_approval(approval)
-    if text_at(body, "container", "type") == "view":
-        await bot.home.opened(user)
 
 
 async def _shift_traffic(bot: SlackBot, body: dict[str, Any]) -> None:
