@@ -15,7 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.bootstrap import Application
-from bot.conversation import Answer, fault_reply
+from bot.conversation import Answer, Outcome, fault_reply
 from bot.slack import (
     approval_modals,
     approval_reminders,
@@ -230,7 +230,8 @@ class SlackBot:
         answer = await self.application.conversation.execute(
             command, principal, channel=channel or None
         )
-        await self.tell(channel, user, said(answer.reply), thread_ts)
+        refused = answer.outcome is Outcome.USER_ERROR
+        await self.tell(channel, user, said(answer.reply, refused=refused), thread_ts)
         return answer
 
     async def tell(self, channel: str, user: str, text: str, thread_ts: str | None) -> None:

@@ -142,10 +142,10 @@ def fallback(reply: Reply) -> str:
     return clip(escape("\n".join(parts)), FALLBACK_TEXT)
 
 
-def said(reply: Reply) -> str:
-    """A reply in one short line, as a click is answered: the title, and for a refusal its
-    hints, marked as such."""
-    if reply.ok:
+def said(reply: Reply, *, refused: bool) -> str:
+    """A reply in one short line, as a click is answered: the title, and for a refusal (a
+    user error: not a fault, not the database being down) its hints, marked as such."""
+    if not refused:
         return reply.title
     hints = " ".join(b.text for b in reply.blocks if isinstance(b, Text))
     return f":no_entry: {reply.title} {hints}".strip()
