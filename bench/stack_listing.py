@@ -208,6 +208,10 @@ async def measure(url: str, repeats: int) -> list[tuple[str, float, float, float
         ),
         ("units in prod: live stacks and versions per unit", lambda: store.live_units("prod")),
         ("units in prod: both queries of the command", lambda: units_command(store)),
+        (
+            "units in prod, counting the stacks (anchor)",  # what `units` did before 0009
+            lambda: store.live_units("prod", newest=live_versions.KEPT + 1),
+        ),
         ("inspect: stack by name", lambda: store.stack("unit-7--1-0-50000--00050000")),
         ("inspect: status history of a stack", lambda: store.status_history(50_000)),
         ("cleanup: expired ready/deprecated (1000)", cleanup_candidates),

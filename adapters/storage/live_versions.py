@@ -38,6 +38,7 @@ from domain.versions import Version
 KEPT = t.LIVE_VERSIONS_KEPT  # newest versions a row keeps; asking for more counts the stacks
 ALL = t.LIVE_VERSIONS_ALL  # the datacenter of the row that sums a namespace's datacenters
 
+FEW = 8  # pairs rewritten one by one on SQLite; more go through a temporary table
 _s = t.stacks.c
 # what `refresh` rewrites, on SQLite (it creates and drops the table; this describes it)
 _pairs = Table(
@@ -86,9 +87,25 @@ async def refresh(conn: AsyncConnection, pairs: Iterable[tuple[str, str]]) -> No
         for statement in (_LOCK_PAIRS, _DELETE_PAIRS, _COUNT_PAIRS):
             await conn.execute(statement, {"pairs": document})
         return
-    # SQLite: the caller wrote the stacks first, so it holds the database's write lock. The
-    # pairs go to a temporary table of this connection (SQLite reads a long IN list of row
-    # values by scanning), then one join counts them and one statement each rewrites.
+    # SQLite: the caller wrote the stacks first, so it holds the database's write lock.
+    summary = t.live_versions
+    if len(keys) <= FEW:  # a deploy or a status change: a few probes by key
+        for namespace, unit in keys:
+            rows = await conn.execute(
+                select(*_GROUPED, func.count())
+                .where(_s.namespace == namespace, _s.unit == unit, t.LIVE_SQL)
+                .group_by(*_GROUPED)
+            )
+            fresh = summarize(rows.all())
+            await conn.execute(
+                delete(summary).where(summary.c.namespace == namespace, summary.c.unit == unit)
+            )
+            if fresh:
+                await conn.execute(insert(summary), fresh)
+        return
+    # Many (a cleanup pass): the pairs go to a temporary table of this connection (SQLite
+    # reads a long IN list of row values by scanning), one join counts them, one statement
+    # each rewrites.
     await conn.exec_driver_sql(
         "CREATE TEMPORARY TABLE IF NOT EXISTS summary_pairs "
         "(namespace TEXT NOT NULL, unit TEXT NOT NULL, PRIMARY KEY (namespace, unit))"
@@ -104,7 +121,6 @@ async def refresh(conn: AsyncConnection, pairs: Iterable[tuple[str, str]]) -> No
         .group_by(*_GROUPED)
     )
     fresh = summarize(rows.all())
-    summary = t.live_versions
     await conn.execute(
         delete(summary).where(
             tuple_(summary.c.namespace, summary.c.unit).in_(

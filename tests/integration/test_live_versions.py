@@ -273,3 +273,24 @@ async def test_the_migration_fills_the_summary_from_the_stacks_there_are(
         assert await store.live_units("qa") == {}
     finally:
         await store.close()
+
+
+async def test_a_pass_touching_many_units_rewrites_each_of_them(store: SqlStore) -> None:
+    """More pairs at once than SQLite rewrites one by one (they go through a temporary table)."""
+    await store.register_manifest("acme/svc", "units: []", [], "U1")
+    many = live_versions.FEW + 3
+    units = [f"unit-{n}" for n in range(many)]
+    for n, unit in enumerate(units):
+        await apply(store, Deploy(unit, (1, n, 0), (("dev", "east"), ("qa", "west"))), n)
+        await apply(store, Deploy(unit, (2, 0, 0), (("dev", "east"),)), many + n)
+    everything = (await store.list_stacks(StackQuery(limit=10_000))).stacks
+    for stack in everything:
+        for status in (StackStatus.DEPLOYING, StackStatus.WARMING, StackStatus.READY):
+            await store.change_status(stack.id, status, "", "U1")
+    older = [s.id for s in everything if s.version.major == 1]
+    assert len(await store.mark_garbage({i: "expired" for i in older}, T0)) == 2 * many
+    assert await store.live_units("qa") == {}
+    assert await store.live_units("dev") == {
+        unit: LiveUnit(1, 1, (Version(2, 0, 0),)) for unit in units
+    }
+    await check(store)
