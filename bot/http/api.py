@@ -22,6 +22,7 @@ from bot.http.problems import problem
 from bot.outage import describe, is_outage
 from commands import model
 from commands.access import Principal
+from commands.gate import Held
 from commands.handlers import handle
 from commands.replies import AccessDenied, NotAvailable, NotFound, Reply, UserError
 from domain.api_tokens import digest, well_formed
@@ -242,7 +243,7 @@ class Api:
             raise Refused(problem("forbidden", 403, exc.message, hint=exc.hint or None)) from None
         except NotFound as exc:
             raise Refused(problem("not-found", 404, exc.message, hint=exc.hint or None)) from None
-        except NotAvailable as exc:
+        except (NotAvailable, Held) as exc:  # not now: a datacenter closed, a lock, a freeze
             raise Refused(problem("conflict", 409, exc.message, hint=exc.hint or None)) from None
         except UserError as exc:
             raise Refused(

@@ -163,6 +163,26 @@ async def test_a_scoped_token_deploys_and_reads_what_it_may(
     assert status == 401
 
 
+async def test_a_locked_unit_refuses_ci_as_it_refuses_chat(
+    bot: RunningBot, fake: FakeSlack
+) -> None:
+    token = await new_token(bot, fake, "token create ci for dev can deploy")
+    ci = Client(bot, token)
+    await slash(bot, fake, "lock howdy in dev for 1h because the database migrates")
+    deploy = {"unit": "howdy", "version": "1.0.0", "namespace": "dev"}
+    status, body = await ci.call("POST", "/v1/deployments", json=deploy)
+    assert status == 409, body
+    assert "locked" in body["detail"] and "the database migrates" in body["detail"]
+    assert ADMIN in body["detail"]  # who locked it
+    assert (await bot.application.store.list_stacks(StackQuery(unit="howdy"))).total == 0
+    events = await bot.application.store.audit_events(limit=200)
+    assert any(e.actor == "token:ci" and not e.allowed and "held" in e.detail for e in events)
+
+    await slash(bot, fake, "unlock howdy in dev")
+    status, body = await ci.call("POST", "/v1/deployments", json=deploy)
+    assert status == 202, body
+
+
 async def test_refusals_are_problems_and_change_nothing(bot: RunningBot, fake: FakeSlack) -> None:
     viewer = await new_token(bot, fake, "token create dashboards for dev, prod can view")
     ci = Client(bot, viewer)
