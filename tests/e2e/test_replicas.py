@@ -178,7 +178,7 @@ async def deploy(
 
 
 async def all_stacks(store: SqlStore) -> list[Stack]:
-    return (await store.list_stacks(StackQuery(limit=100))).stacks
+    return list((await store.list_stacks(StackQuery(limit=100))).stacks)
 
 
 async def killer(
