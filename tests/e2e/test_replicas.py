@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 UNITS = [f"echo{n}" for n in range(1, 7)]
 REPLICAS = 3
 CLAIM_TTL = 3.0
-KILL_EVERY = (2.0, 4.0)  # seconds between kills, drawn at random
+KILL_EVERY = (2.0, 4.0)  # seconds between kills, drawn at random (of a replica that is up,
+# while another one is up too)
 TOKEN = re.compile(r"nelson_[A-Za-z0-9_-]{43}")
 ORDER = [
     StackStatus.PENDING,
@@ -102,6 +103,13 @@ class Replica:
             await asyncio.sleep(0.1)
         raise AssertionError(f"replica {self.n} did not come up:\n" + self.log.read_text())
 
+    async def answers(self, session: aiohttp.ClientSession) -> bool:
+        try:
+            async with session.get(f"{self.url}/healthz") as response:
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
+
     def kill(self) -> int:
         assert self.process is not None
         pid = self.process.pid
@@ -164,7 +172,7 @@ async def deploy(
     CI would try the next."""
     body = {"unit": unit, "version": "1.0.0", "namespace": "dev"}
     headers = {"Authorization": f"Bearer {token}"}
-    for attempt in range(30):
+    for attempt in range(150):
         replica = replicas[(first + attempt) % len(replicas)]
         try:
             async with session.post(
@@ -184,6 +192,7 @@ async def all_stacks(store: SqlStore) -> list[Stack]:
 async def killer(
     replicas: list[Replica],
     store: SqlStore,
+    session: aiohttp.ClientSession,
     rng: random.Random,
     takeovers: list[float],
     stop: asyncio.Event,
@@ -194,7 +203,10 @@ async def killer(
         await asyncio.sleep(rng.uniform(*KILL_EVERY))
         if stop.is_set():
             break
-        victim = rng.choice(replicas)
+        alive = [r for r in replicas if await r.answers(session)]
+        if len(alive) < 2:
+            continue  # one replica at least keeps serving: the others are still starting
+        victim = rng.choice(alive)
         pid = victim.kill()
         killed_at = time.monotonic()
         kills += 1
@@ -260,7 +272,7 @@ async def test_replicas_share_deploys_while_one_is_killed_every_few_seconds(
                 replica.start()
             for replica in replicas:
                 await replica.up(session)
-            kills = asyncio.create_task(killer(replicas, store, rng, takeovers, stop))
+            kills = asyncio.create_task(killer(replicas, store, session, rng, takeovers, stop))
             for n, unit in enumerate(UNITS):
                 await deploy(session, replicas, n, token, unit)
                 await asyncio.sleep(rng.uniform(0.5, 3))
