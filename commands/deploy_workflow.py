@@ -305,9 +305,13 @@ class DeployWorkflow:
     async def _drive(self, stack_id: int) -> None:
         if self._draining:
             return
-        claim = await self.store.claim_workflow(
-            stack_id, self.holder, self.settings.workflow.claim_ttl
-        )
+        try:
+            claim = await self.store.claim_workflow(
+                stack_id, self.holder, self.settings.workflow.claim_ttl
+            )
+        except Exception as exc:  # the database is away: the takeover job tries again
+            log.warning("stack %s: could not claim its workflow (%s)", stack_id, type(exc).__name__)
+            return
         if claim is None:
             return  # another replica drives it
         self._claims[stack_id] = claim.token
