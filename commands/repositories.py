@@ -406,8 +406,9 @@ class WorkflowClaimRepository(Protocol):
     async def renew_workflow_claims(
         self, holder: str, tokens: Mapping[int, int], ttl: timedelta
     ) -> set[int]:
-        """Extend the claims `holder` still holds with these tokens (stack id -> token) by
-        `ttl` from now; returns the stack ids renewed (the others were taken over)."""
+        """Extend the unexpired claims `holder` holds with these tokens (stack id -> token)
+        by `ttl` from now; returns the stack ids renewed. The others are lost: expired (a
+        holder that renews too late claims again, with a new token) or taken over."""
         ...
 
     async def check_workflow_claim(self, stack_id: int, holder: str, token: int) -> None:

@@ -934,11 +934,16 @@ class MemoryStore:
     async def renew_workflow_claims(
         self, holder: str, tokens: Mapping[int, int], ttl: timedelta
     ) -> set[int]:
-        until = _utc(self._now() + ttl)
+        now = self._now()
+        until = _utc(now + ttl)
         renewed = set()
         for stack_id, token in tokens.items():
             current = self._t.claims.get(stack_id)
-            if current is not None and (current.holder, current.token) == (holder, token):
+            if (
+                current is not None
+                and (current.holder, current.token) == (holder, token)
+                and current.expires_at > now
+            ):
                 self._t.claims[stack_id] = replace(current, expires_at=until)
                 renewed.add(stack_id)
         return renewed

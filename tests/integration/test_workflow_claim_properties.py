@@ -76,10 +76,9 @@ class Model:
         return token
 
     def renew(self, stack: int, holder: str, token: int) -> bool:
-        row = self.rows.get(stack)
-        if row is None or (row.holder, row.token) != (holder, token):
-            return False
-        row.expires_at = self.clock.now() + TTL
+        if not self.valid(stack, holder, token):
+            return False  # an expired claim is lost, taken over or not
+        self.rows[stack].expires_at = self.clock.now() + TTL
         return True
 
     def release(self, stack: int, holder: str, token: int) -> None:

@@ -84,6 +84,9 @@ async def test_renewal_keeps_a_claim_past_its_first_expiry(store: Store, clock: 
     clock.advance(5)
     with pytest.raises(ClaimLost):
         await store.check_workflow_claim(one, "a", 1)  # expired, though nobody took it yet
+    assert await store.renew_workflow_claims("a", {one: 1, two: 1}, TTL) == set()
+    again = await store.claim_workflow(one, "a", TTL)
+    assert again is not None and again.token == 2  # claimed anew, under a new token
 
 
 async def test_a_released_claim_is_free_at_once_and_its_token_still_grows(store: Store) -> None:

@@ -68,12 +68,13 @@ class SqlWorkflowClaims(SqlRepository):
     ) -> set[int]:
         if not tokens:
             return set()
-        until = self._now() + ttl
+        now = self._now()
+        until = now + ttl
         held = or_(*(and_(_c.stack_id == sid, _c.token == token) for sid, token in tokens.items()))
         async with self._begin() as conn:
             rows = await conn.execute(
                 update(t.workflow_claims)
-                .where(_c.holder == holder, held)
+                .where(_c.holder == holder, _c.expires_at > now, held)
                 .values(expires_at=until)
                 .returning(_c.stack_id)
             )
