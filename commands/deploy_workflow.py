@@ -238,7 +238,7 @@ class DeployWorkflow:
         for stack_id in set(held) - renewed:
             if self._claims.get(stack_id) == held[stack_id]:
                 del self._claims[stack_id]
-                log.warning("stack %s: claim lost to another replica; stopping its run", stack_id)
+                log.warning("stack %s: claim expired or taken over; stopping its run", stack_id)
                 task = self._tasks.get(stack_id)
                 if task is not None:
                     task.cancel()
