@@ -2,7 +2,8 @@
 (so `nelson run` knows something drives shifts), expiring approvals whose deadline passed,
 moving traffic shifts, the cleanup pass and its daily announcement (posted at start when the
 process was not running at `announce_at` and nobody posted it that day), renewing stacks'
-Vault tokens, sweeping stale Lighthouse keys, forgetting old delivery ids. Each job is
+Vault tokens, sweeping stale Lighthouse keys, forgetting old delivery ids, taking over the
+deploys whose workflow claim expired (a replica died). Each job is
 idempotent, so several replicas running it at once do no harm: the Store lets one of them win
 each change, and leases in the database let one replica run each cleanup pass and each
 announcement."""
@@ -62,6 +63,15 @@ class Jobs:
             max_instances=1,
             id="heartbeat",
         )
+        if application.deploys is not None:
+            self.scheduler.add_job(
+                self.take_over_workflows,
+                "interval",
+                seconds=application.deploys.claim_ttl / 3,
+                coalesce=True,
+                max_instances=1,
+                id="take-over-workflows",
+            )
         self.scheduler.add_job(
             self.expire_approvals,
             "interval",
@@ -194,6 +204,14 @@ class Jobs:
 
     async def heartbeat(self) -> None:
         await self.application.store.heartbeat(self.holder, self.kind, self.application.clock.now())
+
+    async def take_over_workflows(self) -> None:
+        """Drive the unfinished deploys nobody holds: those of a replica that died (its claims
+        expired) and those an earlier run of this process left."""
+        if self.application.deploys is not None:
+            started = await self.application.deploys.take_over()
+            if started:
+                log.info("workflows: took over %d unfinished deploy(s)", started)
 
     async def expire_approvals(self) -> None:
         await self.application.desk.remind_due()

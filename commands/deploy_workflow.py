@@ -9,16 +9,25 @@ Durable: the step a stack is in is stored (`workflow_step`) before it runs, and 
 is idempotent (a digest already known, blobs already present, containers already there), so
 after a crash `resume()` continues each unfinished stack from its last step. Every external
 call has a timeout; transient faults are retried with backoff; a step that keeps failing
-ends the stack `failed` with the reason, and its containers are removed."""
+ends the stack `failed` with the reason, and its containers are removed.
+
+Several replicas on one database: a process drives a stack only while it holds the stack's
+claim (`WorkflowClaimRepository`), renewed every third of `workflow.claim_ttl`. Each write of
+a run is fenced by the claim's token, so a process that lost it (expired, taken over) writes
+nothing more and stops that run. `take_over()`, run at start and periodically, drives the
+unfinished stacks whose claim is missing or expired: a dead replica's work resumes elsewhere."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import os
 import secrets
+import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +42,7 @@ from tenacity import (
 from commands.events import EventHub, StackProgress, StackReady
 from commands.manifests import ManifestMissing, Manifests
 from commands.ports import (
+    ClaimLost,
     Clock,
     Registry,
     RegistryError,
@@ -83,6 +93,7 @@ class DeployWorkflow:
         *,
         manifests: Manifests | None = None,
         secrets: StackSecrets | None = None,
+        holder: str | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -96,6 +107,11 @@ class DeployWorkflow:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._draining = False
         self.secrets = secrets  # where datacenters have Vault (commands.stack_secrets)
+        # who this process is in the workflow claims: unique per process, so a restarted
+        # replica waits for its predecessor's claims to expire like any other replica
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{secrets_hex()}"
+        self._claims: dict[int, int] = {}  # stack id -> fencing token of the claims held
+        self._keeper: asyncio.Task[None] | None = None
 
     # -- the port ---------------------------------------------------------------------------
 
@@ -192,12 +208,48 @@ class DeployWorkflow:
     # -- running ----------------------------------------------------------------------------
 
     async def resume(self) -> int:
-        """Continue every stack a previous run left unfinished. Returns how many."""
-        page = await self.store.list_stacks(StackQuery(statuses=UNFINISHED, limit=10_000))
-        for stack in page.stacks:
-            if stack.datacenter in self.schedulers:
-                self._start(stack.id)
-        return len(page.stacks)
+        """Continue every unfinished stack nobody drives (no claim, or an expired one): what
+        an earlier run of this process or a dead replica left. Returns how many."""
+        return await self.take_over()
+
+    async def take_over(self) -> int:
+        """Start driving the unfinished stacks whose claim is missing or expired (each run
+        claims its stack first, so of several replicas doing this one wins each)."""
+        if self._draining:
+            return 0
+        found = await self.store.unclaimed_workflows(UNFINISHED, sorted(self.schedulers))
+        started = [stack_id for stack_id in found if stack_id not in self._tasks]
+        for stack_id in started:
+            self._start(stack_id)
+        return len(started)
+
+    @property
+    def claim_ttl(self) -> float:
+        return self.settings.workflow.claim_ttl.total_seconds()
+
+    async def renew_claims(self) -> None:
+        """Extend the claims this process holds; stop the runs whose claim was taken over."""
+        if not self._claims:
+            return
+        held = dict(self._claims)
+        renewed = await self.store.renew_workflow_claims(
+            self.holder, held, self.settings.workflow.claim_ttl
+        )
+        for stack_id in set(held) - renewed:
+            if self._claims.get(stack_id) == held[stack_id]:
+                del self._claims[stack_id]
+                log.warning("stack %s: claim expired or taken over; stopping its run", stack_id)
+                task = self._tasks.get(stack_id)
+                if task is not None:
+                    task.cancel()
+
+    async def _keep_claims(self) -> None:
+        while True:
+            await asyncio.sleep(self.claim_ttl / 3)
+            try:
+                await self.renew_claims()
+            except Exception as exc:  # unrenewed claims expire; fenced writes then stop runs
+                log.warning("renewing workflow claims failed (%s)", type(exc).__name__)
 
     async def wait_idle(self, timeout: float | None = None) -> None:
         """Wait until every workflow this process runs has ended (tests, `nelson run`)."""
@@ -222,15 +274,26 @@ class DeployWorkflow:
         return sum(1 for stack in page.stacks if stack.datacenter in self.schedulers)
 
     async def close(self) -> None:
-        """Stop driving (a restart continues where this left off)."""
+        """Stop driving (a restart, or another replica at once, continues where this left
+        off: the claims still held are given up)."""
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
+            self._keeper = None
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._tasks.clear()
+        for stack_id, token in list(self._claims.items()):
+            with contextlib.suppress(Exception):  # unreleased, it expires after the TTL
+                await self.store.release_workflow_claim(stack_id, self.holder, token)
+        self._claims.clear()
 
     def _start(self, stack_id: int) -> None:
         if stack_id in self._tasks:
             return
+        if self._keeper is None:
+            self._keeper = asyncio.create_task(self._keep_claims(), name="workflow-claims")
         task = asyncio.create_task(self._drive(stack_id), name=f"deploy-{stack_id}")
         self._tasks[stack_id] = task
 
@@ -240,6 +303,43 @@ class DeployWorkflow:
         task.add_done_callback(forget)
 
     async def _drive(self, stack_id: int) -> None:
+        if self._draining:
+            return
+        try:
+            claim = await self.store.claim_workflow(
+                stack_id, self.holder, self.settings.workflow.claim_ttl
+            )
+        except Exception as exc:  # the database is away: the takeover job tries again
+            log.warning("stack %s: could not claim its workflow (%s)", stack_id, type(exc).__name__)
+            return
+        if claim is None:
+            return  # another replica drives it
+        self._claims[stack_id] = claim.token
+        try:
+            await self._drive_claimed(stack_id)
+        except ClaimLost as exc:
+            self._claims.pop(stack_id, None)
+            log.warning("stack %s: %s; stopping its run here", stack_id, exc)
+            return
+        except Exception:
+            log.exception("driving stack %s failed; another run takes it over", stack_id)
+        token = self._claims.pop(stack_id, None)
+        if token is not None:
+            with contextlib.suppress(Exception):  # unreleased, it expires after the TTL
+                await self.store.release_workflow_claim(stack_id, self.holder, token)
+
+    @contextlib.asynccontextmanager
+    async def _fenced(self, stack_id: int) -> AsyncIterator[Store]:
+        """The store for one run's writes: they land only while this process still holds the
+        stack's claim with its token (else ClaimLost, and none of them lands)."""
+        token = self._claims.get(stack_id)
+        if token is None:
+            raise ClaimLost(f"this process holds no claim on stack {stack_id}")
+        async with self.store.unit_of_work() as uow:
+            await uow.check_workflow_claim(stack_id, self.holder, token)
+            yield uow
+
+    async def _drive_claimed(self, stack_id: int) -> None:
         stack = await self.store.stack_by_id(stack_id)
         if stack is None or stack.status not in UNFINISHED or self._draining:
             return
@@ -253,7 +353,7 @@ class DeployWorkflow:
                     if self._draining:
                         return
                     await self._run(stack)
-                except asyncio.CancelledError:
+                except (asyncio.CancelledError, ClaimLost):
                     raise
                 except Stopping:
                     stack = await self.store.stack_by_id(stack_id) or stack
@@ -275,9 +375,10 @@ class DeployWorkflow:
     async def _run(self, stack: Stack) -> None:
         started = time.monotonic()
         if stack.status is StackStatus.PENDING:
-            stack = await self.store.change_status(
-                stack.id, StackStatus.DEPLOYING, "deploy started", "nelson"
-            )
+            async with self._fenced(stack.id) as store:
+                stack = await store.change_status(
+                    stack.id, StackStatus.DEPLOYING, "deploy started", "nelson"
+                )
         spec_parts = await self._manifest_parts(stack)
         release = await self.store.release(stack.unit, stack.version)
         if release is None:
@@ -327,16 +428,18 @@ class DeployWorkflow:
 
         await self._step(stack, "warm")
         if stack.status is StackStatus.DEPLOYING:
-            stack = await self.store.change_status(
-                stack.id, StackStatus.WARMING, "waiting for health checks", "nelson"
-            )
+            async with self._fenced(stack.id) as store:
+                stack = await store.change_status(
+                    stack.id, StackStatus.WARMING, "waiting for health checks", "nelson"
+                )
             await self._say(
                 stack, "warming: waiting for health checks", "warm", StackStatus.WARMING
             )
         await self._warm(stack, scheduler, spec)
 
-        await self.store.set_workflow_step(stack.id, None)
-        stack = await self.store.change_status(stack.id, StackStatus.READY, "healthy", "nelson")
+        async with self._fenced(stack.id) as store:
+            await store.set_workflow_step(stack.id, None)
+            stack = await store.change_status(stack.id, StackStatus.READY, "healthy", "nelson")
         await self.events.publish(StackReady(stack))  # routed before it is said ready
         await self._say(
             stack,
@@ -500,7 +603,8 @@ class DeployWorkflow:
     async def _step(self, stack: Stack, step: str) -> None:
         if self._draining:
             raise Stopping
-        await self.store.set_workflow_step(stack.id, step)
+        async with self._fenced(stack.id) as store:
+            await store.set_workflow_step(stack.id, step)
 
     async def _call(self, stack: Stack, step: str, call: Any) -> Any:
         """Run one external call with a timeout, retrying transient faults with backoff.
@@ -548,6 +652,8 @@ class DeployWorkflow:
         stack = await self.store.stack_by_id(stack_id)
         if stack is None or stack.status not in UNFINISHED:
             return
+        async with self._fenced(stack_id):
+            pass  # a process that lost the claim removes nothing another one now drives
         scheduler = self.schedulers.get(stack.datacenter)
         cleanup = ""
         if scheduler is not None:
@@ -562,8 +668,9 @@ class DeployWorkflow:
                     cleanup += "; its Vault policy and token were removed"
             except Exception as exc:  # the secrets sweep deletes them later
                 cleanup += f"; its Vault policy could not be removed yet ({exc})"
-        await self.store.set_workflow_step(stack_id, None)
-        stack = await self.store.change_status(stack_id, StackStatus.FAILED, reason, "nelson")
+        async with self._fenced(stack_id) as store:
+            await store.set_workflow_step(stack_id, None)
+            stack = await store.change_status(stack_id, StackStatus.FAILED, reason, "nelson")
         await self._say(stack, f"failed: {reason}{cleanup}", "failed", StackStatus.FAILED, True)
 
     async def _say(
@@ -575,8 +682,13 @@ class DeployWorkflow:
         failed: bool = False,
     ) -> None:
         at = self.clock.now()
-        await self.store.append_log(stack.id, message, step=step, at=at)
+        async with self._fenced(stack.id) as store:
+            await store.append_log(stack.id, message, step=step, at=at)
         await self.events.publish(StackProgress(stack.id, message, at, failed, status))
+
+
+def secrets_hex() -> str:
+    return secrets.token_hex(3)
 
 
 def _duration(seconds: float) -> str:

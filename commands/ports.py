@@ -23,8 +23,10 @@ from commands.repositories import (
     StackRepository,
     TrafficRepository,
     VaultTokenRepository,
+    WorkflowClaimRepository,
 )
 from commands.repositories import VaultTokenRecord as VaultTokenRecord
+from commands.repositories import WorkflowClaim as WorkflowClaim
 from domain.records import Stack
 from domain.runtime import Health, Instance, LaunchSpec, Rendering, RuntimeReport
 from domain.versions import Version
@@ -38,6 +40,11 @@ class Conflict(StoreError):
     """A uniqueness rule was hit (same release twice, same manifest revision)."""
 
 
+class ClaimLost(StoreError):
+    """This process no longer holds the claim on a stack's workflow (it expired, or another
+    replica took it over): the write it fenced did not land, and the run must stop."""
+
+
 class Store(
     ManifestRepository,
     StackRepository,
@@ -48,6 +55,7 @@ class Store(
     VaultTokenRepository,
     CiRepository,
     LockRepository,
+    WorkflowClaimRepository,
     Protocol,
 ):
     """Durable state: every repository, as the wiring passes it around. Every method is one

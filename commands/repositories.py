@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from domain.api_tokens import ApiToken
@@ -384,6 +384,57 @@ class CiRepository(Protocol):
     async def github_deployment_reported(
         self, repository: str, deployment_id: int, state: str
     ) -> None: ...
+
+
+class WorkflowClaimRepository(Protocol):
+    """Per-stack claims on the deploy workflow, so that with several replicas on one database
+    each unfinished stack is driven by one of them, and the work of a replica that died is
+    taken over once its claim expires.
+
+    A claim has a fencing token that grows on every takeover. A replica's writes for a stack
+    go through `check_workflow_claim` in the same unit of work: they land only while it still
+    holds the claim with its token, unexpired; otherwise `ClaimLost` (commands.ports) is raised
+    and nothing of that unit is written. Expiry is judged by the store's clock."""
+
+    async def claim_workflow(
+        self, stack_id: int, holder: str, ttl: timedelta
+    ) -> WorkflowClaim | None:
+        """Take the stack's claim for `ttl` if nobody holds it or its claim expired (a new,
+        larger token), or keep holding it (same token); None while another holder has it."""
+        ...
+
+    async def renew_workflow_claims(
+        self, holder: str, tokens: Mapping[int, int], ttl: timedelta
+    ) -> set[int]:
+        """Extend the unexpired claims `holder` holds with these tokens (stack id -> token)
+        by `ttl` from now; returns the stack ids renewed. The others are lost: expired (a
+        holder that renews too late claims again, with a new token) or taken over."""
+        ...
+
+    async def check_workflow_claim(self, stack_id: int, holder: str, token: int) -> None:
+        """Raise ClaimLost unless `holder` holds the stack's unexpired claim with `token`; in a
+        unit of work it also keeps a takeover from landing until that unit ends."""
+        ...
+
+    async def release_workflow_claim(self, stack_id: int, holder: str, token: int) -> None:
+        """Give the claim up (the run ended or stopped): another replica may take it at once."""
+        ...
+
+    async def unclaimed_workflows(
+        self, statuses: Sequence[StackStatus], datacenters: Sequence[str], limit: int = 1000
+    ) -> list[int]:
+        """Ids of stacks in these statuses and datacenters whose claim is missing or expired."""
+        ...
+
+    async def workflow_claims(self) -> list[WorkflowClaim]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowClaim:
+    stack_id: int
+    holder: str
+    token: int
+    expires_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

@@ -278,11 +278,23 @@ class WorkflowSettings(_Model):
     step_timeout: timedelta = timedelta(minutes=10)  # any one call to a registry or scheduler
     attempts: int = Field(default=4, ge=1, le=20)  # tries of a step that fails transiently
     health_interval: timedelta = timedelta(seconds=2)
+    # How long a replica's claim on a stack's workflow lasts unless renewed (every third of it):
+    # the work of a replica that died is taken over by another within about 1⅓ of this.
+    claim_ttl: timedelta = timedelta(seconds=15)
 
-    @field_validator("warming_timeout", "step_timeout", "health_interval", mode="before")
+    @field_validator(
+        "warming_timeout", "step_timeout", "health_interval", "claim_ttl", mode="before"
+    )
     @classmethod
     def _duration(cls, value: object) -> timedelta:
         return parse_duration(value)
+
+    @field_validator("claim_ttl")
+    @classmethod
+    def _claim_ttl(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= value <= timedelta(minutes=10):
+            raise ValueError("must be between 1 s and 10 min")
+        return value
 
     @field_validator("image_template")
     @classmethod

@@ -313,6 +313,16 @@ leases = Table(
     Column("expires_at", UtcDateTime, nullable=False),
 )
 
+# one row per stack some replica drives (or drove: rows of finished stacks are given up)
+workflow_claims = Table(
+    "workflow_claims",
+    metadata,
+    Column("stack_id", ForeignKey("stacks.id", ondelete="CASCADE"), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("token", Integer, nullable=False),  # grows on every takeover: the fencing token
+    Column("expires_at", UtcDateTime, nullable=False),
+)
+
 deliveries = Table(
     "deliveries",
     metadata,

@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from commands.ports import Clock, Conflict, StoreError
-from commands.repositories import VaultTokenRecord
+from commands.ports import ClaimLost, Clock, Conflict, StoreError
+from commands.repositories import VaultTokenRecord, WorkflowClaim
 from domain.api_tokens import ApiToken
 from domain.expiration import StackView
 from domain.github import GitHubDeployment
@@ -108,6 +108,7 @@ class _Tables:
     api_tokens: dict[str, ApiToken] = field(default_factory=dict)
     github: dict[tuple[str, int], GitHubDeployment] = field(default_factory=dict)
     locks: dict[int, Lock] = field(default_factory=dict)
+    claims: dict[int, WorkflowClaim] = field(default_factory=dict)
 
     def next_id(self, table: str) -> int:
         self.ids[table] = self.ids.get(table, 0) + 1
@@ -911,3 +912,70 @@ class MemoryStore:
 
     async def remove_locks(self, lock_ids: Sequence[int]) -> list[Lock]:
         return [self._t.locks.pop(i) for i in dict.fromkeys(lock_ids) if i in self._t.locks]
+
+    # workflow claims: each method runs without awaiting, so it is atomic among tasks
+    async def claim_workflow(
+        self, stack_id: int, holder: str, ttl: timedelta
+    ) -> WorkflowClaim | None:
+        if stack_id not in self._t.stacks:
+            return None
+        now = self._now()
+        current = self._t.claims.get(stack_id)
+        if current is not None and current.expires_at > now and current.holder != holder:
+            return None
+        if current is not None and current.expires_at > now:
+            token = current.token  # still ours: kept
+        else:
+            token = current.token + 1 if current is not None else 1
+        claim = WorkflowClaim(stack_id, holder, token, _utc(now + ttl))
+        self._t.claims[stack_id] = claim
+        return claim
+
+    async def renew_workflow_claims(
+        self, holder: str, tokens: Mapping[int, int], ttl: timedelta
+    ) -> set[int]:
+        now = self._now()
+        until = _utc(now + ttl)
+        renewed = set()
+        for stack_id, token in tokens.items():
+            current = self._t.claims.get(stack_id)
+            if (
+                current is not None
+                and (current.holder, current.token) == (holder, token)
+                and current.expires_at > now
+            ):
+                self._t.claims[stack_id] = replace(current, expires_at=until)
+                renewed.add(stack_id)
+        return renewed
+
+    async def check_workflow_claim(self, stack_id: int, holder: str, token: int) -> None:
+        current = self._t.claims.get(stack_id)
+        if (
+            current is None
+            or (current.holder, current.token) != (holder, token)
+            or not current.expires_at > self._now()
+        ):
+            raise ClaimLost(
+                f"the claim on stack {stack_id} (token {token}) is no longer held by {holder}"
+            )
+
+    async def release_workflow_claim(self, stack_id: int, holder: str, token: int) -> None:
+        current = self._t.claims.get(stack_id)
+        if current is not None and (current.holder, current.token) == (holder, token):
+            self._t.claims[stack_id] = replace(current, expires_at=_utc(self._now()))
+
+    async def unclaimed_workflows(
+        self, statuses: Sequence[StackStatus], datacenters: Sequence[str], limit: int = 1000
+    ) -> list[int]:
+        now = self._now()
+        found = [
+            s.id
+            for s in self._by_id()
+            if s.status in statuses
+            and s.datacenter in datacenters
+            and ((c := self._t.claims.get(s.id)) is None or not c.expires_at > now)
+        ]
+        return found[:limit]
+
+    async def workflow_claims(self) -> list[WorkflowClaim]:
+        return [self._t.claims[i] for i in sorted(self._t.claims)]
