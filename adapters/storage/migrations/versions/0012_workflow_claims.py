@@ -1,6 +1,6 @@
 """per-stack claims on the deploy workflow, with fencing tokens
 
-Revision ID: 0012_issue19
+Revision ID: 0012
 Revises: 0011
 Create Date: 2026-11-27 22:00:00
 """
@@ -12,7 +12,7 @@ from alembic import op
 
 import adapters.storage.tables
 
-revision: str = "0012_issue19"
+revision: str = "0012"
 down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
