@@ -9,6 +9,7 @@ from commands.access import Principal, Role, authorize
 from commands.approval_desk import ApprovalDesk
 from commands.ports import Store
 from commands.settings import Settings
+from domain.approvals import ApprovalStatus
 from domain.records import Approval, Operation, Stack, StackQuery
 from domain.states import StackStatus
 
@@ -39,7 +40,9 @@ async def home_view(
     operations: int = 10,
     stacks_per_datacenter: int = 10,
 ) -> HomeView:
-    mine = [a for a in await store.approvals("pending") if desk.refusal(a, who) is None]
+    mine = [
+        a for a in await store.approvals(ApprovalStatus.PENDING) if desk.refusal(a, who) is None
+    ]
     recent = await store.recent_operations(who.user_id, limit=operations)
     per_datacenter = []
     for datacenter in sorted(settings.datacenters):
