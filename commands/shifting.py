@@ -122,6 +122,26 @@ class TrafficControl:
         if router is None:
             await self._say(stack, f"traffic: {stack.datacenter} has no router; not routed")
             return
+        serving = await self._join_route(stack, router)
+        if not serving:
+            return
+        newer = await self._newer_target(stack)
+        if newer is not None:
+            await self._say(
+                stack,
+                f"traffic: the shift to {newer.name} ({newer.version}), a newer version, "
+                "continues; this stack gets no traffic",
+            )
+            return
+        old = await self.store.stack(max(serving, key=lambda n: (serving[n], n)))
+        if old is None or await self._held(stack, old):
+            return
+        await self._open_shift(stack, old)
+
+    async def _join_route(self, stack: Stack, router: Router) -> dict[str, int]:
+        """Put the stack on its route with no weight; the other stacks serving there with
+        their weights. Empty when nothing more is to do: the stack is the first of its major
+        version there and gets all traffic, or the router failed (both told)."""
         route = route_of(stack)
         addresses = await self._addresses(stack)
         try:
@@ -139,22 +159,15 @@ class TrafficControl:
                     f"traffic: first stack of {stack.unit} {stack.version.major}.x in "
                     f"{stack.datacenter}/{stack.namespace}: it gets all traffic at {entry}",
                 )
-                return
+                return {}
             await router.set_weights(route, {stack.name: (addresses, 0)})
         except RouterError as exc:
             await self._say(stack, f"traffic: the router failed ({exc}); not routed", failed=True)
-            return
-        newer = await self._newer_target(stack)
-        if newer is not None:
-            await self._say(
-                stack,
-                f"traffic: the shift to {newer.name} ({newer.version}), a newer version, "
-                "continues; this stack gets no traffic",
-            )
-            return
-        old = await self.store.stack(max(serving, key=lambda n: (serving[n], n)))
-        if old is None:
-            return
+            return {}
+        return serving
+
+    async def _held(self, stack: Stack, old: Stack) -> bool:
+        """A lock or freeze holding the stack: no shift starts (told and audited)."""
         held = await self.gate.holding_stack(stack)
         if held:
             why = held[0].describe(self.clock.now())
@@ -165,7 +178,11 @@ class TrafficControl:
                 f"({old.version}) and this stack gets none (once lifted, `redeploy "
                 f"{stack.name}` deploys it again)",
             )
-            return
+        return bool(held)
+
+    async def _open_shift(self, stack: Stack, old: Stack) -> None:
+        """A shift from `old` to `stack` on their route: started at once where the namespace
+        needs no approval, otherwise waiting for one (asked here)."""
         policy, duration = await self._policy(stack)
         rule_name, rule = self.settings.approval_rule(stack.namespace)
         now = self.clock.now()
@@ -180,11 +197,6 @@ class TrafficControl:
         )
         for earlier in superseded:
             await self._superseded(earlier, stack, shift)
-        summary = (
-            f"Shift traffic for {stack.unit} {stack.version.major}.x in "
-            f"{stack.datacenter}/{stack.namespace} from {old.version} to {stack.version}, "
-            f"{policy} over {_human(duration)}?"
-        )
         if not rule.needed:
             await self._say(
                 stack,
@@ -199,7 +211,11 @@ class TrafficControl:
             KIND,
             namespace=stack.namespace,
             datacenter=stack.datacenter,
-            summary=summary,
+            summary=(
+                f"Shift traffic for {stack.unit} {stack.version.major}.x in "
+                f"{stack.datacenter}/{stack.namespace} from {old.version} to {stack.version}, "
+                f"{policy} over {_human(duration)}?"
+            ),
             requested_by=stack.created_by,
             stack_id=stack.id,
             details=(
