@@ -22,6 +22,7 @@ from commands.ports import StoreError
 from commands.settings import Settings
 from domain.manifest import ManifestError, ManifestInvalid, parse_manifest
 from domain.redaction import redacted
+from domain.traffic import ShiftState
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -234,7 +235,7 @@ async def _run(app: Application, text: str, as_user: str | None) -> int:
         # A one-shot deploy follows its stacks to the end before the process exits.
         await app.deploys.wait_idle()
         deployed = answer.reply.operation_id is not None
-        if deployed and app.traffic is not None and await app.store.shifts(("running",)):
+        if deployed and app.traffic is not None and await app.store.shifts((ShiftState.RUNNING,)):
             # this process exits now: say truthfully whether anything keeps shifts moving
             print(f"Traffic shifts: {await app.traffic.drivers()}.")
         if answer.reply.operation_id is not None:

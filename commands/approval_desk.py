@@ -17,11 +17,11 @@ from commands.ports import Clock, Store
 from commands.replies import AccessDenied, UserError
 from commands.repositories import ApprovalRepository
 from commands.settings import Settings
+from domain.approvals import ApprovalKind, ApprovalStatus, Decision
 from domain.records import Approval, AuditEvent, NewApproval
 
-APPROVE = "approve"
-SHIFT = "traffic-shift"  # commands.shifting.KIND: approving one starts a shift
-REJECT = "reject"
+APPROVE = Decision.APPROVE
+REJECT = Decision.REJECT
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +40,7 @@ class ApprovalDesk:
 
     async def request(
         self,
-        kind: str,
+        kind: ApprovalKind,
         *,
         namespace: str,
         datacenter: str,
@@ -88,7 +88,7 @@ class ApprovalDesk:
         return None
 
     async def decide(
-        self, approval_id: int, who: Principal, decision: str, reason: str = ""
+        self, approval_id: int, who: Principal, decision: Decision, reason: str = ""
     ) -> Outcome:
         """`reason` (a rejection's) is kept with the approval and in the audit."""
         approval = await self.store.approval(approval_id)
@@ -101,19 +101,25 @@ class ApprovalDesk:
                 f"{who.label} may not {decision} #{approval.id}: {why_not}.",
                 "Nothing was changed.",
             )
-        if decision == APPROVE and approval.status == "pending":
+        if decision is APPROVE and approval.status is ApprovalStatus.PENDING:
             await self._check_not_held(approval, who)
         now = self.clock.now()
-        if approval.status == "pending" and approval.deadline and approval.deadline <= now:
-            approval = await self._close(approval, "expired", "nelson", now) or approval
-        if approval.status != "pending":
+        if (
+            approval.status is ApprovalStatus.PENDING
+            and approval.deadline
+            and approval.deadline <= now
+        ):
+            approval = (
+                await self._close(approval, ApprovalStatus.EXPIRED, "nelson", now) or approval
+            )
+        if approval.status is not ApprovalStatus.PENDING:
             raise UserError(f"approval #{approval.id} is already {describe(approval)}.")
         counted = await self.store.vote(approval.id, who.user_id, decision, now)
         if not counted:
             current = await self.store.approval(approval.id) or approval
             return Outcome(current, f"You had already voted on #{approval.id}.", False)
-        if decision == REJECT:
-            closed = await self._close(approval, "rejected", who.user_id, now, reason)
+        if decision is REJECT:
+            closed = await self._close(approval, ApprovalStatus.REJECTED, who.user_id, now, reason)
             if closed is None:
                 return await self._lost_race(approval.id)
             because = f" (reason: {reason})" if reason else ""
@@ -126,14 +132,14 @@ class ApprovalDesk:
                 f"{current.required}).",
                 True,
             )
-        closed = await self._close(current, "approved", who.user_id, now)
+        closed = await self._close(current, ApprovalStatus.APPROVED, who.user_id, now)
         if closed is None:
             return await self._lost_race(approval.id)
         return Outcome(closed, f"Approved #{approval.id}: {approval.summary}", True)
 
     async def _check_not_held(self, approval: Approval, who: Principal) -> None:
         """Approving a traffic shift starts it: not while a lock or freeze holds its stack."""
-        if approval.kind != SHIFT or approval.stack_id is None:
+        if approval.kind is not ApprovalKind.TRAFFIC_SHIFT or approval.stack_id is None:
             return
         stack = await self.store.stack_by_id(approval.stack_id)
         if stack is None:
@@ -153,16 +159,18 @@ class ApprovalDesk:
         now = self.clock.now()
         expired = []
         for approval in await self.store.overdue_approvals(now):
-            closed = await self._close(approval, "expired", "nelson", now)
+            closed = await self._close(approval, ApprovalStatus.EXPIRED, "nelson", now)
             if closed is not None:
                 expired.append(closed)
         return expired
 
-    async def withdraw(self, approval_id: int, status: str, reason: str = "") -> Approval | None:
+    async def withdraw(
+        self, approval_id: int, status: ApprovalStatus, reason: str = ""
+    ) -> Approval | None:
         """Close a pending request nobody needs to decide any more (`superseded`, `void`):
         what it would approve changed; `reason` says what."""
         approval = await self.store.approval(approval_id)
-        if approval is None or approval.status != "pending":
+        if approval is None or approval.status is not ApprovalStatus.PENDING:
             return None
         return await self._close(approval, status, "nelson", self.clock.now(), reason)
 
@@ -170,9 +178,9 @@ class ApprovalDesk:
         """Void every pending request about this stack (it failed, was reversed or rolled
         back): approving it now would approve something else than what was asked."""
         voided = []
-        for approval in await self.store.approvals("pending"):
+        for approval in await self.store.approvals(ApprovalStatus.PENDING):
             if approval.stack_id == stack_id:
-                closed = await self.withdraw(approval.id, "void", reason)
+                closed = await self.withdraw(approval.id, ApprovalStatus.VOID, reason)
                 if closed is not None:
                     voided.append(closed)
         return voided
@@ -182,7 +190,7 @@ class ApprovalDesk:
         once (`ApprovalReminder`), whichever replica sweeps first."""
         now = self.clock.now()
         due = []
-        for approval in await self.store.approvals("pending"):
+        for approval in await self.store.approvals(ApprovalStatus.PENDING):
             _, rule = self.settings.approval_rule(approval.namespace)
             if rule.remind_before is None or approval.deadline is None:
                 continue
@@ -194,7 +202,12 @@ class ApprovalDesk:
         return due
 
     async def _close(
-        self, approval: Approval, status: str, by: str, at: datetime, reason: str = ""
+        self,
+        approval: Approval,
+        status: ApprovalStatus,
+        by: str,
+        at: datetime,
+        reason: str = "",
     ) -> Approval | None:
         async with self.store.unit_of_work() as uow:  # the decision and its audit event together
             closed = await uow.decide_approval(approval.id, status, by, at, reason)
@@ -233,9 +246,9 @@ class ApprovalDesk:
 
 def describe(approval: Approval) -> str:
     """`approved by U2`, `expired`, `pending (1 of 2)`."""
-    if approval.status == "pending":
+    if approval.status is ApprovalStatus.PENDING:
         return f"pending ({len(approval.approvers)} of {approval.required})"
-    if approval.status == "expired" or not approval.decided_by:
+    if approval.status is ApprovalStatus.EXPIRED or not approval.decided_by:
         return approval.status
     because = f" ({approval.reason})" if approval.reason else ""
     return f"{approval.status} by {approval.decided_by}{because}"

@@ -34,6 +34,7 @@ from domain import expiration
 from domain.expiration import ExpirationPolicy, StackView, Verdict
 from domain.records import AuditEvent, Stack
 from domain.states import IllegalTransition, StackStatus
+from domain.traffic import OPEN_SHIFT_STATES
 
 log = logging.getLogger("nelson.lifecycle")
 
@@ -41,7 +42,7 @@ LEASE = "lifecycle"
 ANNOUNCE_LEASE = "cleanup-announcement"
 ANNOUNCE_HOLD = timedelta(minutes=10)  # other replicas firing at the same moment stay quiet
 DAILY = "cleanup-digest"  # + ":YYYY-MM-DD": the day's digest was posted (or is being)
-OPEN_SHIFTS = ("awaiting-approval", "running", "paused")
+OPEN_SHIFTS = OPEN_SHIFT_STATES
 BATCH = 2000  # stacks judged at a time
 
 

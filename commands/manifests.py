@@ -145,8 +145,8 @@ def _policies(manifest: Manifest) -> Policies:
     for unit in manifest.units:
         found.channels[unit.name] = list(manifest.notifications.slack_channels)
         for plan in manifest.plans:
-            if plan.expiration_policy:
-                policy = expiration.parse_policy(plan.expiration_policy)
+            if plan.expiration_policy is not None:
+                policy = plan.expiration_policy
             else:
                 kind = "job" if plan.schedule is not None else kinds[unit.name]
                 policy = expiration.default_policy(kind)

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from domain.api_tokens import ApiToken
+from domain.approvals import ApprovalStatus, Decision
 from domain.expiration import StackView
 from domain.github import GitHubDeployment
 from domain.locks import Lock, NewLock
@@ -39,6 +40,7 @@ from domain.records import (
     UnitRecord,
 )
 from domain.states import StackStatus
+from domain.traffic import ShiftPolicy, ShiftState
 from domain.versions import Version
 
 
@@ -176,18 +178,25 @@ class StackRepository(Protocol):
 class ApprovalRepository(Protocol):
     """Approvals, their votes, and the audit trail."""
 
-    async def approvals(self, status: str | None = "pending") -> list[Approval]: ...
+    async def approvals(
+        self, status: ApprovalStatus | None = ApprovalStatus.PENDING
+    ) -> list[Approval]: ...
 
     async def approval(self, approval_id: int) -> Approval | None: ...
 
     async def create_approval(self, new: NewApproval, at: datetime | None = None) -> Approval: ...
 
-    async def vote(self, approval_id: int, user_id: str, decision: str, at: datetime) -> bool:
+    async def vote(self, approval_id: int, user_id: str, decision: Decision, at: datetime) -> bool:
         """Record one person's vote; False when they had already voted (a double click)."""
         ...
 
     async def decide_approval(
-        self, approval_id: int, status: str, decided_by: str, at: datetime, reason: str = ""
+        self,
+        approval_id: int,
+        status: ApprovalStatus,
+        decided_by: str,
+        at: datetime,
+        reason: str = "",
     ) -> Approval | None:
         """Close a pending approval; None when it was no longer pending."""
         ...
@@ -288,9 +297,9 @@ class TrafficRepository(Protocol):
         self,
         from_stack_id: int,
         to_stack_id: int,
-        policy: str,
+        policy: ShiftPolicy,
         duration_seconds: int,
-        state: str,
+        state: ShiftState,
         at: datetime,
         route: str | None = None,
     ) -> TrafficShift: ...
@@ -300,9 +309,9 @@ class TrafficRepository(Protocol):
         route: str | None,
         from_stack_id: int,
         to_stack_id: int,
-        policy: str,
+        policy: ShiftPolicy,
         duration_seconds: int,
-        state: str,
+        state: ShiftState,
         at: datetime,
         start_new_weight: int = 0,
     ) -> tuple[TrafficShift, list[TrafficShift]]:
@@ -320,11 +329,11 @@ class TrafficRepository(Protocol):
     async def shift(self, shift_id: int) -> TrafficShift | None: ...
 
     async def shifts(
-        self, states: Sequence[str] = (), stack_id: int | None = None
+        self, states: Sequence[ShiftState] = (), stack_id: int | None = None
     ) -> list[TrafficShift]: ...
 
     async def update_shift(
-        self, shift_id: int, expected_state: str | None = None, **values: Any
+        self, shift_id: int, expected_state: ShiftState | None = None, **values: Any
     ) -> TrafficShift | None:
         """Change a shift; with `expected_state`, only if it is still in that state."""
         ...

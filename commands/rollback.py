@@ -17,9 +17,11 @@ from commands.events import ApprovalDecided, Event, StackProgress
 from commands.ports import RouterError
 from commands.replies import NotAvailable, UserError
 from commands.shifting import OPEN, ROUTABLE, TrafficControl, route_key, route_of
+from domain.approvals import ApprovalKind, ApprovalStatus
 from domain.records import AuditEvent, Stack, StackQuery
+from domain.traffic import ShiftState
 
-KIND = "rollback"
+KIND = ApprovalKind.ROLLBACK
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +146,9 @@ class Rollbacks:
         key = route_key(current)
         for shift in await self.store.shifts(OPEN):
             if shift.route == key:
-                cancelled = await self.store.update_shift(shift.id, shift.state, state="cancelled")
+                cancelled = await self.store.update_shift(
+                    shift.id, shift.state, state=ShiftState.CANCELLED
+                )
                 if cancelled is not None:
                     await self.control.desk.void_for_stack(
                         shift.to_stack_id, f"{current.unit} was rolled back by {label}"
@@ -203,7 +207,7 @@ class Rollbacks:
         if not isinstance(event, ApprovalDecided) or event.approval.kind != KIND:
             return
         approval = event.approval
-        if approval.status != "approved" or approval.stack_id is None:
+        if approval.status is not ApprovalStatus.APPROVED or approval.stack_id is None:
             return
         current = await self.store.stack_by_id(approval.stack_id)
         if current is None or current.status not in ROUTABLE:

@@ -32,16 +32,18 @@ from commands.ports import Clock, Route, Router, RouterError, Scheduler, Store
 from commands.replies import AccessDenied, UserError
 from commands.settings import Settings
 from domain import traffic
+from domain.approvals import ApprovalKind, ApprovalStatus
 from domain.manifest import ManifestInvalid
 from domain.records import AuditEvent, Stack, TrafficShift
 from domain.runtime import RuntimeReport
 from domain.states import StackStatus
+from domain.traffic import ACTIVE_SHIFT_STATES, OPEN_SHIFT_STATES, ShiftState
 
 log = logging.getLogger("nelson.traffic")
 
-KIND = "traffic-shift"
-ACTIVE = ("running", "paused")
-OPEN = ("awaiting-approval", *ACTIVE)  # at most one of these per route
+KIND = ApprovalKind.TRAFFIC_SHIFT
+ACTIVE = ACTIVE_SHIFT_STATES
+OPEN = OPEN_SHIFT_STATES  # at most one of these per route
 ROUTABLE = (StackStatus.READY, StackStatus.DEPRECATED)
 # A gap between two steps longer than this (and than three step intervals) means no process
 # drove the shift; shorter ones are a busy event loop and count as shift time.
@@ -120,6 +122,26 @@ class TrafficControl:
         if router is None:
             await self._say(stack, f"traffic: {stack.datacenter} has no router; not routed")
             return
+        serving = await self._join_route(stack, router)
+        if not serving:
+            return
+        newer = await self._newer_target(stack)
+        if newer is not None:
+            await self._say(
+                stack,
+                f"traffic: the shift to {newer.name} ({newer.version}), a newer version, "
+                "continues; this stack gets no traffic",
+            )
+            return
+        old = await self.store.stack(max(serving, key=lambda n: (serving[n], n)))
+        if old is None or await self._held(stack, old):
+            return
+        await self._open_shift(stack, old)
+
+    async def _join_route(self, stack: Stack, router: Router) -> dict[str, int]:
+        """Put the stack on its route with no weight; the other stacks serving there with
+        their weights. Empty when nothing more is to do: the stack is the first of its major
+        version there and gets all traffic, or the router failed (both told)."""
         route = route_of(stack)
         addresses = await self._addresses(stack)
         try:
@@ -137,22 +159,15 @@ class TrafficControl:
                     f"traffic: first stack of {stack.unit} {stack.version.major}.x in "
                     f"{stack.datacenter}/{stack.namespace}: it gets all traffic at {entry}",
                 )
-                return
+                return {}
             await router.set_weights(route, {stack.name: (addresses, 0)})
         except RouterError as exc:
             await self._say(stack, f"traffic: the router failed ({exc}); not routed", failed=True)
-            return
-        newer = await self._newer_target(stack)
-        if newer is not None:
-            await self._say(
-                stack,
-                f"traffic: the shift to {newer.name} ({newer.version}), a newer version, "
-                "continues; this stack gets no traffic",
-            )
-            return
-        old = await self.store.stack(max(serving, key=lambda n: (serving[n], n)))
-        if old is None:
-            return
+            return {}
+        return serving
+
+    async def _held(self, stack: Stack, old: Stack) -> bool:
+        """A lock or freeze holding the stack: no shift starts (told and audited)."""
         held = await self.gate.holding_stack(stack)
         if held:
             why = held[0].describe(self.clock.now())
@@ -163,7 +178,11 @@ class TrafficControl:
                 f"({old.version}) and this stack gets none (once lifted, `redeploy "
                 f"{stack.name}` deploys it again)",
             )
-            return
+        return bool(held)
+
+    async def _open_shift(self, stack: Stack, old: Stack) -> None:
+        """A shift from `old` to `stack` on their route: started at once where the namespace
+        needs no approval, otherwise waiting for one (asked here)."""
         policy, duration = await self._policy(stack)
         rule_name, rule = self.settings.approval_rule(stack.namespace)
         now = self.clock.now()
@@ -173,16 +192,11 @@ class TrafficControl:
             stack.id,
             policy,
             duration,
-            "awaiting-approval" if rule.needed else "running",
+            ShiftState.AWAITING_APPROVAL if rule.needed else ShiftState.RUNNING,
             now,
         )
         for earlier in superseded:
             await self._superseded(earlier, stack, shift)
-        summary = (
-            f"Shift traffic for {stack.unit} {stack.version.major}.x in "
-            f"{stack.datacenter}/{stack.namespace} from {old.version} to {stack.version}, "
-            f"{policy} over {_human(duration)}?"
-        )
         if not rule.needed:
             await self._say(
                 stack,
@@ -197,7 +211,11 @@ class TrafficControl:
             KIND,
             namespace=stack.namespace,
             datacenter=stack.datacenter,
-            summary=summary,
+            summary=(
+                f"Shift traffic for {stack.unit} {stack.version.major}.x in "
+                f"{stack.datacenter}/{stack.namespace} from {old.version} to {stack.version}, "
+                f"{policy} over {_human(duration)}?"
+            ),
             requested_by=stack.created_by,
             stack_id=stack.id,
             details=(
@@ -278,23 +296,23 @@ class TrafficControl:
             by,
             f"traffic: supersedes the shift to {target.name} ({target.version}, at {at})",
         )
-        if earlier.state == "awaiting-approval":
-            for approval in await self.store.approvals("pending"):
+        if earlier.state is ShiftState.AWAITING_APPROVAL:
+            for approval in await self.store.approvals(ApprovalStatus.PENDING):
                 if approval.kind == KIND and approval.stack_id == target.id:
                     await self.desk.withdraw(
                         approval.id,
-                        "superseded",
+                        ApprovalStatus.SUPERSEDED,
                         f"superseded by {by.name} ({by.version}), which became ready",
                     )
 
-    async def _policy(self, stack: Stack) -> tuple[str, int]:
+    async def _policy(self, stack: Stack) -> tuple[traffic.ShiftPolicy, int]:
         try:
             plan = (await self.manifests.of_stack(stack)).plan(stack.plan)
         except (ManifestMissing, ManifestInvalid):
             plan = None  # shifted by the defaults, as a plan without a traffic shift is
         if plan is not None and plan.traffic_shift is not None:
             return plan.traffic_shift.policy, plan.traffic_shift.duration_seconds
-        return traffic.DEFAULT_POLICY.value, int(traffic.DEFAULT_DURATION.total_seconds())
+        return traffic.DEFAULT_POLICY, int(traffic.DEFAULT_DURATION.total_seconds())
 
     async def addresses(self, stack: Stack) -> list[str]:
         """Where the stack's running instances listen (host:port); empty when none runs."""
@@ -327,19 +345,21 @@ class TrafficControl:
         approval = event.approval
         if approval.stack_id is None:
             return
-        for shift in await self.store.shifts(("awaiting-approval",), stack_id=approval.stack_id):
+        for shift in await self.store.shifts(
+            (ShiftState.AWAITING_APPROVAL,), stack_id=approval.stack_id
+        ):
             if shift.to_stack_id != approval.stack_id:
                 continue
             stack = await self.store.stack_by_id(shift.to_stack_id)
             old = await self.store.stack_by_id(shift.from_stack_id)
             if stack is None or old is None:
                 continue
-            if approval.status == "approved":
+            if approval.status is ApprovalStatus.APPROVED:
                 now = self.clock.now()
                 started = await self.store.update_shift(
                     shift.id,
-                    "awaiting-approval",
-                    state="running",
+                    ShiftState.AWAITING_APPROVAL,
+                    state=ShiftState.RUNNING,
                     started_at=now,
                     last_step_at=now,
                 )
@@ -352,7 +372,7 @@ class TrafficControl:
                     await self.tick_one(started)
             else:
                 cancelled = await self.store.update_shift(
-                    shift.id, "awaiting-approval", state="cancelled"
+                    shift.id, ShiftState.AWAITING_APPROVAL, state=ShiftState.CANCELLED
                 )
                 if cancelled is not None:
                     await self._say(
@@ -370,7 +390,7 @@ class TrafficControl:
 
     async def tick(self) -> None:
         """Put every running shift's weights where its policy says they are now."""
-        for shift in await self.store.shifts(("running",)):
+        for shift in await self.store.shifts((ShiftState.RUNNING,)):
             try:
                 async with self.route_lock(shift.route or ""):
                     fresh = await self.store.shift(shift.id)  # it may have changed meanwhile
@@ -386,29 +406,29 @@ class TrafficControl:
     def _weights(self, shift: TrafficShift, now: datetime) -> traffic.Weights:
         assert shift.started_at is not None
         return traffic.weights_at(
-            traffic.ShiftPolicy(shift.policy),
+            shift.policy,
             shift.started_at,
             timedelta(seconds=shift.duration_seconds),
             now,
             self._stopped(shift),
             shift.paused_since,
             traffic.Weights.of_new(shift.start_new_weight / 1000),
-            traffic.Direction(shift.direction),
+            shift.direction,
         )
 
     async def tick_one(self, shift: TrafficShift) -> None:
-        if shift.state != "running" or shift.started_at is None:
+        if shift.state is not ShiftState.RUNNING or shift.started_at is None:
             return
         new = await self.store.stack_by_id(shift.to_stack_id)
         old = await self.store.stack_by_id(shift.from_stack_id)
         if new is None or old is None:
             return
-        if shift.direction == "forward" and new.status not in ROUTABLE:
+        if shift.direction is traffic.Direction.FORWARD and new.status not in ROUTABLE:
             await self._cancel_unroutable(shift, old, new)
             return
         shift = await self._count_absence(shift, new)
         assert shift.started_at is not None
-        if shift.direction == "forward" and await self._unhealthy(shift, new):
+        if shift.direction is traffic.Direction.FORWARD and await self._unhealthy(shift, new):
             return
         now = self.clock.now()  # one instant: the weights applied are the ones judged complete
         weights = self._weights(shift, now)
@@ -416,7 +436,7 @@ class TrafficControl:
         if per_mille != shift.current_new_weight:
             await self._apply(shift, old, new, per_mille)
         done = traffic.is_complete(
-            traffic.ShiftPolicy(shift.policy),
+            shift.policy,
             shift.started_at,
             timedelta(seconds=shift.duration_seconds),
             now,
@@ -424,14 +444,18 @@ class TrafficControl:
             shift.paused_since,
         )
         if done:
-            final = "done" if shift.direction == "forward" else "reversed"
+            final = (
+                ShiftState.DONE
+                if shift.direction is traffic.Direction.FORWARD
+                else ShiftState.REVERSED
+            )
             # the weights above were read a moment before completion: end exactly there
-            target = 1000 if final == "done" else 0
+            target = 1000 if final is ShiftState.DONE else 0
             if per_mille != target:
                 await self._apply(shift, old, new, target)
-            if await self.store.update_shift(shift.id, "running", state=final):
+            if await self.store.update_shift(shift.id, ShiftState.RUNNING, state=final):
                 self._failures.pop(shift.id, None)
-                winner, loser = (new, old) if final == "done" else (old, new)
+                winner, loser = (new, old) if final is ShiftState.DONE else (old, new)
                 await self._say(
                     new,
                     f"traffic: {final}; {winner.name} ({winner.version}) gets all traffic, "
@@ -453,7 +477,7 @@ class TrafficControl:
         delay = (gap - interval).total_seconds()
         delayed = await self.store.update_shift(
             shift.id,
-            "running",
+            ShiftState.RUNNING,
             delayed_seconds=shift.delayed_seconds + delay,
             last_step_at=now,
         )
@@ -482,7 +506,9 @@ class TrafficControl:
 
     async def _cancel_unroutable(self, shift: TrafficShift, old: Stack, new: Stack) -> None:
         """The new stack is no longer ready (collected, failed): it must not get traffic."""
-        cancelled = await self.store.update_shift(shift.id, "running", state="cancelled")
+        cancelled = await self.store.update_shift(
+            shift.id, ShiftState.RUNNING, state=ShiftState.CANCELLED
+        )
         if cancelled is None:
             return
         self._failures.pop(shift.id, None)
@@ -579,12 +605,12 @@ class TrafficControl:
     def progress(self, shift: TrafficShift) -> str:
         """Where a shift stands, in words: `running: 42% (linear, 3 min of 10 left)`."""
         share = f"{shift.current_new_weight / 10:g}%"
-        towards = "back to the old stack" if shift.direction == "reverse" else ""
-        if shift.state == "awaiting-approval":
+        towards = "back to the old stack" if shift.direction is traffic.Direction.REVERSE else ""
+        if shift.state is ShiftState.AWAITING_APPROVAL:
             return f"awaiting approval ({shift.policy} over {_human(shift.duration_seconds)})"
-        if shift.state == "paused":
+        if shift.state is ShiftState.PAUSED:
             return f"paused at {share}" + (f", moving {towards}" if towards else "")
-        if shift.state == "running":
+        if shift.state is ShiftState.RUNNING:
             left = self._remaining(shift)
             delayed = (
                 f"; delayed {_human(shift.delayed_seconds)}" if shift.delayed_seconds >= 1 else ""
@@ -600,7 +626,9 @@ class TrafficControl:
 
     async def find_active(self, stack: Stack) -> TrafficShift:
         """The newest shift towards `stack` that is running, paused or done."""
-        for shift in reversed(await self.store.shifts((*ACTIVE, "done"), stack_id=stack.id)):
+        for shift in reversed(
+            await self.store.shifts((*ACTIVE, ShiftState.DONE), stack_id=stack.id)
+        ):
             if shift.to_stack_id == stack.id:
                 return shift
         raise UserError(
@@ -632,10 +660,13 @@ class TrafficControl:
     async def pause(self, shift_id: int, who: Principal) -> str:
         shift, stack = await self._shift_and_stack(shift_id)
         await self._allowed(who, stack, "pause")
-        if shift.state == "running" and shift.started_at is not None:
+        if shift.state is ShiftState.RUNNING and shift.started_at is not None:
             shift = await self._count_absence(shift, stack)  # undriven time before the pause
         paused = await self.store.update_shift(
-            shift.id, "running", state="paused", paused_since=self.clock.now()
+            shift.id,
+            ShiftState.RUNNING,
+            state=ShiftState.PAUSED,
+            paused_since=self.clock.now(),
         )
         if paused is None:
             raise UserError(f"the shift to {stack.name} is {shift.state}, not running.")
@@ -647,13 +678,13 @@ class TrafficControl:
     async def resume(self, shift_id: int, who: Principal) -> str:
         shift, stack = await self._shift_and_stack(shift_id)
         await self._allowed(who, stack, "resume")
-        if shift.state != "paused" or shift.paused_since is None:
+        if shift.state is not ShiftState.PAUSED or shift.paused_since is None:
             raise UserError(f"the shift to {stack.name} is {shift.state}, not paused.")
         extra = (self.clock.now() - shift.paused_since).total_seconds()
         resumed = await self.store.update_shift(
             shift.id,
-            "paused",
-            state="running",
+            ShiftState.PAUSED,
+            state=ShiftState.RUNNING,
             paused_since=None,
             paused_seconds=shift.paused_seconds + int(extra),
             # whole seconds are stored as paused; the fraction must not count either
@@ -669,9 +700,9 @@ class TrafficControl:
     async def reverse(self, shift_id: int, who: Principal) -> str:
         shift, stack = await self._shift_and_stack(shift_id)
         await self._allowed(who, stack, "reverse")
-        if shift.state not in ACTIVE and shift.state != "done":
+        if shift.state not in (*ACTIVE, ShiftState.DONE):
             raise UserError(f"the shift to {stack.name} is {shift.state}; nothing to reverse.")
-        if shift.direction == "reverse":
+        if shift.direction is traffic.Direction.REVERSE:
             raise UserError(f"traffic is already moving back from {stack.name}.")
         back_to = await self.store.stack_by_id(shift.from_stack_id)
         if back_to is None or back_to.status not in ROUTABLE:
@@ -679,7 +710,7 @@ class TrafficControl:
             raise UserError(
                 f"the stack traffic came from is {state}: there is nothing to move back to."
             )
-        if shift.state == "done":
+        if shift.state is ShiftState.DONE:
             for other in await self.store.shifts(OPEN):
                 if other.route == shift.route and other.id != shift.id:
                     newer = await self.store.stack_by_id(other.to_stack_id)
@@ -696,8 +727,8 @@ class TrafficControl:
         reversed_ = await self.store.update_shift(
             shift.id,
             shift.state,
-            state="running",
-            direction="reverse",
+            state=ShiftState.RUNNING,
+            direction=traffic.Direction.REVERSE,
             started_at=self.clock.now(),
             last_step_at=self.clock.now(),
             paused_since=None,

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from domain.approvals import ApprovalKind, ApprovalStatus, Decision
 from domain.states import StackStatus
+from domain.traffic import Direction, ShiftPolicy, ShiftState
 from domain.versions import Version
 
 
@@ -134,13 +136,13 @@ class LogLine:
 @dataclass(frozen=True, slots=True)
 class Approval:
     id: int
-    kind: str  # "traffic-shift", ...
+    kind: ApprovalKind
     stack_id: int | None
     namespace: str
     datacenter: str
     summary: str
     requested_by: str
-    status: str  # pending | approved | rejected | expired
+    status: ApprovalStatus
     required: int
     approvers: tuple[str, ...]
     created_at: datetime
@@ -181,7 +183,7 @@ class StackPage:
 
 @dataclass(frozen=True, slots=True)
 class NewApproval:
-    kind: str  # "traffic-shift", ...
+    kind: ApprovalKind
     stack_id: int | None
     namespace: str
     datacenter: str
@@ -195,7 +197,7 @@ class NewApproval:
 @dataclass(frozen=True, slots=True)
 class Vote:
     user_id: str
-    decision: str  # approve | reject
+    decision: Decision
     at: datetime
 
 
@@ -237,10 +239,10 @@ class TrafficShift:
     id: int
     from_stack_id: int
     to_stack_id: int
-    policy: str  # linear | atomic
+    policy: ShiftPolicy
     duration_seconds: int
-    direction: str  # forward | reverse
-    state: str
+    direction: Direction
+    state: ShiftState
     started_at: datetime | None
     paused_since: datetime | None
     paused_seconds: int

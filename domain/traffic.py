@@ -27,6 +27,23 @@ class Direction(StrEnum):
     REVERSE = "reverse"  # back towards the old stack
 
 
+class ShiftState(StrEnum):
+    """Where a traffic shift stands (see `domain.records.TrafficShift` for the moves)."""
+
+    AWAITING_APPROVAL = "awaiting-approval"
+    RUNNING = "running"
+    PAUSED = "paused"
+    DONE = "done"  # all traffic on the new stack
+    REVERSED = "reversed"  # all traffic back on the old stack
+    CANCELLED = "cancelled"  # the approval was refused or the new stack stopped being routable
+    SUPERSEDED = "superseded"  # a newer stack of the same route took over
+
+
+# Moving weights now (a driver steps them), and open: at most one of these per route.
+ACTIVE_SHIFT_STATES = (ShiftState.RUNNING, ShiftState.PAUSED)
+OPEN_SHIFT_STATES = (ShiftState.AWAITING_APPROVAL, *ACTIVE_SHIFT_STATES)
+
+
 # Linear over ten minutes: the new version meets a growing slice of real traffic, which
 # surfaces a bad release while most callers are still on the old one, and ten minutes is long
 # enough for error rates and alerts to react yet short enough that two versions do not serve

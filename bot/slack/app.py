@@ -34,6 +34,7 @@ from bot.slack.threads import Threads
 from commands.model import Command
 from commands.replies import Reply
 from commands.settings import Settings
+from domain.approvals import ApprovalStatus
 from domain.records import Approval
 
 log = logging.getLogger("nelson.slack")
@@ -210,7 +211,7 @@ class SlackBot:
     # -- buttons ----------------------------------------------------------------------------
 
     async def _after_decision(self, approval: Approval, user: str, from_home: bool) -> None:
-        if approval.status == "pending":  # a vote that did not decide: show the count
+        if approval.status is ApprovalStatus.PENDING:  # a vote that did not decide: show the count
             await self.threads.refresh_approval(approval)
         if from_home:
             await self.home.opened(user)

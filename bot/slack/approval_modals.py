@@ -27,6 +27,7 @@ from bot.slack.outbox import Outbox, PostFailed
 from commands import model
 from commands.approval_desk import APPROVE, REJECT, describe
 from commands.grammar import canonical
+from domain.approvals import ApprovalStatus
 from domain.records import Approval, AuditEvent
 
 log = logging.getLogger("nelson.slack.modals")
@@ -136,7 +137,7 @@ class ApprovalModals:
         if approval is None:
             await self._tell(channel, user, "There is no such approval.", thread)
             return
-        if approval.status != "pending":
+        if approval.status is not ApprovalStatus.PENDING:
             await self._tell(channel, user, f"#{approval.id} is {describe(approval)}.", thread)
             return
         principal = await self.directory.principal(user)

@@ -6,9 +6,11 @@ from datetime import datetime
 from typing import Any
 
 from bot.slack.blocks import Block, clip, context, escape, progress_bar, section
+from domain.approvals import ApprovalStatus
 from domain.records import Approval, Operation, Stack, TrafficShift
 from domain.states import StackStatus
 from domain.steps import finished, progress
+from domain.traffic import ACTIVE_SHIFT_STATES, Direction, ShiftState
 
 APPROVE_ACTION = "approval.approve"
 REJECT_ACTION = "approval.reject"
@@ -64,20 +66,24 @@ def shift_lines(
         if stack is None:
             continue
         share = shift.current_new_weight / 1000
-        arrow = "→" if shift.direction == "forward" else "←"
+        arrow = "→" if shift.direction is Direction.FORWARD else "←"
         lines.append(
             f":twisted_rightwards_arrows: traffic {arrow} `{escape(stack.name)}` "
             f"{progress_bar(share)} to {stack.version} · *{shift.state}*"
-            + (" (reversing)" if shift.direction == "reverse" and shift.state == "running" else "")
+            + (
+                " (reversing)"
+                if shift.direction is Direction.REVERSE and shift.state is ShiftState.RUNNING
+                else ""
+            )
         )
-        if shift.state in ("running", "paused"):
+        if shift.state in ACTIVE_SHIFT_STATES:
             value = str(shift.id)
             elements = [
                 button(PAUSE_ACTION, "Pause", value)
-                if shift.state == "running"
+                if shift.state is ShiftState.RUNNING
                 else button(RESUME_ACTION, "Resume", value, "primary")
             ]
-            if shift.direction == "forward":
+            if shift.direction is Direction.FORWARD:
                 elements.append(button(REVERSE_ACTION, "Reverse", value, "danger"))
             buttons = {"type": "actions", "block_id": f"shift-{shift.id}", "elements": elements}
     return lines, buttons
@@ -142,7 +148,7 @@ def approval_message(approval: Approval) -> tuple[str, list[Block]]:
     if approval.deadline:
         facts.append(f"expires {when(approval.deadline)}")
     blocks.append(context(" · ".join(escape(f) if "<" not in f else f for f in facts)))
-    if approval.status == "pending":
+    if approval.status is ApprovalStatus.PENDING:
         blocks.append(_buttons(approval))
     else:
         blocks.append(section(decided_line(approval)))
@@ -163,15 +169,15 @@ def _buttons(approval: Approval) -> Block:
 
 def decided_line(approval: Approval) -> str:
     at = f" {when(approval.decided_at)}" if approval.decided_at else ""
-    if approval.status == "approved":
+    if approval.status is ApprovalStatus.APPROVED:
         voters = ", ".join(who(u) for u in approval.approvers) or who(approval.decided_by or "")
         return f":white_check_mark: *Approved* by {voters}{at}"
-    if approval.status == "rejected":
+    if approval.status is ApprovalStatus.REJECTED:
         because = f": {escape(approval.reason)}" if approval.reason else ""
         return f":no_entry: *Rejected* by {who(approval.decided_by or '')}{at}{because}"
-    if approval.status == "expired":
+    if approval.status is ApprovalStatus.EXPIRED:
         return f":alarm_clock: *Expired*{at}: nobody decided in time; nothing was changed."
-    if approval.status in ("superseded", "void"):
+    if approval.status in (ApprovalStatus.SUPERSEDED, ApprovalStatus.VOID):
         because = escape(approval.reason) if approval.reason else "what it asked about changed"
         return f":wastebasket: *No longer needed*{at}: {because}; there is nothing to decide."
     return f"*{escape(approval.status)}*{at}"

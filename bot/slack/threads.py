@@ -1,6 +1,7 @@
 """Following work in Slack: one parent message per operation and channel, updated in place,
 with each workflow step as a reply in its thread; approval requests with buttons, replaced by
-the decision once made. Listens to the EventHub; all it remembers is in the Store."""
+the decision once made. Listens to the EventHub; all it remembers is in the Store, and what
+it shows it reads through `commands.read_models`, so this module only renders and posts."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 
 from bot.slack.messages import approval_message, operation_message
 from bot.slack.outbox import Outbox, PostFailed
+from commands import read_models
 from commands.events import (
     ApprovalDecided,
     ApprovalRequested,
@@ -21,7 +24,7 @@ from commands.events import (
 )
 from commands.ports import Clock, Conflict, Store
 from commands.settings import Settings
-from domain.records import Approval, Operation, PostedMessage, Stack, TrafficShift
+from domain.records import Approval, Operation, PostedMessage
 from domain.states import StackStatus
 from domain.steps import finished
 
@@ -71,8 +74,8 @@ class Threads:
         operation = event.operation
         subject = f"operation:{operation.id}"
         async with self._locks[subject]:
-            stacks = await self.store.stacks_by_ids(operation.stack_ids)
-            text, blocks = operation_message(operation, stacks)
+            thread = await read_models.operation_thread(self.store, operation)
+            text, blocks = operation_message(operation, list(thread.stacks))
             for channel in self._channels(operation, event.notify_channels):
                 try:
                     channel, ts = await self.outbox.post_message(channel, text, blocks)
@@ -85,38 +88,31 @@ class Threads:
 
     async def parent_posted_in(self, operation_id: int, channel: str) -> bool:
         async with self._locks[f"operation:{operation_id}"]:
-            messages = await self.store.messages_for(f"operation:{operation_id}")
+            messages = await read_models.thread_messages(
+                self.store, read_models.operation_subject(operation_id)
+            )
         return any(m.channel == channel for m in messages)
 
-    async def _shifts(self, stacks: list[Stack]) -> dict[int, TrafficShift]:
-        found: dict[int, TrafficShift] = {}
-        for stack in stacks:
-            for shift in await self.store.shifts(stack_id=stack.id):
-                if shift.to_stack_id == stack.id:
-                    found[stack.id] = shift  # the newest wins
-        return found
-
     async def _progress(self, event: StackProgress) -> None:
-        stack = await self.store.stack_by_id(event.stack_id)
+        stack, operations = await read_models.operations_of_stack(self.store, event.stack_id)
         if stack is None:
             return
         mark = ":x: " if event.failed else ""
         line = f"{mark}`{stack.datacenter}/{stack.namespace}` {event.message}"
-        for operation in await self.store.operations_for_stack(event.stack_id):
-            subject = f"operation:{operation.id}"
-            async with self._locks[subject]:
-                messages = await self.store.messages_for(subject)
+        for operation in operations:
+            async with self._locks[read_models.operation_subject(operation.id)]:
+                thread = await read_models.operation_thread(self.store, operation)
                 if event.message:  # an empty message only refreshes the parent
-                    for message in messages:
+                    for message in thread.messages:
                         self.outbox.thread_line(message.channel, message.ts, line)
-                stacks = await self.store.stacks_by_ids(operation.stack_ids)
+                stacks = thread.stacks
                 told = self._told.setdefault(operation.id, {s.id: s.status for s in stacks})
                 told.setdefault(event.stack_id, stack.status)
                 if event.status is not None:
                     told[event.stack_id] = event.status
                 elif event.failed:
                     told[event.stack_id] = StackStatus.FAILED
-                await self._refresh(operation, messages, stacks, told)
+                await self._refresh(thread)
 
     async def _finished(self, event: OperationFinished) -> None:
         """The application finished the operation (commands.operations). The summary goes
@@ -124,9 +120,10 @@ class Threads:
         subject = f"operation:{event.operation.id}"
         async with self._locks[subject]:
             self._ended[event.operation.id] = event
-            await self._close(event.operation.id, await self.store.messages_for(subject))
+            messages = await read_models.thread_messages(self.store, subject)
+            await self._close(event.operation.id, messages)
 
-    async def _close(self, operation_id: int, messages: list[PostedMessage]) -> None:
+    async def _close(self, operation_id: int, messages: Sequence[PostedMessage]) -> None:
         event = self._ended.get(operation_id)
         if event is None:
             return
@@ -145,21 +142,16 @@ class Threads:
         )
         for message in messages:
             self.outbox.thread_line(message.channel, message.ts, summary)
-        text, blocks = operation_message(operation, stacks, await self._shifts(stacks))
+        shifts = await read_models.shifts_towards(self.store, stacks)
+        text, blocks = operation_message(operation, stacks, shifts)
         for message in messages:
             self.outbox.update(message.channel, message.ts, text, blocks)
 
-    async def _refresh(
-        self,
-        operation: Operation,
-        messages: list[PostedMessage],
-        stacks: list[Stack],
-        told: dict[int, StackStatus],
-    ) -> None:
-        text, blocks = operation_message(operation, stacks, await self._shifts(stacks))
-        for message in messages:
+    async def _refresh(self, thread: read_models.OperationThread) -> None:
+        text, blocks = operation_message(thread.operation, list(thread.stacks), thread.shifts)
+        for message in thread.messages:
             self.outbox.update(message.channel, message.ts, text, blocks)
-        await self._close(operation.id, messages)
+        await self._close(thread.operation.id, thread.messages)
 
     # -- approvals --------------------------------------------------------------------------
 
@@ -167,10 +159,7 @@ class Threads:
         subject = f"approval:{approval.id}"
         text, blocks = approval_message(approval)
         targets: list[tuple[str, str | None]] = []
-        if approval.stack_id is not None:
-            for operation in await self.store.operations_for_stack(approval.stack_id):
-                for message in await self.store.messages_for(f"operation:{operation.id}"):
-                    targets.append((message.channel, message.ts))
+        targets.extend(await read_models.approval_threads(self.store, approval))
         if not targets and self.settings.slack.operations_channel:
             targets.append((self.settings.slack.operations_channel.lstrip("#"), None))
         if not targets:
@@ -187,7 +176,7 @@ class Threads:
         subject = f"approval:{approval.id}"
         text, blocks = approval_message(approval)
         async with self._locks[subject]:
-            for message in await self.store.messages_for(subject):
+            for message in await read_models.thread_messages(self.store, subject):
                 self.outbox.update(message.channel, message.ts, text, blocks)
 
     async def refresh_approval(self, approval: Approval) -> None:

@@ -12,6 +12,7 @@ from commands.handlers.lookup import ago, find_stack, require
 from commands.handlers.traffic import shift_of, traffic_control
 from commands.model import Approve, ListApprovals, Reject, Reverse
 from commands.replies import NotAvailable, Reply, Table, Text
+from domain.approvals import ApprovalStatus
 
 
 async def list_approvals(command: ListApprovals, ctx: Context) -> Reply:
@@ -24,11 +25,13 @@ async def list_approvals(command: ListApprovals, ctx: Context) -> Reply:
     if not visible:
         await require(ctx, Role.VIEW, ctx.settings.default_namespace, "approvals", "approvals")
     desk = ctx.desk
-    pending = [a for a in await ctx.store.approvals("pending") if a.namespace in visible]
+    pending = [
+        a for a in await ctx.store.approvals(ApprovalStatus.PENDING) if a.namespace in visible
+    ]
     now = ctx.clock.now()
     recent = [
         a
-        for a in await ctx.store.approvals("rejected")
+        for a in await ctx.store.approvals(ApprovalStatus.REJECTED)
         if a.namespace in visible and a.decided_at is not None and now - a.decided_at <= RECENT
     ][-RECENT_SHOWN:]
     rejected = tuple(Text(f"#{a.id} {a.summary}: {describe(a)}") for a in recent)

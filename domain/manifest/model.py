@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from domain.expiration import ExpirationPolicy
+from domain.traffic import ShiftPolicy
+
 
 @dataclass(frozen=True, slots=True)
 class ManifestError:
@@ -93,7 +96,7 @@ class HealthCheck:
 
 @dataclass(frozen=True, slots=True)
 class TrafficShift:
-    policy: str  # linear | atomic
+    policy: ShiftPolicy
     duration_seconds: int
 
 
@@ -144,7 +147,7 @@ class Plan:
     environment: tuple[tuple[str, str], ...] = ()
     health_checks: tuple[HealthCheck, ...] = ()
     traffic_shift: TrafficShift | None = None
-    expiration_policy: str | None = None
+    expiration_policy: ExpirationPolicy | None = None
     schedule: Schedule | None = None
     resources: tuple[PlanResource, ...] = ()
     alert_opt_outs: tuple[str, ...] = ()

@@ -10,6 +10,7 @@ from typing import Any
 from croniter import croniter
 
 from domain.durations import whole_seconds
+from domain.expiration import ExpirationPolicy
 from domain.manifest.model import (
     Constraint,
     HealthCheck,
@@ -29,15 +30,9 @@ from domain.manifest.values import (
     uri_problem,
     without_password,
 )
+from domain.traffic import DEFAULT_POLICY, ShiftPolicy
 
-POLICIES = (
-    "retain-active",
-    "retain-latest",
-    "retain-latest-two-major",
-    "retain-latest-two-feature",
-    "retain-always",
-    "retain-until-deprecated",
-)
+POLICIES = tuple(p.value for p in ExpirationPolicy)
 NAMED_SCHEDULES = {
     "monthly": "0 0 1 * *",
     "daily": "0 0 * * *",
@@ -198,8 +193,10 @@ def _traffic_shift(r: Reader, raw: Any, path: Path) -> TrafficShift | None:
     if not m:
         return None
     policy = r.text(m.get("policy"), (*path, "policy"))
-    if policy and policy not in ("linear", "atomic"):
-        r.error((*path, "policy"), f"traffic shift policy '{policy}' is not linear or atomic")
+    if policy not in tuple(ShiftPolicy):
+        if policy:  # a missing one is reported as required
+            r.error((*path, "policy"), f"traffic shift policy '{policy}' is not linear or atomic")
+        policy = DEFAULT_POLICY  # the manifest is refused; this only completes the value
     if m.get("duration") in (None, ""):
         return None
     duration = r.duration(m["duration"], (*path, "duration"))
@@ -211,10 +208,10 @@ def _traffic_shift(r: Reader, raw: Any, path: Path) -> TrafficShift | None:
             f"a traffic shift must last longer than 1 minute and less than 5 days, "
             f"found '{m['duration']}'",
         )
-    return TrafficShift(policy, whole_seconds(duration))
+    return TrafficShift(ShiftPolicy(policy), whole_seconds(duration))
 
 
-def _policy(r: Reader, raw: Any, path: Path) -> str | None:
+def _policy(r: Reader, raw: Any, path: Path) -> ExpirationPolicy | None:
     if raw is None:
         return None
     name = r.text(raw, path)
@@ -225,7 +222,8 @@ def _policy(r: Reader, raw: Any, path: Path) -> str | None:
             f"'{name}' is not an expiration policy"
             + (f"; did you mean '{close[0]}'?" if close else f" ({', '.join(POLICIES)})"),
         )
-    return name
+        return None  # the manifest is refused
+    return ExpirationPolicy(name)
 
 
 def _schedule(r: Reader, raw: Any, path: Path) -> Schedule | None:

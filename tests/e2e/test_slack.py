@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.slack.messages import APPROVE_ACTION, REJECT_ACTION
+from domain.approvals import ApprovalKind
 from tests.e2e.slack_harness import RunningBot, Scripted, settings_for, start_bot
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_requests import (
@@ -207,7 +208,7 @@ async def deployed_stack(bot: RunningBot, fake: FakeSlack) -> int:
 
 async def ask_approval(bot: RunningBot, stack_id: int) -> int:
     approval = await bot.application.desk.request(
-        "traffic-shift",
+        ApprovalKind.TRAFFIC_SHIFT,
         namespace="prod",
         datacenter="dc-east",
         summary="shift howdy 1.x in dc-east/prod to 1.0.0, linear over 10 minutes",

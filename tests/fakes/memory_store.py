@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from commands.ports import ClaimLost, Clock, Conflict, StoreError
 from commands.repositories import VaultTokenRecord, WorkflowClaim
 from domain.api_tokens import ApiToken
+from domain.approvals import ApprovalKind, ApprovalStatus, Decision
 from domain.expiration import StackView
 from domain.github import GitHubDeployment
 from domain.locks import Lock, NewLock
@@ -45,11 +46,11 @@ from domain.records import (
     UnitRecord,
 )
 from domain.states import LIVE_STATUSES, StackStatus, check_transition
+from domain.traffic import OPEN_SHIFT_STATES, Direction, ShiftPolicy, ShiftState
 from domain.versions import Version
 
 R = TypeVar("R")
 GUID_PREFIX_MIN = 6
-ACTIVE_SHIFTS = ("running", "paused", "awaiting-approval")
 JUDGED = (StackStatus.READY, StackStatus.DEPRECATED)
 
 
@@ -78,7 +79,7 @@ def _digest(text: str) -> str:
 class _Vote:
     approval_id: int
     user_id: str
-    decision: str
+    decision: Decision
     at: datetime
 
 
@@ -457,11 +458,13 @@ class MemoryStore:
         approvers = tuple(
             v.user_id
             for v in self._t.votes
-            if v.approval_id == approval.id and v.decision == "approve"
+            if v.approval_id == approval.id and v.decision is Decision.APPROVE
         )
         return replace(approval, approvers=approvers)
 
-    async def approvals(self, status: str | None = "pending") -> list[Approval]:
+    async def approvals(
+        self, status: ApprovalStatus | None = ApprovalStatus.PENDING
+    ) -> list[Approval]:
         return [
             self._approval(a)
             for _, a in sorted(self._t.approvals.items())
@@ -477,13 +480,13 @@ class MemoryStore:
             self._exists(new.stack_id)
         approval = Approval(
             id=self._t.next_id("approvals"),
-            kind=new.kind,
+            kind=ApprovalKind(new.kind),
             stack_id=new.stack_id,
             namespace=new.namespace,
             datacenter=new.datacenter,
             summary=new.summary,
             requested_by=new.requested_by,
-            status="pending",
+            status=ApprovalStatus.PENDING,
             required=new.required,
             approvers=(),
             created_at=at or self._now(),
@@ -493,22 +496,31 @@ class MemoryStore:
         self._t.approvals[approval.id] = _norm(approval)
         return self._t.approvals[approval.id]
 
-    async def vote(self, approval_id: int, user_id: str, decision: str, at: datetime) -> bool:
+    async def vote(self, approval_id: int, user_id: str, decision: Decision, at: datetime) -> bool:
         if any(v.approval_id == approval_id and v.user_id == user_id for v in self._t.votes):
             return False
         if approval_id not in self._t.approvals:
             return False  # the database refuses a vote on nothing the same way
-        self._t.votes.append(_Vote(approval_id, user_id, decision, _utc(at)))
+        self._t.votes.append(_Vote(approval_id, user_id, Decision(decision), _utc(at)))
         return True
 
     async def decide_approval(
-        self, approval_id: int, status: str, decided_by: str, at: datetime, reason: str = ""
+        self,
+        approval_id: int,
+        status: ApprovalStatus,
+        decided_by: str,
+        at: datetime,
+        reason: str = "",
     ) -> Approval | None:
         current = self._t.approvals.get(approval_id)
-        if current is None or current.status != "pending":
+        if current is None or current.status is not ApprovalStatus.PENDING:
             return None
         decided = replace(
-            current, status=status, decided_by=decided_by, decided_at=at, reason=reason
+            current,
+            status=ApprovalStatus(status),
+            decided_by=decided_by,
+            decided_at=at,
+            reason=reason,
         )
         self._t.approvals[approval_id] = _norm(decided)
         return self._approval(self._t.approvals[approval_id])
@@ -516,7 +528,7 @@ class MemoryStore:
     async def overdue_approvals(self, now: datetime) -> list[Approval]:
         return [
             a
-            for a in await self.approvals("pending")
+            for a in await self.approvals(ApprovalStatus.PENDING)
             if a.deadline is not None and a.deadline <= now
         ]
 
@@ -739,9 +751,9 @@ class MemoryStore:
         self,
         from_stack_id: int,
         to_stack_id: int,
-        policy: str,
+        policy: ShiftPolicy,
         duration_seconds: int,
-        state: str,
+        state: ShiftState,
         at: datetime,
         route: str | None = None,
     ) -> TrafficShift:
@@ -755,9 +767,9 @@ class MemoryStore:
         route: str | None,
         from_stack_id: int,
         to_stack_id: int,
-        policy: str,
+        policy: ShiftPolicy,
         duration_seconds: int,
-        state: str,
+        state: ShiftState,
         at: datetime,
         start_new_weight: int = 0,
     ) -> tuple[TrafficShift, list[TrafficShift]]:
@@ -765,18 +777,18 @@ class MemoryStore:
         superseded = []
         if route is not None:
             for shift_id, shift in sorted(self._t.shifts.items()):
-                if shift.route == route and shift.state in ACTIVE_SHIFTS:
-                    gone = replace(shift, state="superseded", updated_at=at)
+                if shift.route == route and shift.state in OPEN_SHIFT_STATES:
+                    gone = replace(shift, state=ShiftState.SUPERSEDED, updated_at=at)
                     self._t.shifts[shift_id] = _norm(gone)
                     superseded.append(self._t.shifts[shift_id])
-        running = at if state == "running" else None
+        running = at if state is ShiftState.RUNNING else None
         shift = TrafficShift(
             id=self._t.next_id("traffic_shifts"),
             from_stack_id=from_stack_id,
             to_stack_id=to_stack_id,
             policy=policy,
             duration_seconds=duration_seconds,
-            direction="forward",
+            direction=Direction.FORWARD,
             state=state,
             started_at=running,
             paused_since=None,
@@ -795,7 +807,7 @@ class MemoryStore:
         return self._t.shifts.get(shift_id)
 
     async def shifts(
-        self, states: Sequence[str] = (), stack_id: int | None = None
+        self, states: Sequence[ShiftState] = (), stack_id: int | None = None
     ) -> list[TrafficShift]:
         return [
             s
@@ -805,12 +817,20 @@ class MemoryStore:
         ]
 
     async def update_shift(
-        self, shift_id: int, expected_state: str | None = None, **values: Any
+        self, shift_id: int, expected_state: ShiftState | None = None, **values: Any
     ) -> TrafficShift | None:
         current = self._t.shifts.get(shift_id)
         if current is None or (expected_state is not None and current.state != expected_state):
             return None
         values.setdefault("updated_at", self._now())
+        # what the database would read back: a word outside the vocabulary fails here too
+        for name, vocabulary in (
+            ("state", ShiftState),
+            ("direction", Direction),
+            ("policy", ShiftPolicy),
+        ):
+            if name in values:
+                values[name] = vocabulary(values[name])
         changed = replace(current, **values)
         self._t.shifts[shift_id] = _norm(changed)
         return self._t.shifts[shift_id]
@@ -895,7 +915,7 @@ class MemoryStore:
         lock_id = self._t.next_id("locks")
         lock = Lock(
             id=lock_id,
-            kind=new.kind,
+            kind=ApprovalKind(new.kind),
             unit=new.unit,
             namespace=new.namespace,
             datacenter=new.datacenter,

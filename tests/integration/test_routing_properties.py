@@ -31,9 +31,11 @@ from commands.ports import Route
 from commands.replies import UserError
 from commands.settings import Settings
 from commands.shifting import KIND, OPEN, ROUTABLE, TrafficControl
+from domain.approvals import ApprovalStatus, Decision
 from domain.records import NewStack, Stack, StackQuery, UnitRecord
 from domain.runtime import Health, Instance, LaunchSpec, RuntimeReport
 from domain.states import StackStatus
+from domain.traffic import ShiftState
 from domain.versions import Version
 from tests.fakes.clock import FakeClock
 
@@ -193,11 +195,11 @@ class World:
         await self.traffic.on_ready(stack)
 
     async def decide(self, pick: int, decision: str) -> None:
-        pending = [a for a in await self.store.approvals("pending") if a.kind == KIND]
+        pending = [a for a in await self.store.approvals(ApprovalStatus.PENDING) if a.kind == KIND]
         if pending:
             approval = pending[pick % len(pending)]
             with contextlib.suppress(UserError):
-                await self.desk.decide(approval.id, BOSS, decision)
+                await self.desk.decide(approval.id, BOSS, Decision(decision))
 
     async def person(self, action: str, pick: int) -> None:
         shifts = await self.store.shifts()
@@ -261,7 +263,7 @@ OPERATIONS = st.one_of(
 
 async def play(
     tmp: Path, policy: str, operations: list[tuple[str, Any]]
-) -> tuple[dict[str, dict[str, int]], list[tuple[str, str, int]]]:
+) -> tuple[dict[str, dict[str, int]], list[tuple[ShiftState, str, int]]]:
     """Run `operations`, checking the invariants after each; the final weights per route and
     (state, target, weight) of each shift."""
     clock = FakeClock()

@@ -19,8 +19,10 @@ from alembic.script import ScriptDirectory
 from adapters.storage import open_store
 from adapters.storage.migrate import MIGRATIONS, current_revision, upgrade
 from commands.ports import Conflict, Store, StoreError
+from domain.approvals import ApprovalKind, ApprovalStatus, Decision
 from domain.records import AuditEvent, LiveUnit, NewApproval, NewStack, StackQuery, UnitRecord
 from domain.states import LIVE_STATUSES, IllegalTransition, StackStatus
+from domain.traffic import Direction, ShiftPolicy, ShiftState
 from domain.versions import Version
 from tests.fakes.clock import FakeClock
 from tests.fakes.memory_store import MemoryStore
@@ -315,7 +317,7 @@ async def test_live_units_count_stacks_and_versions_per_unit(store: Store) -> No
 
 def new_approval(stack_id: int | None = None, required: int = 2) -> NewApproval:
     return NewApproval(
-        kind="traffic-shift",
+        kind=ApprovalKind.TRAFFIC_SHIFT,
         stack_id=stack_id,
         namespace="prod",
         datacenter="dc-east",
@@ -333,16 +335,16 @@ async def test_approval_votes_count_once_and_decisions_happen_once(store: Store)
     assert approval.status == "pending" and approval.approvers == ()
     assert approval.details == ("linear over 10 minutes", "from svc--1-0-0 to svc--1-0-1")
     at = datetime(2029, 1, 1, tzinfo=UTC)
-    assert await store.vote(approval.id, "U2", "approve", at)
-    assert not await store.vote(approval.id, "U2", "approve", at)  # double click
-    assert not await store.vote(approval.id, "U2", "reject", at)  # one vote per person
-    assert await store.vote(approval.id, "U3", "approve", at)
+    assert await store.vote(approval.id, "U2", Decision.APPROVE, at)
+    assert not await store.vote(approval.id, "U2", Decision.APPROVE, at)  # double click
+    assert not await store.vote(approval.id, "U2", Decision.REJECT, at)  # one vote per person
+    assert await store.vote(approval.id, "U3", Decision.APPROVE, at)
     current = await store.approval(approval.id)
     assert current is not None and current.approvers == ("U2", "U3")
-    decided = await store.decide_approval(approval.id, "approved", "U3", at)
+    decided = await store.decide_approval(approval.id, ApprovalStatus.APPROVED, "U3", at)
     assert decided is not None and (decided.status, decided.decided_by) == ("approved", "U3")
-    assert await store.decide_approval(approval.id, "rejected", "U4", at) is None
-    assert [a.id for a in await store.approvals("approved")] == [approval.id]
+    assert await store.decide_approval(approval.id, ApprovalStatus.REJECTED, "U4", at) is None
+    assert [a.id for a in await store.approvals(ApprovalStatus.APPROVED)] == [approval.id]
 
 
 async def test_overdue_approvals(store: Store) -> None:
@@ -352,7 +354,7 @@ async def test_overdue_approvals(store: Store) -> None:
     await store.create_approval(new_approval())
     now = datetime(2029, 6, 1, tzinfo=UTC)
     assert [a.id for a in await store.overdue_approvals(now)] == [soon.id]
-    await store.decide_approval(soon.id, "expired", "nelson", now)
+    await store.decide_approval(soon.id, ApprovalStatus.EXPIRED, "nelson", now)
     assert await store.overdue_approvals(now) == []
 
 
@@ -514,21 +516,27 @@ async def test_leases_are_held_by_one_holder_until_they_expire(store: Store) -> 
 async def test_shifts_one_active_per_route(store: Store) -> None:
     _, (a, b, c) = await deploy(store, new_stack(1), new_stack(2), new_stack(3))
     at = datetime(2029, 1, 1, tzinfo=UTC)
-    first = await store.create_shift(a.id, b.id, "linear", 600, "running", at, route="r")
+    first = await store.create_shift(
+        a.id, b.id, ShiftPolicy.LINEAR, 600, ShiftState.RUNNING, at, route="r"
+    )
     assert (first.direction, first.started_at, first.current_new_weight) == ("forward", at, 0)
-    waiting, _ = await store.open_shift("q", a.id, c.id, "atomic", 0, "awaiting-approval", at)
+    waiting, _ = await store.open_shift(
+        "q", a.id, c.id, ShiftPolicy.ATOMIC, 0, ShiftState.AWAITING_APPROVAL, at
+    )
     assert waiting.started_at is None
     later = at + timedelta(minutes=1)
     second, superseded = await store.open_shift(
-        "r", b.id, c.id, "linear", 60, "running", later, start_new_weight=100
+        "r", b.id, c.id, ShiftPolicy.LINEAR, 60, ShiftState.RUNNING, later, start_new_weight=100
     )
     assert [(s.id, s.state, s.updated_at) for s in superseded] == [(first.id, "superseded", later)]
     assert second.current_new_weight == 100
-    assert [s.id for s in await store.shifts(("running",))] == [second.id]
+    assert [s.id for s in await store.shifts((ShiftState.RUNNING,))] == [second.id]
     assert [s.id for s in await store.shifts(stack_id=a.id)] == [first.id, waiting.id]
-    moved = await store.update_shift(second.id, "running", state="paused", paused_since=later)
+    moved = await store.update_shift(
+        second.id, ShiftState.RUNNING, state=ShiftState.PAUSED, paused_since=later
+    )
     assert moved is not None and (moved.state, moved.paused_since) == ("paused", later)
-    assert await store.update_shift(second.id, "running", state="done") is None
+    assert await store.update_shift(second.id, ShiftState.RUNNING, state=ShiftState.DONE) is None
     assert await store.shift(second.id) == moved
     assert await store.shift(999) is None
 
@@ -562,3 +570,22 @@ async def test_vault_tokens_keep_only_the_accessor(store: Store) -> None:
     assert [v.accessor for v in await store.vault_tokens(a.id)] == ["acc-2"]
     await store.forget_vault_token(a.id, "acc-2")
     assert await store.vault_tokens(a.id) == []
+
+
+async def test_shift_and_approval_words_are_the_vocabulary(store: Store) -> None:
+    """Stored words come back as the domain's enums, equal to the strings they always were,
+    and a word outside the vocabulary is refused instead of stored."""
+    _, (a, b) = await deploy(store, new_stack(1), new_stack(2))
+    at = datetime(2029, 1, 1, tzinfo=UTC)
+    shift = await store.create_shift(a.id, b.id, ShiftPolicy.ATOMIC, 600, ShiftState.RUNNING, at)
+    read = await store.shift(shift.id)
+    assert read is not None
+    assert (read.state, read.direction, read.policy) == ("running", "forward", "atomic")
+    assert read.state is ShiftState.RUNNING and read.direction is Direction.FORWARD
+    assert read.policy is ShiftPolicy.ATOMIC
+    with pytest.raises(ValueError, match="bogus"):
+        await store.update_shift(shift.id, ShiftState.RUNNING, state="bogus")
+    assert await store.shift(shift.id) == read
+    approval = await store.create_approval(new_approval(b.id))
+    assert approval.kind is ApprovalKind.TRAFFIC_SHIFT
+    assert approval.status is ApprovalStatus.PENDING and f"{approval.status}" == "pending"

@@ -13,6 +13,7 @@ from commands.events import ApprovalDecided, ApprovalRequested, Event, EventHub
 from commands.ports import Store
 from commands.replies import AccessDenied, UserError
 from commands.settings import AccessRule, AccessSettings, ApprovalSettings, Settings
+from domain.approvals import ApprovalKind
 from domain.records import AuditEvent
 from tests.fakes.clock import T0, FakeClock
 from tests.fakes.memory_store import MemoryStore
@@ -63,7 +64,7 @@ def desk(store: Store, heard: list[Event], clock: FakeClock) -> ApprovalDesk:
 
 async def ask(desk: ApprovalDesk, namespace: str = "prod", by: str = "U1") -> int:
     approval = await desk.request(
-        "traffic-shift",
+        ApprovalKind.TRAFFIC_SHIFT,
         namespace=namespace,
         datacenter="dc-east",
         summary="shift howdy 1.x from 1.0.0 to 1.0.1",
@@ -77,7 +78,7 @@ async def ask(desk: ApprovalDesk, namespace: str = "prod", by: str = "U1") -> in
 async def test_namespaces_without_approval_get_no_request(desk: ApprovalDesk) -> None:
     assert (
         await desk.request(
-            "traffic-shift",
+            ApprovalKind.TRAFFIC_SHIFT,
             namespace="dev/sandbox",  # inherits dev's rule
             datacenter="dc-east",
             summary="x",

@@ -29,6 +29,7 @@ from commands.events import EventHub
 from commands.ports import StoreError
 from commands.settings import AccessRule, AccessSettings, Settings
 from commands.text import clip, normalise
+from domain.approvals import ApprovalKind
 from domain.redaction import redact, redacted
 from tests.fakes.clock import FakeClock
 
@@ -329,7 +330,11 @@ async def test_a_rejection_keeps_its_reason(sqlite_store: SqlStore, clock: FakeC
     )
     desk = ApprovalDesk(settings, sqlite_store, EventHub(), clock)
     approval = await desk.request(
-        "traffic-shift", namespace="prod", datacenter="dc", summary="shift", requested_by="U1"
+        ApprovalKind.TRAFFIC_SHIFT,
+        namespace="prod",
+        datacenter="dc",
+        summary="shift",
+        requested_by="U1",
     )
     assert approval is not None
     outcome = await desk.decide(approval.id, Principal("U2"), REJECT, "error rate too high")

@@ -17,6 +17,7 @@ from commands.access import Principal
 from commands.context import Services
 from commands.events import EmergencyDeploy, Event, EventHub
 from commands.settings import Settings
+from domain.approvals import ApprovalKind
 from domain.records import StackQuery
 from tests.fakes.clock import FakeClock
 from tests.unit.test_handlers import ACCOUNTS, ADMIN, DEV, GUEST, RecordingWorkflow
@@ -245,7 +246,7 @@ async def test_approvals_lists_only_what_the_asker_may_see_and_says_who_may_deci
         desk = ApprovalDesk(bench.settings, bench.store, bench.events, clock)
         for namespace in ("dev", "prod"):
             await desk.request(
-                "traffic-shift",
+                ApprovalKind.TRAFFIC_SHIFT,
                 namespace=namespace,
                 datacenter="dc-east",
                 summary=f"shift accounts in {namespace}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from domain.expiration import ExpirationPolicy
 from domain.manifest import (
     DEFAULT_PLAN,
     Constraint,
@@ -16,6 +17,7 @@ from domain.manifest import (
     Volume,
     parse_manifest,
 )
+from domain.traffic import ShiftPolicy
 
 UNIT = """
 units:
@@ -675,3 +677,21 @@ def test_a_full_nelson_style_manifest() -> None:
         ("shop-deploys", "general"), ("shop-team@example.com",)
     )
     assert manifest.datacenters.allows("dc-east") and not manifest.datacenters.allows("dc-legacy")
+
+
+@pytest.mark.parametrize("policy", ["gradual", "Linear"])
+def test_traffic_shift_policy_is_linear_or_atomic(policy: str) -> None:
+    e = only(with_plan(f"    traffic_shift:\n      policy: {policy!r}\n      duration: 5m\n"))
+    assert e.location == "plans[0].traffic_shift.policy"
+    assert f"'{policy}' is not linear or atomic" in e.message
+
+
+def test_plan_policies_are_read_as_the_vocabulary() -> None:
+    text = with_plan(
+        "    expiration_policy: retain-latest\n"
+        "    traffic_shift:\n      policy: atomic\n      duration: 5m\n"
+    )
+    plan = parse_manifest(text).plan("p")
+    assert plan is not None and plan.traffic_shift is not None
+    assert plan.traffic_shift.policy is ShiftPolicy.ATOMIC
+    assert plan.expiration_policy is ExpirationPolicy.RETAIN_LATEST

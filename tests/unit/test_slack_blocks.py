@@ -20,6 +20,7 @@ from bot.slack.blocks import (
 )
 from bot.slack.messages import APPROVE_ACTION, approval_message, operation_message
 from commands.replies import Code, Fields, Reply, Table, Text
+from domain.approvals import ApprovalKind, ApprovalStatus
 from domain.records import Approval, Operation, Stack
 from domain.states import StackStatus
 from domain.versions import Version
@@ -175,13 +176,13 @@ def test_operation_parent_shows_every_datacenter_and_the_end() -> None:
 
 APPROVAL = Approval(
     id=7,
-    kind="traffic-shift",
+    kind=ApprovalKind.TRAFFIC_SHIFT,
     stack_id=2,
     namespace="prod",
     datacenter="dc-east",
     summary="shift howdy 1.x from 1.2.2 to 1.2.3 <now>",
     requested_by="U1",
-    status="pending",
+    status=ApprovalStatus.PENDING,
     required=2,
     approvers=("U2",),
     created_at=T0,
@@ -200,15 +201,19 @@ def test_pending_approvals_have_buttons_naming_only_the_id() -> None:
 
 def test_decided_approvals_show_who_and_when_instead_of_buttons() -> None:
     decided = replace(
-        APPROVAL, status="approved", approvers=("U2", "U3"), decided_by="U3", decided_at=T0
+        APPROVAL,
+        status=ApprovalStatus.APPROVED,
+        approvers=("U2", "U3"),
+        decided_by="U3",
+        decided_at=T0,
     )
     _, blocks = approval_message(decided)
     assert not [b for b in blocks if b["type"] == "actions"]
     body = "\n".join(texts(blocks))
     assert "*Approved* by <@U2>, <@U3> <!date^" in body
-    rejected = replace(APPROVAL, status="rejected", decided_by="U4", decided_at=T0)
+    rejected = replace(APPROVAL, status=ApprovalStatus.REJECTED, decided_by="U4", decided_at=T0)
     assert "*Rejected* by <@U4>" in "\n".join(texts(approval_message(rejected)[1]))
-    expired = replace(APPROVAL, status="expired", decided_by="nelson", decided_at=T0)
+    expired = replace(APPROVAL, status=ApprovalStatus.EXPIRED, decided_by="nelson", decided_at=T0)
     assert "nothing was changed" in "\n".join(texts(approval_message(expired)[1]))
 
 

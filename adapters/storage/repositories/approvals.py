@@ -20,6 +20,7 @@ from adapters.storage.repositories.base import SqlRepository
 from adapters.storage.repositories.rows import (
     _approval,
 )
+from domain.approvals import ApprovalStatus, Decision
 from domain.records import (
     Approval,
     AuditEvent,
@@ -39,7 +40,7 @@ class SqlApprovals(SqlRepository):
                 select(t.approval_votes.c.approval_id, t.approval_votes.c.user_id)
                 .where(
                     t.approval_votes.c.approval_id.in_([r.id for r in rows]),
-                    t.approval_votes.c.decision == "approve",
+                    t.approval_votes.c.decision == Decision.APPROVE,
                 )
                 .order_by(t.approval_votes.c.id)
             )
@@ -57,7 +58,9 @@ class SqlApprovals(SqlRepository):
         }
         return [_approval(r, tuple(by_approval.get(r.id, ())), details.get(r.id)) for r in rows]
 
-    async def approvals(self, status: str | None = "pending") -> list[Approval]:
+    async def approvals(
+        self, status: ApprovalStatus | None = ApprovalStatus.PENDING
+    ) -> list[Approval]:
         where = t.approvals.c.status == status if status is not None else and_(True)
         async with self._connect() as conn:
             return await self._approvals(conn, where)
@@ -79,7 +82,7 @@ class SqlApprovals(SqlRepository):
                         datacenter=new.datacenter,
                         summary=new.summary,
                         requested_by=new.requested_by,
-                        status="pending",
+                        status=ApprovalStatus.PENDING,
                         required=new.required,
                         created_at=at or self._now(),
                         deadline=new.deadline,
@@ -95,7 +98,7 @@ class SqlApprovals(SqlRepository):
                 )
             return (await self._approvals(conn, t.approvals.c.id == approval_id))[0]
 
-    async def vote(self, approval_id: int, user_id: str, decision: str, at: datetime) -> bool:
+    async def vote(self, approval_id: int, user_id: str, decision: Decision, at: datetime) -> bool:
         """Record one person's vote; False when they had already voted (a double click)."""
         try:
             async with self._begin() as conn:
@@ -109,13 +112,20 @@ class SqlApprovals(SqlRepository):
         return True
 
     async def decide_approval(
-        self, approval_id: int, status: str, decided_by: str, at: datetime, reason: str = ""
+        self,
+        approval_id: int,
+        status: ApprovalStatus,
+        decided_by: str,
+        at: datetime,
+        reason: str = "",
     ) -> Approval | None:
         """Close a pending approval; None when it was no longer pending (someone else won)."""
         async with self._begin() as conn:
             changed = await conn.execute(
                 update(t.approvals)
-                .where(t.approvals.c.id == approval_id, t.approvals.c.status == "pending")
+                .where(
+                    t.approvals.c.id == approval_id, t.approvals.c.status == ApprovalStatus.PENDING
+                )
                 .values(status=status, decided_by=decided_by, decided_at=at, reason=reason or None)
             )
             if changed.rowcount != 1:
@@ -125,7 +135,8 @@ class SqlApprovals(SqlRepository):
     async def overdue_approvals(self, now: datetime) -> list[Approval]:
         async with self._connect() as conn:
             return await self._approvals(
-                conn, and_(t.approvals.c.status == "pending", t.approvals.c.deadline <= now)
+                conn,
+                and_(t.approvals.c.status == ApprovalStatus.PENDING, t.approvals.c.deadline <= now),
             )
 
     async def audit(self, event: AuditEvent) -> None:

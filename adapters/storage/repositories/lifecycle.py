@@ -22,6 +22,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.storage import cleanup_queries, live_versions
 from adapters.storage import tables as t
@@ -224,72 +225,16 @@ class SqlLifecycle(SqlRepository):
         SELECT do the rest."""
         if not reasons:
             return []
-        garbage = StackStatus.GARBAGE.value
         async with self._begin() as conn:
             if conn.dialect.name == "postgresql":
                 return await cleanup_queries.mark_garbage(conn, reasons, at, actor)
-            # a temporary table of this connection; one an earlier failure left is emptied
-            await conn.exec_driver_sql(
-                "CREATE TEMPORARY TABLE IF NOT EXISTS cleanup_reasons "
-                "(stack_id INTEGER PRIMARY KEY, reason TEXT NOT NULL)"
-            )
-            await conn.execute(delete(_cleanup_reasons))
-            await conn.execute(
-                insert(_cleanup_reasons),
-                [{"stack_id": i, "reason": r} for i, r in reasons.items()],
-            )
-            marked = (
-                await conn.execute(
-                    update(t.stacks)
-                    .where(
-                        t.stacks.c.id.in_(select(_cleanup_reasons.c.stack_id)),
-                        t.stacks.c.status.in_(
-                            [StackStatus.READY.value, StackStatus.DEPRECATED.value]
-                        ),
-                    )
-                    .values(
-                        status=garbage,
-                        status_message="expired; `inspect` shows why",
-                        updated_at=at,
-                        announced_at=None,
-                    )
-                    .returning(t.stacks.c.id, t.stacks.c.namespace, t.stacks.c.unit)
-                )
-            ).all()
-            changed = [r[0] for r in marked]
-            await live_versions.refresh(conn, [(r[1], r[2]) for r in marked])
-            if len(changed) != len(reasons):  # keep only the reasons of what changed
-                moved_on = set(reasons) - set(changed)
-                await conn.execute(
-                    delete(_cleanup_reasons).where(_cleanup_reasons.c.stack_id.in_(list(moved_on)))
-                )
+            await _stage_reasons(conn, reasons)
+            marked = await _mark_staged(conn, at)
+            changed = [stack_id for stack_id, _, _ in marked]
+            await live_versions.refresh(conn, [(ns, unit) for _, ns, unit in marked])
+            await _unstage(conn, set(reasons) - set(changed))  # moved on meanwhile
             if changed:
-                reason, stack_id = _cleanup_reasons.c.reason, _cleanup_reasons.c.stack_id
-                await conn.execute(
-                    insert(t.stack_status).from_select(
-                        ["stack_id", "status", "message", "actor", "at"],
-                        select(
-                            stack_id,
-                            literal(garbage),
-                            reason,
-                            literal(actor),
-                            literal(at, UtcDateTime()),
-                        ),
-                    )
-                )
-                await conn.execute(
-                    insert(t.audit_events).from_select(
-                        ["at", "actor", "action", "target", "allowed", "detail"],
-                        select(
-                            literal(at, UtcDateTime()),
-                            literal(actor),
-                            literal("garbage"),
-                            t.stacks.c.name,
-                            literal(True),
-                            reason,
-                        ).join_from(_cleanup_reasons, t.stacks, t.stacks.c.id == stack_id),
-                    )
-                )
+                await _record_staged(conn, at, actor)
             await conn.exec_driver_sql("DROP TABLE cleanup_reasons")
         return changed
 
@@ -320,3 +265,77 @@ class SqlLifecycle(SqlRepository):
             await conn.execute(
                 delete(t.leases).where(t.leases.c.name == name, t.leases.c.holder == holder)
             )
+
+
+# -- mark_garbage on SQLite, step by step: the reasons staged in a temporary table ----------
+
+
+async def _stage_reasons(conn: AsyncConnection, reasons: Mapping[int, str]) -> None:
+    """A temporary table of this connection holds the reasons; one an earlier failure left
+    is emptied first."""
+    await conn.exec_driver_sql(
+        "CREATE TEMPORARY TABLE IF NOT EXISTS cleanup_reasons "
+        "(stack_id INTEGER PRIMARY KEY, reason TEXT NOT NULL)"
+    )
+    await conn.execute(delete(_cleanup_reasons))
+    await conn.execute(
+        insert(_cleanup_reasons),
+        [{"stack_id": i, "reason": r} for i, r in reasons.items()],
+    )
+
+
+async def _mark_staged(conn: AsyncConnection, at: datetime) -> list[tuple[int, str, str]]:
+    """Staged stacks still ready or deprecated become garbage: (id, namespace, unit) of each."""
+    marked = await conn.execute(
+        update(t.stacks)
+        .where(
+            t.stacks.c.id.in_(select(_cleanup_reasons.c.stack_id)),
+            t.stacks.c.status.in_([StackStatus.READY.value, StackStatus.DEPRECATED.value]),
+        )
+        .values(
+            status=StackStatus.GARBAGE.value,
+            status_message="expired; `inspect` shows why",
+            updated_at=at,
+            announced_at=None,
+        )
+        .returning(t.stacks.c.id, t.stacks.c.namespace, t.stacks.c.unit)
+    )
+    return [(r[0], r[1], r[2]) for r in marked.all()]
+
+
+async def _unstage(conn: AsyncConnection, stack_ids: AbstractSet[int]) -> None:
+    """Drop the reasons of these stacks: only what changed gets history and audit."""
+    if stack_ids:
+        await conn.execute(
+            delete(_cleanup_reasons).where(_cleanup_reasons.c.stack_id.in_(list(stack_ids)))
+        )
+
+
+async def _record_staged(conn: AsyncConnection, at: datetime, actor: str) -> None:
+    """A status-history row and an audit event per staged stack, each with its reason."""
+    reason, stack_id = _cleanup_reasons.c.reason, _cleanup_reasons.c.stack_id
+    await conn.execute(
+        insert(t.stack_status).from_select(
+            ["stack_id", "status", "message", "actor", "at"],
+            select(
+                stack_id,
+                literal(StackStatus.GARBAGE.value),
+                reason,
+                literal(actor),
+                literal(at, UtcDateTime()),
+            ),
+        )
+    )
+    await conn.execute(
+        insert(t.audit_events).from_select(
+            ["at", "actor", "action", "target", "allowed", "detail"],
+            select(
+                literal(at, UtcDateTime()),
+                literal(actor),
+                literal("garbage"),
+                t.stacks.c.name,
+                literal(True),
+                reason,
+            ).join_from(_cleanup_reasons, t.stacks, t.stacks.c.id == stack_id),
+        )
+    )

@@ -9,8 +9,18 @@ from typing import Any
 from sqlalchemy.engine import Row
 
 from adapters.storage import tables as t
-from domain.records import Approval, BlueprintRecord, ManifestRecord, Operation, Release, Stack
+from domain.approvals import ApprovalKind, ApprovalStatus
+from domain.records import (
+    Approval,
+    BlueprintRecord,
+    ManifestRecord,
+    Operation,
+    Release,
+    Stack,
+    TrafficShift,
+)
 from domain.states import StackStatus
+from domain.traffic import Direction, ShiftPolicy, ShiftState
 from domain.versions import Version
 
 
@@ -100,13 +110,13 @@ def _blueprint(row: Row[Any]) -> BlueprintRecord:
 def _approval(row: Row[Any], approvers: tuple[str, ...], details: str | None) -> Approval:
     return Approval(
         id=row.id,
-        kind=row.kind,
+        kind=ApprovalKind(row.kind),
         stack_id=row.stack_id,
         namespace=row.namespace,
         datacenter=row.datacenter,
         summary=row.summary,
         requested_by=row.requested_by,
-        status=row.status,
+        status=ApprovalStatus(row.status),
         required=row.required,
         approvers=approvers,
         created_at=row.created_at,
@@ -116,6 +126,17 @@ def _approval(row: Row[Any], approvers: tuple[str, ...], details: str | None) ->
         details=tuple(details.splitlines()) if details else (),
         reason=row.reason or "",
     )
+
+
+def _shift(row: Row[Any]) -> TrafficShift:
+    """A stored shift, its words read back as the domain's enums (an unknown one fails)."""
+    values = dict(row._mapping)
+    values.update(
+        policy=ShiftPolicy(row.policy),
+        direction=Direction(row.direction),
+        state=ShiftState(row.state),
+    )
+    return TrafficShift(**values)
 
 
 def _operation(row: Row[Any], stack_ids: Sequence[int]) -> Operation:

@@ -17,12 +17,14 @@ from sqlalchemy.exc import IntegrityError
 
 from adapters.storage import tables as t
 from adapters.storage.repositories.base import SqlRepository
+from adapters.storage.repositories.rows import _shift
 from domain.records import (
     Daemon,
     TrafficShift,
 )
+from domain.traffic import OPEN_SHIFT_STATES, Direction, ShiftPolicy, ShiftState
 
-ACTIVE_SHIFTS = ("running", "paused", "awaiting-approval")
+SHIFT_WORDS = (("state", ShiftState), ("direction", Direction), ("policy", ShiftPolicy))
 
 
 class SqlTraffic(SqlRepository):
@@ -30,9 +32,9 @@ class SqlTraffic(SqlRepository):
         self,
         from_stack_id: int,
         to_stack_id: int,
-        policy: str,
+        policy: ShiftPolicy,
         duration_seconds: int,
-        state: str,
+        state: ShiftState,
         at: datetime,
         route: str | None = None,
     ) -> TrafficShift:
@@ -46,9 +48,9 @@ class SqlTraffic(SqlRepository):
         route: str | None,
         from_stack_id: int,
         to_stack_id: int,
-        policy: str,
+        policy: ShiftPolicy,
         duration_seconds: int,
-        state: str,
+        state: ShiftState,
         at: datetime,
         start_new_weight: int = 0,
     ) -> tuple[TrafficShift, list[TrafficShift]]:
@@ -63,12 +65,12 @@ class SqlTraffic(SqlRepository):
                             update(t.traffic_shifts)
                             .where(
                                 t.traffic_shifts.c.route == route,
-                                t.traffic_shifts.c.state.in_(ACTIVE_SHIFTS),
+                                t.traffic_shifts.c.state.in_(OPEN_SHIFT_STATES),
                             )
-                            .values(state="superseded", updated_at=at)
+                            .values(state=ShiftState.SUPERSEDED, updated_at=at)
                             .returning(*t.traffic_shifts.c)
                         )
-                        superseded = [TrafficShift(**r._mapping) for r in changed.all()]
+                        superseded = [_shift(r) for r in changed.all()]
                     row = (
                         await conn.execute(
                             insert(t.traffic_shifts)
@@ -77,10 +79,10 @@ class SqlTraffic(SqlRepository):
                                 to_stack_id=to_stack_id,
                                 policy=policy,
                                 duration_seconds=duration_seconds,
-                                direction="forward",
+                                direction=Direction.FORWARD,
                                 state=state,
-                                started_at=at if state == "running" else None,
-                                last_step_at=at if state == "running" else None,
+                                started_at=at if state is ShiftState.RUNNING else None,
+                                last_step_at=at if state is ShiftState.RUNNING else None,
                                 paused_seconds=0,
                                 delayed_seconds=0.0,
                                 start_new_weight=start_new_weight,
@@ -91,7 +93,7 @@ class SqlTraffic(SqlRepository):
                             .returning(*t.traffic_shifts.c)
                         )
                     ).one()
-                return TrafficShift(**row._mapping), superseded
+                return _shift(row), superseded
             except IntegrityError:
                 # another process opened a shift on this route at the same moment: supersede it
                 if attempt == 2:
@@ -132,10 +134,10 @@ class SqlTraffic(SqlRepository):
                     select(t.traffic_shifts).where(t.traffic_shifts.c.id == shift_id)
                 )
             ).first()
-        return TrafficShift(**row._mapping) if row else None
+        return _shift(row) if row else None
 
     async def shifts(
-        self, states: Sequence[str] = (), stack_id: int | None = None
+        self, states: Sequence[ShiftState] = (), stack_id: int | None = None
     ) -> list[TrafficShift]:
         """Shifts in `states` (all when empty) touching `stack_id` (any when None), oldest first."""
         query = select(t.traffic_shifts).order_by(t.traffic_shifts.c.id)
@@ -150,10 +152,10 @@ class SqlTraffic(SqlRepository):
             )
         async with self._connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [TrafficShift(**r._mapping) for r in rows]
+        return [_shift(r) for r in rows]
 
     async def update_shift(
-        self, shift_id: int, expected_state: str | None = None, **values: Any
+        self, shift_id: int, expected_state: ShiftState | None = None, **values: Any
     ) -> TrafficShift | None:
         """Change a shift; with `expected_state`, only if it is still in that state (None
         otherwise: someone else changed it first)."""
@@ -161,7 +163,11 @@ class SqlTraffic(SqlRepository):
         if expected_state is not None:
             query = query.where(t.traffic_shifts.c.state == expected_state)
         values.setdefault("updated_at", self._now())
+        # a word outside the vocabulary is refused before it is written, not when read back
+        for name, vocabulary in SHIFT_WORDS:
+            if name in values:
+                values[name] = vocabulary(values[name])
         async with self._begin() as conn:
             changed = await conn.execute(query.values(**values).returning(*t.traffic_shifts.c))
             row = changed.first()
-        return TrafficShift(**row._mapping) if row else None
+        return _shift(row) if row else None
