@@ -22,6 +22,7 @@ from commands.repositories import (
     OperationRepository,
     StackRepository,
     TrafficRepository,
+    UnitListingRepository,
     VaultTokenRepository,
 )
 from commands.repositories import VaultTokenRecord as VaultTokenRecord
@@ -48,6 +49,7 @@ class Store(
     VaultTokenRepository,
     CiRepository,
     LockRepository,
+    UnitListingRepository,
     Protocol,
 ):
     """Durable state: every repository, as the wiring passes it around. Every method is one
