@@ -1,9 +1,10 @@
 """`SqlUnitListing`: `units` a page at a time.
 
-One statement reads the page: the catalogue's units from the one after the page's start, in
-name order by the unique index on `units.name`, each joined by key to its `live_versions`
-row; a second counts the catalogue (and, for a page that starts after a name, the units
-before it). Neither reads more rows than the page and the index entries before it."""
+One statement reads the page: the page's unit names from the unique index on `units.name`
+(after a name, or skipping `offset` entries), then those units, each joined by key to its
+`live_versions` row; a second counts the catalogue (and, for a page that starts after a
+name, the units before it). Neither reads more rows than the page and the index entries
+before it."""
 
 from __future__ import annotations
 
@@ -28,6 +29,18 @@ class SqlUnitListing(SqlRepository):
     ) -> UnitPage:
         units, summary = t.units.c, t.live_versions.c
         where = live_versions.ALL if datacenter is None else datacenter
+        # the page's names first, from the index on units.name alone: an offset then skips
+        # index entries, not joined rows
+        names = select(units.name).order_by(units.name).limit(limit)
+        counted = select(func.count()).select_from(t.units)
+        if after is not None:
+            names = names.where(units.name > after)
+            before = counted.where(units.name <= after)
+            counts = select(counted.scalar_subquery(), before.scalar_subquery())
+        else:
+            names = names.offset(offset)
+            counts = select(counted.scalar_subquery(), literal(offset))
+        chosen = names.subquery()
         page = (
             select(
                 units.name,
@@ -40,7 +53,9 @@ class SqlUnitListing(SqlRepository):
                 summary.newest,
             )
             .select_from(
-                t.units.join(t.repositories, units.repository_id == t.repositories.c.id).outerjoin(
+                chosen.join(t.units, units.name == chosen.c.name)
+                .join(t.repositories, units.repository_id == t.repositories.c.id)
+                .outerjoin(
                     t.live_versions,
                     and_(
                         summary.namespace == namespace,
@@ -50,16 +65,7 @@ class SqlUnitListing(SqlRepository):
                 )
             )
             .order_by(units.name)
-            .limit(limit)
         )
-        counted = select(func.count()).select_from(t.units)
-        if after is not None:
-            page = page.where(units.name > after)
-            before = counted.where(units.name <= after)
-            counts = select(counted.scalar_subquery(), before.scalar_subquery())
-        else:
-            page = page.offset(offset)
-            counts = select(counted.scalar_subquery(), literal(offset))
         async with self._connect() as conn:
             rows = (await conn.execute(page)).all()
             total, skipped = (await conn.execute(counts)).one()
