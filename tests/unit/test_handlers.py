@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from bot.conversation import Answer, Conversation, Outcome
+from bot.slack.blocks import reply_blocks
 from bot.terminal import render
 from commands.access import Principal
 from commands.approval_desk import ApprovalDesk
@@ -195,6 +196,10 @@ async def test_units_come_a_page_at_a_time_with_the_way_to_the_next(h: Harness) 
     assert first.reply.title == "Units 1 to 50 of 120, live stacks in dev"
     assert [row[0] for row in _table(first).rows] == [f"svc-{i:03}" for i in range(50)]
     assert "70 more, sorted by name. Next: `units page 2`" in _said(first)
+    # the whole page fits one Slack message: no row cut, no section over Slack's limit
+    blocks = reply_blocks(first.reply)
+    assert len(blocks) <= 50 and "Showing" not in str(blocks)
+    assert all(len(b["text"]["text"]) <= 3000 for b in blocks if b["type"] == "section")
     await h.ok("deploy svc-051 1.0.0 to dc-east", DEV)
     second = await h.ok("units in dev page 2")
     assert second.reply.title == "Units 51 to 100 of 120, live stacks in dev"
