@@ -1,10 +1,12 @@
-"""How fast `stacks` and cleanup queries stay with 100k stacks and 1M status-history rows.
+"""How fast `stacks`, `units` and cleanup queries stay with 100k stacks, 10k units and 1M
+status-history rows.
 
     .venv/bin/python bench/stack_listing.py --backend sqlite
     .venv/bin/python bench/stack_listing.py --backend postgres   # starts a throwaway server
 
-Loads the data in bulk, then times the queries through the real SqlStore and prints p50/p95
-wall time and the CPU per call (here and in the database server; see bench/cpu.py).
+Loads the data in bulk, then times the queries through the real SqlStore (and `units` as a
+whole command: parsed, answered and rendered as Slack blocks) and prints p50/p99 wall time
+and the CPU per call (here and in the database server; see bench/cpu.py).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -33,6 +35,11 @@ from adapters.storage import tables as t
 from adapters.storage.migrate import upgrade
 from adapters.storage.urls import sync_url
 from bench.cpu import database_cpu
+from bot.conversation import Conversation, Outcome
+from bot.slack.blocks import reply_blocks
+from commands.access import Principal
+from commands.context import Services
+from commands.settings import Settings
 from domain.records import StackQuery
 from domain.states import StackStatus
 from tests.fakes.clock import T0, FakeClock
@@ -164,10 +171,26 @@ def _copy(url: str, stack_rows: list[dict[str, Any]], history_rows: list[dict[st
         cur.execute("SELECT setval('stacks_id_seq', (SELECT max(id) FROM stacks))")
 
 
-async def units_command(store: Any) -> None:
-    """What `units in prod` reads: every unit, and the live stacks of each."""
+async def every_unit(store: Any) -> None:
+    """What `units in prod` read before it came in pages: every unit, and the live stacks of
+    each."""
     await store.units()
     await store.live_units("prod")
+
+
+def units_command(store: Any, clock: FakeClock, text: str) -> Callable[[], Awaitable[Any]]:
+    """`text` as a user sends it: parsed, checked, answered from the store, and the reply
+    turned into the Slack blocks that would be posted."""
+    settings = Settings.model_validate({"namespaces": list(NAMESPACES)})
+    conversation = Conversation(Services(settings, store, cast(Any, None), clock))
+    who = Principal("UBENCH", "bench")
+
+    async def run() -> Any:
+        answer = await conversation.answer(text, who)
+        assert answer.outcome is Outcome.OK, answer.reply.title
+        return reply_blocks(answer.reply)
+
+    return run
 
 
 async def measure(url: str, repeats: int) -> list[tuple[str, float, float, float]]:
@@ -206,8 +229,26 @@ async def measure(url: str, repeats: int) -> list[tuple[str, float, float, float
                 StackQuery(unit="unit-42", namespace="prod", datacenter="dc-west")
             ),
         ),
+        (
+            "units in prod: first page (50 + count)",
+            lambda: store.unit_page("prod", None, limit=50),
+        ),
+        (
+            "units in prod: page 100 of 200 (offset)",
+            lambda: store.unit_page("prod", None, limit=50, offset=4950),
+        ),
+        (
+            "units in prod after unit-5 (keyset, mid-list)",
+            lambda: store.unit_page("prod", "dc-east", limit=50, after="unit-5"),
+        ),
+        ("command `units in prod`", units_command(store, clock, "units in prod")),
+        ("command `units in prod page 100`", units_command(store, clock, "units in prod page 100")),
+        (
+            "command `units in prod after unit-5`",
+            units_command(store, clock, "units in prod after unit-5"),
+        ),
         ("units in prod: live stacks and versions per unit", lambda: store.live_units("prod")),
-        ("units in prod: both queries of the command", lambda: units_command(store)),
+        ("units in prod: every unit (before pages)", lambda: every_unit(store)),
         (
             "units in prod, counting the stacks (anchor)",  # what `units` did before 0009
             lambda: store.live_units("prod", newest=live_versions.KEPT + 1),
@@ -228,8 +269,8 @@ async def measure(url: str, repeats: int) -> list[tuple[str, float, float, float
         # CPU per call, here and in the database server: what a quiet machine would spend
         cpu = (time.process_time() - cpu + database_cpu(url) - db_cpu) * 1000 / repeats
         timings.sort()
-        p95 = timings[min(len(timings) - 1, int(len(timings) * 0.95))]
-        results.append((label, statistics.median(timings), p95, cpu))
+        p99 = timings[min(len(timings) - 1, int(len(timings) * 0.99))]
+        results.append((label, statistics.median(timings), p99, cpu))
     await store.close()
     return results
 
@@ -261,9 +302,9 @@ def main() -> None:
         for round_ in range(1, args.rounds + 1):
             if args.rounds > 1:
                 print(f" round {round_} of {args.rounds}", file=out)
-            for label, p50, p95, cpu in asyncio.run(measure(url, args.repeats)):
+            for label, p50, p99, cpu in asyncio.run(measure(url, args.repeats)):
                 print(
-                    f"  {label:50s} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms   CPU {cpu:7.2f} ms",
+                    f"  {label:50s} p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   CPU {cpu:7.2f} ms",
                     file=out,
                 )
         print(out.getvalue(), end="")

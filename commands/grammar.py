@@ -496,6 +496,24 @@ _COMMIT_CLAUSES = (
     ),
 )
 
+MAX_PAGE = 1_000_000
+_ONE_PAGE = "say which page once: `page <n>` or `after <unit>`."
+
+
+def _page(w: Words, keyword: str) -> dict[str, Any]:
+    word = w.take("a page number (like 2)")
+    if not (word.isascii() and word.isdigit() and len(word) <= 7 and 1 <= int(word) <= MAX_PAGE):
+        raise w.error(f"'{clip(word)}' is not a page number: pages are numbered from 1, like 2.")
+    return {"page": int(word)}
+
+
+_UNITS_CLAUSES = (
+    _IN_NAMESPACE,
+    _AT_DATACENTER,
+    Clause("page", ("page",), _page, "page <n> | after <unit>", twice=_ONE_PAGE),
+    Clause("page", ("after",), _value("after", UNIT), twice=_ONE_PAGE),
+)
+
 _STACKS_CLAUSES = (
     _IN_NAMESPACE,
     _AT_DATACENTER,
@@ -899,8 +917,14 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "list units and their live stacks",
         LOOKING,
         model.ListUnits,
-        clauses=(_IN_NAMESPACE, _AT_DATACENTER),
-        examples=("units", "units in prod at dc-west"),
+        clauses=_UNITS_CLAUSES,
+        description="Units sorted by name, a page at a time; the reply says how to get the next.",
+        examples=(
+            "units",
+            "units in prod at dc-west",
+            "units in prod page 2",
+            "units after howdy-http",
+        ),
     ),
     CommandSpec(
         "inspect",
@@ -1324,12 +1348,16 @@ def canonical(command: Command) -> str:  # noqa: C901  (one flat arm per command
             if command.unit:
                 parts.append(f"unit {command.unit}")
             return " ".join(parts)
-        case model.ListUnits(namespace=namespace, datacenter=datacenter):
+        case model.ListUnits(namespace=namespace, datacenter=datacenter, page=page, after=after):
             parts = ["units"]
             if namespace:
                 parts.append(f"in {namespace}")
             if datacenter:
                 parts.append(f"at {datacenter}")
+            if page is not None:
+                parts.append(f"page {page}")
+            if after is not None:
+                parts.append(f"after {after}")
             return " ".join(parts)
         case model.Inspect(stack=stack):
             return f"inspect {stack}"

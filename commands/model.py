@@ -47,6 +47,8 @@ class ListStacks:
 class ListUnits:
     namespace: str | None = None
     datacenter: str | None = None
+    page: int | None = None  # 1 for the first page of UNITS_PER_PAGE units, sorted by name
+    after: str | None = None  # or the page of units after this name (what "next" says)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from commands.repositories import (
     OperationRepository,
     StackRepository,
     TrafficRepository,
+    UnitListingRepository,
     VaultTokenRepository,
     WorkflowClaimRepository,
 )
@@ -56,6 +57,7 @@ class Store(
     CiRepository,
     LockRepository,
     WorkflowClaimRepository,
+    UnitListingRepository,
     Protocol,
 ):
     """Durable state: every repository, as the wiring passes it around. Every method is one

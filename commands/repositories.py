@@ -37,6 +37,7 @@ from domain.records import (
     StackQuery,
     StatusChange,
     TrafficShift,
+    UnitPage,
     UnitRecord,
 )
 from domain.states import StackStatus
@@ -367,6 +368,25 @@ class LockRepository(Protocol):
     async def remove_locks(self, lock_ids: Sequence[int]) -> list[Lock]:
         """Remove these; returns those that were there (another replica may have removed
         some meanwhile)."""
+        ...
+
+
+class UnitListingRepository(Protocol):
+    """`units`, a page at a time: the catalogue joined with the `live_versions` summary."""
+
+    async def unit_page(
+        self,
+        namespace: str,
+        datacenter: str | None,
+        *,
+        limit: int,
+        after: str | None = None,
+        offset: int = 0,
+        newest: int = 3,
+    ) -> UnitPage:
+        """Up to `limit` units sorted by name: those after the unit named `after` (a name
+        that need not exist), else from the `offset`-th; each with its live stacks in the
+        namespace (and datacenter) and its `newest` newest versions (at most 8)."""
         ...
 
 

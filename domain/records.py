@@ -262,3 +262,13 @@ class Daemon:
     kind: str
     started_at: datetime
     seen_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UnitPage:
+    """One page of `units`: the catalogue's units sorted by name, each with what it has live
+    in the namespace (None: nothing), and where the page lies in the whole list."""
+
+    units: tuple[tuple[UnitRecord, LiveUnit | None], ...]
+    total: int  # units in the catalogue
+    before: int  # units sorted before this page's first

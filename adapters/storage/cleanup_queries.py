@@ -89,3 +89,31 @@ async def dependants(
     """(depended-on id, dependant id, dependant status) of the dependants in `statuses`."""
     result = await conn.execute(_DEPENDANTS, {"ids": id_list(stack_ids), "statuses": statuses})
     return [(depended, by, status) for depended, by, status in result.all()]
+
+
+_EXTEND = text(
+    "UPDATE stacks SET expires_at = :until "
+    "WHERE id = ANY(CAST(string_to_array(:ids, ',') AS integer[]))"
+)
+
+
+async def extend_expiries(conn: AsyncConnection, by_value: Mapping[datetime, list[int]]) -> None:
+    """`Store.extend_expiries` on PostgreSQL: one UPDATE by primary key per distinct expiry,
+    the ids as one string (thousands of bound parameters cost more than the update)."""
+    for until, ids in by_value.items():
+        await conn.execute(_EXTEND, {"until": until, "ids": id_list(ids)})
+
+
+_REVISIONS = text(
+    "SELECT unit, major, minor, patch, manifest_id FROM releases "
+    "WHERE unit IN (SELECT json_array_elements_text(CAST(:units AS json)))"
+)
+
+
+async def release_revisions(
+    conn: AsyncConnection, units: Sequence[str]
+) -> list[tuple[str, int, int, int, int]]:
+    """(unit, major, minor, patch, manifest id) of every release of these units, the names
+    as one JSON document: one statement however many units a batch holds."""
+    rows = await conn.execute(_REVISIONS, {"units": json.dumps(list(units))})
+    return [(unit, major, minor, patch, manifest) for unit, major, minor, patch, manifest in rows]

@@ -175,7 +175,7 @@ def rebuild(conn: Connection) -> None:
 
 
 @functools.lru_cache(maxsize=65536)
-def _newest(shown: str) -> tuple[Version, ...]:
+def newest_of(shown: str) -> tuple[Version, ...]:
     # immutable: one tuple per distinct text, so repeated listings build no Versions
     return tuple(Version(*map(int, v.split("."))) for v in shown.split())
 
@@ -193,10 +193,10 @@ async def read(
     )
     if newest < KEPT:
         return {
-            unit: LiveUnit(stacks, versions, _newest(shown)[:newest])
+            unit: LiveUnit(stacks, versions, newest_of(shown)[:newest])
             for unit, stacks, versions, shown in rows.all()
         }
     return {
-        unit: LiveUnit(stacks, versions, _newest(shown))
+        unit: LiveUnit(stacks, versions, newest_of(shown))
         for unit, stacks, versions, shown in rows.all()
     }

@@ -24,6 +24,7 @@ from adapters.storage.repositories.locks import SqlLocks
 from adapters.storage.repositories.operations import SqlOperations
 from adapters.storage.repositories.stacks import SqlStacks
 from adapters.storage.repositories.traffic import SqlTraffic
+from adapters.storage.repositories.unit_listing import SqlUnitListing
 from adapters.storage.repositories.vault import SqlVaultTokens
 from adapters.storage.repositories.workflow_claims import SqlWorkflowClaims
 from adapters.storage.urls import async_url, safe
@@ -41,6 +42,7 @@ class SqlStore(
     SqlCiRecords,
     SqlLocks,
     SqlWorkflowClaims,
+    SqlUnitListing,
 ):
     def __init__(
         self,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from commands.access import Role
 from commands.context import Context
+from commands.grammar import canonical
 from commands.handlers.lookup import (
     check_datacenter,
     check_namespace,
@@ -14,7 +16,7 @@ from commands.handlers.lookup import (
 )
 from commands.manifests import ParserUnavailable
 from commands.model import Lint, ListManifests, ListUnits, RegisterManifest
-from commands.replies import Code, Reply, Table, Text, UserError
+from commands.replies import Block, Code, Reply, Table, Text, UserError
 from domain.manifest import Manifest, ManifestError, ManifestInvalid
 from domain.records import UnitRecord
 
@@ -184,28 +186,62 @@ async def manifests(command: ListManifests, ctx: Context) -> Reply:
     )
 
 
+UNITS_PER_PAGE = 50  # a Slack message holds 50 blocks of 3,000 characters: 50 rows fit
+
+
 async def list_units(command: ListUnits, ctx: Context) -> Reply:
     namespace = check_namespace(ctx, command.namespace or ctx.settings.default_namespace)
     if command.datacenter:
         check_datacenter(ctx, command.datacenter)
     await require(ctx, Role.VIEW, namespace, "units", f"namespace:{namespace}")
-    units = await ctx.store.units()
-    if not units:
+    number = command.page or 1
+    page = await ctx.store.unit_page(
+        namespace,
+        command.datacenter,
+        limit=UNITS_PER_PAGE,
+        after=command.after,
+        offset=(number - 1) * UNITS_PER_PAGE,
+    )
+    if not page.total:
         return Reply(
             title="Units",
             blocks=(Text("No units yet: register a manifest with `manifest <repository>`."),),
         )
-    live = await ctx.store.live_units(namespace, command.datacenter, newest=3)
+    where = f"{command.datacenter}/{namespace}" if command.datacenter else namespace
+    pages = -(-page.total // UNITS_PER_PAGE)
+    first = replace(command, page=None, after=None)
+    if not page.units:
+        past = f"after {command.after}" if command.after else f"on page {number}"
+        return Reply(
+            title=f"Units in {where}",
+            blocks=(
+                Text(
+                    f"No units {past}: there are {page.total}, {pages} page(s) of "
+                    f"{UNITS_PER_PAGE}. The first: `{canonical(first)}`."
+                ),
+            ),
+        )
     rows = []
-    for unit in units:
-        found = live.get(unit.name)
+    for unit, found in page.units:
         if found is None:
             rows.append((unit.name, unit.kind, unit.repository, "0", "-"))
             continue
         shown = ", ".join(str(v) for v in found.newest) + (" …" if found.versions > 3 else "")
         rows.append((unit.name, unit.kind, unit.repository, str(found.stacks), shown))
-    where = f"{command.datacenter}/{namespace}" if command.datacenter else namespace
+    last = page.before + len(page.units)
+    blocks: list[Block] = [
+        Table(("unit", "kind", "repository", "live stacks", "versions"), tuple(rows))
+    ]
+    if last < page.total:
+        following = (
+            replace(first, after=page.units[-1][0].name)
+            if command.after
+            else replace(first, page=number + 1)
+        )
+        blocks.append(
+            Text(f"{page.total - last} more, sorted by name. Next: `{canonical(following)}`")
+        )
     return Reply(
-        title=f"Units ({len(units)}), live stacks in {where}",
-        blocks=(Table(("unit", "kind", "repository", "live stacks", "versions"), tuple(rows)),),
+        title=f"Units {page.before + 1} to {last} of {page.total}, live stacks in {where}",
+        blocks=tuple(blocks),
     )

@@ -43,6 +43,7 @@ from domain.records import (
     StackQuery,
     StatusChange,
     TrafficShift,
+    UnitPage,
     UnitRecord,
 )
 from domain.states import LIVE_STATUSES, StackStatus, check_transition
@@ -368,6 +369,26 @@ class MemoryStore:
             )
             for unit, versions in sorted(per_unit.items())
         }
+
+    async def unit_page(
+        self,
+        namespace: str,
+        datacenter: str | None,
+        *,
+        limit: int,
+        after: str | None = None,
+        offset: int = 0,
+        newest: int = 3,
+    ) -> UnitPage:
+        names = sorted(self._t.units)
+        before = offset if after is None else sum(1 for n in names if n <= after)
+        page = names[before : before + limit]
+        live = await self.live_units(namespace, datacenter, min(newest, 8))
+        return UnitPage(
+            units=tuple((self._t.units[n], live.get(n)) for n in page),
+            total=len(names),
+            before=min(before, len(names)),
+        )
 
     async def release_stacks(self, unit: str, version: Version) -> list[Stack]:
         return [s for s in self._by_id() if s.unit == unit and s.version == version]

@@ -315,6 +315,32 @@ async def test_live_units_count_stacks_and_versions_per_unit(store: Store) -> No
     assert (await store.live_units("dev"))["svc"].newest == (v2, v3, V1)
 
 
+async def test_unit_pages_run_by_name_with_their_live_stacks(store: Store) -> None:
+    names = [f"u{i:02}" for i in range(7)] + ["svc"]
+    await store.register_manifest("acme/svc", "units: []", [unit(n) for n in names], "U1")
+    await deploy(store, new_stack(1), new_stack(2, dc="dc-west"), new_stack(3, ns="qa"))
+    first = await store.unit_page("dev", None, limit=3)
+    assert [u.name for u, _ in first.units] == ["svc", "u00", "u01"]
+    assert (first.total, first.before) == (8, 0)
+    assert first.units[0] == ((await store.units())[0], LiveUnit(2, 1, (V1,)))
+    assert first.units[1][1] is None
+    middle = await store.unit_page("dev", "dc-west", limit=3, offset=3)
+    assert [u.name for u, _ in middle.units] == ["u02", "u03", "u04"]
+    assert middle.before == 3
+    # keyset: after a name (a unit or not), the same page an offset gives
+    assert await store.unit_page("dev", "dc-west", limit=3, after="u01") == middle
+    assert await store.unit_page("dev", "dc-west", limit=3, after="u01x") == middle
+    assert await store.unit_page("dev", "dc-west", limit=2, after="") == replace(
+        first, units=((first.units[0][0], LiveUnit(1, 1, (V1,))), first.units[1])
+    )
+    assert (await store.unit_page("qa", "dc-west", limit=1)).units[0][1] is None
+    last = await store.unit_page("dev", None, limit=3, after="u04")
+    assert [u.name for u, _ in last.units] == ["u05", "u06"] and last.before == 6
+    beyond = await store.unit_page("dev", None, limit=3, offset=30)
+    assert (beyond.units, beyond.total, beyond.before) == ((), 8, 8)
+    assert (await store.unit_page("dev", None, limit=3, after="zz")).units == ()
+
+
 def new_approval(stack_id: int | None = None, required: int = 2) -> NewApproval:
     return NewApproval(
         kind=ApprovalKind.TRAFFIC_SHIFT,

@@ -113,6 +113,8 @@ PARSES: list[tuple[str, model.Command]] = [
     ("units", model.ListUnits()),
     ("units in prod at dc-west", model.ListUnits("prod", "dc-west")),
     ("units on dc-west", model.ListUnits(datacenter="dc-west")),
+    ("units page 3 in qa", model.ListUnits("qa", page=3)),
+    ("units after howdy-http at dc-east", model.ListUnits(None, "dc-east", after="howdy-http")),
     # one stack
     (f"inspect {STACK}", model.Inspect(STACK)),
     ("inspect 4f2a9c1b7e", model.Inspect("4f2a9c1b7e")),
@@ -483,7 +485,7 @@ def test_usage_is_generated_from_args_and_clauses() -> None:
     assert by_name["commit"].usage == "commit <unit> <version> to <namespace>"
     assert by_name["reject"].usage == "reject <id> [reason...]"
     assert by_name["help"].usage == "help [command]"
-    assert by_name["units"].usage == "units [in <namespace>] [at <dc>]"
+    assert by_name["units"].usage == "units [in <namespace>] [at <dc>] [page <n> | after <unit>]"
     assert by_name["whoami"].usage == "whoami"
 
 

@@ -220,6 +220,8 @@ commands: st.SearchStrategy[model.Command] = st.one_of(
     st.builds(model.Commit, names, versions, namespaces),
     st.builds(model.ListStacks, maybe(namespaces), maybe(names), statuses, maybe(names)),
     st.builds(model.ListUnits, maybe(namespaces), maybe(names)),
+    st.builds(model.ListUnits, maybe(namespaces), maybe(names), st.integers(1, 10**6)),
+    st.builds(model.ListUnits, maybe(namespaces), maybe(names), after=names),
     *(st.builds(kind, stacks) for kind in (model.Inspect, model.Logs, model.Runtime)),
     *(st.builds(kind, stacks) for kind in (model.Redeploy, model.Reverse)),
     st.builds(model.Deprecate, names, versions),

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from bot.conversation import Answer, Conversation, Outcome
+from bot.slack.blocks import reply_blocks
 from bot.terminal import render
 from commands.access import Principal
 from commands.approval_desk import ApprovalDesk
@@ -171,6 +172,65 @@ async def test_register_manifest_then_units(h: Harness) -> None:
     assert table.rows[0][:3] == ("accounts", "service", "acme/accounts")
     again = await h.ok(f"manifest acme/accounts\n```\n{ACCOUNTS}\n```")
     assert "already has this manifest (revision 1)" in again.reply.title
+
+
+MANY = (
+    "units:\n"
+    + "".join(f"  - name: svc-{i:03}\n    ports:\n      - default->80/http\n" for i in range(120))
+    + "plans:\n  - name: default\nnamespaces:\n  - name: dev\n    units:\n"
+    + "      - ref: svc-051\n        plans: [default]\n"
+)
+
+
+def _table(answer: Answer) -> Table:
+    return next(b for b in answer.reply.blocks if isinstance(b, Table))
+
+
+def _said(answer: Answer) -> str:
+    return " ".join(b.text for b in answer.reply.blocks if isinstance(b, Text))
+
+
+async def test_units_come_a_page_at_a_time_with_the_way_to_the_next(h: Harness) -> None:
+    await register(h, "acme/many", MANY)
+    first = await h.ok("units")
+    assert first.reply.title == "Units 1 to 50 of 120, live stacks in dev"
+    assert [row[0] for row in _table(first).rows] == [f"svc-{i:03}" for i in range(50)]
+    assert "70 more, sorted by name. Next: `units page 2`" in _said(first)
+    # the whole page fits one Slack message: no row cut, no section over Slack's limit
+    blocks = reply_blocks(first.reply)
+    assert len(blocks) <= 50 and "Showing" not in str(blocks)
+    assert all(len(b["text"]["text"]) <= 3000 for b in blocks if b["type"] == "section")
+    await h.ok("deploy svc-051 1.0.0 to dc-east", DEV)
+    second = await h.ok("units in dev page 2")
+    assert second.reply.title == "Units 51 to 100 of 120, live stacks in dev"
+    rows = {row[0]: row for row in _table(second).rows}
+    assert rows["svc-051"][3:] == ("1", "1.0.0") and rows["svc-050"][3:] == ("0", "-")
+    assert "Next: `units in dev page 3`" in _said(second)
+    last = await h.ok("units page 3")
+    assert [row[0] for row in _table(last).rows] == [f"svc-{i:03}" for i in range(100, 120)]
+    assert "Next" not in _said(last)
+    # keyset: after a name, which need not be a unit; the next page continues after the last
+    after = await h.ok("units at dc-west after svc-049x")
+    assert after.reply.title == "Units 51 to 100 of 120, live stacks in dc-west/dev"
+    assert _table(after).rows[1][3] == "0"  # svc-051's stack is in dc-east
+    assert "Next: `units at dc-west after svc-099`" in _said(after)
+    beyond = await h.ok("units page 4")
+    assert "No units on page 4: there are 120, 3 page(s) of 50" in _said(beyond)
+    assert "No units after svc-119" in _said(await h.ok("units after svc-119"))
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("units page 0", "'0' is not a page number"),
+        ("units page two", "'two' is not a page number"),
+        ("units page", "a page number"),
+        ("units page 2 after svc-001", "Say which page once"),
+        ("units after", "unit name"),
+    ],
+)
+async def test_units_pages_are_asked_for_plainly(h: Harness, text: str, says: str) -> None:
+    assert says in await h.fails(text)
 
 
 async def test_invalid_manifest_registers_nothing_and_lists_errors(h: Harness) -> None:
@@ -348,10 +408,10 @@ async def test_whoami_and_cleanup_policies(h: Harness) -> None:
 async def test_internal_errors_give_a_reference_not_a_traceback(
     h: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def broken() -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(h.store, "units", broken)
+    monkeypatch.setattr(h.store, "unit_page", broken)
     answer = await h.say("units")
     assert answer.outcome is Outcome.INTERNAL_ERROR
     assert "reference" in answer.reply.title

@@ -203,6 +203,9 @@ class SqlLifecycle(SqlRepository):
         if not by_value:
             return
         async with self._begin() as conn:
+            if conn.dialect.name == "postgresql":
+                await cleanup_queries.extend_expiries(conn, by_value)
+                return
             for until, ids in by_value.items():
                 for start in range(0, len(ids), 5000):
                     await conn.execute(

@@ -16,7 +16,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from adapters.storage import live_versions
+from adapters.storage import cleanup_queries, live_versions
 from adapters.storage import tables as t
 from adapters.storage.repositories.base import SqlRepository
 from adapters.storage.repositories.rows import (
@@ -73,6 +73,9 @@ class SqlStacks(SqlRepository):
         found: dict[tuple[str, Version], int] = {}
         names = sorted(set(units))
         async with self._connect() as conn:
+            if conn.dialect.name == "postgresql":
+                rows = await cleanup_queries.release_revisions(conn, names)
+                return {(u, Version(ma, mi, pa)): manifest for u, ma, mi, pa, manifest in rows}
             for start in range(0, len(names), 500):  # bound the statement's parameters
                 query = select(c.unit, c.major, c.minor, c.patch, c.manifest_id).where(
                     c.unit.in_(names[start : start + 500])
