@@ -128,7 +128,7 @@ class Gate:
             AuditEvent(who.user_id, action, what, False, "held: " + "; ".join(lines), now)
         )
         raise Held(
-            f"{what} cannot be {_past(action)} now: {lines[0]}"
+            f"cannot {action} {what} now: {lines[0]}"
             + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else "")
             + ".",
             EMERGENCY_HINT if action == "deploy" else "`locks` lists every lock and freeze.",
@@ -190,9 +190,3 @@ class Gate:
     async def announce(self, emergency: EmergencyDeploy | None) -> None:
         if emergency is not None:
             await self.events.publish(emergency)
-
-
-def _past(action: str) -> str:
-    return {"deploy": "deployed", "commit": "committed", "redeploy": "redeployed"}.get(
-        action, f"{action}ed"
-    )

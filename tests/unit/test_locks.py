@@ -120,7 +120,7 @@ async def test_commit_is_held_and_unlock_lifts_and_says_what_still_holds(b: Benc
     await b.ok("lock accounts because of incident 42")  # every namespace, until unlocked
     await b.ok("lock accounts in qa because qa is being rebuilt", DEV)
     refused = await b.fails("commit accounts 1.0.0 to qa", DEV)
-    assert "cannot be committed now" in refused and "(and 1 more)" in refused
+    assert "Cannot commit accounts 1.0.0 now" in refused and "(and 1 more)" in refused
     lifted = await b.ok("unlock accounts in qa", DEV)
     assert "Unlocked accounts in qa" in lifted
     assert "Still in force: accounts in every namespace is locked by UADMIN" in lifted
