@@ -14,6 +14,7 @@ import docker
 import pytest
 
 from bot.slack.rollback_button import ROLLBACK_ACTION
+from domain.records import Stack
 from domain.states import StackStatus
 from tests.dockerworld import busybox_image
 from tests.e2e.slack_harness import RunningBot, start_bot
@@ -132,6 +133,33 @@ def offer_in_thread_any(fake: FakeSlack, ts: str) -> Any:
     return None
 
 
+async def rollbacks_approved_bot(
+    fake: FakeSlack,
+    tmp_path: Path,
+    docker_address: str,
+    registries: tuple[str, str],
+    engine_client: docker.DockerClient,
+) -> RunningBot:
+    """A bot whose `prod` asks for approval before a rollback, with both versions' images."""
+    for version in ("1.0.0", "1.0.1"):
+        busybox_image(engine_client, f"{registries[0]}/hello:{version}", version)
+    settings = traffic_settings(fake, tmp_path, docker_address, registries)
+    prod = settings.approvals["prod"].model_copy(update={"rollbacks": True})
+    settings = settings.model_copy(update={"approvals": {"prod": prod}})
+    return await start_bot(settings, real=True)
+
+
+async def rollback_asked(running: RunningBot, fake: FakeSlack) -> tuple[Stack, Stack, str]:
+    """Both versions deployed, the shift to the new one under way, a rollback asked for:
+    the old and new stacks and the answer to the request."""
+    old, new = await deploy_both(running, fake)
+    await approve_shift(running, fake)
+    await shift_until(running, new.id, lambda s: s.current_new_weight >= 20)
+    rid = await slash(running, fake, "rollback hello in prod", user="U1")
+    await fake.wait_for(lambda: fake.responses.get(rid))
+    return old, new, fake.all_text(fake.responses[rid][0])
+
+
 async def test_a_namespace_may_want_rollbacks_approved(
     fake: FakeSlack,
     tmp_path: Path,
@@ -139,19 +167,11 @@ async def test_a_namespace_may_want_rollbacks_approved(
     registries: tuple[str, str],
     engine_client: docker.DockerClient,
 ) -> None:
-    for version in ("1.0.0", "1.0.1"):
-        busybox_image(engine_client, f"{registries[0]}/hello:{version}", version)
-    settings = traffic_settings(fake, tmp_path, docker_address, registries)
-    prod = settings.approvals["prod"].model_copy(update={"rollbacks": True})
-    settings = settings.model_copy(update={"approvals": {"prod": prod}})
-    running = await start_bot(settings, real=True)
+    running = await rollbacks_approved_bot(
+        fake, tmp_path, docker_address, registries, engine_client
+    )
     try:
-        old, new = await deploy_both(running, fake)
-        await approve_shift(running, fake)
-        await shift_until(running, new.id, lambda s: s.current_new_weight >= 20)
-        rid = await slash(running, fake, "rollback hello in prod", user="U1")
-        await fake.wait_for(lambda: fake.responses.get(rid))
-        asked = fake.all_text(fake.responses[rid][0])
+        old, new, asked = await rollback_asked(running, fake)
         assert "Asked for approval #" in asked and old.name in asked
         approval_id = int(asked.split("#", 1)[1].split(" ", 1)[0])
         # nothing moved back yet: the shift still runs
@@ -175,19 +195,11 @@ async def test_a_request_whose_stack_moved_back_is_voided_and_loses_its_buttons(
     registries: tuple[str, str],
     engine_client: docker.DockerClient,
 ) -> None:
-    for version in ("1.0.0", "1.0.1"):
-        busybox_image(engine_client, f"{registries[0]}/hello:{version}", version)
-    settings = traffic_settings(fake, tmp_path, docker_address, registries)
-    prod = settings.approvals["prod"].model_copy(update={"rollbacks": True})
-    settings = settings.model_copy(update={"approvals": {"prod": prod}})
-    running = await start_bot(settings, real=True)
+    running = await rollbacks_approved_bot(
+        fake, tmp_path, docker_address, registries, engine_client
+    )
     try:
-        _, new = await deploy_both(running, fake)
-        await approve_shift(running, fake)
-        await shift_until(running, new.id, lambda s: s.current_new_weight >= 20)
-        rid = await slash(running, fake, "rollback hello in prod", user="U1")
-        await fake.wait_for(lambda: fake.responses.get(rid))
-        asked = fake.all_text(fake.responses[rid][0])
+        _, new, asked = await rollback_asked(running, fake)
         approval_id = int(asked.split("#", 1)[1].split(" ", 1)[0])
         await fake.wait_for(lambda: approval_posted(fake, approval_id) is not None)
         # the shift is reversed meanwhile: the rollback request no longer means anything
