@@ -7,6 +7,7 @@ further grace period. Everything here is a pure function of `StackView`s and the
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -330,6 +331,13 @@ def _why_not(policy: ExpirationPolicy, stack: StackView) -> str:
 
 
 def _at(moment: datetime) -> str:
+    # equal moments in other zones print otherwise: the zone is part of the key
+    return _worded(moment, moment.tzinfo)
+
+
+@functools.lru_cache(maxsize=4096)
+def _worded(moment: datetime, _zone: object) -> str:
+    # a pass words a reason for every stack it judges, and most share a few expiries
     return moment.isoformat(sep=" ", timespec="minutes")
 
 

@@ -84,7 +84,7 @@ async def refresh(conn: AsyncConnection, pairs: Iterable[tuple[str, str]]) -> No
         return
     if conn.dialect.name == "postgresql":
         document = json.dumps([{"namespace": ns, "unit": unit} for ns, unit in keys])
-        for statement in (_LOCK_PAIRS, _DELETE_PAIRS, _COUNT_PAIRS):
+        for statement in (_LOCK_PAIRS, _REWRITE_PAIRS, _DELETE_EMPTY):
             await conn.execute(statement, {"pairs": document})
         return
     # SQLite: the caller wrote the stacks first, so it holds the database's write lock.
@@ -142,26 +142,41 @@ _LOCK_PAIRS = text(
     "SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT "
     f"hashtextextended(k.namespace || '/' || k.unit, 20) AS h FROM {_PAIRS} ORDER BY h) AS l"
 )
-_DELETE_PAIRS = text(
-    f"DELETE FROM live_versions AS v USING {_PAIRS} "
-    "WHERE v.namespace = k.namespace AND v.unit = k.unit"
-)
 # Counted where the stacks are: per datacenter and version, the same summed over the
 # datacenters ("*"), then a row per datacenter with its newest versions. One probe of
 # ix_stacks_live_versions per pair (OFFSET 0 keeps the planner from reading every live
-# stack instead).
-_COUNT_PAIRS = text(
+# stack instead). Only what changed is written: rows are updated where they differ (in
+# place: no indexed column changes) or inserted, and those left empty deleted after.
+# A cleanup pass changes one datacenter's row of a unit and its "*" row, not the others;
+# deleting every row and inserting it again cost a new entry in both indexes for each row,
+# and a uniqueness check against the row just deleted.
+_REWRITE_PAIRS = text(
     "WITH per_dc AS (SELECT s.namespace, s.unit, s.datacenter, s.major, s.minor, s.patch, "
     f"count(*) AS n FROM {_PAIRS} CROSS JOIN LATERAL (SELECT namespace, unit, datacenter, "
     "major, minor, patch FROM stacks WHERE namespace = k.namespace AND unit = k.unit "
     f"AND {t.LIVE_SQL.text} OFFSET 0) AS s GROUP BY 1, 2, 3, 4, 5, 6), "
     f"everywhere AS (SELECT namespace, unit, CAST('{ALL}' AS varchar) AS datacenter, major, "
     "minor, patch, sum(n) AS n FROM per_dc GROUP BY 1, 2, 4, 5, 6 "
-    "UNION ALL SELECT * FROM per_dc) "
-    "INSERT INTO live_versions (namespace, unit, datacenter, stacks, versions, newest) "
-    "SELECT namespace, unit, datacenter, sum(n), count(*), array_to_string((array_agg("
+    "UNION ALL SELECT * FROM per_dc), "
+    "fresh AS (SELECT namespace, unit, datacenter, CAST(sum(n) AS integer) AS stacks, "
+    "CAST(count(*) AS integer) AS versions, array_to_string((array_agg("
     "concat_ws('.', major, minor, patch) ORDER BY major DESC, minor DESC, patch DESC))"
-    f"[1:{KEPT}], ' ') FROM everywhere GROUP BY 1, 2, 3"
+    f"[1:{KEPT}], ' ') AS newest FROM everywhere GROUP BY 1, 2, 3) "
+    "INSERT INTO live_versions AS v (namespace, unit, datacenter, stacks, versions, newest) "
+    "SELECT * FROM fresh ON CONFLICT (namespace, unit, datacenter) DO UPDATE SET "
+    "stacks = excluded.stacks, versions = excluded.versions, newest = excluded.newest "
+    "WHERE (v.stacks, v.versions, v.newest) "
+    "IS DISTINCT FROM (excluded.stacks, excluded.versions, excluded.newest)"
+)
+# the rows left without a live stack: one probe of ix_stacks_live_versions per row of the
+# pairs (OFFSET 0 keeps it a probe rather than a join reading every live stack; an anti-join
+# against the fresh rows instead was planned as a scan of them for each row: minutes)
+_DELETE_EMPTY = text(
+    f"DELETE FROM live_versions AS v USING {_PAIRS} "
+    "WHERE v.namespace = k.namespace AND v.unit = k.unit AND NOT EXISTS (SELECT FROM stacks "
+    "AS s WHERE s.namespace = v.namespace AND s.unit = v.unit "
+    f"AND (v.datacenter = '{ALL}' OR s.datacenter = v.datacenter) AND {t.LIVE_SQL.text} "
+    "OFFSET 0)"
 )
 
 

@@ -43,6 +43,8 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         moment: datetime = value
+        if moment.tzinfo is UTC:
+            return moment
         return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
@@ -129,7 +131,7 @@ stacks = Table(
     Column("id", Integer, primary_key=True),
     Column("guid", String(32), nullable=False, unique=True),
     Column("name", String(200), nullable=False, unique=True),
-    Column("release_id", ForeignKey("releases.id"), nullable=False, index=True),
+    Column("release_id", ForeignKey("releases.id"), nullable=False),
     Column("unit", String(100), nullable=False),
     Column("major", Integer, nullable=False),
     Column("minor", Integer, nullable=False),
@@ -151,8 +153,9 @@ stacks = Table(
     Index("ix_stacks_namespace_status_id", "namespace", "status", "id"),
     # a unit's stacks at a target (deploy checks, dependencies, traffic)
     Index("ix_stacks_unit_namespace_datacenter", "unit", "namespace", "datacenter"),
-    # cleanup: expired stacks of a status
-    Index("ix_stacks_status_expires_at", "status", "expires_at"),
+    # stacks of a status in any namespace (garbage due, unclaimed workflows), in id order;
+    # `expires_at` is in no index, so extending an expiry can update the row in place
+    Index("ix_stacks_status_id", "status", "id"),
     # `units`: live stacks per unit and version, read in order from the index alone
     Index(
         "ix_stacks_live_versions",
