@@ -13,6 +13,8 @@ seconds after launch. Slack is tests/fakes/slack.py with its default limits (cha
 `--units` units (deploys of one unit to one target run one after another, by design).
 
 Prints: sustained deploys per second (from the first command to the last `ready`; goal >= 5/s),
+the CPU seconds this process and the database server spent per deploy, and the SQL statements
+and transactions per deploy (on a shared machine these say more than wall time),
 p50/p99 of command-to-ready minus the latency the doubles inject on a deploy's path, peak RSS
 of this process (bot + fake Slack + client) and the most workflows in flight (goal <= 300 MB
 with 200 in flight), Slack Web API calls per deploy, and how many calls Slack answered 429
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import statistics
 import sys
 import tempfile
@@ -34,11 +37,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from adapters.clock import SystemClock  # noqa: E402
+from bench.cpu import database_cpu  # noqa: E402
 from bench.doubles import MemoryRouter, SlowRegistry, SlowScheduler  # noqa: E402
 from bench.slack_ack import percentile, resident_mb  # noqa: E402
 from bot.bootstrap import Application, build  # noqa: E402
@@ -223,10 +229,27 @@ async def post_command(
         return False
 
 
+class Statements:
+    """SQL statements and committed transactions, counted on every engine of this process."""
+
+    def __init__(self) -> None:
+        self.statements = self.commits = 0
+        event.listen(Engine, "before_cursor_execute", self._statement)
+        event.listen(Engine, "commit", self._commit)
+
+    def _statement(self, *_args: Any) -> None:
+        self.statements += 1
+
+    def _commit(self, *_args: Any) -> None:
+        self.commits += 1
+
+
 async def run(args: argparse.Namespace) -> None:
     from bench.slack_ack import free_port
 
-    pid = __import__("os").getpid()
+    counted = Statements()
+
+    pid = os.getpid()
     async with FakeSlack(channels=team_channels(args.teams)) as fake:
         with (
             tempfile.TemporaryDirectory(prefix="nelson-bench-") as folder,
@@ -277,6 +300,8 @@ async def run(args: argparse.Namespace) -> None:
                 aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session,
             ):
                 slack_before, doubles_before = len(fake.calls), doubles.calls()
+                sql_before = (counted.statements, counted.commits)
+                cpu_before = (sum(os.times()[:2]), database_cpu(url))
                 sampler = asyncio.create_task(sample())
                 rejected = 0
                 start = time.perf_counter()
@@ -305,6 +330,8 @@ async def run(args: argparse.Namespace) -> None:
                         break
                     await asyncio.sleep(0.5)
                 end = max(done_at.values(), default=time.perf_counter())
+                cpu = (sum(os.times()[:2]) - cpu_before[0], database_cpu(url) - cpu_before[1])
+                sql = (counted.statements - sql_before[0], counted.commits - sql_before[1])
                 await asyncio.sleep(3)  # the last progress updates reach Slack
                 sampler.cancel()
                 slack_calls = len(fake.calls) - slack_before
@@ -340,6 +367,13 @@ async def run(args: argparse.Namespace) -> None:
                     f"    of which command to the workflow's first step: p50 "
                     f"{percentile(to_start, 50):.0f} ms, p99 {percentile(to_start, 99):.0f} ms"
                 )
+            finished_count = max(len(done_at) + len(failed), 1)
+            print(
+                f"  CPU {cpu[0]:.1f} s in this process + {cpu[1]:.1f} s in the database server: "
+                f"{(cpu[0] + cpu[1]) / finished_count * 1000:.0f} ms per deploy; SQL "
+                f"{sql[0] / finished_count:.0f} statements and {sql[1] / finished_count:.0f} "
+                "transactions committed per deploy (commands, workflows and listeners)"
+            )
             print(
                 f"  peak RSS {peak['rss']:.0f} MB; most workflows in flight "
                 f"{peak['in_flight']} (RSS then {peak['rss_at_peak_flight']:.0f} MB; "

@@ -374,8 +374,11 @@ class DeployWorkflow:
 
     async def _run(self, stack: Stack) -> None:
         started = time.monotonic()
-        if stack.status is StackStatus.PENDING:
-            async with self._fenced(stack.id) as store:
+        fresh = stack.status is StackStatus.PENDING
+        resumed_at = stack.workflow_step
+        if fresh:
+            async with self._fenced(stack.id) as store:  # started, and in its first step
+                await store.set_workflow_step(stack.id, "resolve")
                 stack = await store.change_status(
                     stack.id, StackStatus.DEPLOYING, "deploy started", "nelson"
                 )
@@ -385,20 +388,19 @@ class DeployWorkflow:
             raise StepFailed(f"the release of {stack.name} is missing")
         dc = self.settings.datacenters[stack.datacenter]
         scheduler = self.schedulers[stack.datacenter]
-        resumed_at = stack.workflow_step
         if resumed_at:
             await self._say(stack, f"continuing after a restart at step '{resumed_at}'", "resume")
-
-        await self._step(stack, "resolve")
+        if not fresh:
+            await self._step(stack, "resolve")
         digest = release.digest
         if digest is None:
             digest = await self._call(
                 stack, "resolve", lambda: self.registry.resolve(release.image)
             )
             await self.store.set_release_digest(release.id, digest)
-        await self._say(stack, f"resolved {release.image} to {digest[:19]}…", "resolve")
-
-        await self._step(stack, "replicate")
+        await self._say(
+            stack, f"resolved {release.image} to {digest[:19]}…", "resolve", then="replicate"
+        )
         t0 = time.monotonic()
         runtime_image = await self._call(
             stack,
@@ -409,24 +411,25 @@ class DeployWorkflow:
             stack,
             f"replicated to {redact(dc.runtime_registry)} in {time.monotonic() - t0:.1f}s",
             "replicate",
+            then="secrets",
         )
-
-        await self._step(stack, "secrets")
         granted: tuple[str | None, tuple[tuple[str, str], ...]] = (None, ())
         if dc.vault is None or self.secrets is None:
             await self._say(
-                stack, f"no Vault in {stack.datacenter}: secrets step skipped", "secrets"
+                stack,
+                f"no Vault in {stack.datacenter}: secrets step skipped",
+                "secrets",
+                then="launch",
             )
         else:
             granted = await self._grant_secrets(stack, spec_parts[0], scheduler)
-
-        await self._step(stack, "launch")
+            await self._step(stack, "launch")
         spec = await self._spec(stack, runtime_image, spec_parts, secrets=granted)
         instances = await self._call(stack, "launch", lambda: scheduler.launch(spec))
         names = ", ".join(i.name for i in instances)
-        await self._say(stack, f"launched {len(instances)} instance(s): {names}", "launch")
-
-        await self._step(stack, "warm")
+        await self._say(
+            stack, f"launched {len(instances)} instance(s): {names}", "launch", then="warm"
+        )
         if stack.status is StackStatus.DEPLOYING:
             async with self._fenced(stack.id) as store:
                 stack = await store.change_status(
@@ -680,11 +683,21 @@ class DeployWorkflow:
         step: str,
         status: StackStatus | None = None,
         failed: bool = False,
+        *,
+        then: str | None = None,
     ) -> None:
+        """A line for the stack's log and its listeners; with `then`, the step it moves to
+        next, stored in the same transaction (unless the bot is stopping: Stopping, after
+        the line)."""
         at = self.clock.now()
+        advance = then is not None and not self._draining
         async with self._fenced(stack.id) as store:
             await store.append_log(stack.id, message, step=step, at=at)
+            if advance:
+                await store.set_workflow_step(stack.id, then)
         await self.events.publish(StackProgress(stack.id, message, at, failed, status))
+        if then is not None and not advance:
+            raise Stopping
 
 
 def secrets_hex() -> str:
