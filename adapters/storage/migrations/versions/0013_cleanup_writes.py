@@ -11,7 +11,7 @@ update the row in place (a HOT update: no indexed column changes and the page ha
   updates in place) leaves room in each page for updated rows (new pages only; existing
   pages get it as they are rewritten).
 
-Revision ID: 0013_issue20a
+Revision ID: 0013
 Revises: 0012
 Create Date: 2026-11-28 00:00:00
 """
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0013_issue20a"
+revision: str = "0013"
 down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
