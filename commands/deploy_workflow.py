@@ -17,7 +17,7 @@ a run is fenced by the claim's token, so a process that lost it (expired, taken 
 nothing more and stops that run. `take_over()`, run at start and periodically, drives the
 unfinished stacks whose claim is missing or expired: a dead replica's work resumes elsewhere.
 
-The database going away mid-run (a PostgreSQL restart or failover) is not the stack's fault:
+The database going away mid-run (a PostgreSQL restart) is not the stack's fault:
 the run stops where it is, without failing the stack or removing anything, and the stack is
 taken over (by this replica or another) once its claim has expired and the database answers."""
 
