@@ -18,8 +18,9 @@ nothing more and stops that run. `take_over()`, run at start and periodically, d
 unfinished stacks whose claim is missing or expired: a dead replica's work resumes elsewhere.
 
 The database going away mid-run (a PostgreSQL restart) is not the stack's fault:
-the run stops where it is, without failing the stack or removing anything, and the stack is
-taken over (by this replica or another) once its claim has expired and the database answers."""
+the run stops where it is, without failing the stack or removing anything; once the database
+answers, the next takeover claims it again (this process at once while its claim is unexpired,
+any replica once it has expired) and continues it from its stored step."""
 
 from __future__ import annotations
 
@@ -120,6 +121,9 @@ class DeployWorkflow:
         # tells "the database is unreachable" from a fault (the adapters' errors are theirs)
         self.unreachable = unreachable or _never
         self._renewals_failing = False
+        # runs the database cut off: claimed again at the next takeover, without waiting for
+        # their claim to expire when it is still this process's
+        self._interrupted: set[int] = set()
 
     # -- the port ---------------------------------------------------------------------------
 
@@ -226,7 +230,9 @@ class DeployWorkflow:
         if self._draining:
             return 0
         found = await self.store.unclaimed_workflows(UNFINISHED, sorted(self.schedulers))
+        found = sorted(set(found) | self._interrupted)
         started = [stack_id for stack_id in found if stack_id not in self._tasks]
+        self._interrupted -= set(started)  # one still ending is tried again next time
         for stack_id in started:
             self._start(stack_id)
         return len(started)
@@ -342,11 +348,14 @@ class DeployWorkflow:
             return
         except Exception as exc:
             if self.unreachable(exc):
-                # the claim is kept until it expires: releasing it needs the database too
+                # the claim stays until it expires (releasing it needs the database too);
+                # this process claims it again once the database answers, unless another
+                # one took it over by then
                 self._claims.pop(stack_id, None)
+                self._interrupted.add(stack_id)
                 log.warning(
                     "stack %s: the database became unreachable (%s); the run stops here and "
-                    "is taken over once the database answers and the claim expires",
+                    "continues once the database answers",
                     stack_id,
                     type(exc).__name__,
                 )
