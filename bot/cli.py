@@ -17,6 +17,7 @@ from bot.bootstrap import Application, build
 from bot.config import ConfigError, load_settings
 from bot.console import local_principal, progress_printer, run_console
 from bot.conversation import Outcome
+from bot.outage import describe, is_outage
 from bot.terminal import render, save_attachments
 from commands.ports import StoreError
 from commands.settings import Settings
@@ -115,6 +116,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        # the database went away between opening it and answering (a restart while starting)
+        print(
+            f"nelson: the database at {safe(settings.database_url)} stopped answering "
+            f"({describe(exc)}); try again once it answers",
+            file=sys.stderr,
+        )
+        return 2
 
 
 def _stop_now(_signal: int, _frame: object) -> None:
