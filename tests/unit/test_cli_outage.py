@@ -52,3 +52,40 @@ def test_a_fault_while_starting_keeps_its_traceback(
     monkeypatch.setattr(bot.cli, "_dispatch", broken)
     with pytest.raises(ValueError, match="a bug"):
         bot.cli.main(["--config", str(_config(tmp_path)), "run", "stacks"])
+
+
+def _logged(exc: Exception) -> str:
+    import io
+    import logging
+
+    from bot.outage import OutageLines
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(OutageLines())
+    log = logging.getLogger("nelson.test-outage-lines")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        try:
+            raise exc
+        except Exception:
+            log.exception("a listener failed on %s", "StackProgress")
+    finally:
+        log.removeHandler(handler)
+    return out.getvalue()
+
+
+def test_an_outage_met_anywhere_is_one_warning_line_and_a_fault_keeps_its_traceback() -> None:
+    gone = OperationalError(
+        "INSERT INTO x", {}, Exception("connection failed: the database system is shutting down")
+    )
+    said = _logged(gone)
+    assert said == (
+        "WARNING nelson.test-outage-lines: a listener failed on StackProgress: the database is "
+        "unreachable (Exception: connection failed: the database system is shutting down)\n"
+    )
+    said = _logged(ValueError("a bug"))
+    assert said.startswith("ERROR nelson.test-outage-lines: a listener failed on StackProgress")
+    assert "Traceback" in said and "ValueError: a bug" in said
