@@ -17,6 +17,7 @@ from adapters.secrets import VaultSecrets
 from adapters.storage import open_store
 from bot.conversation import Conversation
 from bot.manifest_dirs import register_directories
+from bot.outage import is_outage
 from commands.approval_desk import ApprovalDesk
 from commands.context import Services
 from commands.deploy_workflow import DeployWorkflow
@@ -172,6 +173,7 @@ async def build(
             schedulers,
             manifests=manifests,
             secrets=secrets,
+            unreachable=is_outage,
         )
         routers = routers_for(settings)
         routers.update(lighthouses_for(settings, store, consuls))

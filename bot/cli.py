@@ -17,6 +17,7 @@ from bot.bootstrap import Application, build
 from bot.config import ConfigError, load_settings
 from bot.console import local_principal, progress_printer, run_console
 from bot.conversation import Outcome
+from bot.outage import OutageLines, describe, is_outage
 from bot.terminal import render, save_attachments
 from commands.ports import StoreError
 from commands.settings import Settings
@@ -96,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(OutageLines())
     if args.command is None:
         parser.print_help()
         return 0
@@ -115,6 +118,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        # the database went away between opening it and answering (a restart while starting)
+        print(
+            f"nelson: the database at {safe(settings.database_url)} stopped answering "
+            f"({describe(exc)}); try again once it answers",
+            file=sys.stderr,
+        )
+        return 2
 
 
 def _stop_now(_signal: int, _frame: object) -> None:

@@ -52,7 +52,14 @@ class Jobs:
     def __init__(self, application: Application, kind: str = "nelson serve") -> None:
         self.application = application
         self.kind = kind  # what `nelson run` reports as driving shifts: "nelson serve", …
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
+        # the heartbeat's name is the workflow claims' holder, so `datacenters` can tell
+        # which replica holds which deploys
+        deploys = application.deploys
+        self.holder = (
+            deploys.holder
+            if deploys is not None
+            else f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
+        )
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self._running: set[asyncio.Task[Any]] = set()
         self.scheduler.add_job(

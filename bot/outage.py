@@ -78,3 +78,21 @@ class OutageWatch:
     def due(self) -> bool:
         """False while backing off after a failure."""
         return self._next_try is None or self.clock.now() >= self._next_try
+
+
+class OutageLines(logging.Filter):
+    """On the process's log handlers: a record logged with a traceback whose cause is an
+    outage (a listener or a writer that met the database going away) becomes one warning
+    line naming the cause, so an outage is never a traceback, wherever it is met."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or not is_outage(exc):
+            return True
+        record.msg = f"{record.getMessage()}: the database is unreachable ({describe(exc)})"
+        record.args = ()
+        record.exc_info = None
+        record.exc_text = None
+        if record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True

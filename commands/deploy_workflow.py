@@ -15,7 +15,12 @@ Several replicas on one database: a process drives a stack only while it holds t
 claim (`WorkflowClaimRepository`), renewed every third of `workflow.claim_ttl`. Each write of
 a run is fenced by the claim's token, so a process that lost it (expired, taken over) writes
 nothing more and stops that run. `take_over()`, run at start and periodically, drives the
-unfinished stacks whose claim is missing or expired: a dead replica's work resumes elsewhere."""
+unfinished stacks whose claim is missing or expired: a dead replica's work resumes elsewhere.
+
+The database going away mid-run (a PostgreSQL restart) is not the stack's fault:
+the run stops where it is, without failing the stack or removing anything; once the database
+answers, the next takeover claims it again (this process at once while its claim is unexpired,
+any replica once it has expired) and continues it from its stored step."""
 
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -94,6 +99,7 @@ class DeployWorkflow:
         manifests: Manifests | None = None,
         secrets: StackSecrets | None = None,
         holder: str | None = None,
+        unreachable: Callable[[BaseException], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -112,6 +118,12 @@ class DeployWorkflow:
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{secrets_hex()}"
         self._claims: dict[int, int] = {}  # stack id -> fencing token of the claims held
         self._keeper: asyncio.Task[None] | None = None
+        # tells "the database is unreachable" from a fault (the adapters' errors are theirs)
+        self.unreachable = unreachable or _never
+        self._renewals_failing = False
+        # runs the database cut off: claimed again at the next takeover, without waiting for
+        # their claim to expire when it is still this process's
+        self._interrupted: set[int] = set()
 
     # -- the port ---------------------------------------------------------------------------
 
@@ -218,7 +230,9 @@ class DeployWorkflow:
         if self._draining:
             return 0
         found = await self.store.unclaimed_workflows(UNFINISHED, sorted(self.schedulers))
+        found = sorted(set(found) | self._interrupted)
         started = [stack_id for stack_id in found if stack_id not in self._tasks]
+        self._interrupted -= set(started)  # one still ending is tried again next time
         for stack_id in started:
             self._start(stack_id)
         return len(started)
@@ -249,7 +263,18 @@ class DeployWorkflow:
             try:
                 await self.renew_claims()
             except Exception as exc:  # unrenewed claims expire; fenced writes then stop runs
-                log.warning("renewing workflow claims failed (%s)", type(exc).__name__)
+                if not self._renewals_failing:  # one line per outage, not one per try
+                    log.warning(
+                        "renewing workflow claims failed (%s); claims not renewed within "
+                        "%gs are lost and taken over",
+                        type(exc).__name__,
+                        self.claim_ttl,
+                    )
+                self._renewals_failing = True
+            else:
+                if self._renewals_failing:
+                    log.warning("renewing workflow claims works again")
+                self._renewals_failing = False
 
     async def wait_idle(self, timeout: float | None = None) -> None:
         """Wait until every workflow this process runs has ended (tests, `nelson run`)."""
@@ -321,7 +346,20 @@ class DeployWorkflow:
             self._claims.pop(stack_id, None)
             log.warning("stack %s: %s; stopping its run here", stack_id, exc)
             return
-        except Exception:
+        except Exception as exc:
+            if self.unreachable(exc):
+                # the claim stays until it expires (releasing it needs the database too);
+                # this process claims it again once the database answers, unless another
+                # one took it over by then
+                self._claims.pop(stack_id, None)
+                self._interrupted.add(stack_id)
+                log.warning(
+                    "stack %s: the database became unreachable (%s); the run stops here and "
+                    "continues once the database answers",
+                    stack_id,
+                    type(exc).__name__,
+                )
+                return
             log.exception("driving stack %s failed; another run takes it over", stack_id)
         token = self._claims.pop(stack_id, None)
         if token is not None:
@@ -365,7 +403,9 @@ class DeployWorkflow:
                     )
                 except StepFailed as exc:
                     await self._fail(stack_id, str(exc))
-                except Exception:
+                except Exception as exc:
+                    if self.unreachable(exc):
+                        raise  # not the stack's fault: it is taken over later
                     reference = secrets.token_hex(4)
                     log.exception("internal error %s deploying stack %s", reference, stack_id)
                     await self._fail(stack_id, f"internal error (reference {reference})")
@@ -698,6 +738,10 @@ class DeployWorkflow:
         await self.events.publish(StackProgress(stack.id, message, at, failed, status))
         if then is not None and not advance:
             raise Stopping
+
+
+def _never(_exc: BaseException) -> bool:
+    return False
 
 
 def secrets_hex() -> str:

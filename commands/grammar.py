@@ -1217,7 +1217,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
     ),
     CommandSpec(
         "datacenters",
-        "the datacenters, their scheduler and registries",
+        "the datacenters, their scheduler and registries, and the processes alive (each replica's "
+        "host, pid, start, last heartbeat and the deploys it holds)",
         ABOUT,
         model.ListDatacenters,
         aliases=("dcs",),

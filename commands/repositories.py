@@ -455,7 +455,9 @@ class WorkflowClaimRepository(Protocol):
         """Ids of stacks in these statuses and datacenters whose claim is missing or expired."""
         ...
 
-    async def workflow_claims(self) -> list[WorkflowClaim]: ...
+    async def workflow_claims(self, unexpired_at: datetime | None = None) -> list[WorkflowClaim]:
+        """Every claim by stack id; only those still unexpired at `unexpired_at` if given."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from bot.slack import (
     emergency,
     listeners,
     lock_buttons,
+    replicas_home,
     rollback_button,
 )
 from bot.slack.blocks import fallback, reply_blocks, said, section
@@ -93,6 +94,7 @@ class SlackBot:
         )
         rollback_button.register(self.app, application, self.outbox, self.directory)
         lock_buttons.register(self.app, application, self.home, self.directory)
+        replicas_home.register(self.home, application)
         # last: bot/slack/listeners/ ends with the catch-all for clicks nothing else claims
         listeners.register(self.app, self)
 

@@ -64,8 +64,7 @@ async def datacenters(command: ListDatacenters, ctx: Context) -> Reply:
         notes.extend(await outside.datacenter_services(ctx, name))
     if notes:
         blocks.append(Text("\n".join(notes)))
-    alive = await daemons.running(ctx.store, ctx.clock)
-    blocks.append(Text(daemons.roster(alive, ctx.clock.now())))
+    blocks.extend(await replica_blocks(ctx))
     blocks.append(
         Text(
             f"Namespaces: {', '.join(ctx.settings.namespaces)} "
@@ -73,6 +72,32 @@ async def datacenters(command: ListDatacenters, ctx: Context) -> Reply:
         )
     )
     return Reply(title=f"Datacenters ({len(dcs)})", blocks=tuple(blocks))
+
+
+async def replica_blocks(ctx: Context) -> list[Text | Table]:
+    """The processes alive (replicas of `nelson serve`, a console), by their heartbeats."""
+    alive = await daemons.replicas(ctx.store, ctx.clock)
+    if not alive:
+        return [
+            Text("Processes: none is running (`nelson serve` drives deploys, shifts and cleanups).")
+        ]
+    now = ctx.clock.now()
+    rows = tuple(
+        (
+            r.kind,
+            r.host,
+            r.pid,
+            r.started_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            daemons.since(r.seen_at, now),
+            str(r.deploys_held),
+        )
+        for r in alive
+    )
+    return [
+        Text(f"Processes alive ({len(alive)}):"),
+        Table(("process", "host", "pid", "started", "last heartbeat", "deploys held"), rows),
+        Text(daemons.takeover_note(ctx.settings.workflow.claim_ttl)),
+    ]
 
 
 async def whoami(command: Whoami, ctx: Context) -> Reply:

@@ -76,7 +76,9 @@ def test_second_serve_on_one_sqlite_file_is_refused_and_a_killed_one_replaced(
             timeout=60,
         )
         assert listing.returncode == 0, listing.stderr
-        assert "Processes alive (1): nelson serve --no-slack on" in listing.stdout
+        assert "Processes alive (1):" in listing.stdout, listing.stdout
+        assert "nelson serve --no-slack" in listing.stdout
+        assert f" {first.pid} " in listing.stdout, listing.stdout  # host, pid, heartbeat
 
         # another database file is another bot: both run
         elsewhere = _serve(tmp_path, tmp_path / "other.db")

@@ -4,6 +4,7 @@ envelopes), talking to the fake Slack workspace. Assertions are about what peopl
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -385,6 +386,9 @@ async def test_home_tab(bot: RunningBot, fake: FakeSlack) -> None:
     home = json.dumps(fake.home("U2"))
     assert "shift howdy 1.x" in home and APPROVE_ACTION in home
     assert "dc-east" in home and "howdy--1-0-0" in home
+    # the replicas alive: this process, by its heartbeat
+    assert "Processes alive (1)" in home and f"pid {os.getpid()} " in home
+    assert "nelson serve" in home and "taken over by another within" in home
     # U1 asked for it: no buttons for them, but their deployment is listed
     body = encode_event(event_callback(app_home_opened("U1")))
     await bot.post(body, "application/json")

@@ -1018,5 +1018,6 @@ class MemoryStore:
         ]
         return found[:limit]
 
-    async def workflow_claims(self) -> list[WorkflowClaim]:
-        return [self._t.claims[i] for i in sorted(self._t.claims)]
+    async def workflow_claims(self, unexpired_at: datetime | None = None) -> list[WorkflowClaim]:
+        claims = [self._t.claims[i] for i in sorted(self._t.claims)]
+        return [c for c in claims if unexpired_at is None or c.expires_at > unexpired_at]

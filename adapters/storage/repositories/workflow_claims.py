@@ -9,7 +9,7 @@ its row (expired at once), so the next token still grows."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -126,7 +126,10 @@ class SqlWorkflowClaims(SqlRepository):
         async with self._connect() as conn:
             return list((await conn.execute(query)).scalars())
 
-    async def workflow_claims(self) -> list[WorkflowClaim]:
+    async def workflow_claims(self, unexpired_at: datetime | None = None) -> list[WorkflowClaim]:
+        query = select(t.workflow_claims).order_by(_c.stack_id)
+        if unexpired_at is not None:
+            query = query.where(_c.expires_at > unexpired_at)
         async with self._connect() as conn:
-            rows = await conn.execute(select(t.workflow_claims).order_by(_c.stack_id))
+            rows = await conn.execute(query)
             return [WorkflowClaim(r.stack_id, r.holder, r.token, r.expires_at) for r in rows]
