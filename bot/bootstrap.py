@@ -88,12 +88,15 @@ def schedulers_for(
     return found
 
 
-def routers_for(settings: Settings) -> dict[str, Router]:
+def routers_for(settings: Settings, store: Store) -> dict[str, Router]:
+    """HAProxy routers: projections of the route table in the database."""
     found: dict[str, Router] = {}
     for name, dc in settings.datacenters.items():
         if dc.router is not None and dc.router.kind == "haproxy":
             found[name] = HaproxyRouter(
                 dc.router.address or Path(".nelson") / "haproxy" / name,
+                store,
+                datacenter=name,
                 bind=dc.router.bind,
                 ports=port_bounds(dc.router.ports),
             )
@@ -129,6 +132,7 @@ def lighthouses_for(
                 datacenter=name,
                 bind=dc.router.bind,
                 ports=port_bounds(dc.router.ports),
+                fences=store,
             )
     return found
 
@@ -173,7 +177,7 @@ async def build(
             manifests=manifests,
             secrets=secrets,
         )
-        routers = routers_for(settings)
+        routers = routers_for(settings, store)
         routers.update(lighthouses_for(settings, store, consuls))
         traffic = TrafficControl(
             settings,
