@@ -113,8 +113,11 @@ class HaproxyRouter:
         async with self._exclusive():
             # read inside the lock: a projection never applies rows older than the last one
             entries = await self.table.route_entries(self.datacenter)
+            alive = await self._alive()
+            if not entries and not alive:
+                return  # nothing to route yet: HAProxy starts with the first route
             self._write_config(entries)
-            if not await self._alive():
+            if not alive:
                 await self._start()
             else:
                 backends = await self._backends()
