@@ -56,6 +56,9 @@ class Application:
     async def close(self) -> None:
         if self.deploys is not None:
             await self.deploys.close()
+        if self.traffic is not None:  # `nelson run` stepping a shift leaves no lease behind
+            with contextlib.suppress(Exception):
+                await self.traffic.release_leases()
         for scheduler in self.schedulers.values():
             with contextlib.suppress(Exception):
                 await scheduler.close()

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import fcntl
 import ipaddress
+import json
 import os
 import shutil
 import socket
@@ -111,6 +112,7 @@ class HaproxyRouter:
 
     async def converge(self) -> None:
         async with self._exclusive():
+            await self._adopt_legacy()
             # read inside the lock: a projection never applies rows older than the last one
             entries = await self.table.route_entries(self.datacenter)
             alive = await self._alive()
@@ -127,6 +129,30 @@ class HaproxyRouter:
                     for entry in entries:
                         await self._converge_backend(entry)
             self._projected = {e.key for e in entries}
+
+    async def _adopt_legacy(self) -> None:
+        """Routes that earlier versions kept in `routes.json` go into the table once, with
+        their ports (callers keep their addresses) and servers; the file is then renamed."""
+        legacy = self.dir / "routes.json"
+        if not legacy.exists():
+            return
+        try:
+            routes = json.loads(legacy.read_text(encoding="utf-8")).get("routes", {})
+            for key, route in routes.items():
+                entry = await self.table.create_route(self.datacenter, key, int(route["port"]))
+                if entry is None or entry.servers:
+                    continue  # the port serves another route now, or the table knows better
+                servers = [
+                    RouteServer(
+                        name, s["stack"], s["address"], int(s["weight"]), int(s["per_mille"])
+                    )
+                    for name, s in route["servers"].items()
+                ]
+                if servers:
+                    await self.table.write_route(self.datacenter, key, servers)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise RouterError(f"{legacy} cannot be read ({exc}); move it away") from None
+        os.replace(legacy, self.dir / "routes.json.imported")
 
     async def _converge_backend(self, entry: RouteEntry) -> None:
         backend = f"be_{entry.key}"
@@ -194,7 +220,16 @@ class HaproxyRouter:
 
     async def _reload(self, entries: Sequence[RouteEntry]) -> None:
         before = await self._worker_pid()
-        await self._command("reload", self.master)
+        for attempt in range(100):
+            try:
+                await self._command("reload", self.master)
+                break
+            except RouterError:
+                # the master re-executes itself on a reload: after the one just before,
+                # its socket may not be back yet
+                if attempt == 99:
+                    raise
+                await asyncio.sleep(0.05)
 
         async def new_worker() -> bool:
             # the admin socket answers from the new worker: changes made now stick
@@ -298,6 +333,9 @@ class HaproxyRouter:
 
     async def address(self, route: Route) -> str:
         entry = await self.table.route_entry(self.datacenter, route.key)
+        if entry is None and (self.dir / "routes.json").exists():
+            await self.converge()  # adopts the routes of earlier versions first
+            entry = await self.table.route_entry(self.datacenter, route.key)
         if entry is None:
             entry = await self._open(route.key)
         if route.key not in self._projected or not await self._alive():
