@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator
@@ -208,6 +210,20 @@ async def table_and_runtime_agree(store: SqlStore, admin: Path) -> None:
     raise AssertionError(f"HAProxy runs {runtime_weights(admin)}, the table says {wanted}")
 
 
+def nelson_run(replica: Replica, command: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "--config", str(replica.config), "run", command],
+        cwd=replica.config.parent,
+        env=replica.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
 def answers(address: str) -> str:
     with urllib.request.urlopen(f"http://{address}/", timeout=5) as response:
         return response.read().decode().strip()
@@ -269,6 +285,9 @@ async def test_a_shift_survives_its_driver_killed_and_weights_never_go_back(
         kills: list[float] = []
         takeovers: list[float] = []
         try:
+            listing = await asyncio.to_thread(nelson_run, replicas[0], "traffic hello")
+            [lease] = [x for x in await store.route_leases() if "hello" in x.route]
+            assert f"driven by {lease.holder}" in listing, listing
             for _ in range(2):  # kill whoever drives the route, twice, mid-shift
                 await asyncio.sleep(8)
                 leases = [lease for lease in await store.route_leases() if "hello" in lease.route]
