@@ -334,17 +334,22 @@ async def test_a_shift_survives_its_driver_killed_and_weights_never_go_back(
         assert entry is not None and entry.weights() == {old.name: 0, new.name: 1000}
         assert {answers(address) for _ in range(10)} == {"1.0.1"}
 
-        # a fresh HAProxy (stopped, its configuration gone) comes back from the table
+        # a fresh HAProxy (stopped, its configuration gone) comes back from the table; a
+        # replica may bring it back between the two, before the file goes: the same test
+        pid_file = tmp / "haproxy" / "haproxy.pid"
+        first = pid_file.read_text()
         await stop_haproxy(tmp / "haproxy")
-        (tmp / "haproxy" / "haproxy.cfg").unlink()
+        (tmp / "haproxy" / "haproxy.cfg").unlink(missing_ok=True)
         await table_and_runtime_agree(store, admin)
+        assert pid_file.read_text() != first
         assert {answers(address) for _ in range(10)} == {"1.0.1"}
 
         # every replica gone, HAProxy too; one replica restarted alone converges to the table
         for replica in replicas:
             replica.kill()
         await stop_haproxy(tmp / "haproxy")
-        (tmp / "haproxy" / "haproxy.cfg").unlink()
+        (tmp / "haproxy" / "haproxy.cfg").unlink(missing_ok=True)
+        assert not (tmp / "haproxy" / "haproxy.cfg").exists()
         replicas[2].start()
         await replicas[2].up(session)
         await table_and_runtime_agree(store, admin)
