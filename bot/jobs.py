@@ -4,10 +4,9 @@ moving traffic shifts, the cleanup pass and its daily announcement (posted at st
 process was not running at `announce_at` and nobody posted it that day), renewing stacks'
 Vault tokens, sweeping stale Lighthouse keys, forgetting old delivery ids, taking over the
 deploys whose workflow claim expired (a replica died), bringing routers to the route table.
-Each job is
-idempotent, so several replicas running it at once do no harm: the Store lets one of them win
-each change, and leases in the database let one replica run each cleanup pass and each
-announcement."""
+Each job is idempotent, so several replicas running it at once do no harm: the Store lets one
+of them win each change, and leases in the database let one replica run each cleanup pass and
+each announcement, and drive each route's traffic shift."""
 
 from __future__ import annotations
 
