@@ -130,7 +130,7 @@ class MemoryRouter:
         await self._wait("remove")
         self._routes.get(route.key, {}).pop(stack, None)
 
-    async def converge(self) -> None:
+    async def converge(self, wait: bool = True) -> None:
         await self._wait("converge")
 
     async def serving(self) -> set[str]:

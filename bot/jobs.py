@@ -241,7 +241,7 @@ class Jobs:
         was restarted or changed by hand."""
         for datacenter, router in self.application.routers.items():
             try:
-                await router.converge()
+                await router.converge(wait=False)
             except Exception as exc:
                 if is_outage(exc):
                     raise

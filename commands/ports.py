@@ -185,9 +185,10 @@ class Router(Protocol):
         `fence`, nothing changes unless it still holds (`LeaseLost`)."""
         ...
 
-    async def converge(self) -> None:
+    async def converge(self, wait: bool = True) -> None:
         """Bring what routes to what the route table says (a replica starting, a router
-        restarted or changed by another replica)."""
+        restarted or changed by another replica). Without `wait`, it may skip a pass while
+        another process is bringing the same router to the table."""
         ...
 
     async def weights(self, route: Route) -> dict[str, int]:

@@ -93,9 +93,13 @@ class HaproxyRouter:
         os.replace(tmp, self.dir / "haproxy.cfg")
 
     @contextlib.asynccontextmanager
-    async def _exclusive(self) -> AsyncIterator[None]:
+    async def _exclusive(self, wait: bool = True) -> AsyncIterator[bool]:
         """This process's lock, then the state directory's: one projection at a time among
-        every process sharing this HAProxy."""
+        every process sharing this HAProxy. Without `wait`, gives False at once when another
+        projection runs."""
+        if not wait and self._lock.locked():
+            yield False
+            return
         async with self._lock:
             self.dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.dir / "projection.lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -105,30 +109,41 @@ class HaproxyRouter:
                         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                         break
                     except BlockingIOError:
+                        if not wait:
+                            yield False
+                            return
                         await asyncio.sleep(0.01)
-                yield
+                yield True
             finally:
                 os.close(fd)  # lets the file lock go
 
-    async def converge(self) -> None:
-        async with self._exclusive():
-            await self._adopt_legacy()
-            # read inside the lock: a projection never applies rows older than the last one
-            entries = await self.table.route_entries(self.datacenter)
-            alive = await self._alive()
-            if not entries and not alive:
-                return  # nothing to route yet: HAProxy starts with the first route
-            self._write_config(entries)
-            if not alive:
-                await self._start()
+    async def converge(self, wait: bool = True) -> None:
+        """Bring HAProxy to the table. Without `wait` (the periodic pass), nothing is done
+        while another projection runs, so the passes of several replicas never queue up in
+        front of the projection that follows a write (which waits, and reads the table
+        after its write)."""
+        async with self._exclusive(wait) as mine:
+            if mine:
+                await self._project()
+
+    async def _project(self) -> None:
+        await self._adopt_legacy()
+        # read inside the lock: a projection never applies rows older than the last one
+        entries = await self.table.route_entries(self.datacenter)
+        alive = await self._alive()
+        if not entries and not alive:
+            return  # nothing to route yet: HAProxy starts with the first route
+        self._write_config(entries)
+        if not alive:
+            await self._start()
+        else:
+            backends = await self._backends()
+            if any(f"be_{e.key}" not in backends for e in entries):
+                await self._reload(entries)  # the new worker reads the servers from the file
             else:
-                backends = await self._backends()
-                if any(f"be_{e.key}" not in backends for e in entries):
-                    await self._reload(entries)  # the new worker reads the servers from the file
-                else:
-                    for entry in entries:
-                        await self._converge_backend(entry)
-            self._projected = {e.key for e in entries}
+                for entry in entries:
+                    await self._converge_backend(entry)
+        self._projected = {e.key for e in entries}
 
     async def _adopt_legacy(self) -> None:
         """Routes that earlier versions kept in `routes.json` go into the table once, with

@@ -115,7 +115,7 @@ class LighthouseRouter:
             names |= {n for n, b in record["backends"].items() if int(b["weight"]) > 0}
         return names
 
-    async def converge(self) -> None:
+    async def converge(self, wait: bool = True) -> None:
         """Consul KV holds this router's own records (written by check-and-set): nothing to
         project."""
 

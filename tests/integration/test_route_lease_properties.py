@@ -111,7 +111,7 @@ class ProjectedRouter(Router):
         await super().remove(route, stack)
         await self.converge()
 
-    async def converge(self) -> None:
+    async def converge(self, wait: bool = True) -> None:
         async with self.projection.lock:
             self.projection.routed = await self.routes()
 

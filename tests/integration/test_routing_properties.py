@@ -111,7 +111,7 @@ class Router:
             if s.per_mille > 0
         }
 
-    async def converge(self) -> None:
+    async def converge(self, wait: bool = True) -> None:
         pass
 
     async def routes(self) -> dict[str, dict[str, int]]:
