@@ -9,7 +9,7 @@ import asyncio
 import time
 from collections import Counter
 
-from commands.ports import Route
+from commands.ports import Route, WeightFence
 from domain.runtime import Health, Instance, LaunchSpec, Rendering
 
 
@@ -109,7 +109,14 @@ class MemoryRouter:
         port = self._ports.setdefault(route.key, 30000 + len(self._ports))
         return f"127.0.0.1:{port}"
 
-    async def set_weights(self, route: Route, backends: dict[str, tuple[list[str], int]]) -> None:
+    async def set_weights(
+        self,
+        route: Route,
+        backends: dict[str, tuple[list[str], int]],
+        fence: WeightFence | None = None,
+    ) -> None:
+        if fence is not None:
+            raise NotImplementedError("the benches drive no shifts")
         await self._wait("set_weights")
         weights = self._routes.setdefault(route.key, {})
         for stack, (_servers, weight) in backends.items():
@@ -122,6 +129,9 @@ class MemoryRouter:
     async def remove(self, route: Route, stack: str) -> None:
         await self._wait("remove")
         self._routes.get(route.key, {}).pop(stack, None)
+
+    async def converge(self, wait: bool = True) -> None:
+        await self._wait("converge")
 
     async def serving(self) -> set[str]:
         await self._wait("serving")

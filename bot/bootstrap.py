@@ -57,6 +57,9 @@ class Application:
     async def close(self) -> None:
         if self.deploys is not None:
             await self.deploys.close()
+        if self.traffic is not None:  # `nelson run` stepping a shift leaves no lease behind
+            with contextlib.suppress(Exception):
+                await self.traffic.release_leases()
         for scheduler in self.schedulers.values():
             with contextlib.suppress(Exception):
                 await scheduler.close()
@@ -89,12 +92,15 @@ def schedulers_for(
     return found
 
 
-def routers_for(settings: Settings) -> dict[str, Router]:
+def routers_for(settings: Settings, store: Store) -> dict[str, Router]:
+    """HAProxy routers: projections of the route table in the database."""
     found: dict[str, Router] = {}
     for name, dc in settings.datacenters.items():
         if dc.router is not None and dc.router.kind == "haproxy":
             found[name] = HaproxyRouter(
                 dc.router.address or Path(".nelson") / "haproxy" / name,
+                store,
+                datacenter=name,
                 bind=dc.router.bind,
                 ports=port_bounds(dc.router.ports),
             )
@@ -130,6 +136,7 @@ def lighthouses_for(
                 datacenter=name,
                 bind=dc.router.bind,
                 ports=port_bounds(dc.router.ports),
+                fences=store,
             )
     return found
 
@@ -175,7 +182,7 @@ async def build(
             secrets=secrets,
             unreachable=is_outage,
         )
-        routers = routers_for(settings)
+        routers = routers_for(settings, store)
         routers.update(lighthouses_for(settings, store, consuls))
         traffic = TrafficControl(
             settings,

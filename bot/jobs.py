@@ -3,10 +3,10 @@
 moving traffic shifts, the cleanup pass and its daily announcement (posted at start when the
 process was not running at `announce_at` and nobody posted it that day), renewing stacks'
 Vault tokens, sweeping stale Lighthouse keys, forgetting old delivery ids, taking over the
-deploys whose workflow claim expired (a replica died). Each job is
-idempotent, so several replicas running it at once do no harm: the Store lets one of them win
-each change, and leases in the database let one replica run each cleanup pass and each
-announcement."""
+deploys whose workflow claim expired (a replica died), bringing routers to the route table.
+Each job is idempotent, so several replicas running it at once do no harm: the Store lets one
+of them win each change, and leases in the database let one replica run each cleanup pass and
+each announcement, and drive each route's traffic shift."""
 
 from __future__ import annotations
 
@@ -96,6 +96,15 @@ class Jobs:
                 max_instances=1,
                 id="move-traffic",
             )
+        if application.routers:
+            self.scheduler.add_job(
+                self.converge_routes,
+                "interval",
+                seconds=application.settings.traffic.step_interval.total_seconds(),
+                coalesce=True,
+                max_instances=1,
+                id="converge-routes",
+            )
         if application.lifecycle is not None:
             lifecycle = application.settings.lifecycle
             self.scheduler.add_job(
@@ -151,6 +160,8 @@ class Jobs:
             daily = isinstance(job.trigger, CronTrigger)
             job.modify(func=self._tracked(self._guarded(job.id, job.func, backoff=not daily)))
         await self._guarded("heartbeat", self.heartbeat)()
+        if self.application.routers:  # a replica that starts brings its routers to the table
+            await self._guarded("converge-routes", self.converge_routes, backoff=False)()
         self.scheduler.start()
         if self.application.lifecycle is not None:
             # not running at `announce_at` today: post the day's digest if nobody did
@@ -204,6 +215,8 @@ class Jobs:
             await asyncio.wait(set(self._running), timeout=STOP_WAIT)
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self.application.traffic is not None:  # another replica drives its routes at once
+            await self.application.traffic.release_leases()
         try:
             await self.application.store.forget_daemon(self.holder)
         except Exception as exc:  # stale after a while anyway
@@ -229,6 +242,17 @@ class Jobs:
     async def move_traffic(self) -> None:
         if self.application.traffic is not None:
             await self.application.traffic.tick()
+
+    async def converge_routes(self) -> None:
+        """Bring each router to the route table: changes other replicas made, a router that
+        was restarted or changed by hand."""
+        for datacenter, router in self.application.routers.items():
+            try:
+                await router.converge(wait=False)
+            except Exception as exc:
+                if is_outage(exc):
+                    raise
+                log.warning("router of %s did not converge: %s; will try again", datacenter, exc)
 
     async def clean_up(self) -> None:
         if self.application.lifecycle is None:

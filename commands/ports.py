@@ -20,6 +20,7 @@ from commands.repositories import (
     LockRepository,
     ManifestRepository,
     OperationRepository,
+    RouteRepository,
     StackRepository,
     TrafficRepository,
     UnitListingRepository,
@@ -27,6 +28,7 @@ from commands.repositories import (
     WorkflowClaimRepository,
 )
 from commands.repositories import VaultTokenRecord as VaultTokenRecord
+from commands.repositories import WeightFence as WeightFence
 from commands.repositories import WorkflowClaim as WorkflowClaim
 from domain.records import Stack
 from domain.runtime import Health, Instance, LaunchSpec, Rendering, RuntimeReport
@@ -41,6 +43,12 @@ class Conflict(StoreError):
     """A uniqueness rule was hit (same release twice, same manifest revision)."""
 
 
+class LeaseLost(StoreError):
+    """This process no longer holds a route's lease, or the shift it steps changed (paused,
+    reversed, cancelled, superseded, moved on by another replica): the weights were not
+    written."""
+
+
 class ClaimLost(StoreError):
     """This process no longer holds the claim on a stack's workflow (it expired, or another
     replica took it over): the write it fenced did not land, and the run must stop."""
@@ -53,6 +61,7 @@ class Store(
     OperationRepository,
     LifecycleRepository,
     TrafficRepository,
+    RouteRepository,
     VaultTokenRepository,
     CiRepository,
     LockRepository,
@@ -164,10 +173,22 @@ class Router(Protocol):
         """host:port callers use for the route (created on first use)."""
         ...
 
-    async def set_weights(self, route: Route, backends: dict[str, tuple[list[str], int]]) -> None:
+    async def set_weights(
+        self,
+        route: Route,
+        backends: dict[str, tuple[list[str], int]],
+        fence: WeightFence | None = None,
+    ) -> None:
         """Make the route send `weight` per mille of its traffic to each stack, whose
         instances listen at the given host:port addresses. Stacks not named keep their
-        servers at their current weight; weight 0 keeps a stack attached but idle."""
+        servers at their current weight; weight 0 keeps a stack attached but idle. With
+        `fence`, nothing changes unless it still holds (`LeaseLost`)."""
+        ...
+
+    async def converge(self, wait: bool = True) -> None:
+        """Bring what routes to what the route table says (a replica starting, a router
+        restarted or changed by another replica). Without `wait`, it may skip a pass while
+        another process is bringing the same router to the table."""
         ...
 
     async def weights(self, route: Route) -> dict[str, int]:

@@ -477,3 +477,93 @@ class VaultTokenRecord:
     policy: str
     accessor: str
     issued_at: datetime
+
+
+# -- routes (issue: several replicas on one database) ----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RouteServer:
+    """One server of a route's backend: an instance of a stack, with the router's weight for
+    it and the stack's share of the route (per mille)."""
+
+    name: str
+    stack: str
+    address: str
+    weight: int
+    per_mille: int
+
+
+@dataclass(frozen=True, slots=True)
+class RouteEntry:
+    """A route as the database holds it: routers are projections of these rows."""
+
+    datacenter: str
+    key: str
+    port: int
+    servers: tuple[RouteServer, ...]
+
+    def weights(self) -> dict[str, int]:
+        """Per stack, the per mille of the route's traffic it gets."""
+        return {s.stack: s.per_mille for s in self.servers}
+
+
+@dataclass(frozen=True, slots=True)
+class RouteLease:
+    """The right to drive one route's traffic shift; `token` grows on every takeover."""
+
+    route: str
+    holder: str
+    token: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WeightFence:
+    """What a weight write must still hold when it lands, checked in its own transaction: the
+    route's lease (holder and token, unexpired) and, for a shift's step, the shift still
+    running in `direction` with its new stack's weight not past `new_weight` (forward: not
+    above; reverse: not below), so weights never move backwards except by a reverse."""
+
+    lease: RouteLease
+    shift_id: int | None = None
+    direction: str | None = None  # domain.traffic.Direction's value
+    new_weight: int | None = None
+
+
+class RouteRepository(Protocol):
+    """The route table: routes with their ports and servers, and the leases on them."""
+
+    async def route_entry(self, datacenter: str, key: str) -> RouteEntry | None: ...
+
+    async def route_entries(self, datacenter: str) -> list[RouteEntry]:
+        """Every route of the datacenter, by key."""
+        ...
+
+    async def create_route(self, datacenter: str, key: str, port: int) -> RouteEntry | None:
+        """The route `key`, made with `port` when it did not exist; None when another route
+        of the datacenter holds that port (pick another)."""
+        ...
+
+    async def write_route(
+        self,
+        datacenter: str,
+        key: str,
+        servers: Sequence[RouteServer],
+        fence: WeightFence | None = None,
+    ) -> None:
+        """Replace the servers of the stacks named in `servers` (others keep theirs), and with
+        `fence`, record the shift's new weight; all in one transaction that first checks the
+        fence (`commands.ports.LeaseLost` when it no longer holds: nothing written)."""
+        ...
+
+    async def remove_route_stack(self, datacenter: str, key: str, stack: str) -> None: ...
+
+    async def take_route_lease(self, route: str, holder: str, ttl: timedelta) -> RouteLease | None:
+        """Take the route's lease, or renew it when `holder` has it; None while another
+        holder's lease runs. A takeover gets a larger token."""
+        ...
+
+    async def release_route_lease(self, route: str, holder: str, token: int) -> None: ...
+
+    async def route_leases(self) -> list[RouteLease]: ...

@@ -311,8 +311,10 @@ class WorkflowSettings(_Model):
 class TrafficSettings(_Model):
     step_interval: timedelta = timedelta(seconds=5)  # how often weights move during a shift
     unhealthy_threshold: int = Field(default=3, ge=1, le=100)  # failed probes before reverse
+    # how long a replica's lease on a route's shift lasts unrenewed (at least 3 steps)
+    lease_ttl: timedelta = timedelta(seconds=15)
 
-    @field_validator("step_interval", mode="before")
+    @field_validator("step_interval", "lease_ttl", mode="before")
     @classmethod
     def _duration(cls, value: object) -> timedelta:
         return parse_duration(value)

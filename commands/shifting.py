@@ -11,12 +11,21 @@ step per `traffic.step_interval`, and the thread says how long it was delayed.
 
 One shift per route (datacenter, namespace, unit, major version): a newer stack that becomes
 ready supersedes the active shift there and starts from the weights as they are. Only ready
-(or deprecated) stacks receive weight."""
+(or deprecated) stacks receive weight.
+
+Several replicas: one drives a route's shift at a time, holding the route's lease in the
+Store (renewed every step; taken over once it expires, with a larger token). Each step's
+weights are written fenced by that lease: the write lands only while the lease is held and
+the shift still runs its way with its new stack's weight not past the step's, so a replica
+that lost the lease (or a shift paused, reversed or rolled back meanwhile) changes nothing,
+and weights never move backwards except by a reverse or a rollback."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
@@ -28,8 +37,18 @@ from commands.approval_desk import ApprovalDesk
 from commands.events import ApprovalDecided, Event, EventHub, StackProgress, StackReady
 from commands.gate import Gate
 from commands.manifests import ManifestMissing, Manifests
-from commands.ports import Clock, Route, Router, RouterError, Scheduler, Store
+from commands.ports import (
+    Clock,
+    LeaseLost,
+    Route,
+    Router,
+    RouterError,
+    Scheduler,
+    Store,
+    WeightFence,
+)
 from commands.replies import AccessDenied, UserError
+from commands.repositories import RouteLease
 from commands.settings import Settings
 from domain import traffic
 from domain.approvals import ApprovalKind, ApprovalStatus
@@ -101,8 +120,12 @@ class TrafficControl:
         health: HealthCheck,
         *,
         manifests: Manifests | None = None,
+        holder: str | None = None,
     ) -> None:
         self.settings = settings
+        # who holds route leases: unique per process (a restarted one is someone new)
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._leases: dict[str, RouteLease] = {}  # route -> the lease this process holds
         self.store = store
         self.manifests = manifests or Manifests(store, settings)
         self.events = events
@@ -388,14 +411,48 @@ class TrafficControl:
         traffic elsewhere at once (a rollback) is never undone by a step read just before."""
         return self._route_locks[route]
 
+    def lease_ttl(self) -> timedelta:
+        """How long a route's lease lasts unrenewed: a dead replica's shifts move on again
+        within it (three steps at least, so a busy step never loses it)."""
+        traffic_settings = self.settings.traffic
+        return max(traffic_settings.lease_ttl, traffic_settings.step_interval * 3)
+
+    async def _lease(self, shift: TrafficShift) -> RouteLease | None:
+        """This process's lease on the shift's route, taken or renewed; None while another
+        replica's runs (that one steps the shift)."""
+        route = shift.route or f"shift-{shift.id}"
+        lease = await self.store.take_route_lease(route, self.holder, self.lease_ttl())
+        if lease is None:
+            self._leases.pop(route, None)
+            return None
+        before = self._leases.get(route)
+        if before is None or before.token != lease.token:
+            log.info("traffic: driving route %s (lease token %d)", route, lease.token)
+        self._leases[route] = lease
+        return lease
+
+    async def release_leases(self) -> None:
+        """Give up the routes this process drives (it stops): another replica steps their
+        shifts at its next tick instead of after the lease expires."""
+        for route, lease in list(self._leases.items()):
+            try:
+                await self.store.release_route_lease(route, lease.holder, lease.token)
+            except Exception as exc:  # it expires anyway
+                log.warning("could not release the lease on %s: %s", route, exc)
+            self._leases.pop(route, None)
+
     async def tick(self) -> None:
-        """Put every running shift's weights where its policy says they are now."""
+        """Put every running shift's weights where its policy says they are now, for the
+        routes this process holds (or takes over) the lease of."""
         for shift in await self.store.shifts((ShiftState.RUNNING,)):
             try:
+                lease = await self._lease(shift)
+                if lease is None:
+                    continue
                 async with self.route_lock(shift.route or ""):
                     fresh = await self.store.shift(shift.id)  # it may have changed meanwhile
                     if fresh is not None:
-                        await self.tick_one(fresh)
+                        await self.tick_one(fresh, lease)
             except Exception:
                 log.exception("traffic shift #%s failed to advance; will try again", shift.id)
 
@@ -416,9 +473,22 @@ class TrafficControl:
             shift.direction,
         )
 
-    async def tick_one(self, shift: TrafficShift) -> None:
+    async def tick_one(self, shift: TrafficShift, lease: RouteLease | None = None) -> None:
         if shift.state is not ShiftState.RUNNING or shift.started_at is None:
             return
+        if lease is None:
+            lease = await self._lease(shift)
+            if lease is None:
+                return  # another replica drives this route: it steps the shift
+        try:
+            await self._step(shift, lease)
+        except LeaseLost as exc:
+            # another replica took the route over, or the shift changed under this step
+            self._leases.pop(lease.route, None)
+            log.info("traffic shift #%s: step not applied: %s", shift.id, exc)
+
+    async def _step(self, shift: TrafficShift, lease: RouteLease) -> None:
+        assert shift.started_at is not None
         new = await self.store.stack_by_id(shift.to_stack_id)
         old = await self.store.stack_by_id(shift.from_stack_id)
         if new is None or old is None:
@@ -434,7 +504,7 @@ class TrafficControl:
         weights = self._weights(shift, now)
         per_mille = round(weights.new * 1000)
         if per_mille != shift.current_new_weight:
-            await self._apply(shift, old, new, per_mille)
+            await self._apply(shift, old, new, per_mille, lease)
         done = traffic.is_complete(
             shift.policy,
             shift.started_at,
@@ -452,9 +522,11 @@ class TrafficControl:
             # the weights above were read a moment before completion: end exactly there
             target = 1000 if final is ShiftState.DONE else 0
             if per_mille != target:
-                await self._apply(shift, old, new, target)
+                await self._apply(shift, old, new, target, lease)
             if await self.store.update_shift(shift.id, ShiftState.RUNNING, state=final):
                 self._failures.pop(shift.id, None)
+                await self.store.release_route_lease(lease.route, lease.holder, lease.token)
+                self._leases.pop(lease.route, None)
                 winner, loser = (new, old) if final is ShiftState.DONE else (old, new)
                 await self._say(
                     new,
@@ -521,10 +593,18 @@ class TrafficControl:
             failed=True,
         )
 
-    async def _apply(self, shift: TrafficShift, old: Stack, new: Stack, per_mille: int) -> None:
+    async def _apply(
+        self,
+        shift: TrafficShift,
+        old: Stack,
+        new: Stack,
+        per_mille: int,
+        lease: RouteLease | None = None,
+    ) -> None:
         """Give `new` its share; every other ready stack on the route keeps its proportion of
         the rest (a superseded shift's stacks go down together); stacks no longer ready get
-        nothing."""
+        nothing. With `lease`, a step of the running shift: written fenced by the lease and
+        the shift (`LeaseLost` when either moved on; nothing changed)."""
         router = self.routers.get(new.datacenter)
         if router is None:
             return
@@ -548,9 +628,13 @@ class TrafficControl:
         for name, weight in split(1000 - per_mille, others).items():
             backends[name] = (backends[name][0], weight)
         backends[new.name] = (await self._addresses(new), per_mille)
-        await router.set_weights(route, backends)
         before = shift.current_new_weight
-        await self.store.update_shift(shift.id, current_new_weight=per_mille)
+        if lease is not None:
+            fence = WeightFence(lease, shift.id, shift.direction.value, per_mille)
+            await router.set_weights(route, backends, fence)  # records the shift's weight too
+        else:
+            await router.set_weights(route, backends)
+            await self.store.update_shift(shift.id, current_new_weight=per_mille)
         await self._audit(
             "nelson",
             new,

@@ -25,7 +25,7 @@ from typing import Any
 
 from adapters.consul.client import ConsulClient, ConsulError
 from commands.ports import Route, RouterError
-from commands.repositories import StackRepository
+from commands.repositories import RouteRepository, StackRepository, WeightFence
 from domain.records import Stack
 from domain.states import LIVE_STATUSES
 
@@ -45,8 +45,10 @@ class LighthouseRouter:
         bind: str = "127.0.0.1",
         ports: tuple[int, int] = (20000, 20999),
         domain: str = "service.consul",
+        fences: RouteRepository | None = None,
     ) -> None:
         self.consul = consul
+        self.fences = fences  # where a shift's fenced step is checked and recorded
         self.store = store
         self.datacenter = datacenter
         self.bind = bind
@@ -64,7 +66,17 @@ class LighthouseRouter:
         record = await self._update(route, lambda r: r)
         return f"{self.bind}:{record['port']}"
 
-    async def set_weights(self, route: Route, backends: dict[str, tuple[list[str], int]]) -> None:
+    async def set_weights(
+        self,
+        route: Route,
+        backends: dict[str, tuple[list[str], int]],
+        fence: WeightFence | None = None,
+    ) -> None:
+        if fence is not None and self.fences is not None:
+            # Consul is not the database: the fence is checked (and the shift's weight
+            # recorded) just before the check-and-set, not in the same transaction
+            await self.fences.write_route(self.datacenter, route.key, [], fence)
+
         def change(record: dict[str, Any]) -> dict[str, Any]:
             for stack, (addresses, per_mille) in backends.items():
                 before = record["backends"].get(stack, {})
@@ -102,6 +114,10 @@ class LighthouseRouter:
             record = json.loads(entry.value)
             names |= {n for n, b in record["backends"].items() if int(b["weight"]) > 0}
         return names
+
+    async def converge(self, wait: bool = True) -> None:
+        """Consul KV holds this router's own records (written by check-and-set): nothing to
+        project."""
 
     async def close(self) -> None:
         await self.consul.close()

@@ -22,6 +22,7 @@ from adapters.storage.repositories.ci import SqlCiRecords
 from adapters.storage.repositories.lifecycle import SqlLifecycle
 from adapters.storage.repositories.locks import SqlLocks
 from adapters.storage.repositories.operations import SqlOperations
+from adapters.storage.repositories.routes import SqlRoutes
 from adapters.storage.repositories.stacks import SqlStacks
 from adapters.storage.repositories.traffic import SqlTraffic
 from adapters.storage.repositories.unit_listing import SqlUnitListing
@@ -38,6 +39,7 @@ class SqlStore(
     SqlOperations,
     SqlLifecycle,
     SqlTraffic,
+    SqlRoutes,
     SqlVaultTokens,
     SqlCiRecords,
     SqlLocks,

@@ -434,3 +434,38 @@ locks = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("until", UtcDateTime, nullable=True),
 )
+
+# The route table: routers (HAProxy) are projections of these rows. A port serves one route of
+# a datacenter, so two replicas opening routes at once never get the same one.
+routes = Table(
+    "routes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("datacenter", String(100), nullable=False),
+    Column("key", String(400), nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("datacenter", "key"),
+    UniqueConstraint("datacenter", "port"),
+)
+
+route_servers = Table(
+    "route_servers",
+    metadata,
+    Column("route_id", ForeignKey("routes.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(300), primary_key=True),
+    Column("stack", String(200), nullable=False),
+    Column("address", String(300), nullable=False),
+    Column("weight", Integer, nullable=False),  # the router's weight for this server
+    Column("per_mille", Integer, nullable=False),  # the stack's share of the route
+)
+
+# one row per route whose shift some replica drives (or drove); the token is the fence
+route_leases = Table(
+    "route_leases",
+    metadata,
+    Column("route", String(400), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("token", Integer, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+)

@@ -19,6 +19,7 @@ from commands.replies import NotAvailable, Reply, Table, Text
 from commands.shifting import OPEN, TrafficControl, route_key
 from domain.records import Stack, StackQuery, TrafficShift
 from domain.states import StackStatus
+from domain.traffic import ShiftState
 
 LIVE = (StackStatus.READY, StackStatus.DEPRECATED, StackStatus.GARBAGE)
 LIMIT = 2000
@@ -86,6 +87,12 @@ async def traffic(command: Traffic, ctx: Context) -> Reply:
     for shift in await ctx.store.shifts():  # oldest first: the newest of each route wins
         if shift.route in routes and (shift.state in OPEN or shift.route not in shifts):
             shifts[shift.route] = shift
+    now = ctx.clock.now()
+    driving = {
+        lease.route: lease.holder
+        for lease in await ctx.store.route_leases()
+        if lease.expires_at > now
+    }
     rows: list[tuple[str, ...]] = []
     for key in sorted(routes):
         members = sorted(routes[key], key=lambda s: (-weights.get(s.name, 0), s.version))
@@ -93,6 +100,8 @@ async def traffic(command: Traffic, ctx: Context) -> Reply:
             continue  # nothing routed here
         current = shifts.get(key)
         shown = control.progress(current) if current is not None else "-"
+        if current is not None and current.state is ShiftState.RUNNING and key in driving:
+            shown += f"; driven by {driving[key]}"  # the replica holding the route's lease
         target = current.to_stack_id if current is not None else None
         for n, stack in enumerate(members):
             weight = weights.get(stack.name)

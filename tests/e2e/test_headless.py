@@ -28,13 +28,14 @@ import docker
 import pytest
 
 from adapters.clock import SystemClock
-from adapters.router import HaproxyRouter
+from adapters.router.haproxy import stop_haproxy
 from adapters.storage import SqlStore, open_store
 from domain.records import Stack, StackQuery, TrafficShift
 from domain.states import StackStatus
 from tests.dockerworld import busybox_image, free_port
 from tests.e2e.slack_harness import SIGNING_SECRET
 from tests.fakes.slack import FakeSlack
+from tests.haproxy_config import rendered_routes
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSIONS = ("1.0.0", "1.1.0", "1.2.0")
@@ -151,9 +152,8 @@ class Shell:
         self.daemon = None
 
     def route_address(self) -> str:
-        routes = json.loads((self.haproxy / "routes.json").read_text())["routes"]
-        [entry] = routes.values()
-        return f"127.0.0.1:{entry['port']}"
+        [entry] = rendered_routes(self.haproxy).values()
+        return f"127.0.0.1:{entry.port}"
 
     async def store(self) -> SqlStore:
         return await open_store(self.database, clock=SystemClock())
@@ -205,7 +205,7 @@ def shell(
     running = Shell(tmp_path, docker_address, registries, policy)
     yield running
     running.stop_daemon()
-    asyncio.run(HaproxyRouter(running.haproxy).stop())
+    asyncio.run(stop_haproxy(running.haproxy))
     for container in engine_client.containers.list(all=True, filters={"label": "nelson.unit=hey"}):
         container.remove(force=True)
 
@@ -379,8 +379,7 @@ async def test_buttons_as_text_then_cleanup_twice_announce_and_removal(
     assert not engine_client.containers.list(
         all=True, filters={"label": f"nelson.stack={old.name}"}
     )
-    routes = json.loads((shell.haproxy / "routes.json").read_text())["routes"]
-    servers = [s["stack"] for entry in routes.values() for s in entry["servers"].values()]
+    servers = {name for entry in rendered_routes(shell.haproxy).values() for name in entry.stacks()}
     assert old.name not in servers
     with urllib.request.urlopen(f"http://{shell.route_address()}/", timeout=5) as response:
         assert response.read().decode().strip() == "1.1.0"

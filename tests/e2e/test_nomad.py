@@ -6,7 +6,6 @@ HAProxy), reap 1.0.0 (its job purged); and a Nomad that is down refuses deploys 
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 import urllib.request
@@ -27,6 +26,7 @@ from tests.e2e.slack_harness import RunningBot, settings_for, start_bot
 from tests.e2e.test_cli import nelson
 from tests.fakes.nomad import FakeNomad
 from tests.fakes.slack import FakeSlack
+from tests.haproxy_config import rendered_routes
 
 TOKEN = "7d1c-nomad-acl-token"
 DURATION = 120  # seconds of the shift, on the test's clock (moved forward while it runs)
@@ -131,9 +131,7 @@ async def ready(bot: RunningBot, version: str, timeout: float = 60) -> Stack:
 
 def servers(tmp: Path, stack: Stack) -> set[str]:
     """The addresses HAProxy sends the stack's share of traffic to."""
-    state = json.loads((tmp / "haproxy" / "routes.json").read_text(encoding="utf-8"))
-    route = state["routes"][ROUTE.key]
-    return {s["address"] for s in route["servers"].values() if s["stack"] == stack.name}
+    return rendered_routes(tmp / "haproxy")[ROUTE.key].addresses(stack.name)
 
 
 def allocation_addresses(nomad: FakeNomad, stack: Stack) -> set[str]:

@@ -17,8 +17,15 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from commands.ports import ClaimLost, Clock, Conflict, StoreError
-from commands.repositories import VaultTokenRecord, WorkflowClaim
+from commands.ports import ClaimLost, Clock, Conflict, LeaseLost, StoreError
+from commands.repositories import (
+    RouteEntry,
+    RouteLease,
+    RouteServer,
+    VaultTokenRecord,
+    WeightFence,
+    WorkflowClaim,
+)
 from domain.api_tokens import ApiToken
 from domain.approvals import ApprovalKind, ApprovalStatus, Decision
 from domain.expiration import StackView
@@ -111,6 +118,8 @@ class _Tables:
     github: dict[tuple[str, int], GitHubDeployment] = field(default_factory=dict)
     locks: dict[int, Lock] = field(default_factory=dict)
     claims: dict[int, WorkflowClaim] = field(default_factory=dict)
+    routes: dict[tuple[str, str], RouteEntry] = field(default_factory=dict)  # (dc, key)
+    route_leases: dict[str, RouteLease] = field(default_factory=dict)
 
     def next_id(self, table: str) -> int:
         self.ids[table] = self.ids.get(table, 0) + 1
@@ -1021,3 +1030,101 @@ class MemoryStore:
     async def workflow_claims(self, unexpired_at: datetime | None = None) -> list[WorkflowClaim]:
         claims = [self._t.claims[i] for i in sorted(self._t.claims)]
         return [c for c in claims if unexpired_at is None or c.expires_at > unexpired_at]
+
+    # routes: each method runs without awaiting, so it is atomic among tasks
+    async def route_entry(self, datacenter: str, key: str) -> RouteEntry | None:
+        return self._t.routes.get((datacenter, key))
+
+    async def route_entries(self, datacenter: str) -> list[RouteEntry]:
+        return [e for (dc, _), e in sorted(self._t.routes.items()) if dc == datacenter]
+
+    async def create_route(self, datacenter: str, key: str, port: int) -> RouteEntry | None:
+        existing = self._t.routes.get((datacenter, key))
+        if existing is not None:
+            return existing
+        if any(dc == datacenter and e.port == port for (dc, _), e in self._t.routes.items()):
+            return None
+        entry = RouteEntry(datacenter, key, port, ())
+        self._t.routes[(datacenter, key)] = entry
+        return entry
+
+    async def write_route(
+        self,
+        datacenter: str,
+        key: str,
+        servers: Sequence[RouteServer],
+        fence: WeightFence | None = None,
+    ) -> None:
+        moved: TrafficShift | None = None
+        if fence is not None:
+            moved = self._fenced(fence)
+        if servers:
+            entry = self._t.routes.get((datacenter, key))
+            if entry is None:
+                raise LeaseLost(f"there is no route {key} in {datacenter}")
+            stacks = {s.stack for s in servers}
+            kept = [s for s in entry.servers if s.stack not in stacks]
+            self._t.routes[(datacenter, key)] = replace(
+                entry, servers=tuple(sorted([*kept, *servers], key=lambda s: s.name))
+            )
+        if moved is not None:
+            self._t.shifts[moved.id] = moved
+
+    def _fenced(self, fence: WeightFence) -> TrafficShift | None:
+        lease = fence.lease
+        current = self._t.route_leases.get(lease.route)
+        if (
+            current is None
+            or (current.holder, current.token) != (lease.holder, lease.token)
+            or not current.expires_at > self._now()
+        ):
+            raise LeaseLost(
+                f"the lease on route {lease.route} (token {lease.token}) is no longer held "
+                f"by {lease.holder}"
+            )
+        if fence.shift_id is None or fence.new_weight is None:
+            return None
+        direction = Direction(fence.direction or Direction.FORWARD)
+        shift = self._t.shifts.get(fence.shift_id)
+        if (
+            shift is None
+            or shift.state is not ShiftState.RUNNING
+            or shift.direction is not direction
+            or (
+                shift.current_new_weight > fence.new_weight
+                if direction is Direction.FORWARD
+                else shift.current_new_weight < fence.new_weight
+            )
+        ):
+            raise LeaseLost(
+                f"shift #{fence.shift_id} is no longer running {direction} below "
+                f"{fence.new_weight / 10:g}%"
+            )
+        return _norm(replace(shift, current_new_weight=fence.new_weight, updated_at=self._now()))
+
+    async def remove_route_stack(self, datacenter: str, key: str, stack: str) -> None:
+        entry = self._t.routes.get((datacenter, key))
+        if entry is not None:
+            kept = tuple(s for s in entry.servers if s.stack != stack)
+            self._t.routes[(datacenter, key)] = replace(entry, servers=kept)
+
+    async def take_route_lease(self, route: str, holder: str, ttl: timedelta) -> RouteLease | None:
+        now = self._now()
+        current = self._t.route_leases.get(route)
+        if current is not None and current.expires_at > now and current.holder != holder:
+            return None
+        if current is not None and current.expires_at > now:
+            token = current.token
+        else:
+            token = current.token + 1 if current is not None else 1
+        lease = RouteLease(route, holder, token, _utc(now + ttl))
+        self._t.route_leases[route] = lease
+        return lease
+
+    async def release_route_lease(self, route: str, holder: str, token: int) -> None:
+        current = self._t.route_leases.get(route)
+        if current is not None and (current.holder, current.token) == (holder, token):
+            self._t.route_leases[route] = replace(current, expires_at=_utc(self._now()))
+
+    async def route_leases(self) -> list[RouteLease]:
+        return [self._t.route_leases[r] for r in sorted(self._t.route_leases)]

@@ -4,6 +4,7 @@ once lose nothing (check-and-set), and Consul's faults become clear router error
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -12,9 +13,11 @@ from hypothesis import strategies as st
 
 from adapters.consul import ConsulClient
 from adapters.router.lighthouse import LighthouseRouter
-from commands.ports import Route, RouterError
+from commands.ports import LeaseLost, Route, RouterError, WeightFence
 from commands.settings import ConsulSettings
+from tests.fakes.clock import FakeClock
 from tests.fakes.consul import FakeConsul
+from tests.fakes.memory_store import MemoryStore
 
 ROUTE = Route("dev", "back", 1)
 
@@ -117,3 +120,30 @@ async def test_consul_faults_are_router_errors_that_say_what() -> None:
         assert "cannot be reached" in (await lighthouse.check() or "")
         await lighthouse.close()
         await refused.close()
+
+
+async def test_a_step_under_a_lost_lease_leaves_consul_as_it_was() -> None:
+    clock = FakeClock()
+    table = MemoryStore(clock)
+    async with FakeConsul() as consul:
+        client = ConsulClient(ConsulSettings(address=consul.address, timeout=5))  # type: ignore[arg-type]
+        lighthouse = LighthouseRouter(
+            client,
+            NoStacks(),  # type: ignore[arg-type]
+            datacenter="local",
+            ports=(21000, 21009),
+            fences=table,
+        )
+        await lighthouse.set_weights(ROUTE, {"back--1-0-0--a": (["127.0.0.1:30001"], 1000)})
+        lease = await table.take_route_lease("local/dev/back/1", "a", timedelta(seconds=15))
+        assert lease is not None
+        new = {"back--1-0-0--a": (["127.0.0.1:30001"], 0), "b": (["127.0.0.1:30002"], 1000)}
+        await lighthouse.set_weights(
+            ROUTE, {"back--1-0-0--a": (["127.0.0.1:30001"], 900)}, WeightFence(lease)
+        )
+        clock.advance(16)
+        assert await table.take_route_lease("local/dev/back/1", "b", timedelta(seconds=15))
+        with pytest.raises(LeaseLost):
+            await lighthouse.set_weights(ROUTE, new, WeightFence(lease))
+        assert await lighthouse.weights(ROUTE) == {"back--1-0-0--a": 900}
+        await lighthouse.close()

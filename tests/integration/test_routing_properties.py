@@ -27,8 +27,9 @@ from commands.access import Principal
 from commands.approval_desk import ApprovalDesk
 from commands.events import EventHub
 from commands.lifecycle import Lifecycle
-from commands.ports import Route
+from commands.ports import Route, WeightFence
 from commands.replies import UserError
+from commands.repositories import RouteRepository, RouteServer
 from commands.settings import Settings
 from commands.shifting import KIND, OPEN, ROUTABLE, TrafficControl
 from domain.approvals import ApprovalStatus, Decision
@@ -65,31 +66,56 @@ BOSS = Principal(user_id="boss", name="boss")
 
 
 class Router:
-    """The Router port in memory: per route, per stack, per mille."""
+    """The Router port on the route table alone: what HaproxyRouter projects onto HAProxy."""
 
-    def __init__(self) -> None:
-        self.routes: dict[str, dict[str, int]] = defaultdict(dict)
+    def __init__(self, table: RouteRepository) -> None:
+        self.table = table
 
     async def check(self) -> str | None:
         return None
 
     async def address(self, route: Route) -> str:
-        self.routes[route.key]
-        return f"127.0.0.1:{20000 + len(self.routes)}"
+        entry = await self.table.route_entry("local", route.key)
+        if entry is None:
+            port = 20000 + len(await self.table.route_entries("local"))
+            entry = await self.table.create_route("local", route.key, port)
+            assert entry is not None
+        return f"127.0.0.1:{entry.port}"
 
-    async def set_weights(self, route: Route, backends: dict[str, tuple[list[str], int]]) -> None:
-        for stack, (addresses, per_mille) in backends.items():
-            if addresses:  # as HAProxy: a stack without instances has no server to weigh
-                self.routes[route.key][stack] = per_mille
+    async def set_weights(
+        self,
+        route: Route,
+        backends: dict[str, tuple[list[str], int]],
+        fence: WeightFence | None = None,
+    ) -> None:
+        await self.address(route)
+        servers = [  # as HAProxy: a stack without instances has no server to weigh
+            RouteServer(f"{stack}-0", stack, addresses[0], per_mille, per_mille)
+            for stack, (addresses, per_mille) in backends.items()
+            if addresses
+        ]
+        await self.table.write_route("local", route.key, servers, fence)
 
     async def weights(self, route: Route) -> dict[str, int]:
-        return dict(self.routes.get(route.key, {}))
+        entry = await self.table.route_entry("local", route.key)
+        return entry.weights() if entry else {}
 
     async def remove(self, route: Route, stack: str) -> None:
-        self.routes.get(route.key, {}).pop(stack, None)
+        await self.table.remove_route_stack("local", route.key, stack)
 
     async def serving(self) -> set[str]:
-        return {s for weights in self.routes.values() for s, w in weights.items() if w > 0}
+        return {
+            s.stack
+            for entry in await self.table.route_entries("local")
+            for s in entry.servers
+            if s.per_mille > 0
+        }
+
+    async def converge(self, wait: bool = True) -> None:
+        pass
+
+    async def routes(self) -> dict[str, dict[str, int]]:
+        return {e.key: e.weights() for e in await self.table.route_entries("local")}
 
     async def close(self) -> None:
         pass
@@ -129,7 +155,7 @@ class World:
         self.store = store
         self.clock = clock
         self.settings = settings_
-        self.router = Router()
+        self.router = Router(store)
         self.scheduler = Scheduler()
         self.versions = 0
         self.restart()
@@ -152,6 +178,7 @@ class World:
             {"local": self.router},  # type: ignore[dict-item]
             {"local": self.scheduler},  # type: ignore[dict-item]
             health,
+            holder="world",  # a restart here is a clean one: the lease stays its own
         )
         events.subscribe(self.traffic.on_event)
         self.lifecycle = Lifecycle(
@@ -227,7 +254,8 @@ class World:
     async def check(self) -> None:
         page = await self.store.list_stacks(StackQuery(limit=1000))
         status = {s.name: s.status for s in page.stacks}
-        for key, weights in self.router.routes.items():
+        routes = await self.router.routes()
+        for key, weights in routes.items():
             if weights:
                 assert sum(weights.values()) == 1000, (key, weights)
             for name, weight in weights.items():
@@ -240,7 +268,7 @@ class World:
                 open_per_route[shift.route] += 1
         # a superseded stack answers no more requests
         live_targets = {s.to_stack_id for s in shifts if s.state != "superseded"}
-        served = {n for weights in self.router.routes.values() for n, w in weights.items() if w}
+        served = {n for weights in routes.values() for n, w in weights.items() if w}
         for shift in shifts:
             if shift.state == "superseded" and shift.to_stack_id not in live_targets:
                 target = await self.store.stack_by_id(shift.to_stack_id)
@@ -319,7 +347,7 @@ async def play(
             target = await store.stack_by_id(shift.to_stack_id)
             assert target is not None
             shifts.append((shift.state, target.name, shift.current_new_weight))
-        return dict(world.router.routes), shifts
+        return await world.router.routes(), shifts
     finally:
         await store.close()
         path.unlink(missing_ok=True)
