@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 
 from commands.repositories import (
     ApprovalRepository,
+    EventOutboxRepository,
     CiRepository,
     LifecycleRepository,
     LockRepository,
@@ -27,6 +28,7 @@ from commands.repositories import (
     WorkflowClaimRepository,
 )
 from commands.repositories import VaultTokenRecord as VaultTokenRecord
+from commands.repositories import OutboxEvent as OutboxEvent
 from commands.repositories import WorkflowClaim as WorkflowClaim
 from domain.records import Stack
 from domain.runtime import Health, Instance, LaunchSpec, Rendering, RuntimeReport
@@ -58,6 +60,7 @@ class Store(
     LockRepository,
     WorkflowClaimRepository,
     UnitListingRepository,
+    EventOutboxRepository,
     Protocol,
 ):
     """Durable state: every repository, as the wiring passes it around. Every method is one

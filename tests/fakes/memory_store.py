@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager
@@ -18,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from commands.ports import ClaimLost, Clock, Conflict, StoreError
-from commands.repositories import VaultTokenRecord, WorkflowClaim
+from commands.repositories import OutboxEvent, VaultTokenRecord, WorkflowClaim
 from domain.api_tokens import ApiToken
 from domain.approvals import ApprovalKind, ApprovalStatus, Decision
 from domain.expiration import StackView
@@ -85,6 +86,14 @@ class _Vote:
 
 
 @dataclass
+class _OutboxRow:
+    event: OutboxEvent
+    holder: str | None = None
+    claimed_until: datetime | None = None
+    done_at: datetime | None = None
+
+
+@dataclass
 class _Tables:
     """The rows, one list or dict per table; a unit of work copies and restores all of it."""
 
@@ -111,6 +120,7 @@ class _Tables:
     github: dict[tuple[str, int], GitHubDeployment] = field(default_factory=dict)
     locks: dict[int, Lock] = field(default_factory=dict)
     claims: dict[int, WorkflowClaim] = field(default_factory=dict)
+    outbox: dict[int, _OutboxRow] = field(default_factory=dict)
 
     def next_id(self, table: str) -> int:
         self.ids[table] = self.ids.get(table, 0) + 1
@@ -1020,3 +1030,57 @@ class MemoryStore:
 
     async def workflow_claims(self) -> list[WorkflowClaim]:
         return [self._t.claims[i] for i in sorted(self._t.claims)]
+
+    # -- event outbox ----------------------------------------------------------------------------
+
+    async def add_outbox_event(self, key: str, kind: str, payload: Mapping[str, Any]) -> int:
+        event_id = self._t.next_id("outbox")
+        stored = json.loads(json.dumps(dict(payload)))  # what a database would give back
+        event = OutboxEvent(event_id, key[:100], kind, stored, _utc(self._now()))
+        self._t.outbox[event_id] = _OutboxRow(event)
+        return event_id
+
+    async def claim_outbox_events(
+        self, holder: str, ttl: timedelta, limit: int = 50
+    ) -> list[OutboxEvent]:
+        now = self._now()
+        pending = [r for _, r in sorted(self._t.outbox.items()) if r.done_at is None]
+        free = [r for r in pending if r.claimed_until is None or r.claimed_until <= now]
+        chosen = {r.event.id for r in free[:limit]}
+        blocked: set[str] = set()
+        kept: list[_OutboxRow] = []
+        for row in pending:
+            if row.event.key in blocked:
+                continue
+            if row.event.id in chosen:
+                kept.append(row)
+            else:
+                blocked.add(row.event.key)
+        claimed = []
+        for row in kept:
+            claimed.append(row.event)
+            row.holder, row.claimed_until = holder, _utc(now + ttl)
+            row.event = replace(row.event, attempts=row.event.attempts + 1)
+        return claimed
+
+    async def finish_outbox_event(self, event_id: int, holder: str) -> bool:
+        row = self._t.outbox.get(event_id)
+        if row is None or row.holder != holder or row.done_at is not None:
+            return False
+        row.done_at = _utc(self._now())
+        return True
+
+    async def retry_outbox_event(self, event_id: int, holder: str, after: timedelta) -> None:
+        row = self._t.outbox.get(event_id)
+        if row is None or row.holder != holder or row.done_at is not None:
+            return
+        row.claimed_until = _utc(self._now() + after)
+
+    async def outbox_backlog(self) -> list[OutboxEvent]:
+        return [r.event for _, r in sorted(self._t.outbox.items()) if r.done_at is None]
+
+    async def forget_outbox_events(self, before: datetime) -> int:
+        gone = [i for i, r in self._t.outbox.items() if r.event.created_at < before]
+        for event_id in gone:
+            del self._t.outbox[event_id]
+        return len(gone)
