@@ -15,8 +15,8 @@ from typing import Protocol, runtime_checkable
 
 from commands.repositories import (
     ApprovalRepository,
-    EventOutboxRepository,
     CiRepository,
+    EventOutboxRepository,
     LifecycleRepository,
     LockRepository,
     ManifestRepository,
@@ -27,8 +27,8 @@ from commands.repositories import (
     VaultTokenRepository,
     WorkflowClaimRepository,
 )
-from commands.repositories import VaultTokenRecord as VaultTokenRecord
 from commands.repositories import OutboxEvent as OutboxEvent
+from commands.repositories import VaultTokenRecord as VaultTokenRecord
 from commands.repositories import WorkflowClaim as WorkflowClaim
 from domain.records import Stack
 from domain.runtime import Health, Instance, LaunchSpec, Rendering, RuntimeReport

@@ -55,9 +55,7 @@ class Wakeups:
     async def _listen(self, conninfo: str) -> None:
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    conninfo, autocommit=True
-                ) as conn:
+                async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self._listening.set()
                     self._event.set()  # what was written while nobody listened

@@ -7,6 +7,9 @@ through bot.conversation."""
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import socket
 from collections.abc import Awaitable
 from typing import Any
 
@@ -14,6 +17,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from adapters.storage.wakeups import Wakeups
 from bot.bootstrap import Application
 from bot.conversation import Answer, Outcome, fault_reply
 from bot.slack import (
@@ -27,6 +31,7 @@ from bot.slack import (
 from bot.slack.blocks import fallback, reply_blocks, said, section
 from bot.slack.cleanup import CleanupNotices
 from bot.slack.directory import Directory
+from bot.slack.dispatch import Dispatcher
 from bot.slack.guard import text_at
 from bot.slack.home import Home
 from bot.slack.outbox import Outbox, PostFailed
@@ -72,6 +77,17 @@ class SlackBot:
         self.directory = Directory(self.client)
         store = application.store
         self.threads = Threads(settings, store, self.outbox, application.clock)
+        # Threads are told from the outbox, once across replicas, by whichever replica's
+        # dispatcher claims each event (bot/slack/dispatch.py).
+        self.dispatcher = Dispatcher(
+            store,
+            self.threads,
+            application.clock,
+            Wakeups(settings.database_url),
+            holder=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}",
+        )
+        if application.journal is not None:
+            application.journal.on_written(self.dispatcher.poke)
         self.home = Home(
             settings,
             store,
@@ -79,7 +95,6 @@ class SlackBot:
             self.directory,
             self.outbox,
         )
-        application.events.subscribe(self.threads.on_event)
         application.events.subscribe(self.home.on_event)
         emergency.register(application.events, settings, self.outbox)
         approval_reminders.register(application.events, store, self.outbox)
@@ -91,12 +106,17 @@ class SlackBot:
         approval_modals.register(
             self.app, application, self.outbox, self.directory, self._after_decision
         )
-        rollback_button.register(self.app, application, self.outbox, self.directory)
+        rollback = rollback_button.register(self.app, application, self.outbox, self.directory)
+        self.threads.on_closed(rollback.offer_after)
         lock_buttons.register(self.app, application, self.home, self.directory)
         # last: bot/slack/listeners/ ends with the catch-all for clicks nothing else claims
         listeners.register(self.app, self)
 
+    async def start(self) -> None:
+        await self.dispatcher.start()
+
     async def close(self) -> None:
+        await self.dispatcher.stop()
         await self.outbox.drain(timeout=10)
 
     # -- deduplication ----------------------------------------------------------------------

@@ -62,6 +62,7 @@ class Message:
     edits: int = 0
     replies: list[Message] = field(default_factory=list)
     files: list[UploadedFile] = field(default_factory=list)
+    metadata: dict[str, Any] | None = None  # message metadata: event_type, event_payload
 
 
 @dataclass
@@ -184,6 +185,23 @@ def block_problems(blocks: Any, limit: int = MESSAGE_BLOCKS, pointer: str = "/bl
 
 def _flag(value: Any) -> bool:
     return value is True or str(value).lower() in ("1", "true")
+
+
+def _message_metadata(raw: Any) -> dict[str, Any] | None:
+    """chat.postMessage's `metadata`: an object (JSON-encoded in form posts) with a string
+    `event_type` and an object `event_payload`."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise SlackError("invalid_metadata_format") from None
+    if not isinstance(raw, dict):
+        raise SlackError("invalid_metadata_format")
+    if not isinstance(raw.get("event_type"), str) or not isinstance(raw.get("event_payload"), dict):
+        raise SlackError("invalid_metadata_schema")
+    return {"event_type": raw["event_type"], "event_payload": raw["event_payload"]}
 
 
 class FakeSlack:
@@ -494,10 +512,12 @@ class FakeSlack:
                 raise SlackError("thread_not_found")
             if parent.thread_ts:  # a reply's ts: the reply goes to the same thread
                 parent = self._by_ts[(channel, parent.thread_ts)]
+        metadata = _message_metadata(params.get("metadata"))
         ts = self._next_ts()
         message = Message(
             channel, ts, text, blocks, parent.ts if parent else None, self.bot_user_id
         )
+        message.metadata = metadata
         self._by_ts[(channel, ts)] = message
         (parent.replies if parent else self._messages[channel]).append(message)
         return {"channel": channel, "ts": ts, "message": self._message_json(message)}
@@ -618,6 +638,28 @@ class FakeSlack:
         profile = {"display_name": info["name"], "real_name": real_name}
         body = {"id": user, "team_id": self.team_id, "name": info["name"], "real_name": real_name}
         return {"user": {**body, "deleted": False, "profile": profile, "is_bot": is_bot}}
+
+    def _m_conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A channel's top-level messages, newest first (`limit`, default 100, at most 999);
+        their metadata only with `include_all_metadata`. Channel ids only, as Slack wants."""
+        channel = str(params.get("channel") or "")
+        if channel not in self.channels and not channel.startswith("D"):
+            raise SlackError("channel_not_found")
+        try:
+            limit = int(params.get("limit") or 100)
+        except ValueError:
+            raise SlackError("invalid_limit") from None
+        with_metadata = _flag(params.get("include_all_metadata"))
+        messages = []
+        for message in reversed(self._messages.get(channel, [])):
+            body = self._message_json(message)
+            if message.metadata is not None and with_metadata:
+                body["metadata"] = message.metadata
+            if message.replies:
+                body.update(reply_count=len(message.replies), latest_reply=message.replies[-1].ts)
+            messages.append(body)
+        shown = messages[: max(1, min(limit, 999))]
+        return {"messages": shown, "has_more": len(messages) > len(shown), "pin_count": 0}
 
     def _m_conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)
