@@ -10,7 +10,6 @@ import asyncio
 import json
 import random
 from collections.abc import AsyncIterator
-from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
@@ -18,6 +17,7 @@ from aiohttp import web
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
+from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
@@ -156,7 +156,7 @@ async def connect(
         auto_reconnect_enabled=False,
     )
 
-    async def listener(socket: SocketModeClient, request: SocketModeRequest) -> None:
+    async def listener(socket: AsyncBaseSocketModeClient, request: SocketModeRequest) -> None:
         seen.append(name)
         if ack:
             await socket.send_socket_mode_response(SocketModeResponse(request.envelope_id))
