@@ -6,7 +6,10 @@ connection. A person whose command got no answer asks again, as people do.
 
 Every deploy reaches `ready` with one container, and its Slack thread is told once: exactly
 one parent message per deploy, updated to its final state, and exactly one closing line in
-its thread, whichever replicas died while it ran. Claims last 3 s here so that takeovers
+its thread, whichever replicas died while it ran. Then an approval is asked in each thread
+(by another process, as `nelson run` would) and approved by a click and its confirmation
+modal, which may reach different replicas: each request is posted once, each approval counts
+the one vote, and its message shows the decision. Claims last 3 s here so that takeovers
 happen within the test."""
 
 from __future__ import annotations
@@ -27,11 +30,17 @@ import pytest
 
 from adapters.clock import SystemClock
 from adapters.storage import SqlStore, open_store
+from bot.config import load_settings
+from bot.slack.messages import APPROVE_ACTION
+from commands.approval_desk import ApprovalDesk
+from commands.event_outbox import EventJournal
+from commands.events import EventHub
+from domain.approvals import ApprovalKind
 from domain.records import Stack, StackQuery
 from domain.states import StackStatus
 from tests.dockerworld import busybox_image, free_port
 from tests.fakes.slack import FakeSlack, Message
-from tests.fakes.slack_requests import slash_command
+from tests.fakes.slack_requests import block_action, slash_command, view_submission
 from tests.pgserver import fresh_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,6 +152,7 @@ def write_config(
         f'runtime_registry = "{runtime}"\n'
         f'scheduler = {{ kind = "docker", address = "{docker_address}" }}\n'
         '[access]\nadmins = ["U1"]\n'
+        '[approvals.dev]\nrequired = 1\ndeadline = "1h"\n'
         '[workflow]\nwarming_timeout = "120s"\nhealth_interval = 0.3\n'
         f'claim_ttl = "{CLAIM_TTL}s"\n'
         "[slack]\n"
@@ -153,6 +163,58 @@ def write_config(
         encoding="utf-8",
     )
     return config
+
+
+def approval_messages(fake: FakeSlack, approval_id: int) -> list[Message]:
+    return [
+        reply
+        for parent in fake.messages("C1")
+        for reply in parent.replies
+        if f"Approval #{approval_id}" in fake.all_text(reply)
+    ]
+
+
+def has_buttons(message: Message) -> bool:
+    return any(b.get("type") == "actions" for b in message.blocks or [])
+
+
+async def approve(fake: FakeSlack, store: SqlStore, approval_id: int) -> int:
+    """Alice clicks Approve on the request and confirms in the modal, as often as it takes:
+    a click or a confirmation that reached a replica as it died is simply done again.
+    Returns how many clicks it took."""
+    clicks = 0
+    while (approval := await store.approval(approval_id)) and approval.status == "pending":
+        shown = approval_messages(fake, approval_id)
+        if not shown:
+            await asyncio.sleep(0.2)
+            continue
+        message = shown[0]
+        opened = len(fake.views)
+        clicks += 1
+        await fake.deliver(
+            "interactive",
+            block_action(
+                APPROVE_ACTION,
+                str(approval_id),
+                message_ts=message.ts,
+                response_url=fake.new_response_url(),
+                trigger_id=fake.issue_trigger("U1"),
+            ),
+        )
+        waited = time.monotonic()
+        while len(fake.views) == opened and time.monotonic() - waited < 5:
+            await asyncio.sleep(0.1)
+        modal = fake.modal("U1")
+        if len(fake.views) == opened or modal is None:
+            continue  # no modal: the click went to a replica that died
+        await fake.deliver("interactive", view_submission(modal, user_id="U1"))
+        waited = time.monotonic()
+        while time.monotonic() - waited < 10:
+            approval = await store.approval(approval_id)
+            if approval is None or approval.status != "pending":
+                break
+            await asyncio.sleep(0.2)
+    return clicks
 
 
 def parents(fake: FakeSlack, unit: str) -> list[Message]:
@@ -269,11 +331,40 @@ async def test_replicas_tell_each_deploy_once_in_slack_while_one_is_killed_every
             while not await settled(store, fake):
                 assert time.monotonic() - started < 180, "the deploys did not settle in 3 min"
                 await asyncio.sleep(0.5)
+            desk = ApprovalDesk(
+                load_settings(str(config), {})[0],
+                store,
+                EventHub(EventJournal(store)),
+                SystemClock(),
+            )
+            approvals = []
+            for stack in sorted(await all_stacks(store), key=lambda s: s.unit):
+                asked_for = await desk.request(
+                    ApprovalKind.TRAFFIC_SHIFT,
+                    namespace="dev",
+                    datacenter="local",
+                    summary=f"shift traffic to {stack.name}?",
+                    requested_by="U2",
+                    stack_id=stack.id,
+                )
+                assert asked_for is not None
+                approvals.append(asked_for.id)
+            clicks = await asyncio.wait_for(
+                asyncio.gather(*(approve(fake, store, a) for a in approvals)), 180
+            )
+            started = time.monotonic()
+            while await store.outbox_backlog() or not all(
+                (found := approval_messages(fake, a)) and not has_buttons(found[0])
+                for a in approvals
+            ):
+                assert time.monotonic() - started < 60, "the decisions were not all shown"
+                await asyncio.sleep(0.3)
             stop.set()
             killed = await kills
         mode = "Socket Mode" if socket_mode else "HTTP"
         print(
-            f"seed {seed} ({mode}): {killed} kills; {len(asked)} commands for {len(UNITS)} deploys"
+            f"seed {seed} ({mode}): {killed} kills; {len(asked)} commands for {len(UNITS)} "
+            f"deploys; {sum(clicks)} Approve clicks for {len(approvals)} approvals"
         )
         stacks = await all_stacks(store)
         assert sorted(s.unit for s in stacks) == UNITS, "a deploy was lost or done twice"
@@ -292,6 +383,12 @@ async def test_replicas_tell_each_deploy_once_in_slack_while_one_is_killed_every
             )
             lines = "\n".join(r.text for r in parent.replies)
             assert "ready" in lines, (unit, lines)
+        for approval_id in approvals:
+            [message] = approval_messages(fake, approval_id)  # asked once
+            approval = await store.approval(approval_id)
+            assert approval is not None and approval.status == "approved", approval
+            assert approval.approvers == ("U1",), approval  # the one vote, counted once
+            assert "approved" in fake.all_text(message).lower(), fake.all_text(message)
         assert killed >= 3, f"only {killed} kills: the test proves little (seed {seed})"
     finally:
         stop.set()
