@@ -49,6 +49,7 @@ REPLICAS = 3
 CLAIM_TTL = 3.0
 KILL_EVERY = (2.0, 4.0)  # seconds between kills (of a replica that is up, while another is)
 ANSWER_WITHIN = 20.0  # seconds a person waits for the deploy's thread before asking again
+pytestmark = pytest.mark.timeout(900)
 SECRET = "8f14e45fceea167a5a36dedd4bea2543"  # 32 hex digits, as Slack gives them
 
 UNIT = """\
@@ -191,7 +192,7 @@ async def approve(fake: FakeSlack, store: SqlStore, approval_id: int) -> int:
         message = shown[0]
         opened = len(fake.views)
         clicks += 1
-        await fake.deliver(
+        clicked = await fake.deliver(
             "interactive",
             block_action(
                 APPROVE_ACTION,
@@ -201,15 +202,20 @@ async def approve(fake: FakeSlack, store: SqlStore, approval_id: int) -> int:
                 trigger_id=fake.issue_trigger("U1"),
             ),
         )
+        if not clicked.acked:
+            continue  # Slack said it failed: she clicks again
         waited = time.monotonic()
         while len(fake.views) == opened and time.monotonic() - waited < 5:
             await asyncio.sleep(0.1)
         modal = fake.modal("U1")
         if len(fake.views) == opened or modal is None:
-            continue  # no modal: the click went to a replica that died
-        await fake.deliver("interactive", view_submission(modal, user_id="U1"))
+            continue  # no modal: the replica died after acknowledging the click
+        for _ in range(5):  # the modal says it failed: she presses its button again
+            submitted = await fake.deliver("interactive", view_submission(modal, user_id="U1"))
+            if submitted.acked:
+                break
         waited = time.monotonic()
-        while time.monotonic() - waited < 10:
+        while time.monotonic() - waited < 5:
             approval = await store.approval(approval_id)
             if approval is None or approval.status != "pending":
                 break
