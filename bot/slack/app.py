@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import timedelta
 import secrets
 import socket
 from collections.abc import Awaitable
@@ -45,6 +46,7 @@ from domain.records import Approval
 log = logging.getLogger("nelson.slack")
 
 DEFAULT_API_URL = "https://slack.com/api/"
+MIN_OUTBOX_CLAIM = timedelta(seconds=10)  # time enough to tell a few lines
 
 
 def api_url(settings: Settings) -> str:
@@ -85,6 +87,8 @@ class SlackBot:
             application.clock,
             Wakeups(settings.database_url),
             holder=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}",
+            # a dead replica's events are told by another after this (as its deploys are)
+            claim_ttl=max(settings.workflow.claim_ttl, MIN_OUTBOX_CLAIM),
         )
         if application.journal is not None:
             application.journal.on_written(self.dispatcher.poke)
