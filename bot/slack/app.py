@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import timedelta
 import secrets
 import socket
 from collections.abc import Awaitable
+from datetime import timedelta
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
