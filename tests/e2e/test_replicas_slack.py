@@ -356,7 +356,7 @@ async def test_replicas_tell_each_deploy_once_in_slack_while_one_is_killed_every
                 assert asked_for is not None
                 approvals.append(asked_for.id)
             clicks = await asyncio.wait_for(
-                asyncio.gather(*(approve(fake, store, a) for a in approvals)), 180
+                asyncio.gather(*(approve(fake, store, a) for a in approvals)), 300
             )
             started = time.monotonic()
             while await store.outbox_backlog() or not all(
