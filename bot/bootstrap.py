@@ -21,6 +21,7 @@ from bot.outage import is_outage
 from commands.approval_desk import ApprovalDesk
 from commands.context import Services
 from commands.deploy_workflow import DeployWorkflow
+from commands.event_outbox import EventJournal
 from commands.events import EventHub
 from commands.lifecycle import Lifecycle
 from commands.manifests import Manifests
@@ -41,6 +42,7 @@ class Application:
     events: EventHub
     desk: ApprovalDesk
     workflow: WorkflowPort
+    journal: EventJournal | None = None  # the outbox the hub writes chat's events to
     deploys: DeployWorkflow | None = None
     registry: Registry | None = None
     schedulers: dict[str, Scheduler] = field(default_factory=dict)
@@ -150,7 +152,10 @@ async def build(
     store = await open_store(settings.database_url, clock=clock, upgrade=True)
     manifests = Manifests(store, settings)  # the one reader of manifests, shared by all
     await register_directories(settings, store, manifests)
-    events = EventHub()
+    # Chat's events go to the outbox when a Slack replica may tell them (any process of the
+    # configuration, `nelson run` included: a serving replica tells what it wrote).
+    journal = EventJournal(store) if settings.slack.bot_token is not None else None
+    events = EventHub(journal)
     # Subscriptions, in the order listeners hear an event: the application's own first.
     events.subscribe(OperationTracker(store, events, clock).on_event)
     deploys: DeployWorkflow | None = None
@@ -233,6 +238,7 @@ async def build(
         conversation=conversation,
         events=events,
         desk=desk,
+        journal=journal,
         workflow=workflow,
         deploys=deploys,
         registry=registry,

@@ -54,22 +54,22 @@ class ApprovalDesk:
         if not rule.needed:
             return None
         now = self.clock.now()
-        approval = await self.store.create_approval(
-            NewApproval(
-                kind=kind,
-                stack_id=stack_id,
-                namespace=namespace,
-                datacenter=datacenter,
-                summary=summary,
-                requested_by=requested_by,
-                required=rule.required,
-                deadline=now + rule.deadline,
-                details=details,
-            ),
-            at=now,
+        new = NewApproval(
+            kind=kind,
+            stack_id=stack_id,
+            namespace=namespace,
+            datacenter=datacenter,
+            summary=summary,
+            requested_by=requested_by,
+            required=rule.required,
+            deadline=now + rule.deadline,
+            details=details,
         )
-        await self._audit("nelson", "request-approval", approval, True, summary)
-        await self.events.publish(ApprovalRequested(approval))
+        async with self.store.unit_of_work() as uow:  # the request, its audit and its message
+            approval = await uow.create_approval(new, at=now)
+            await self._audit("nelson", "request-approval", approval, True, summary, uow)
+            await self.events.record(ApprovalRequested(approval), uow)
+        await self.events.publish(ApprovalRequested(approval), recorded=True)
         return approval
 
     def refusal(self, approval: Approval, who: Principal) -> str | None:
@@ -214,8 +214,9 @@ class ApprovalDesk:
             if closed is not None:
                 detail = f"{approval.summary}; reason: {reason}" if reason else approval.summary
                 await self._audit(by, status, closed, True, detail, uow)
+                await self.events.record(ApprovalDecided(closed), uow)
         if closed is not None:
-            await self.events.publish(ApprovalDecided(closed))
+            await self.events.publish(ApprovalDecided(closed), recorded=True)
         return closed
 
     async def _lost_race(self, approval_id: int) -> Outcome:

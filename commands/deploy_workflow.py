@@ -46,6 +46,7 @@ from tenacity import (
 
 from commands.events import EventHub, StackProgress, StackReady
 from commands.manifests import ManifestMissing, Manifests
+from commands.operations import finish_operations
 from commands.ports import (
     ClaimLost,
     Clock,
@@ -480,15 +481,12 @@ class DeployWorkflow:
             )
         await self._warm(stack, scheduler, spec)
 
-        async with self._fenced(stack.id) as store:
-            await store.set_workflow_step(stack.id, None)
-            stack = await store.change_status(stack.id, StackStatus.READY, "healthy", "nelson")
-        await self.events.publish(StackReady(stack))  # routed before it is said ready
-        await self._say(
-            stack,
+        await self._finish(
+            stack.id,
+            StackStatus.READY,
+            "healthy",
             f"ready ({time.monotonic() - started:.1f}s)",
             "ready",
-            StackStatus.READY,
         )
 
     async def _grant_secrets(
@@ -711,10 +709,31 @@ class DeployWorkflow:
                     cleanup += "; its Vault policy and token were removed"
             except Exception as exc:  # the secrets sweep deletes them later
                 cleanup += f"; its Vault policy could not be removed yet ({exc})"
+        await self._finish(
+            stack_id, StackStatus.FAILED, reason, f"failed: {reason}{cleanup}", "failed"
+        )
+
+    async def _finish(
+        self, stack_id: int, status: StackStatus, reason: str, message: str, step: str
+    ) -> None:
+        """The stack's last status, its line, and the operations it finishes, with their
+        events in the outbox, in one fenced transaction: a replica that dies here leaves
+        either all of it (told by whichever replica dispatches it) or none (the stack is still
+        unfinished, and taken over)."""
+        at = self.clock.now()
+        failed = status is StackStatus.FAILED
+        progress = StackProgress(stack_id, message, at, failed, status)
         async with self._fenced(stack_id) as store:
             await store.set_workflow_step(stack_id, None)
-            stack = await store.change_status(stack_id, StackStatus.FAILED, reason, "nelson")
-        await self._say(stack, f"failed: {reason}{cleanup}", "failed", StackStatus.FAILED, True)
+            stack = await store.change_status(stack_id, status, reason, "nelson")
+            await store.append_log(stack_id, message, step=step, at=at)
+            await self.events.record(progress, store)
+            finished = await finish_operations(store, self.events, self.clock, stack_id)
+        if status is StackStatus.READY:
+            await self.events.publish(StackReady(stack))  # routed before the line is heard here
+        await self.events.publish(progress, recorded=True)
+        for event in finished:
+            await self.events.publish(event, recorded=True)
 
     async def _say(
         self,
@@ -731,11 +750,13 @@ class DeployWorkflow:
         the line)."""
         at = self.clock.now()
         advance = then is not None and not self._draining
+        event = StackProgress(stack.id, message, at, failed, status)
         async with self._fenced(stack.id) as store:
             await store.append_log(stack.id, message, step=step, at=at)
             if advance:
                 await store.set_workflow_step(stack.id, then)
-        await self.events.publish(StackProgress(stack.id, message, at, failed, status))
+            await self.events.record(event, store)
+        await self.events.publish(event, recorded=True)
         if then is not None and not advance:
             raise Stopping
 

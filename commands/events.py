@@ -1,7 +1,13 @@
 """What happens while work runs, told to whoever listens (Slack threads, the Home tab, the
 console). Producers (handlers, the deploy workflow, the approval desk) publish; front ends
-subscribe. Delivery is in-process and best effort: a listener that fails is logged and the
-others still hear the event; the durable truth is always in the Store."""
+subscribe. Delivery to listeners is in-process and best effort: a listener that fails is
+logged and the others still hear the event; the durable truth is always in the Store.
+
+The events chat must show even if this process dies (a deploy's thread, an approval's
+message) are also written to the Store's outbox by the hub's `Journal`
+(commands/event_outbox.py), handed out once across replicas by a dispatcher: producers write
+them with the change that raised them (`record(event, uow)` inside the unit of work, then
+`publish(event, recorded=True)`), or `publish` writes them in a transaction of their own."""
 
 from __future__ import annotations
 
@@ -9,7 +15,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
+from commands.repositories import EventOutboxRepository, OperationRepository
 from domain.records import Approval, Operation, Stack
 from domain.states import StackStatus
 
@@ -129,14 +137,46 @@ Event = (
 Listener = Callable[[Event], Awaitable[None]]
 
 
+class JournalStore(EventOutboxRepository, OperationRepository, Protocol):
+    """What writing an event to the outbox needs of a Store or a unit of work."""
+
+
+class Journal(Protocol):
+    """Where the hub writes durable events (commands.event_outbox.EventJournal)."""
+
+    def durable(self, event: Event) -> bool: ...
+
+    async def write(self, event: Event, within: JournalStore | None = None) -> None: ...
+
+    def written(self) -> None:
+        """Something was written and committed: wake the dispatchers."""
+        ...
+
+
 class EventHub:
-    def __init__(self) -> None:
+    def __init__(self, journal: Journal | None = None) -> None:
         self._listeners: list[Listener] = []
+        self._journal = journal
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    async def publish(self, event: Event) -> None:
+    async def record(self, event: Event, within: JournalStore) -> None:
+        """Write a durable event to the outbox inside the caller's unit of work, so it lands
+        with the change that raised it or not at all; `publish(event, recorded=True)` after
+        the unit commits."""
+        if self._journal is not None and self._journal.durable(event):
+            await self._journal.write(event, within)
+
+    async def publish(self, event: Event, *, recorded: bool = False) -> None:
+        journal = self._journal
+        if journal is not None and journal.durable(event):
+            if not recorded:
+                try:
+                    await journal.write(event)
+                except Exception:
+                    log.exception("%s was not written to the outbox", type(event).__name__)
+            journal.written()
         for listener in list(self._listeners):
             try:
                 await listener(event)

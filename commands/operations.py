@@ -14,17 +14,33 @@ from domain.steps import finished
 async def settle(store: Store, events: EventHub, clock: Clock, stack_id: int) -> None:
     """Finish each open operation of this stack whose stacks are all finished, and tell it
     once (of several processes, the one whose write lands tells)."""
-    for operation in await store.operations_for_stack(stack_id):
+    async with store.unit_of_work() as uow:
+        done = await finish_operations(uow, events, clock, stack_id)
+    for event in done:
+        await events.publish(event, recorded=True)
+
+
+async def finish_operations(
+    uow: Store, events: EventHub, clock: Clock, stack_id: int
+) -> list[OperationFinished]:
+    """Inside the caller's unit of work: finish the operations `settle` would, writing each
+    `OperationFinished` to the outbox with it; the caller publishes them once committed."""
+    done = []
+    for operation in await uow.operations_for_stack(stack_id):
         if operation.finished_at is not None:
             continue
-        stacks = await store.stacks_by_ids(operation.stack_ids)
+        stacks = await uow.stacks_by_ids(operation.stack_ids)
         if not stacks or not all(finished(s.status) for s in stacks):
             continue
         outcome = "failed" if any(s.status is StackStatus.FAILED for s in stacks) else "succeeded"
         at = clock.now()
-        if await store.finish_operation(operation.id, outcome, at):
-            done = replace(operation, finished_at=at, outcome=outcome)
-            await events.publish(OperationFinished(done, tuple(stacks)))
+        if await uow.finish_operation(operation.id, outcome, at):
+            event = OperationFinished(
+                replace(operation, finished_at=at, outcome=outcome), tuple(stacks)
+            )
+            await events.record(event, uow)
+            done.append(event)
+    return done
 
 
 class OperationTracker:

@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 from commands.repositories import (
     ApprovalRepository,
     CiRepository,
+    EventOutboxRepository,
     LifecycleRepository,
     LockRepository,
     ManifestRepository,
@@ -27,6 +28,7 @@ from commands.repositories import (
     VaultTokenRepository,
     WorkflowClaimRepository,
 )
+from commands.repositories import OutboxEvent as OutboxEvent
 from commands.repositories import VaultTokenRecord as VaultTokenRecord
 from commands.repositories import WeightFence as WeightFence
 from commands.repositories import WorkflowClaim as WorkflowClaim
@@ -67,6 +69,7 @@ class Store(
     LockRepository,
     WorkflowClaimRepository,
     UnitListingRepository,
+    EventOutboxRepository,
     Protocol,
 ):
     """Durable state: every repository, as the wiring passes it around. Every method is one

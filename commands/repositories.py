@@ -567,3 +567,52 @@ class RouteRepository(Protocol):
     async def release_route_lease(self, route: str, holder: str, token: int) -> None: ...
 
     async def route_leases(self) -> list[RouteLease]: ...
+class EventOutboxRepository(Protocol):
+    """The durable outbox of events other replicas may have to act on (a deploy's Slack
+    thread, an approval's message): written in the transaction of the change that raised
+    them, and handed out once across replicas.
+
+    Each event has a `key` (what it is about, e.g. `operation:12`): events of one key are
+    handed out in the order they were written, and never two of them to different holders at
+    once. A claim lasts `ttl`; an event claimed and neither finished nor given back is handed
+    out again when its claim expires (its holder died)."""
+
+    async def add_outbox_event(self, key: str, kind: str, payload: Mapping[str, Any]) -> int:
+        """Write an event (in the caller's unit of work, if any); returns its id."""
+        ...
+
+    async def claim_outbox_events(
+        self, holder: str, ttl: timedelta, limit: int = 50
+    ) -> list[OutboxEvent]:
+        """Claim up to `limit` pending events for `holder`, oldest first: each is unfinished,
+        unclaimed (or its claim expired), and every earlier unfinished event of its key is
+        claimed in the same call."""
+        ...
+
+    async def finish_outbox_event(self, event_id: int, holder: str) -> bool:
+        """Mark the event done; False (and nothing written) unless `holder` still holds it."""
+        ...
+
+    async def retry_outbox_event(self, event_id: int, holder: str, after: timedelta) -> None:
+        """Give a held event back, to be handed out again `after` from now (0: at once). The
+        later events of its key wait for it."""
+        ...
+
+    async def outbox_backlog(self) -> list[OutboxEvent]:
+        """Every unfinished event, oldest first."""
+        ...
+
+    async def forget_outbox_events(self, before: datetime) -> int:
+        """Delete events written before `before`, done or not; returns how many."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    id: int
+    key: str
+    kind: str
+    payload: Mapping[str, Any]
+    created_at: datetime
+    attempts: int = 0  # how many times it was handed out before: an earlier holder may have
+    # done part of it (posted, then died before finishing it)

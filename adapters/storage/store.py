@@ -19,6 +19,7 @@ from adapters.storage.migrate import upgrade as run_migrations
 from adapters.storage.repositories.approvals import SqlApprovals
 from adapters.storage.repositories.catalogue import SqlCatalogue
 from adapters.storage.repositories.ci import SqlCiRecords
+from adapters.storage.repositories.event_outbox import SqlEventOutbox
 from adapters.storage.repositories.lifecycle import SqlLifecycle
 from adapters.storage.repositories.locks import SqlLocks
 from adapters.storage.repositories.operations import SqlOperations
@@ -45,6 +46,7 @@ class SqlStore(
     SqlLocks,
     SqlWorkflowClaims,
     SqlUnitListing,
+    SqlEventOutbox,
 ):
     def __init__(
         self,

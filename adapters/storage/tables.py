@@ -468,4 +468,20 @@ route_leases = Table(
     Column("holder", String(200), nullable=False),
     Column("token", Integer, nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
+# events other replicas may have to act on, written with the change that raised them and
+# handed out once (repositories/event_outbox.py)
+event_outbox = Table(
+    "event_outbox",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String(100), nullable=False),  # what it is about: its events keep their order
+    Column("kind", String(40), nullable=False),
+    Column("payload", Text, nullable=False),  # JSON
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("holder", String(200)),
+    Column("claimed_until", UtcDateTime),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("done_at", UtcDateTime),
+    Index("ix_event_outbox_pending", "done_at", "id"),
+    Index("ix_event_outbox_key", "key", "id"),
 )

@@ -7,13 +7,18 @@ through bot.conversation."""
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import socket
 from collections.abc import Awaitable
+from datetime import timedelta
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from adapters.storage.wakeups import Wakeups
 from bot.bootstrap import Application
 from bot.conversation import Answer, Outcome, fault_reply
 from bot.slack import (
@@ -28,6 +33,7 @@ from bot.slack import (
 from bot.slack.blocks import fallback, reply_blocks, said, section
 from bot.slack.cleanup import CleanupNotices
 from bot.slack.directory import Directory
+from bot.slack.dispatch import Dispatcher
 from bot.slack.guard import text_at
 from bot.slack.home import Home
 from bot.slack.outbox import Outbox, PostFailed
@@ -41,6 +47,7 @@ from domain.records import Approval
 log = logging.getLogger("nelson.slack")
 
 DEFAULT_API_URL = "https://slack.com/api/"
+MIN_OUTBOX_CLAIM = timedelta(seconds=10)  # time enough to tell a few lines
 
 
 def api_url(settings: Settings) -> str:
@@ -73,6 +80,19 @@ class SlackBot:
         self.directory = Directory(self.client)
         store = application.store
         self.threads = Threads(settings, store, self.outbox, application.clock)
+        # Threads are told from the outbox, once across replicas, by whichever replica's
+        # dispatcher claims each event (bot/slack/dispatch.py).
+        self.dispatcher = Dispatcher(
+            store,
+            self.threads,
+            application.clock,
+            Wakeups(settings.database_url),
+            holder=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}",
+            # a dead replica's events are told by another after this (as its deploys are)
+            claim_ttl=max(settings.workflow.claim_ttl, MIN_OUTBOX_CLAIM),
+        )
+        if application.journal is not None:
+            application.journal.on_written(self.dispatcher.poke)
         self.home = Home(
             settings,
             store,
@@ -80,7 +100,6 @@ class SlackBot:
             self.directory,
             self.outbox,
         )
-        application.events.subscribe(self.threads.on_event)
         application.events.subscribe(self.home.on_event)
         emergency.register(application.events, settings, self.outbox)
         approval_reminders.register(application.events, store, self.outbox)
@@ -92,13 +111,18 @@ class SlackBot:
         approval_modals.register(
             self.app, application, self.outbox, self.directory, self._after_decision
         )
-        rollback_button.register(self.app, application, self.outbox, self.directory)
+        rollback = rollback_button.register(self.app, application, self.outbox, self.directory)
+        self.threads.on_closed(rollback.offer_after)
         lock_buttons.register(self.app, application, self.home, self.directory)
         replicas_home.register(self.home, application)
         # last: bot/slack/listeners/ ends with the catch-all for clicks nothing else claims
         listeners.register(self.app, self)
 
+    async def start(self) -> None:
+        await self.dispatcher.start()
+
     async def close(self) -> None:
+        await self.dispatcher.stop()
         await self.outbox.drain(timeout=10)
 
     # -- deduplication ----------------------------------------------------------------------

@@ -72,6 +72,7 @@ class Outbox:
         self._channels: dict[str, _Channel] = {}
         # (method, key) -> latest arguments; dict order is the send order
         self._pending: dict[tuple[str, str], dict[str, Any]] = {}
+        self._waiting: dict[tuple[str, str], list[asyncio.Future[None]]] = {}
         self._updater: asyncio.Task[None] | None = None
         self._last_update = 0.0
         self._busy = 0
@@ -85,9 +86,10 @@ class Outbox:
         text: str,
         blocks: list[dict[str, Any]] | None = None,
         thread_ts: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> str:
         """Post now (after any earlier post to the channel) and return the message ts."""
-        return (await self.post_message(channel, text, blocks, thread_ts))[1]
+        return (await self.post_message(channel, text, blocks, thread_ts, metadata))[1]
 
     async def post_message(
         self,
@@ -95,14 +97,18 @@ class Outbox:
         text: str,
         blocks: list[dict[str, Any]] | None = None,
         thread_ts: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> tuple[str, str]:
         """Post like `post`; returns the channel's id (a post by name resolves it; updates
-        need the id) and the message ts."""
+        need the id) and the message ts. `metadata` (Slack's message metadata: `event_type`
+        and `event_payload`) lets `find_by_metadata` find the message again."""
         args: dict[str, Any] = {"channel": channel_ref(channel), "text": text}
         if blocks is not None:
             args["blocks"] = blocks
         if thread_ts:
             args["thread_ts"] = thread_ts
+        if metadata is not None:
+            args["metadata"] = metadata
         response = await self._posting(channel, "chat.postMessage", args)
         return str(response.get("channel") or channel), str(response["ts"])
 
@@ -120,6 +126,25 @@ class Outbox:
         if thread_ts:
             args["thread_ts"] = thread_ts
         await self.call("chat.postEphemeral", args)
+
+    async def find_by_metadata(self, channel: str, metadata: dict[str, Any]) -> str | None:
+        """The ts of a recent message in the channel (a channel id) carrying this metadata;
+        None when there is none, or when the channel's history cannot be read (the caller
+        then posts)."""
+        args: dict[str, Any] = {"channel": channel, "limit": 200, "include_all_metadata": True}
+        try:
+            response = await self.call("conversations.history", args)
+        except PostFailed as exc:
+            log.warning("cannot look for an earlier message in %s: %s", channel, exc.error)
+            return None
+        for message in response.get("messages") or []:
+            found = message.get("metadata") or {}
+            if (found.get("event_type"), found.get("event_payload")) == (
+                metadata["event_type"],
+                metadata["event_payload"],
+            ):
+                return str(message["ts"])
+        return None
 
     def thread_line(self, channel: str, thread_ts: str, line: str) -> None:
         """Queue a line for a thread; queued lines go out together, in order."""
@@ -182,6 +207,16 @@ class Outbox:
             args["blocks"] = blocks
         self._queue("chat.update", f"{channel}/{ts}", args)
 
+    async def update_now(
+        self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]] | None = None
+    ) -> None:
+        """Like `update`, paced the same way, but return once this content (or newer) was
+        sent (or dropped as failed)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(("chat.update", f"{channel}/{ts}"), []).append(done)
+        self.update(channel, ts, text, blocks)
+        await done
+
     def publish_home(self, user: str, view: Mapping[str, Any]) -> None:
         self._queue("views.publish", user, {"user_id": user, "view": dict(view)})
 
@@ -198,6 +233,7 @@ class Outbox:
                 await asyncio.sleep(wait)
             (method, key), args = next(iter(self._pending.items()))
             del self._pending[(method, key)]
+            waiting = self._waiting.pop((method, key), [])  # later callers wait for the next
             self._busy += 1
             try:
                 await self.call(method, args)
@@ -208,6 +244,9 @@ class Outbox:
             finally:
                 self._busy -= 1
                 self._last_update = time.monotonic()
+                for done in waiting:
+                    if not done.done():
+                        done.set_result(None)
 
     # -- the one place that calls Slack -----------------------------------------------------
 

@@ -18,10 +18,9 @@ from bot.slack.guard import text_at
 from bot.slack.messages import button, button_value, who
 from bot.slack.outbox import Outbox, PostFailed
 from commands import model
-from commands.events import Event, StackProgress
 from commands.grammar import canonical
 from commands.rollback import Rollbacks
-from domain.records import Stack
+from domain.records import Operation, Stack
 from domain.states import StackStatus
 
 log = logging.getLogger("nelson.slack.rollback")
@@ -54,36 +53,28 @@ class RollbackButtons:
 
     # -- offering ----------------------------------------------------------------------------
 
-    async def on_event(self, event: Event) -> None:
-        if not isinstance(event, StackProgress) or event.status is not StackStatus.READY:
-            return
+    async def offer_after(self, operation: Operation) -> None:
+        """After a deploy's thread is closed (once, bot/slack/threads.py): offer a Roll back
+        in its thread for each of its stacks that replaced an earlier one."""
         traffic = self.application.traffic
-        if traffic is None:
+        if traffic is None or operation.outcome != "succeeded":
             return
-        for operation in await self.store.operations_for_stack(event.stack_id):
-            current = await self.store.operation(operation.id)
-            if current is None or current.outcome != "succeeded":
-                continue  # not over yet (or failed): offered when the last stack is told
-            if not await self.store.claim_delivery(
-                f"rollback-offer:{operation.id}", self.application.clock.now()
-            ):
+        if not await self.store.claim_delivery(
+            f"rollback-offer:{operation.id}", self.application.clock.now()
+        ):
+            return
+        messages = await self.store.messages_for(f"operation:{operation.id}")
+        for stack in await self.store.stacks_by_ids(operation.stack_ids):
+            previous = await Rollbacks(traffic).previous_or_none(stack)
+            if stack.status is not StackStatus.READY or previous is None:
                 continue
-            messages = await self.store.messages_for(f"operation:{operation.id}")
-            for stack in await self.store.stacks_by_ids(operation.stack_ids):
-                previous = await Rollbacks(traffic).previous_or_none(stack)
-                if stack.status is not StackStatus.READY or previous is None:
-                    continue
-                text, blocks = offer(stack, previous)
-                for message in messages:
-                    try:
-                        ts = await self.outbox.post(
-                            message.channel, text, blocks, thread_ts=message.ts
-                        )
-                        await self.store.remember_message(
-                            f"rollback:{stack.id}", message.channel, ts
-                        )
-                    except PostFailed as exc:
-                        log.warning("no Roll back offer in %s: %s", message.channel, exc.error)
+            text, blocks = offer(stack, previous)
+            for message in messages:
+                try:
+                    ts = await self.outbox.post(message.channel, text, blocks, thread_ts=message.ts)
+                    await self.store.remember_message(f"rollback:{stack.id}", message.channel, ts)
+                except PostFailed as exc:
+                    log.warning("no Roll back offer in %s: %s", message.channel, exc.error)
 
     # -- clicks ------------------------------------------------------------------------------
 
@@ -131,6 +122,5 @@ def register(
     app: AsyncApp, application: Application, outbox: Outbox, directory: Directory
 ) -> RollbackButtons:
     buttons = RollbackButtons(application, outbox, directory)
-    application.events.subscribe(buttons.on_event)
     app.action(ROLLBACK_ACTION)(buttons.on_click)
     return buttons

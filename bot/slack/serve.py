@@ -287,6 +287,7 @@ async def serve(
             )
             await socket_handler.connect_async()  # type: ignore[no-untyped-call]
         await jobs.start()
+        await bot.start()
         log.info("nelson is serving Slack in %s; health on port %s", mode.description, bound)
         where = f"http://{host or settings.slack.host}:{bound}"
         print(f"nelson: serving Slack in {mode.description} (health: {where}/healthz)", flush=True)

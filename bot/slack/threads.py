@@ -1,38 +1,50 @@
 """Following work in Slack: one parent message per operation and channel, updated in place,
-with each workflow step as a reply in its thread; approval requests with buttons, replaced by
-the decision once made. Listens to the EventHub; all it remembers is in the Store, and what
-it shows it reads through `commands.read_models`, so this module only renders and posts."""
+with each workflow step as a reply in its thread and one closing line; approval requests with
+buttons, replaced by the decision once made.
+
+It acts on the outbox's notices (commands/event_outbox.py), handed to it by the dispatcher
+(bot/slack/dispatch.py) once across replicas and in order per operation, so after a replica
+dies another continues the same thread. It keeps nothing in memory: the thread's messages are
+in the Store (`posted_messages`), and what it shows it reads through `commands.read_models`.
+
+A notice handed out again (`again`: an earlier holder died while acting on it) may have been
+partly done. Each parent and each closing line is remembered in the Store as soon as Slack
+answers with its ts, and not posted again once remembered; for the moment between Slack's
+answer and that write, a parent posted in a channel known by id is also looked up in the
+channel's history by its metadata (`nelson_thread` and the operation's id)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from bot.slack.messages import approval_message, operation_message
-from bot.slack.outbox import Outbox, PostFailed
+from bot.slack.outbox import Outbox, PostFailed, channel_ref
 from commands import read_models
-from commands.events import (
-    ApprovalDecided,
-    ApprovalRequested,
-    Event,
-    OperationFinished,
-    OperationStarted,
-    StackProgress,
-)
+from commands.event_outbox import ThreadLine
 from commands.ports import Clock, Conflict, Store
 from commands.settings import Settings
-from domain.records import Approval, Operation, PostedMessage
+from domain.records import Approval, Operation
 from domain.states import StackStatus
-from domain.steps import finished
 
 log = logging.getLogger("nelson.slack.threads")
+
+PARENT = "nelson_thread"  # the metadata event type of a thread's parent message
+POLL = 0.1  # seconds between looks for a parent another replica posts
+PARENT_WAIT = 5.0  # how long a command that started an operation waits for its parent
+
+Closing = Callable[[Operation], Awaitable[None]]
 
 
 def is_channel_id(channel: str) -> bool:
     return channel[:1] in ("C", "G", "D") and channel.isalnum() and channel.isupper()
+
+
+def _metadata(event_type: str, operation_id: int) -> dict[str, Any]:
+    return {"event_type": event_type, "event_payload": {"operation": operation_id}}
 
 
 class Threads:
@@ -41,27 +53,15 @@ class Threads:
         self.store = store
         self.outbox = outbox
         self.clock = clock
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        # per operation, the status each stack's events have reported so far: the thread says
-        # "done" only after every stack's last step was told, whatever order events arrive in
-        self._told: dict[int, dict[int, StackStatus]] = {}
-        self._ended: dict[int, OperationFinished] = {}  # finished, summary not yet told
+        self._closing: list[Closing] = []
 
-    async def on_event(self, event: Event) -> None:
-        if isinstance(event, OperationStarted):
-            await self._started(event)
-        elif isinstance(event, StackProgress):
-            await self._progress(event)
-        elif isinstance(event, OperationFinished):
-            await self._finished(event)
-        elif isinstance(event, ApprovalRequested):
-            await self._approval_requested(event.approval)
-        elif isinstance(event, ApprovalDecided):
-            await self._approval_decided(event.approval)
+    def on_closed(self, listener: Closing) -> None:
+        """Called once per operation, after its closing line (the Roll back offer)."""
+        self._closing.append(listener)
 
     # -- operations -------------------------------------------------------------------------
 
-    def _channels(self, operation: Operation, extra: tuple[str, ...]) -> list[str]:
+    def _channels(self, operation: Operation, extra: Sequence[str]) -> list[str]:
         channels = []
         if operation.channel and is_channel_id(operation.channel):
             channels.append(operation.channel)
@@ -70,69 +70,84 @@ class Threads:
             channels.append(self.settings.slack.operations_channel.lstrip("#"))
         return list(dict.fromkeys(channels))
 
-    async def _started(self, event: OperationStarted) -> None:
-        operation = event.operation
-        subject = f"operation:{operation.id}"
-        async with self._locks[subject]:
-            thread = await read_models.operation_thread(self.store, operation)
-            text, blocks = operation_message(operation, list(thread.stacks))
-            for channel in self._channels(operation, event.notify_channels):
+    async def started(self, operation_id: int, channels: Sequence[str], again: bool) -> None:
+        operation = await self.store.operation(operation_id)
+        if operation is None:
+            return
+        thread = await read_models.operation_thread(self.store, operation)
+        posted = {m.channel for m in thread.messages}
+        text, blocks = operation_message(operation, list(thread.stacks), thread.shifts)
+        for channel in self._channels(operation, channels):
+            if channel in posted:
+                continue  # an earlier holder posted it and remembered it
+            ts = await self._posted_before(channel, PARENT, operation_id) if again else None
+            if ts is None:
                 try:
-                    channel, ts = await self.outbox.post_message(channel, text, blocks)
+                    channel, ts = await self.outbox.post_message(
+                        channel, text, blocks, metadata=_metadata(PARENT, operation_id)
+                    )
                 except PostFailed as exc:
-                    log.warning("cannot follow %s in %s: %s", subject, channel, exc.error)
+                    log.warning("cannot follow operation %s in %s: %s", operation_id, channel, exc)
                     continue
-                # Conflict: the same channel listed twice under different names
-                with contextlib.suppress(Conflict):
-                    await self.store.remember_message(subject, channel, ts)
+            # Conflict: the same channel listed twice under different names
+            with contextlib.suppress(Conflict):
+                await self.store.remember_message(
+                    read_models.operation_subject(operation_id), channel, ts
+                )
 
-    async def parent_posted_in(self, operation_id: int, channel: str) -> bool:
-        async with self._locks[f"operation:{operation_id}"]:
-            messages = await read_models.thread_messages(
-                self.store, read_models.operation_subject(operation_id)
-            )
-        return any(m.channel == channel for m in messages)
+    async def _posted_before(self, channel: str, kind: str, operation_id: int) -> str | None:
+        """The ts of the bot's message of this kind for this operation, if the channel shows
+        one already (an earlier holder posted it, then died before remembering it)."""
+        if not is_channel_id(channel_ref(channel)):
+            return None  # known by name only: nothing to look it up by
+        return await self.outbox.find_by_metadata(
+            channel_ref(channel), _metadata(kind, operation_id)
+        )
 
-    async def _progress(self, event: StackProgress) -> None:
-        stack, operations = await read_models.operations_of_stack(self.store, event.stack_id)
-        if stack is None:
-            return
-        mark = ":x: " if event.failed else ""
-        line = f"{mark}`{stack.datacenter}/{stack.namespace}` {event.message}"
-        for operation in operations:
-            async with self._locks[read_models.operation_subject(operation.id)]:
-                thread = await read_models.operation_thread(self.store, operation)
-                if event.message:  # an empty message only refreshes the parent
-                    for message in thread.messages:
-                        self.outbox.thread_line(message.channel, message.ts, line)
-                stacks = thread.stacks
-                told = self._told.setdefault(operation.id, {s.id: s.status for s in stacks})
-                told.setdefault(event.stack_id, stack.status)
-                if event.status is not None:
-                    told[event.stack_id] = event.status
-                elif event.failed:
-                    told[event.stack_id] = StackStatus.FAILED
-                await self._refresh(thread)
-
-    async def _finished(self, event: OperationFinished) -> None:
-        """The application finished the operation (commands.operations). The summary goes
-        into the thread after the last stack's own line, whichever event is heard first."""
-        subject = f"operation:{event.operation.id}"
-        async with self._locks[subject]:
-            self._ended[event.operation.id] = event
+    async def parent_posted_in(self, operation_id: int, channel: str, wait: float = 0.0) -> bool:
+        """Whether the operation's parent message is in the channel, waiting up to `wait`
+        seconds for whichever replica posts it."""
+        subject = read_models.operation_subject(operation_id)
+        for attempt in range(int(wait / POLL) + 1):
+            if attempt:
+                await asyncio.sleep(POLL)
             messages = await read_models.thread_messages(self.store, subject)
-            await self._close(event.operation.id, messages)
+            if any(m.channel == channel for m in messages):
+                return True
+        return False
 
-    async def _close(self, operation_id: int, messages: Sequence[PostedMessage]) -> None:
-        event = self._ended.get(operation_id)
-        if event is None:
+    async def lines(self, operation_id: int, lines: Sequence[ThreadLine]) -> None:
+        """Steps of the operation's stacks, told in one reply per thread; then the parent
+        shows the stacks as they are now."""
+        operation = await self.store.operation(operation_id)
+        if operation is None:
             return
-        told = self._told.get(operation_id, {})
-        if not all(finished(told.get(s.id, s.status)) for s in event.stacks):
-            return  # a stack's last line is still to come
-        del self._ended[operation_id]
-        self._told.pop(operation_id, None)
-        operation, stacks = event.operation, list(event.stacks)
+        thread = await read_models.operation_thread(self.store, operation)
+        stacks = {s.id: s for s in thread.stacks}
+        told = []
+        for line in lines:
+            if not line.message:  # an empty message only refreshes the parent
+                continue
+            stack = stacks.get(line.stack_id) or await self.store.stack_by_id(line.stack_id)
+            if stack is None:
+                continue
+            mark = ":x: " if line.failed else ""
+            told.append(f"{mark}`{stack.datacenter}/{stack.namespace}` {line.message}")
+        for message in thread.messages:
+            if told:
+                await self._reply(message.channel, message.ts, "\n".join(told))
+        text, blocks = operation_message(operation, list(thread.stacks), thread.shifts)
+        for message in thread.messages:
+            self.outbox.update(message.channel, message.ts, text, blocks)
+
+    async def closed(self, operation_id: int, again: bool) -> None:
+        """The operation finished: one closing line in each thread, and the parent's final
+        state (sent before this returns, so a replica dying after it loses nothing)."""
+        operation = await self.store.operation(operation_id)
+        if operation is None:
+            return
+        thread = await read_models.operation_thread(self.store, operation)
+        stacks = list(thread.stacks)
         failed = [s for s in stacks if s.status is StackStatus.FAILED]
         summary = (
             f":x: {operation.title} failed: "
@@ -140,23 +155,41 @@ class Threads:
             if failed
             else f":white_check_mark: {operation.title} is done."
         )
-        for message in messages:
-            self.outbox.thread_line(message.channel, message.ts, summary)
-        shifts = await read_models.shifts_towards(self.store, stacks)
-        text, blocks = operation_message(operation, stacks, shifts)
-        for message in messages:
-            self.outbox.update(message.channel, message.ts, text, blocks)
-
-    async def _refresh(self, thread: read_models.OperationThread) -> None:
-        text, blocks = operation_message(thread.operation, list(thread.stacks), thread.shifts)
+        subject = f"closed:{read_models.operation_subject(operation_id)}"
+        closed = {m.channel for m in await read_models.thread_messages(self.store, subject)}
         for message in thread.messages:
-            self.outbox.update(message.channel, message.ts, text, blocks)
-        await self._close(thread.operation.id, thread.messages)
+            if message.channel in closed:
+                continue  # an earlier holder closed this thread already
+            try:
+                ts = await self.outbox.post(message.channel, summary, thread_ts=message.ts)
+            except PostFailed as exc:
+                log.warning("no closing line for operation %s: %s", operation_id, exc)
+                continue
+            with contextlib.suppress(Conflict):
+                await self.store.remember_message(subject, message.channel, ts)
+        text, blocks = operation_message(operation, stacks, thread.shifts)
+        for message in thread.messages:
+            await self.outbox.update_now(message.channel, message.ts, text, blocks)
+        for listener in self._closing:
+            try:
+                await listener(operation)
+            except PostFailed as exc:
+                log.warning("after closing operation %s: %s", operation_id, exc)
+
+    async def _reply(self, channel: str, thread_ts: str, text: str) -> None:
+        try:
+            await self.outbox.post(channel, text, thread_ts=thread_ts)
+        except PostFailed as exc:
+            log.warning("thread reply in %s dropped: %s", channel, exc.error)
 
     # -- approvals --------------------------------------------------------------------------
 
-    async def _approval_requested(self, approval: Approval) -> None:
+    async def approval_requested(self, approval_id: int) -> None:
+        approval = await self.store.approval(approval_id)
+        if approval is None:
+            return
         subject = f"approval:{approval.id}"
+        already = {m.channel for m in await read_models.thread_messages(self.store, subject)}
         text, blocks = approval_message(approval)
         targets: list[tuple[str, str | None]] = []
         targets.extend(await read_models.approval_threads(self.store, approval))
@@ -164,21 +197,28 @@ class Threads:
             targets.append((self.settings.slack.operations_channel.lstrip("#"), None))
         if not targets:
             log.warning("approval #%s has no channel to be asked in", approval.id)
-        async with self._locks[subject]:
-            for channel, thread_ts in dict(targets).items():
-                try:
-                    ts = await self.outbox.post(channel, text, blocks, thread_ts=thread_ts)
-                    await self.store.remember_message(subject, channel, ts)
-                except (PostFailed, Conflict) as exc:
-                    log.warning("approval #%s not posted in %s: %s", approval.id, channel, exc)
+        for channel, thread_ts in dict(targets).items():
+            if channel in already:
+                continue
+            try:
+                channel, ts = await self.outbox.post_message(
+                    channel, text, blocks, thread_ts=thread_ts
+                )
+                await self.store.remember_message(subject, channel, ts)
+            except (PostFailed, Conflict) as exc:
+                log.warning("approval #%s not posted in %s: %s", approval.id, channel, exc)
 
-    async def _approval_decided(self, approval: Approval) -> None:
-        subject = f"approval:{approval.id}"
+    async def approval_decided(self, approval_id: int) -> None:
+        approval = await self.store.approval(approval_id)
+        if approval is not None:
+            await self.refresh_approval(approval, wait=True)
+
+    async def refresh_approval(self, approval: Approval, *, wait: bool = False) -> None:
+        """Show the approval as it stands (the vote count, or the decision)."""
         text, blocks = approval_message(approval)
-        async with self._locks[subject]:
-            for message in await read_models.thread_messages(self.store, subject):
+        subject = f"approval:{approval.id}"
+        for message in await read_models.thread_messages(self.store, subject):
+            if wait:
+                await self.outbox.update_now(message.channel, message.ts, text, blocks)
+            else:
                 self.outbox.update(message.channel, message.ts, text, blocks)
-
-    async def refresh_approval(self, approval: Approval) -> None:
-        """Show the current vote count (after a vote that did not decide it yet)."""
-        await self._approval_decided(approval)

@@ -139,13 +139,15 @@ class _Writes:
     edges: list[list[Stack]]  # per new stack, the stacks it depends on
     kind: str  # deploy, commit, redeploy
     at: datetime
+    notify: tuple[str, ...] = ()  # the manifest's notification channels
 
 
 async def _record(
     ctx: Context, release: Release | None, w: _Writes
 ) -> tuple[Release, list[Stack], Operation]:
-    """The release (when new), its stacks, their dependency edges and the operation that
-    follows them, in one transaction: a failure anywhere leaves none of it behind."""
+    """The release (when new), its stacks, their dependency edges, the operation that
+    follows them and its `OperationStarted` in the outbox, in one transaction: a failure
+    anywhere leaves none of it behind."""
     async with ctx.store.unit_of_work() as uow:
         release, stacks = await uow.create_deployment(
             release, w.unit, w.version, w.image, w.manifest_id, w.stacks, ctx.principal.user_id
@@ -162,6 +164,7 @@ async def _record(
             [s.id for s in stacks],
             at=w.at,
         )
+        await ctx.events.record(OperationStarted(operation, w.notify), uow)
     return release, stacks, operation
 
 
@@ -238,6 +241,7 @@ async def _start(
         edges=[dependencies[t] for t in targets],
         kind=kind,
         at=now,
+        notify=tuple(manifest.notifications.slack_channels),
     )
     try:
         release, stacks, operation = await _record(ctx, release, writes)
@@ -247,9 +251,7 @@ async def _start(
         if existing is None or existing.image != image:
             raise
         release, stacks, operation = await _record(ctx, existing, writes)
-    await ctx.events.publish(
-        OperationStarted(operation, tuple(manifest.notifications.slack_channels))
-    )
+    await ctx.events.publish(OperationStarted(operation, writes.notify), recorded=True)
     if emergency_deploy is not None:
         await gate(ctx).mark_emergency(emergency_deploy, stacks)
     await gate(ctx).announce(emergency_deploy)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 
 from commands.ports import ClaimLost, Clock, Conflict, LeaseLost, StoreError
 from commands.repositories import (
+    OutboxEvent,
     RouteEntry,
     RouteLease,
     RouteServer,
@@ -92,6 +94,14 @@ class _Vote:
 
 
 @dataclass
+class _OutboxRow:
+    event: OutboxEvent
+    holder: str | None = None
+    claimed_until: datetime | None = None
+    done_at: datetime | None = None
+
+
+@dataclass
 class _Tables:
     """The rows, one list or dict per table; a unit of work copies and restores all of it."""
 
@@ -120,6 +130,7 @@ class _Tables:
     claims: dict[int, WorkflowClaim] = field(default_factory=dict)
     routes: dict[tuple[str, str], RouteEntry] = field(default_factory=dict)  # (dc, key)
     route_leases: dict[str, RouteLease] = field(default_factory=dict)
+    outbox: dict[int, _OutboxRow] = field(default_factory=dict)
 
     def next_id(self, table: str) -> int:
         self.ids[table] = self.ids.get(table, 0) + 1
@@ -1128,3 +1139,56 @@ class MemoryStore:
 
     async def route_leases(self) -> list[RouteLease]:
         return [self._t.route_leases[r] for r in sorted(self._t.route_leases)]
+    # -- event outbox ----------------------------------------------------------------------------
+
+    async def add_outbox_event(self, key: str, kind: str, payload: Mapping[str, Any]) -> int:
+        event_id = self._t.next_id("outbox")
+        stored = json.loads(json.dumps(dict(payload)))  # what a database would give back
+        event = OutboxEvent(event_id, key[:100], kind, stored, _utc(self._now()))
+        self._t.outbox[event_id] = _OutboxRow(event)
+        return event_id
+
+    async def claim_outbox_events(
+        self, holder: str, ttl: timedelta, limit: int = 50
+    ) -> list[OutboxEvent]:
+        now = self._now()
+        pending = [r for _, r in sorted(self._t.outbox.items()) if r.done_at is None]
+        free = [r for r in pending if r.claimed_until is None or r.claimed_until <= now]
+        chosen = {r.event.id for r in free[:limit]}
+        blocked: set[str] = set()
+        kept: list[_OutboxRow] = []
+        for row in pending:
+            if row.event.key in blocked:
+                continue
+            if row.event.id in chosen:
+                kept.append(row)
+            else:
+                blocked.add(row.event.key)
+        claimed = []
+        for row in kept:
+            claimed.append(row.event)
+            row.holder, row.claimed_until = holder, _utc(now + ttl)
+            row.event = replace(row.event, attempts=row.event.attempts + 1)
+        return claimed
+
+    async def finish_outbox_event(self, event_id: int, holder: str) -> bool:
+        row = self._t.outbox.get(event_id)
+        if row is None or row.holder != holder or row.done_at is not None:
+            return False
+        row.done_at = _utc(self._now())
+        return True
+
+    async def retry_outbox_event(self, event_id: int, holder: str, after: timedelta) -> None:
+        row = self._t.outbox.get(event_id)
+        if row is None or row.holder != holder or row.done_at is not None:
+            return
+        row.claimed_until = _utc(self._now() + after)
+
+    async def outbox_backlog(self) -> list[OutboxEvent]:
+        return [r.event for _, r in sorted(self._t.outbox.items()) if r.done_at is None]
+
+    async def forget_outbox_events(self, before: datetime) -> int:
+        gone = [i for i, r in self._t.outbox.items() if r.event.created_at < before]
+        for event_id in gone:
+            del self._t.outbox[event_id]
+        return len(gone)

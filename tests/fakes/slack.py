@@ -1,6 +1,9 @@
 """A fake Slack workspace served over real HTTP on loopback: the Web API methods the bot calls,
 `response_url` endpoints, Slack's external file upload (`files.getUploadURLExternal`, the
-upload URL, `files.completeUploadExternal`) and a Socket Mode WebSocket.
+upload URL, `files.completeUploadExternal`) and Socket Mode WebSockets (several connections
+at once, each envelope going to one of them at random, as Slack does). `deliver` sends what a
+user does (a slash command, a click, an event) the way Slack does: over HTTP to several
+request URLs in turn (a load balancer in front of replicas), or to a random connection.
 
 It answers as Slack does: tokens are checked (`not_authed`, `invalid_auth`,
 `not_allowed_token_type`), errors come back as `{"ok": false, "error": ...}` with HTTP 200,
@@ -17,8 +20,11 @@ reached it is recorded for assertions.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import math
+import random
 import secrets
 import time
 import uuid
@@ -26,11 +32,14 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
+import aiohttp
 from aiohttp import BodyPartReader, WSMsgType, web
 
 APP_METHODS = {"apps.connections.open"}  # everything else served here wants the bot token
 MESSAGE_BLOCKS, VIEW_BLOCKS, MAX_TEXT, RESPONSE_URL_USES = 50, 100, 40_000, 5
+MAX_SOCKETS = 10  # Socket Mode connections an app may hold open at once
 MAX_ALT_TXT = 1000  # files.getUploadURLExternal answers alt_txt_too_large beyond this
 BLOCK_TYPES = {
     "actions", "context", "divider", "file", "header", "image", "input",
@@ -62,6 +71,7 @@ class Message:
     edits: int = 0
     replies: list[Message] = field(default_factory=list)
     files: list[UploadedFile] = field(default_factory=list)
+    metadata: dict[str, Any] | None = None  # message metadata: event_type, event_payload
 
 
 @dataclass
@@ -78,6 +88,18 @@ class UploadedFile:
     completed: bool = False
     channel: str | None = None
     thread_ts: str | None = None
+
+
+@dataclass
+class Delivery:
+    """Something a user did, delivered to the app: acknowledged or not, after how many
+    attempts, and why the failed ones failed."""
+
+    kind: str
+    payload: dict[str, Any]
+    acked: bool = False
+    attempts: int = 0
+    failures: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -186,6 +208,23 @@ def _flag(value: Any) -> bool:
     return value is True or str(value).lower() in ("1", "true")
 
 
+def _message_metadata(raw: Any) -> dict[str, Any] | None:
+    """chat.postMessage's `metadata`: an object (JSON-encoded in form posts) with a string
+    `event_type` and an object `event_payload`."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise SlackError("invalid_metadata_format") from None
+    if not isinstance(raw, dict):
+        raise SlackError("invalid_metadata_format")
+    if not isinstance(raw.get("event_type"), str) or not isinstance(raw.get("event_payload"), dict):
+        raise SlackError("invalid_metadata_schema")
+    return {"event_type": raw["event_type"], "event_payload": raw["event_payload"]}
+
+
 class FakeSlack:
     """The workspace. `start()`/`stop()` or `async with`; `base_url` is for the Web API client."""
 
@@ -199,6 +238,7 @@ class FakeSlack:
         channels: dict[str, str] | None = None,
         usergroups: dict[str, dict[str, Any]] | None = None,
         rate_limits: dict[str, tuple[int, float]] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.bot_token, self.app_token = bot_token, app_token
         self.team_id, self.bot_user_id = team_id, bot_user_id
@@ -241,8 +281,13 @@ class FakeSlack:
         self._response_meta: dict[str, tuple[float, str | None, str | None]] = {}
         self._epoch, self._seq = int(time.time()), 0
         self._tickets: set[str] = set()
-        self._socket: web.WebSocketResponse | None = None
+        self.rng = rng or random.Random()  # which connection an envelope goes to
+        self._sockets: list[web.WebSocketResponse] = []  # open Socket Mode connections
         self._socket_ready = asyncio.Event()
+        self.request_urls: list[str] = []  # HTTP mode: where requests go, in turn
+        self.signing_secret = ""
+        self._turn = 0
+        self.deliveries: list[Delivery] = []
         self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -262,8 +307,8 @@ class FakeSlack:
         self.port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
-        if self._socket is not None:
-            await self._socket.close()
+        for socket in list(self._sockets):
+            await socket.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -494,10 +539,12 @@ class FakeSlack:
                 raise SlackError("thread_not_found")
             if parent.thread_ts:  # a reply's ts: the reply goes to the same thread
                 parent = self._by_ts[(channel, parent.thread_ts)]
+        metadata = _message_metadata(params.get("metadata"))
         ts = self._next_ts()
         message = Message(
             channel, ts, text, blocks, parent.ts if parent else None, self.bot_user_id
         )
+        message.metadata = metadata
         self._by_ts[(channel, ts)] = message
         (parent.replies if parent else self._messages[channel]).append(message)
         return {"channel": channel, "ts": ts, "message": self._message_json(message)}
@@ -618,6 +665,28 @@ class FakeSlack:
         profile = {"display_name": info["name"], "real_name": real_name}
         body = {"id": user, "team_id": self.team_id, "name": info["name"], "real_name": real_name}
         return {"user": {**body, "deleted": False, "profile": profile, "is_bot": is_bot}}
+
+    def _m_conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A channel's top-level messages, newest first (`limit`, default 100, at most 999);
+        their metadata only with `include_all_metadata`. Channel ids only, as Slack wants."""
+        channel = str(params.get("channel") or "")
+        if channel not in self.channels and not channel.startswith("D"):
+            raise SlackError("channel_not_found")
+        try:
+            limit = int(params.get("limit") or 100)
+        except ValueError:
+            raise SlackError("invalid_limit") from None
+        with_metadata = _flag(params.get("include_all_metadata"))
+        messages = []
+        for message in reversed(self._messages.get(channel, [])):
+            body = self._message_json(message)
+            if message.metadata is not None and with_metadata:
+                body["metadata"] = message.metadata
+            if message.replies:
+                body.update(reply_count=len(message.replies), latest_reply=message.replies[-1].ts)
+            messages.append(body)
+        shown = messages[: max(1, min(limit, 999))]
+        return {"messages": shown, "has_more": len(messages) > len(shown), "pin_count": 0}
 
     def _m_conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)
@@ -788,15 +857,19 @@ class FakeSlack:
     # -- Socket Mode ----------------------------------------------------------------------
 
     async def _socket_endpoint(self, request: web.Request) -> web.StreamResponse:
+        """One Socket Mode connection; an app may hold several (Slack allows up to 10) and
+        each envelope goes to one of them, chosen at random."""
         ticket = request.query.get("ticket", "")
         if ticket not in self._tickets:
             return web.Response(status=401, text="invalid or used ticket")
         self._tickets.discard(ticket)  # a ticket opens one connection
+        if len(self._sockets) >= MAX_SOCKETS:
+            return web.Response(status=429, text="too many connections")
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        self._socket = ws
+        self._sockets.append(ws)
         debug = {"host": "applink-fake", "build_number": 1, "approximate_connection_time": 18060}
-        hello = {"type": "hello", "num_connections": 1, "debug_info": debug}
+        hello = {"type": "hello", "num_connections": len(self._sockets), "debug_info": debug}
         await ws.send_json({**hello, "connection_info": {"app_id": self.app_id}})
         self._socket_ready.set()
         try:
@@ -810,14 +883,22 @@ class FakeSlack:
                     if future is not None and not future.done():
                         future.set_result(data)
         finally:
-            if self._socket is ws:
-                self._socket = None
+            if ws in self._sockets:
+                self._sockets.remove(ws)
+            if not self._sockets:
                 self._socket_ready.clear()
         return ws
 
-    async def wait_socket_connected(self, timeout: float = 10.0) -> None:
-        """Wait until a Socket Mode client is connected and has been sent `hello`."""
-        await asyncio.wait_for(self._socket_ready.wait(), timeout)
+    @property
+    def socket_connections(self) -> int:
+        return len([s for s in self._sockets if not s.closed])
+
+    async def wait_socket_connected(self, timeout: float = 10.0, count: int = 1) -> None:
+        """Wait until `count` Socket Mode clients are connected and have been sent `hello`."""
+        async with asyncio.timeout(timeout):
+            await self._socket_ready.wait()
+            while self.socket_connections < count:
+                await asyncio.sleep(0.05)
 
     async def socket_send(
         self,
@@ -828,29 +909,117 @@ class FakeSlack:
         retry_attempt: int = 0,
         retry_reason: str = "",
     ) -> dict[str, Any]:
-        """Send an envelope (`slash_commands`, `interactive`, `events_api`) to the connected
-        client and return its ack (`{"envelope_id": ..., "payload"?: ...}`), waiting 5 s."""
+        """Send an envelope (`slash_commands`, `interactive`, `events_api`) to one connected
+        client, chosen at random, and return its ack (`{"envelope_id": ..., "payload"?: ...}`),
+        waiting 5 s."""
+        ack = await self._envelope(
+            type_, payload, accepts_response_payload, retry_attempt, retry_reason
+        )
+        if ack is None:
+            raise AssertionError(f"no ack for {type_} envelope within 5s")
+        return ack
+
+    async def _envelope(
+        self,
+        type_: str,
+        payload: dict[str, Any],
+        accepts_response_payload: bool,
+        retry_attempt: int,
+        retry_reason: str,
+        ack_within: float = 5.0,
+    ) -> dict[str, Any] | None:
         await self.wait_socket_connected()
-        socket = self._socket
-        assert socket is not None
+        socket = self.rng.choice([s for s in self._sockets if not s.closed] or self._sockets)
         envelope_id = str(uuid.uuid4())
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._acks[envelope_id] = future
         envelope: dict[str, Any] = {"envelope_id": envelope_id, "type": type_, "payload": payload}
         envelope.update(accepts_response_payload=accepts_response_payload)
-        await socket.send_json(
-            {**envelope, "retry_attempt": retry_attempt, "retry_reason": retry_reason}
-        )
         try:
-            return await asyncio.wait_for(future, 5)
-        except TimeoutError:
-            raise AssertionError(f"no ack for {type_} envelope {envelope_id} within 5s") from None
+            await socket.send_json(
+                {**envelope, "retry_attempt": retry_attempt, "retry_reason": retry_reason}
+            )
+            return await asyncio.wait_for(future, ack_within)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            return None  # no ack: the connection timed out or went away
         finally:
             self._acks.pop(envelope_id, None)
 
     async def socket_disconnect(self, reason: str = "refresh_requested") -> None:
-        """Ask the client to reconnect, as Slack does before recycling a connection."""
-        if self._socket is not None:
-            await self._socket.send_json(
+        """Ask the clients to reconnect, as Slack does before recycling a connection."""
+        for socket in list(self._sockets):
+            await socket.send_json(
                 {"type": "disconnect", "reason": reason, "debug_info": {"host": "applink-fake"}}
             )
+
+    # -- delivering what users do ----------------------------------------------------------
+
+    def deliver_over_http(self, request_urls: list[str], signing_secret: str) -> None:
+        """HTTP mode: requests go to these URLs in turn (round-robin, as a load balancer in
+        front of several replicas spreads them), signed with the app's signing secret."""
+        self.request_urls = list(request_urls)
+        self.signing_secret = signing_secret
+
+    async def deliver(self, kind: str, payload: dict[str, Any]) -> Delivery:
+        """Deliver what a user did, as Slack does: `kind` is `slash_commands` (form fields),
+        `interactive` (a payload) or `events_api` (an envelope). Over HTTP to the next
+        request URL, or in Socket Mode to a random connection. Slack waits 3 s for the
+        acknowledgement. A slash command or a click that is not acknowledged is not sent
+        again (the user sees that it failed); an Events API delivery is retried up to three
+        times (`X-Slack-Retry-Num`, `retry_attempt`), each going to the next URL or another
+        random connection."""
+        tries = 4 if kind == "events_api" else 1
+        delivery = Delivery(kind, payload)
+        self.deliveries.append(delivery)
+        reason = ""
+        for attempt in range(tries):
+            delivery.attempts = attempt + 1
+            if self.request_urls:
+                status, reason = await self._post(kind, payload, attempt, reason)
+                if status == 200:
+                    delivery.acked = True
+                    return delivery
+            else:
+                ack = await self._envelope(kind, payload, False, attempt, reason, ack_within=3.0)
+                if ack is not None:
+                    delivery.acked = True
+                    return delivery
+                reason = "timeout"
+            delivery.failures.append(reason)
+        return delivery
+
+    async def _post(
+        self, kind: str, payload: dict[str, Any], attempt: int, reason: str
+    ) -> tuple[int, str]:
+        url = self.request_urls[self._turn % len(self.request_urls)]
+        self._turn += 1
+        if kind == "slash_commands":
+            body = urlencode(payload).encode()
+            content_type = "application/x-www-form-urlencoded"
+        elif kind == "interactive":
+            body = urlencode({"payload": json.dumps(payload)}).encode()
+            content_type = "application/x-www-form-urlencoded"
+        else:
+            body, content_type = json.dumps(payload).encode(), "application/json"
+        stamp = str(int(time.time()))
+        signed = hmac.new(
+            self.signing_secret.encode(), b"v0:" + stamp.encode() + b":" + body, hashlib.sha256
+        ).hexdigest()
+        headers = {
+            "Content-Type": content_type,
+            "X-Slack-Request-Timestamp": stamp,
+            "X-Slack-Signature": f"v0={signed}",
+        }
+        if attempt:
+            headers.update({"X-Slack-Retry-Num": str(attempt), "X-Slack-Retry-Reason": reason})
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session,
+                session.post(url, data=body, headers=headers) as response,
+            ):
+                await response.read()
+                return response.status, "http_error"
+        except TimeoutError:
+            return 0, "http_timeout"
+        except aiohttp.ClientError:
+            return 0, "connection_failed"

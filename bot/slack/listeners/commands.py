@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt.async_app import AsyncApp
 
 from bot.slack.guard import text_at
+from bot.slack.threads import PARENT_WAIT
 
 if TYPE_CHECKING:
     from bot.slack.app import SlackBot
@@ -33,7 +34,7 @@ async def _command(bot: SlackBot, body: dict[str, Any]) -> None:
     )
     reply = answer.reply
     if reply.operation_id is not None and await bot.threads.parent_posted_in(
-        reply.operation_id, channel
+        reply.operation_id, channel, wait=PARENT_WAIT
     ):
         return  # the parent message in the channel is the answer
     # Files need a message to hang from: the answer goes to the channel, with the

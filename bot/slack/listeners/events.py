@@ -11,6 +11,7 @@ from slack_bolt.async_app import AsyncApp
 from bot.slack.blocks import fallback, reply_blocks
 from bot.slack.guard import text_at
 from bot.slack.outbox import PostFailed
+from bot.slack.threads import PARENT_WAIT
 
 if TYPE_CHECKING:
     from bot.slack.app import SlackBot
@@ -54,7 +55,7 @@ async def _converse(bot: SlackBot, event: dict[str, Any], thread_ts: str | None)
     )
     reply = answer.reply
     if reply.operation_id is not None and await bot.threads.parent_posted_in(
-        reply.operation_id, channel
+        reply.operation_id, channel, wait=PARENT_WAIT
     ):
         return
     if (
