@@ -567,6 +567,8 @@ class RouteRepository(Protocol):
     async def release_route_lease(self, route: str, holder: str, token: int) -> None: ...
 
     async def route_leases(self) -> list[RouteLease]: ...
+
+
 class EventOutboxRepository(Protocol):
     """The durable outbox of events other replicas may have to act on (a deploy's Slack
     thread, an approval's message): written in the transaction of the change that raised

@@ -468,6 +468,8 @@ route_leases = Table(
     Column("holder", String(200), nullable=False),
     Column("token", Integer, nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
+)
+
 # events other replicas may have to act on, written with the change that raised them and
 # handed out once (repositories/event_outbox.py)
 event_outbox = Table(

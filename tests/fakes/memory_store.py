@@ -1139,6 +1139,7 @@ class MemoryStore:
 
     async def route_leases(self) -> list[RouteLease]:
         return [self._t.route_leases[r] for r in sorted(self._t.route_leases)]
+
     # -- event outbox ----------------------------------------------------------------------------
 
     async def add_outbox_event(self, key: str, kind: str, payload: Mapping[str, Any]) -> int:
