@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from domain.api_tokens import ApiToken
-from domain.approvals import ApprovalStatus, Decision
+from domain.approvals import ApprovalKind, ApprovalStatus, Decision
 from domain.expiration import StackView
 from domain.github import GitHubDeployment
 from domain.locks import Lock, NewLock
@@ -184,6 +184,12 @@ class ApprovalRepository(Protocol):
     ) -> list[Approval]: ...
 
     async def approval(self, approval_id: int) -> Approval | None: ...
+
+    async def approvals_of_stacks(
+        self, kind: ApprovalKind, stack_ids: Sequence[int]
+    ) -> list[Approval]:
+        """Every approval of that kind about these stacks, whatever its status, oldest first."""
+        ...
 
     async def create_approval(self, new: NewApproval, at: datetime | None = None) -> Approval: ...
 

@@ -53,7 +53,7 @@ from commands.settings import Settings
 from domain import traffic
 from domain.approvals import ApprovalKind, ApprovalStatus
 from domain.manifest import ManifestInvalid
-from domain.records import AuditEvent, Stack, TrafficShift
+from domain.records import Approval, AuditEvent, Stack, TrafficShift
 from domain.runtime import RuntimeReport
 from domain.states import StackStatus
 from domain.traffic import ACTIVE_SHIFT_STATES, OPEN_SHIFT_STATES, ShiftState
@@ -371,38 +371,66 @@ class TrafficControl:
         for shift in await self.store.shifts(
             (ShiftState.AWAITING_APPROVAL,), stack_id=approval.stack_id
         ):
-            if shift.to_stack_id != approval.stack_id:
-                continue
-            stack = await self.store.stack_by_id(shift.to_stack_id)
-            old = await self.store.stack_by_id(shift.from_stack_id)
-            if stack is None or old is None:
-                continue
-            if approval.status is ApprovalStatus.APPROVED:
-                now = self.clock.now()
-                started = await self.store.update_shift(
-                    shift.id,
-                    ShiftState.AWAITING_APPROVAL,
-                    state=ShiftState.RUNNING,
-                    started_at=now,
-                    last_step_at=now,
+            if shift.to_stack_id == approval.stack_id:
+                await self.settle(shift, approval)
+
+    async def settle(self, shift: TrafficShift, approval: Approval) -> None:
+        """Act on a decided approval of a shift awaiting it: start it when approved, cancel it
+        otherwise. Compare-and-set on the shift's state: of replicas settling one shift at once
+        (the one that recorded the decision, others sweeping), one wins and only it speaks."""
+        stack = await self.store.stack_by_id(shift.to_stack_id)
+        old = await self.store.stack_by_id(shift.from_stack_id)
+        if stack is None or old is None:
+            return
+        if approval.status is ApprovalStatus.APPROVED:
+            now = self.clock.now()
+            started = await self.store.update_shift(
+                shift.id,
+                ShiftState.AWAITING_APPROVAL,
+                state=ShiftState.RUNNING,
+                started_at=now,
+                last_step_at=now,
+            )
+            if started is not None:
+                await self._say(
+                    stack,
+                    f"traffic: approved; shifting from {old.version} to {stack.version}; "
+                    f"{await self.drivers()}",
                 )
-                if started is not None:
-                    await self._say(
-                        stack,
-                        f"traffic: approved; shifting from {old.version} to {stack.version}; "
-                        f"{await self.drivers()}",
-                    )
-                    await self.tick_one(started)
-            else:
-                cancelled = await self.store.update_shift(
-                    shift.id, ShiftState.AWAITING_APPROVAL, state=ShiftState.CANCELLED
+                await self.tick_one(started)
+        elif approval.status is not ApprovalStatus.PENDING:
+            cancelled = await self.store.update_shift(
+                shift.id, ShiftState.AWAITING_APPROVAL, state=ShiftState.CANCELLED
+            )
+            if cancelled is not None:
+                await self._say(
+                    stack,
+                    f"traffic: {approval.status}; traffic stays with {old.name} ({old.version})",
                 )
-                if cancelled is not None:
-                    await self._say(
-                        stack,
-                        f"traffic: {approval.status}; traffic stays with {old.name} "
-                        f"({old.version})",
-                    )
+
+    async def settle_decided(self) -> None:
+        """Settle the shifts still awaiting an approval that is already decided: the replica
+        that recorded the decision died before acting on it. Looks only at the approvals of
+        the shifts awaiting one; a shift follows its newest approval."""
+        awaiting = await self.store.shifts((ShiftState.AWAITING_APPROVAL,))
+        if not awaiting:
+            return
+        newest: dict[int, Approval] = {}
+        for found in await self.store.approvals_of_stacks(
+            KIND, sorted({s.to_stack_id for s in awaiting})
+        ):
+            if found.stack_id is not None:
+                newest[found.stack_id] = found  # oldest first: the last one wins
+        for shift in awaiting:
+            approval = newest.get(shift.to_stack_id)
+            if approval is None or approval.status is ApprovalStatus.PENDING:
+                continue
+            try:
+                await self.settle(shift, approval)
+            except Exception:
+                log.exception(
+                    "traffic shift #%s: approval #%s not acted on yet", shift.id, approval.id
+                )
 
     # -- moving weights ------------------------------------------------------------------------
 
@@ -443,7 +471,12 @@ class TrafficControl:
 
     async def tick(self) -> None:
         """Put every running shift's weights where its policy says they are now, for the
-        routes this process holds (or takes over) the lease of."""
+        routes this process holds (or takes over) the lease of; first, start or cancel the
+        shifts whose approval was decided by a replica that died before acting on it."""
+        try:
+            await self.settle_decided()
+        except Exception:
+            log.exception("could not look for decided approvals; will try again")
         for shift in await self.store.shifts((ShiftState.RUNNING,)):
             try:
                 lease = await self._lease(shift)

@@ -229,6 +229,8 @@ approvals = Table(
     Column("decided_at", UtcDateTime),
     Column("reason", Text),  # why it was rejected, in the rejecter's words
     Index("ix_approvals_status_id", "status", "id"),
+    # the traffic tick looks up the approvals of the shifts awaiting one
+    Index("ix_approvals_stack_id", "stack_id"),
 )
 
 # what the approval request shows besides its summary (lines joined by newlines)

@@ -516,6 +516,16 @@ class MemoryStore:
         found = self._t.approvals.get(approval_id)
         return self._approval(found) if found else None
 
+    async def approvals_of_stacks(
+        self, kind: ApprovalKind, stack_ids: Sequence[int]
+    ) -> list[Approval]:
+        wanted = set(stack_ids)
+        return [
+            self._approval(a)
+            for _, a in sorted(self._t.approvals.items())
+            if a.kind == kind and a.stack_id in wanted
+        ]
+
     async def create_approval(self, new: NewApproval, at: datetime | None = None) -> Approval:
         if new.stack_id is not None:
             self._exists(new.stack_id)

@@ -373,6 +373,27 @@ async def test_approval_votes_count_once_and_decisions_happen_once(store: Store)
     assert [a.id for a in await store.approvals(ApprovalStatus.APPROVED)] == [approval.id]
 
 
+async def test_approvals_of_stacks_are_those_of_the_kind_about_them_oldest_first(
+    store: Store,
+) -> None:
+    _, stacks = await deploy(store, new_stack(1), new_stack(2), new_stack(3))
+    a, b, c = (s.id for s in stacks)
+    at = datetime(2029, 1, 1, tzinfo=UTC)
+    first = await store.create_approval(new_approval(a))
+    await store.decide_approval(first.id, ApprovalStatus.REJECTED, "U3", at)
+    second = await store.create_approval(new_approval(a))
+    other = await store.create_approval(new_approval(b))
+    await store.create_approval(new_approval(c))  # a stack not asked about
+    await store.create_approval(replace(new_approval(b), kind=ApprovalKind.ROLLBACK))
+    await store.create_approval(new_approval())  # about no stack
+    found = await store.approvals_of_stacks(ApprovalKind.TRAFFIC_SHIFT, [a, b])
+    assert [x.id for x in found] == [first.id, second.id, other.id]
+    assert [x.status for x in found] == ["rejected", "pending", "pending"]
+    assert await store.approvals_of_stacks(ApprovalKind.TRAFFIC_SHIFT, []) == []
+    rollbacks = await store.approvals_of_stacks(ApprovalKind.ROLLBACK, [a, b, c])
+    assert [(x.kind, x.stack_id) for x in rollbacks] == [(ApprovalKind.ROLLBACK, b)]
+
+
 async def test_overdue_approvals(store: Store) -> None:
     soon = await store.create_approval(
         replace(new_approval(), deadline=datetime(2029, 1, 1, tzinfo=UTC))

@@ -20,7 +20,7 @@ from adapters.storage.repositories.base import SqlRepository
 from adapters.storage.repositories.rows import (
     _approval,
 )
-from domain.approvals import ApprovalStatus, Decision
+from domain.approvals import ApprovalKind, ApprovalStatus, Decision
 from domain.records import (
     Approval,
     AuditEvent,
@@ -69,6 +69,20 @@ class SqlApprovals(SqlRepository):
         async with self._connect() as conn:
             found = await self._approvals(conn, t.approvals.c.id == approval_id)
         return found[0] if found else None
+
+    async def approvals_of_stacks(
+        self, kind: ApprovalKind, stack_ids: Sequence[int]
+    ) -> list[Approval]:
+        if not stack_ids:
+            return []
+        async with self._connect() as conn:
+            return await self._approvals(
+                conn,
+                and_(
+                    t.approvals.c.stack_id.in_(list(stack_ids)),
+                    t.approvals.c.kind == kind,
+                ),
+            )
 
     async def create_approval(self, new: NewApproval, at: datetime | None = None) -> Approval:
         async with self._begin() as conn:
