@@ -1,6 +1,6 @@
 """approvals looked up by stack: the traffic tick settles decided approvals
 
-Revision ID: 0016_issue19d
+Revision ID: 0016
 Revises: 0015
 Create Date: 2026-11-28 01:30:00
 """
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0016_issue19d"
+revision: str = "0016"
 down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
