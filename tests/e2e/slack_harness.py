@@ -70,6 +70,10 @@ class Scripted:
         self.gate = asyncio.Event()
         self.gate.set()
         self.tasks: list[asyncio.Task[None]] = []
+        # a status and its line go together, as the product's workflow writes them in one
+        # transaction: otherwise the other stack's last line could finish the operation
+        # (OperationTracker reads the statuses) before this stack's line is written
+        self.said = asyncio.Lock()
 
     def bind(self, application: Application) -> None:
         self.store, self.events = application.store, application.events
@@ -117,21 +121,24 @@ class Scripted:
         for step in ("resolve", "replicate", "launch"):
             await store.set_workflow_step(stack_id, step)
             if step == "replicate" and stack.datacenter in self.fail_in:
-                await store.change_status(
-                    stack_id, StackStatus.FAILED, "image not found in staging", "nelson"
-                )
-                await self._say(
-                    stack_id,
-                    "replicate failed: image not found in staging",
-                    True,
-                    StackStatus.FAILED,
-                )
+                async with self.said:
+                    await store.change_status(
+                        stack_id, StackStatus.FAILED, "image not found in staging", "nelson"
+                    )
+                    await self._say(
+                        stack_id,
+                        "replicate failed: image not found in staging",
+                        True,
+                        StackStatus.FAILED,
+                    )
                 return
             await self._say(stack_id, f"{step} done")
-        await store.change_status(stack_id, StackStatus.WARMING, "launched", "nelson")
-        await self._say(stack_id, "warming up", status=StackStatus.WARMING)
-        await store.change_status(stack_id, StackStatus.READY, "healthy", "nelson")
-        await self._say(stack_id, "ready", status=StackStatus.READY)
+        async with self.said:
+            await store.change_status(stack_id, StackStatus.WARMING, "launched", "nelson")
+            await self._say(stack_id, "warming up", status=StackStatus.WARMING)
+        async with self.said:
+            await store.change_status(stack_id, StackStatus.READY, "healthy", "nelson")
+            await self._say(stack_id, "ready", status=StackStatus.READY)
 
 
 def free_port() -> int:
