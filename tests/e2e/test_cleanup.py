@@ -266,9 +266,11 @@ async def test_announce_keep_then_reap_with_an_outage(
     summary = posted(fake, TEAM, "Cleanup removed 1 stack")[0]
     assert old.name in fake.all_text(summary)
     assert posted(fake, OPS, "Cleanup removed 1 stack")
-    # the deploy thread of 1.0.0 got the line too
-    assert any(
-        "reaped" in fake.all_text(reply)
-        for parent in fake.messages("C1")
-        for reply in fake.thread("C1", parent.ts)
+    # the deploy thread of 1.0.0 gets the line too (told from the outbox, so a moment later)
+    await fake.wait_for(
+        lambda: any(
+            "reaped" in fake.all_text(reply)
+            for parent in fake.messages("C1")
+            for reply in fake.thread("C1", parent.ts)
+        )
     )
