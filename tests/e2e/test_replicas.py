@@ -30,6 +30,7 @@ from adapters.storage import SqlStore, open_store
 from domain.records import Stack, StackQuery
 from domain.states import StackStatus
 from tests.dockerworld import busybox_image, free_port
+from tests.e2e.replica_manifest import echo_manifest
 from tests.pgserver import PostgresServer, PostgresUnavailable, fresh_database, own_postgres_server
 
 pytestmark = pytest.mark.postgres
@@ -51,32 +52,7 @@ ORDER = [
     StackStatus.READY,
 ]
 
-UNIT = """\
-  - name: {name}
-    description: answers
-    ports:
-      - default->8080/http
-"""
-MANIFEST = (
-    "units:\n"
-    + "".join(UNIT.format(name=name) for name in UNITS)
-    + """\
-plans:
-  - name: default
-    memory: 64
-    health_checks:
-      - name: alive
-        port_reference: default
-        protocol: http
-        path: /
-        timeout: 1s
-        interval: 1s
-namespaces:
-  - name: dev
-    units:
-"""
-    + "".join(f"      - ref: {name}\n        plans: [default]\n" for name in UNITS)
-)
+MANIFEST = echo_manifest(UNITS)
 
 
 class Replica:

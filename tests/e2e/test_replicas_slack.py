@@ -42,6 +42,7 @@ from domain.approvals import ApprovalKind
 from domain.records import Stack, StackQuery
 from domain.states import StackStatus
 from tests.dockerworld import busybox_image, free_port
+from tests.e2e.replica_manifest import echo_manifest
 from tests.fakes.slack import FakeSlack, Message
 from tests.fakes.slack_requests import block_action, slash_command, view_submission
 from tests.pgserver import fresh_database
@@ -55,32 +56,7 @@ ANSWER_WITHIN = 20.0  # seconds a person waits for the deploy's thread before as
 pytestmark = pytest.mark.timeout(900)
 SECRET = "8f14e45fceea167a5a36dedd4bea2543"  # 32 hex digits, as Slack gives them
 
-UNIT = """\
-  - name: {name}
-    description: answers
-    ports:
-      - default->8080/http
-"""
-MANIFEST = (
-    "units:\n"
-    + "".join(UNIT.format(name=name) for name in UNITS)
-    + """\
-plans:
-  - name: default
-    memory: 64
-    health_checks:
-      - name: alive
-        port_reference: default
-        protocol: http
-        path: /
-        timeout: 1s
-        interval: 1s
-namespaces:
-  - name: dev
-    units:
-"""
-    + "".join(f"      - ref: {name}\n        plans: [default]\n" for name in UNITS)
-)
+MANIFEST = echo_manifest(UNITS)
 
 
 class Replica:
