@@ -124,6 +124,9 @@ async def ready(bot: RunningBot, version: str, timeout: float = 60) -> Stack:
             raise AssertionError(found.status_message)
         ready_now = found is not None and found.status is StackStatus.READY
         if ready_now and found is not None and found.name in await router.weights(ROUTE):
+            # the table holds the weights a moment before HAProxy's file does: a projection
+            # that waits its turn reads the table after that write
+            await router.converge()
             return found
         await asyncio.sleep(0.1)
     raise AssertionError(f"hello {version} not ready")
