@@ -15,6 +15,8 @@ announcement runs twice."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
 import socket
@@ -122,19 +124,36 @@ class Lifecycle:
         # compares a stack only with its group, and a batch holds whole groups. What this
         # pass collects still counts as a live dependant until the pass ends, as it did when
         # the pass began.
-        # Decisions are written several batches at once: each write is a transaction, and
-        # a commit waits for the disk.
+        # Decisions are written while the next batches are read and judged: the database
+        # works on one core while this process judges on the other. Each write is a
+        # transaction of its own, at most `cleanup_writers` at once. An id counts as
+        # collected from the moment it is judged expired, before its write lands (a stack
+        # that moved on meanwhile just counts once more as a live dependant: the pass
+        # keeps more, never less).
         collected: set[int] = set()
         extend: dict[int, datetime] = {}
         expired: dict[int, tuple[str, str]] = {}  # id -> (name, reason)
-        async for stacks, depended in self.store.lifecycle_batches(self.batch, collected):
-            policies = await self._policies_of(stacks)
-            self._judge(
-                stacks, depended, policies, (serving, shifting), now, report, extend, expired
-            )
-            if len(extend) + len(expired) >= self.batch * 5:
-                await self._write(extend, expired, collected, now, report)
-        await self._write(extend, expired, collected, now, report)
+        writing: list[asyncio.Task[None]] = []
+        # a database writing side by side gets a write per batch's worth of decisions; one
+        # writer at a time gets fewer, larger transactions (each commit waits for the disk)
+        writers = self.store.cleanup_writers
+        per_write = 1 if writers > 1 else 5
+        try:
+            async for stacks, depended in self.store.lifecycle_batches(self.batch, collected):
+                policies = await self._policies_of(stacks)
+                self._judge(
+                    stacks, depended, policies, (serving, shifting), now, report, extend, expired
+                )
+                if len(extend) + len(expired) >= self.batch * per_write:
+                    await self._write_behind(writing, extend, expired, collected, now, report)
+            await self._write_behind(writing, extend, expired, collected, now, report)
+            while writing:
+                await writing.pop(0)
+        finally:
+            for task in writing:  # the pass failed: their transactions roll back
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         lifecycle = self.settings.lifecycle
         for stack in await self.store.garbage_due(
             now - lifecycle.garbage_grace, now - lifecycle.notice
@@ -183,11 +202,31 @@ class Lifecycle:
                 elif decision.verdict is Verdict.EXPIRE:
                     expired[stack_id] = (names[stack_id], decision.reason)
 
+    async def _write_behind(
+        self,
+        writing: list[asyncio.Task[None]],
+        extend: dict[int, datetime],
+        expired: dict[int, tuple[str, str]],
+        collected: set[int],
+        now: datetime,
+        report: PassReport,
+    ) -> None:
+        """Start writing these decisions in the background (added to `writing`) and empty
+        them for the next batches; first wait for the oldest write while as many run as
+        the store takes at once (raising its failure)."""
+        while len(writing) >= self.store.cleanup_writers:
+            await writing.pop(0)
+        if not extend and not expired:
+            return
+        collected.update(expired)
+        writing.append(asyncio.create_task(self._write(dict(extend), dict(expired), now, report)))
+        extend.clear()
+        expired.clear()
+
     async def _write(
         self,
         extend: dict[int, datetime],
         expired: dict[int, tuple[str, str]],
-        collected: set[int],
         now: datetime,
         report: PassReport,
     ) -> None:
@@ -196,10 +235,7 @@ class Lifecycle:
         await self.store.extend_expiries(extend)
         report.extended += len(extend)
         marked = await self.store.mark_garbage({i: why for i, (_, why) in expired.items()}, now)
-        collected.update(marked)
         report.garbage.extend(Collected(i, expired[i][0]) for i in marked)
-        extend.clear()
-        expired.clear()
 
     async def announce_daily(self) -> CleanupAnnounced | None:
         """The day's digest, once per day across processes: at `announce_at`, or at the start

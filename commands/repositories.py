@@ -269,6 +269,11 @@ class LifecycleRepository(Protocol):
         stacks in `collected` count as live."""
         ...
 
+    @property
+    def cleanup_writers(self) -> int:
+        """How many transactions writing a cleanup pass's decisions may run at once."""
+        ...
+
     async def garbage_due(self, since_before: datetime, announced_before: datetime) -> list[Stack]:
         """Garbage collected before `since_before`, announced before `announced_before`."""
         ...

@@ -23,51 +23,44 @@ def id_list(ids: Sequence[int]) -> str:
     return ",".join(map(str, ids))
 
 
+# One statement marks the stacks still ready or deprecated, writes each one's reason in its
+# history and an audit event naming it, and returns what changed: one round trip, however
+# many stacks, and the reasons travel once. The stacks are found by primary key (the
+# document is read as a handful of rows, so the planner probes rather than scans).
 _MARK = text(
-    "UPDATE stacks SET status = :garbage, status_message = :message, "
+    "WITH r AS (SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS r(id integer, why text)), "
+    "marked AS (UPDATE stacks SET status = :garbage, status_message = :message, "
     "updated_at = :at, announced_at = NULL "
-    "WHERE id = ANY(CAST(string_to_array(:ids, ',') AS integer[])) "
-    "AND status IN ('ready', 'deprecated') "
-    "RETURNING id, name, namespace, unit"
-)
-# each marked stack's reason in its history, and an audit event naming it
-_HISTORY = text(
-    "INSERT INTO stack_status (stack_id, status, message, actor, at) "
-    "SELECT r.id, :garbage, r.why, :actor, :at "
-    "FROM json_to_recordset(CAST(:rows AS json)) AS r(id integer, name text, why text)"
-)
-_AUDIT = text(
-    "INSERT INTO audit_events (at, actor, action, target, allowed, detail) "
-    "SELECT :at, :actor, 'garbage', r.name, true, r.why "
-    "FROM json_to_recordset(CAST(:rows AS json)) AS r(id integer, name text, why text)"
+    "WHERE id IN (SELECT id FROM r) AND status IN ('ready', 'deprecated') "
+    "RETURNING id, name, namespace, unit), "
+    "history AS (INSERT INTO stack_status (stack_id, status, message, actor, at) "
+    "SELECT m.id, :garbage, r.why, :actor, :at FROM marked AS m JOIN r ON r.id = m.id), "
+    "audit AS (INSERT INTO audit_events (at, actor, action, target, allowed, detail) "
+    "SELECT :at, :actor, 'garbage', m.name, true, r.why FROM marked AS m JOIN r ON r.id = m.id) "
+    "SELECT id, namespace, unit FROM marked"
 )
 
 
 async def mark_garbage(
     conn: AsyncConnection, reasons: Mapping[int, str], at: datetime, actor: str
 ) -> list[int]:
-    """`Store.mark_garbage` on PostgreSQL: one UPDATE by primary key, two INSERTs from one
-    JSON document, the `units` summary of the units touched; no statement reads more of a
+    """`Store.mark_garbage` on PostgreSQL: one statement for the stacks, their history and
+    the audit, then the `units` summary of the units touched; no statement reads more of a
     table than the stacks named."""
-    garbage = StackStatus.GARBAGE.value
+    rows = json.dumps([{"id": i, "why": why} for i, why in reasons.items()])
     changed = (
         await conn.execute(
             _MARK,
             {
-                "garbage": garbage,
+                "garbage": StackStatus.GARBAGE.value,
                 "message": "expired; `inspect` shows why",
                 "at": at,
-                "ids": id_list(list(reasons)),
+                "actor": actor,
+                "rows": rows,
             },
         )
     ).all()
-    if not changed:
-        return []
-    rows = json.dumps([{"id": i, "name": name, "why": reasons[i]} for i, name, _, _ in changed])
-    values = {"garbage": garbage, "actor": actor, "at": at, "rows": rows}
-    await conn.execute(_HISTORY, values)
-    await conn.execute(_AUDIT, values)
-    await live_versions.refresh(conn, [(namespace, unit) for _, _, namespace, unit in changed])
+    await live_versions.refresh(conn, [(namespace, unit) for _, namespace, unit in changed])
     return [row[0] for row in changed]
 
 

@@ -84,7 +84,7 @@ async def refresh(conn: AsyncConnection, pairs: Iterable[tuple[str, str]]) -> No
         return
     if conn.dialect.name == "postgresql":
         document = json.dumps([{"namespace": ns, "unit": unit} for ns, unit in keys])
-        for statement in (_LOCK_PAIRS, _REWRITE_PAIRS, _DELETE_EMPTY):
+        for statement in (_LOCK_PAIRS, _REFRESH_PAIRS):
             await conn.execute(statement, {"pairs": document})
         return
     # SQLite: the caller wrote the stacks first, so it holds the database's write lock.
@@ -133,7 +133,7 @@ async def refresh(conn: AsyncConnection, pairs: Iterable[tuple[str, str]]) -> No
     await conn.exec_driver_sql("DROP TABLE summary_pairs")
 
 
-# PostgreSQL: three statements whatever the number of pairs, the pairs as one JSON document
+# PostgreSQL: two statements whatever the number of pairs, the pairs as one JSON document
 _PAIRS = "json_to_recordset(CAST(:pairs AS json)) AS k(namespace text, unit text)"
 # Two transactions changing stacks of one unit would each count without the other's change:
 # the second waits here until the first commits, then counts after it. Taken in one order,
@@ -146,11 +146,14 @@ _LOCK_PAIRS = text(
 # datacenters ("*"), then a row per datacenter with its newest versions. One probe of
 # ix_stacks_live_versions per pair (OFFSET 0 keeps the planner from reading every live
 # stack instead). Only what changed is written: rows are updated where they differ (in
-# place: no indexed column changes) or inserted, and those left empty deleted after.
+# place: no indexed column changes) or inserted, and the rows of the pairs that the fresh
+# count no longer has (no live stack left there) are deleted, in the same statement.
 # A cleanup pass changes one datacenter's row of a unit and its "*" row, not the others;
 # deleting every row and inserting it again cost a new entry in both indexes for each row,
-# and a uniqueness check against the row just deleted.
-_REWRITE_PAIRS = text(
+# and a uniqueness check against the row just deleted. The rows left empty are found by
+# looking each existing row up in the fresh rows (a hashed NOT IN), not by probing the
+# stacks again for each.
+_REFRESH_PAIRS = text(
     "WITH per_dc AS (SELECT s.namespace, s.unit, s.datacenter, s.major, s.minor, s.patch, "
     f"count(*) AS n FROM {_PAIRS} CROSS JOIN LATERAL (SELECT namespace, unit, datacenter, "
     "major, minor, patch FROM stacks WHERE namespace = k.namespace AND unit = k.unit "
@@ -158,25 +161,21 @@ _REWRITE_PAIRS = text(
     f"everywhere AS (SELECT namespace, unit, CAST('{ALL}' AS varchar) AS datacenter, major, "
     "minor, patch, sum(n) AS n FROM per_dc GROUP BY 1, 2, 4, 5, 6 "
     "UNION ALL SELECT * FROM per_dc), "
-    "fresh AS (SELECT namespace, unit, datacenter, CAST(sum(n) AS integer) AS stacks, "
+    "fresh AS MATERIALIZED (SELECT namespace, unit, datacenter, "
+    "CAST(sum(n) AS integer) AS stacks, "
     "CAST(count(*) AS integer) AS versions, array_to_string((array_agg("
     "concat_ws('.', major, minor, patch) ORDER BY major DESC, minor DESC, patch DESC))"
-    f"[1:{KEPT}], ' ') AS newest FROM everywhere GROUP BY 1, 2, 3) "
-    "INSERT INTO live_versions AS v (namespace, unit, datacenter, stacks, versions, newest) "
+    f"[1:{KEPT}], ' ') AS newest FROM everywhere GROUP BY 1, 2, 3), "
+    "written AS (INSERT INTO live_versions AS v "
+    "(namespace, unit, datacenter, stacks, versions, newest) "
     "SELECT * FROM fresh ON CONFLICT (namespace, unit, datacenter) DO UPDATE SET "
     "stacks = excluded.stacks, versions = excluded.versions, newest = excluded.newest "
     "WHERE (v.stacks, v.versions, v.newest) "
-    "IS DISTINCT FROM (excluded.stacks, excluded.versions, excluded.newest)"
-)
-# the rows left without a live stack: one probe of ix_stacks_live_versions per row of the
-# pairs (OFFSET 0 keeps it a probe rather than a join reading every live stack; an anti-join
-# against the fresh rows instead was planned as a scan of them for each row: minutes)
-_DELETE_EMPTY = text(
+    "IS DISTINCT FROM (excluded.stacks, excluded.versions, excluded.newest) RETURNING 1) "
     f"DELETE FROM live_versions AS v USING {_PAIRS} "
-    "WHERE v.namespace = k.namespace AND v.unit = k.unit AND NOT EXISTS (SELECT FROM stacks "
-    "AS s WHERE s.namespace = v.namespace AND s.unit = v.unit "
-    f"AND (v.datacenter = '{ALL}' OR s.datacenter = v.datacenter) AND {t.LIVE_SQL.text} "
-    "OFFSET 0)"
+    "WHERE v.namespace = k.namespace AND v.unit = k.unit "
+    "AND (v.namespace, v.unit, v.datacenter) NOT IN "
+    "(SELECT namespace, unit, datacenter FROM fresh)"
 )
 
 

@@ -666,6 +666,10 @@ class MemoryStore:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
+    @property
+    def cleanup_writers(self) -> int:
+        return 1  # every write holds the event loop until it is done
+
     async def lifecycle_batches(
         self, size: int = 2000, collected: AbstractSet[int] = frozenset()
     ) -> AsyncIterator[tuple[list[tuple[str, StackView]], dict[int, int]]]:

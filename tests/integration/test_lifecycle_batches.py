@@ -241,3 +241,44 @@ async def test_batches_hold_whole_groups_and_every_judged_stack_once(
         assert depended == {callee.id: 2}
     async for _, depended in store.lifecycle_batches(1000):
         assert depended == {callee.id: 1}
+
+
+async def test_a_write_that_fails_fails_the_pass_and_the_next_pass_finishes_the_work(
+    store: SqlStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decisions are written while later batches are judged: a write that fails ends the
+    pass with its error (no write left running, the lease given back), and the next pass
+    collects every expired stack once."""
+    specs_ = [
+        Spec("other", "dev", dc, (1, 0, n), StackStatus.READY, 5, -60)
+        for n in range(6)
+        for dc in DATACENTERS
+    ]
+    made = await build(store, clock, specs_)
+    writes = 0
+    real = store.mark_garbage
+
+    async def failing_second(
+        reasons: dict[int, str], at: object, actor: str = "nelson"
+    ) -> list[int]:
+        nonlocal writes
+        writes += 1
+        if writes == 2:
+            raise OSError("the database went away")
+        return await real(reasons, T0, actor)
+
+    monkeypatch.setattr(store, "mark_garbage", failing_second)
+    lifecycle = Lifecycle(Settings(), store, EventHub(), clock, {}, {}, batch=1)
+    with pytest.raises(OSError, match="went away"):
+        await lifecycle.run_once()
+    assert writes >= 2
+    monkeypatch.setattr(store, "mark_garbage", real)
+
+    report = await lifecycle.run_once()  # the lease was given back: it runs
+    assert report.ran
+    garbage = {s.id for s in made}  # retain-active, no traffic, expired an hour ago
+    page = await store.list_stacks(StackQuery(statuses=(StackStatus.GARBAGE,), limit=100))
+    assert {s.id for s in page.stacks} == garbage
+    for stack in made:  # collected once: one garbage entry in its history
+        history = await store.status_history(stack.id)
+        assert [h.status for h in history].count(StackStatus.GARBAGE) == 1
