@@ -10,6 +10,7 @@ import time
 from collections import Counter
 
 from commands.ports import Route, WeightFence
+from commands.repositories import RouteRepository
 from domain.runtime import Health, Instance, LaunchSpec, Rendering
 
 
@@ -90,11 +91,18 @@ class SlowScheduler:
 class MemoryRouter:
     """Router port: weights per route in memory; every call waits `latency` seconds."""
 
-    def __init__(self, latency: float) -> None:
+    def __init__(
+        self,
+        latency: float,
+        fences: RouteRepository | None = None,
+        datacenter: str = "dc-east",
+    ) -> None:
         self.latency = latency
         self.calls: Counter[str] = Counter()
         self._routes: dict[str, dict[str, int]] = {}
         self._ports: dict[str, int] = {}
+        # where a shift's fenced step is checked and its weight recorded, as Lighthouse does
+        self.fences, self.datacenter = fences, datacenter
 
     async def _wait(self, call: str) -> None:
         self.calls[call] += 1
@@ -115,8 +123,8 @@ class MemoryRouter:
         backends: dict[str, tuple[list[str], int]],
         fence: WeightFence | None = None,
     ) -> None:
-        if fence is not None:
-            raise NotImplementedError("the benches drive no shifts")
+        if fence is not None and self.fences is not None:
+            await self.fences.write_route(self.datacenter, route.key, [], fence)
         await self._wait("set_weights")
         weights = self._routes.setdefault(route.key, {})
         for stack, (_servers, weight) in backends.items():

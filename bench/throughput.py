@@ -156,7 +156,7 @@ async def with_doubles(
     doubles = Doubles(
         SlowRegistry(latency),
         SlowScheduler(DATACENTER, latency, healthy_after),
-        MemoryRouter(latency),
+        MemoryRouter(latency, application.store, DATACENTER),
     )
     for scheduler in application.schedulers.values():
         await scheduler.close()
@@ -242,6 +242,16 @@ class Statements:
 
     def _commit(self, *_args: Any) -> None:
         self.commits += 1
+
+
+async def told_everything(application: Application, since: float, limit: float) -> float | None:
+    """Seconds from `since` until the outbox holds nothing left to tell; None after `limit`."""
+    until = time.monotonic() + limit
+    while time.monotonic() < until:
+        if not await application.store.outbox_backlog():
+            return time.perf_counter() - since
+        await asyncio.sleep(0.5)
+    return None
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -332,10 +342,15 @@ async def run(args: argparse.Namespace) -> None:
                 end = max(done_at.values(), default=time.perf_counter())
                 cpu = (sum(os.times()[:2]) - cpu_before[0], database_cpu(url) - cpu_before[1])
                 sql = (counted.statements - sql_before[0], counted.commits - sql_before[1])
+                slack_at_ready = len(fake.calls) - slack_before
+                double_calls = doubles.calls() - doubles_before
+                # Slack's limits (a post per second per channel, chat.update Tier 3) may leave
+                # threads behind the deploys: wait until the outbox has told everything
+                caught_up = await told_everything(application, end, args.drain)
                 await asyncio.sleep(3)  # the last progress updates reach Slack
                 sampler.cancel()
                 slack_calls = len(fake.calls) - slack_before
-                double_calls = doubles.calls() - doubles_before
+                updates = sum(1 for c in fake.calls[slack_before:] if c.method == "chat.update")
 
             # On a deploy's path the doubles wait: check (when the command is taken), resolve,
             # replicate, launch, and the health probe that finds it healthy, plus the time
@@ -380,9 +395,15 @@ async def run(args: argparse.Namespace) -> None:
                 "goal <= 300 MB with 200)"
             )
             limited = dict(fake.ratelimited)
+            told = (
+                f"every thread told {caught_up:.1f} s after the last ready"
+                if caught_up is not None
+                else f"threads still behind {args.drain:g} s after the last ready"
+            )
             print(
                 f"  Slack Web API calls: {slack_calls} ({slack_calls / args.deploys:.1f} per "
-                f"deploy); 429 answers: {sum(limited.values())} {limited or ''} (goal 0)"
+                f"deploy, {updates} of them chat.update; {slack_at_ready} by the last ready); "
+                f"{told}; 429 answers: {sum(limited.values())} {limited or ''} (goal 0)"
             )
             print(
                 f"  registry/scheduler calls: {double_calls} "
@@ -404,6 +425,9 @@ def main() -> None:
     )
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--stall", type=float, default=300.0)
+    parser.add_argument(
+        "--drain", type=float, default=300.0, help="seconds to wait for Slack threads to catch up"
+    )
     asyncio.run(run(parser.parse_args()))
 
 

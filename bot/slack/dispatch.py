@@ -61,6 +61,7 @@ class Dispatcher:
         poll: float = 2.0,
         claim_ttl: timedelta = timedelta(seconds=60),
         batch: int = 50,
+        lanes: int = 100,
         keep: timedelta = timedelta(days=1),
     ) -> None:
         self.store = store
@@ -71,6 +72,7 @@ class Dispatcher:
         self.poll = poll
         self.claim_ttl = claim_ttl
         self.batch = batch
+        self.lanes = lanes  # operations told side by side at most
         self.keep = keep
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -97,54 +99,99 @@ class Dispatcher:
         await self.wakeups.close()
 
     async def _run(self) -> None:
+        """Claim and tell without waiting for a whole batch: each operation's claimed events
+        are a chain told on its own, and more are claimed while fewer than `lanes` chains
+        run, so an operation waiting for Slack (a busy channel, an update's turn) holds up
+        only itself. The claim never hands out an event of an operation whose earlier event
+        is still held, so each operation stays in order."""
+        running: set[asyncio.Task[int]] = set()
         pruned_at = 0.0
-        while True:
+        try:
+            while True:
+                claimed = 0
+                if len(running) < self.lanes:
+                    try:
+                        claimed = self._start_chains(
+                            await self.store.claim_outbox_events(
+                                self.holder, self.claim_ttl, self.batch
+                            ),
+                            running,
+                        )
+                        if time.monotonic() - pruned_at > 3600:
+                            pruned_at = time.monotonic()
+                            await self._forget_old()
+                        if self._failing:
+                            log.warning("the outbox is read again")
+                        self._failing = False
+                    except Exception as exc:
+                        if not self._failing:
+                            log.warning("cannot read the outbox (%s); trying again", exc)
+                        self._failing = True
+                if claimed and len(running) < self.lanes:
+                    continue  # more may be waiting
+                if self._stopping.is_set() and not claimed and not running:
+                    return
+                await self._next(running)
+        finally:
+            for task in running:  # stopped with events in hand: claimed again later
+                task.cancel()
+
+    def _start_chains(self, events: list[OutboxEvent], running: set[asyncio.Task[int]]) -> int:
+        started = time.monotonic()
+        for chain in _chains(events):
+            running.add(asyncio.create_task(self._tell_chain(chain, started)))
+        return len(events)
+
+    async def _next(self, running: set[asyncio.Task[int]]) -> None:
+        """Until a chain ends, something new is written, or `poll` seconds passed."""
+        woken = asyncio.create_task(self.wakeups.wait(self.poll))
+        done, _ = await asyncio.wait({woken, *running}, return_when=asyncio.FIRST_COMPLETED)
+        if woken not in done:
+            woken.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await woken
+        for task in done - {woken}:
+            running.discard(task)
             try:
-                told = await self.dispatch_once()
-                if time.monotonic() - pruned_at > 3600:
-                    pruned_at = time.monotonic()
-                    gone = await self.store.forget_outbox_events(self.clock.now() - self.keep)
-                    if gone:
-                        log.info("forgot %s outbox event(s) older than %s", gone, self.keep)
-                if self._failing:
-                    log.warning("the outbox is read again")
-                self._failing = False
-            except Exception as exc:
-                told = 0
-                if not self._failing:
-                    log.warning("cannot read the outbox (%s); trying again", exc)
-                self._failing = True
-            if self._stopping.is_set() and not told:
-                return
-            if not told:
-                await self.wakeups.wait(self.poll)
+                self.told += task.result()
+            except Exception as exc:  # the Store went away: the claim runs out, told later
+                log.warning("cannot finish outbox events (%s); they are handed out again", exc)
+
+    async def _forget_old(self) -> None:
+        gone = await self.store.forget_outbox_events(self.clock.now() - self.keep)
+        if gone:
+            log.info("forgot %s outbox event(s) older than %s", gone, self.keep)
 
     async def dispatch_once(self) -> int:
-        """Claim and tell what is pending; returns how many events were told."""
+        """Claim and tell what is pending, waiting until it is told; returns how many events
+        were told. The events of one operation are told in order; different operations side
+        by side, so that one channel's pacing holds up only its own threads."""
         events = await self.store.claim_outbox_events(self.holder, self.claim_ttl, self.batch)
         started = time.monotonic()
+        counts = await asyncio.gather(*(self._tell_chain(c, started) for c in _chains(events)))
+        told = sum(counts)
+        self.told += told
+        return told
+
+    async def _tell_chain(self, groups: list[list[OutboxEvent]], started: float) -> int:
+        """One operation's claimed events, in order; after one fails, the rest wait."""
         told = 0
-        stuck: set[str] = set()  # keys whose event failed: their later events wait
-        i = 0
-        while i < len(events):
-            group = _group(events, i)
-            i += len(group)
-            key = group[0].key
+        stuck = False
+        for group in groups:
             late = time.monotonic() - started > self.claim_ttl.total_seconds() / 2
-            if key in stuck or late:
+            if stuck or late:
                 for event in group:  # handed out again at once (after the stuck one)
                     await self.store.retry_outbox_event(event.id, self.holder, timedelta(0))
                 continue
             try:
                 await self._tell(group)
             except Exception as exc:
-                stuck.add(key)
+                stuck = True
                 await self._failed(group, exc)
                 continue
             for event in group:
                 if await self.store.finish_outbox_event(event.id, self.holder):
                     told += 1
-        self.told += told
         return told
 
     async def _tell(self, group: list[OutboxEvent]) -> None:
@@ -185,6 +232,17 @@ class Dispatcher:
         for event in group:
             with contextlib.suppress(Exception):
                 await self.store.retry_outbox_event(event.id, self.holder, delay)
+
+
+def _chains(events: list[OutboxEvent]) -> list[list[list[OutboxEvent]]]:
+    """The events of each operation, in order, grouped as they are told."""
+    chains: dict[str, list[list[OutboxEvent]]] = {}
+    i = 0
+    while i < len(events):
+        group = _group(events, i)
+        i += len(group)
+        chains.setdefault(group[0].key, []).append(group)
+    return list(chains.values())
 
 
 def _group(events: list[OutboxEvent], start: int) -> list[OutboxEvent]:

@@ -15,6 +15,7 @@ Slack's rate limits and nothing is lost when it does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -28,6 +29,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 log = logging.getLogger("nelson.slack.outbox")
 
 THREAD_REPLY_LINES = 40  # lines joined into one thread reply at most
+UPDATE_WAIT = 5.0  # seconds `update_now` waits for its turn before leaving it queued
 THREAD_REPLY_CHARS = 3000
 
 
@@ -208,21 +210,39 @@ class Outbox:
         self._queue("chat.update", f"{channel}/{ts}", args)
 
     async def update_now(
-        self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]] | None = None
+        self,
+        channel: str,
+        ts: str,
+        text: str,
+        blocks: list[dict[str, Any]] | None = None,
+        *,
+        first: bool = False,
+        timeout: float = UPDATE_WAIT,
     ) -> None:
         """Like `update`, paced the same way, but return once this content (or newer) was
-        sent (or dropped as failed)."""
+        sent (or dropped as failed), or after `timeout` seconds with it still queued: under
+        load, Tier 3 allows fewer updates than deploys finish, and the caller (the outbox
+        dispatcher) must not hold every other thread for the queue. `first` puts it ahead
+        of the queued updates (a decided approval loses its buttons before progress
+        parents are refreshed)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(("chat.update", f"{channel}/{ts}"), []).append(done)
-        self.update(channel, ts, text, blocks)
-        await done
+        args: dict[str, Any] = {"channel": channel, "ts": ts, "text": text}
+        if blocks is not None:
+            args["blocks"] = blocks
+        self._queue("chat.update", f"{channel}/{ts}", args, first=first)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(done), timeout)
 
     def publish_home(self, user: str, view: Mapping[str, Any]) -> None:
         self._queue("views.publish", user, {"user_id": user, "view": dict(view)})
 
-    def _queue(self, method: str, key: str, args: dict[str, Any]) -> None:
+    def _queue(self, method: str, key: str, args: dict[str, Any], *, first: bool = False) -> None:
         self._pending.pop((method, key), None)  # re-queue at the end with the newest content
-        self._pending[(method, key)] = args
+        if first:
+            self._pending = {(method, key): args, **self._pending}
+        else:
+            self._pending[(method, key)] = args
         if self._updater is None or self._updater.done():
             self._updater = asyncio.create_task(self._send_updates())
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -33,7 +34,7 @@ from domain.states import StackStatus
 log = logging.getLogger("nelson.slack.threads")
 
 PARENT = "nelson_thread"  # the metadata event type of a thread's parent message
-POLL = 0.1  # seconds between looks for a parent another replica posts
+POLL = 0.5  # seconds between looks for a parent another replica posts
 PARENT_WAIT = 5.0  # how long a command that started an operation waits for its parent
 
 Closing = Callable[[Operation], Awaitable[None]]
@@ -54,6 +55,9 @@ class Threads:
         self.outbox = outbox
         self.clock = clock
         self._closing: list[Closing] = []
+        # wakes a command waiting for its parent when this process posted it (no state:
+        # the parent itself is in the Store)
+        self._parents: dict[int, asyncio.Event] = {}
 
     def on_closed(self, listener: Closing) -> None:
         """Called once per operation, after its closing line (the Roll back offer)."""
@@ -94,6 +98,9 @@ class Threads:
                 await self.store.remember_message(
                     read_models.operation_subject(operation_id), channel, ts
                 )
+            waiting = self._parents.get(operation_id)
+            if waiting is not None:
+                waiting.set()
 
     async def _posted_before(self, channel: str, kind: str, operation_id: int) -> str | None:
         """The ts of the bot's message of this kind for this operation, if the channel shows
@@ -106,15 +113,25 @@ class Threads:
 
     async def parent_posted_in(self, operation_id: int, channel: str, wait: float = 0.0) -> bool:
         """Whether the operation's parent message is in the channel, waiting up to `wait`
-        seconds for whichever replica posts it."""
+        seconds for whichever replica posts it: woken at once when this process posts it,
+        and looking in the Store every POLL seconds for another replica's post."""
         subject = read_models.operation_subject(operation_id)
-        for attempt in range(int(wait / POLL) + 1):
-            if attempt:
-                await asyncio.sleep(POLL)
-            messages = await read_models.thread_messages(self.store, subject)
-            if any(m.channel == channel for m in messages):
-                return True
-        return False
+        deadline = time.monotonic() + wait
+        posted = self._parents.setdefault(operation_id, asyncio.Event())
+        try:
+            while True:
+                messages = await read_models.thread_messages(self.store, subject)
+                if any(m.channel == channel for m in messages):
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                posted.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(posted.wait(), min(left, POLL))
+        finally:
+            if self._parents.get(operation_id) is posted:
+                del self._parents[operation_id]
 
     async def lines(self, operation_id: int, lines: Sequence[ThreadLine]) -> None:
         """Steps of the operation's stacks, told in one reply per thread; then the parent
@@ -142,7 +159,8 @@ class Threads:
 
     async def closed(self, operation_id: int, again: bool) -> None:
         """The operation finished: one closing line in each thread, and the parent's final
-        state (sent before this returns, so a replica dying after it loses nothing)."""
+        state (waited for up to `UPDATE_WAIT`, then left queued: under load, Slack allows
+        fewer updates than deploys finish; the closing line is posted before this returns)."""
         operation = await self.store.operation(operation_id)
         if operation is None:
             return
@@ -219,6 +237,6 @@ class Threads:
         subject = f"approval:{approval.id}"
         for message in await read_models.thread_messages(self.store, subject):
             if wait:
-                await self.outbox.update_now(message.channel, message.ts, text, blocks)
+                await self.outbox.update_now(message.channel, message.ts, text, blocks, first=True)
             else:
                 self.outbox.update(message.channel, message.ts, text, blocks)

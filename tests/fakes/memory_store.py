@@ -1170,7 +1170,11 @@ class MemoryStore:
         pending = [r for _, r in sorted(self._t.outbox.items()) if r.done_at is None]
         free = [r for r in pending if r.claimed_until is None or r.claimed_until <= now]
         chosen = {r.event.id for r in free[:limit]}
-        blocked: set[str] = set()
+        blocked = {  # another holder still holds an event of the key
+            r.event.key
+            for r in pending
+            if r.claimed_until is not None and r.claimed_until > now and r.holder != holder
+        }
         kept: list[_OutboxRow] = []
         for row in pending:
             if row.event.key in blocked:

@@ -78,7 +78,22 @@ class SqlEventOutbox(SqlRepository):
                 .where(_c.done_at.is_(None), _c.key.in_(keys), _c.id <= max(chosen))
                 .order_by(_c.id)
             )
-            blocked: set[str] = set()
+            # a key another holder still holds a later event of stays with that holder (it
+            # gave an earlier one back and is about to give the rest back too)
+            blocked: set[str] = set(
+                (
+                    await conn.execute(
+                        select(_c.key)
+                        .where(
+                            _c.done_at.is_(None),
+                            _c.key.in_(keys),
+                            _c.claimed_until > now,
+                            _c.holder != holder,
+                        )
+                        .distinct()
+                    )
+                ).scalars()
+            )
             kept: set[int] = set()
             for key, event_id in earlier:
                 if key in blocked:
