@@ -15,7 +15,6 @@ Slack's rate limits and nothing is lost when it does.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -29,7 +28,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 log = logging.getLogger("nelson.slack.outbox")
 
 THREAD_REPLY_LINES = 40  # lines joined into one thread reply at most
-UPDATE_WAIT = 5.0  # seconds `update_now` waits for its turn before leaving it queued
 THREAD_REPLY_CHARS = 3000
 
 
@@ -217,22 +215,19 @@ class Outbox:
         blocks: list[dict[str, Any]] | None = None,
         *,
         first: bool = False,
-        timeout: float = UPDATE_WAIT,
     ) -> None:
         """Like `update`, paced the same way, but return once this content (or newer) was
-        sent (or dropped as failed), or after `timeout` seconds with it still queued: under
-        load, Tier 3 allows fewer updates than deploys finish, and the caller (the outbox
-        dispatcher) must not hold every other thread for the queue. `first` puts it ahead
-        of the queued updates (a decided approval loses its buttons before progress
-        parents are refreshed)."""
+        sent (or dropped as failed). `first` puts it ahead of the queued updates (a decided
+        approval loses its buttons, and a finished deploy's parent shows the end, before
+        progress parents are refreshed: Tier 3 allows fewer updates than deploys finish
+        under load)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(("chat.update", f"{channel}/{ts}"), []).append(done)
         args: dict[str, Any] = {"channel": channel, "ts": ts, "text": text}
         if blocks is not None:
             args["blocks"] = blocks
         self._queue("chat.update", f"{channel}/{ts}", args, first=first)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(done), timeout)
+        await done
 
     def publish_home(self, user: str, view: Mapping[str, Any]) -> None:
         self._queue("views.publish", user, {"user_id": user, "view": dict(view)})

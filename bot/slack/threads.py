@@ -159,8 +159,8 @@ class Threads:
 
     async def closed(self, operation_id: int, again: bool) -> None:
         """The operation finished: one closing line in each thread, and the parent's final
-        state (waited for up to `UPDATE_WAIT`, then left queued: under load, Slack allows
-        fewer updates than deploys finish; the closing line is posted before this returns)."""
+        state (sent before this returns, ahead of progress updates, so a replica dying after
+        it loses nothing)."""
         operation = await self.store.operation(operation_id)
         if operation is None:
             return
@@ -187,7 +187,9 @@ class Threads:
                 await self.store.remember_message(subject, message.channel, ts)
         text, blocks = operation_message(operation, stacks, thread.shifts)
         for message in thread.messages:
-            await self.outbox.update_now(message.channel, message.ts, text, blocks)
+            # until sent, ahead of progress updates: the event is done only then, so a
+            # replica dying before it leaves the final state to be shown by another
+            await self.outbox.update_now(message.channel, message.ts, text, blocks, first=True)
         for listener in self._closing:
             try:
                 await listener(operation)
@@ -237,6 +239,8 @@ class Threads:
         subject = f"approval:{approval.id}"
         for message in await read_models.thread_messages(self.store, subject):
             if wait:
+                # until sent: the event is done only then, so a replica dying before it
+                # leaves the decision to be shown by another
                 await self.outbox.update_now(message.channel, message.ts, text, blocks, first=True)
             else:
                 self.outbox.update(message.channel, message.ts, text, blocks)
