@@ -17,8 +17,10 @@ the CPU seconds this process and the database server spent per deploy, and the S
 and transactions per deploy (on a shared machine these say more than wall time),
 p50/p99 of command-to-ready minus the latency the doubles inject on a deploy's path, peak RSS
 of this process (bot + fake Slack + client) and the most workflows in flight (goal <= 300 MB
-with 200 in flight), Slack Web API calls per deploy, and how many calls Slack answered 429
-(goal 0). The fake Slack shares this process and its CPU, so figures are pessimistic.
+with 200 in flight), Slack Web API calls per deploy (counted until the outbox has told every
+thread, `--drain` seconds at most after the last `ready`, and how long that took), and how many
+calls Slack answered 429 (goal 0). The fake Slack shares this process and its CPU, so figures
+are pessimistic.
 """
 
 from __future__ import annotations
