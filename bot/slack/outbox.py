@@ -199,13 +199,20 @@ class Outbox:
     # -- coalesced updates ------------------------------------------------------------------
 
     def update(
-        self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]] | None = None
+        self,
+        channel: str,
+        ts: str,
+        text: str,
+        blocks: list[dict[str, Any]] | None = None,
+        *,
+        first: bool = False,
     ) -> None:
-        """Replace a message's content soon; a newer update replaces a queued older one."""
+        """Replace a message's content soon; a newer update replaces a queued older one.
+        `first` puts it ahead of the queued updates."""
         args: dict[str, Any] = {"channel": channel, "ts": ts, "text": text}
         if blocks is not None:
             args["blocks"] = blocks
-        self._queue("chat.update", f"{channel}/{ts}", args)
+        self._queue("chat.update", f"{channel}/{ts}", args, first=first)
 
     async def update_now(
         self,
@@ -223,10 +230,7 @@ class Outbox:
         under load)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(("chat.update", f"{channel}/{ts}"), []).append(done)
-        args: dict[str, Any] = {"channel": channel, "ts": ts, "text": text}
-        if blocks is not None:
-            args["blocks"] = blocks
-        self._queue("chat.update", f"{channel}/{ts}", args, first=first)
+        self.update(channel, ts, text, blocks, first=first)
         await done
 
     def publish_home(self, user: str, view: Mapping[str, Any]) -> None:

@@ -73,29 +73,27 @@ class SqlEventOutbox(SqlRepository):
                 return []
             chosen = {row.id for row in rows}
             keys = {row.key for row in rows}
-            earlier = await conn.execute(
-                select(_c.key, _c.id)
-                .where(_c.done_at.is_(None), _c.key.in_(keys), _c.id <= max(chosen))
-                .order_by(_c.id)
+            # every unfinished event of these keys: a key another holder still holds an
+            # event of stays with that holder (it gave an earlier one back and is about to
+            # give the rest back too); otherwise an event is taken only after every earlier
+            # one of its key is taken with it
+            pending = list(
+                await conn.execute(
+                    select(_c.key, _c.id, _c.holder, _c.claimed_until)
+                    .where(_c.done_at.is_(None), _c.key.in_(keys))
+                    .order_by(_c.id)
+                )
             )
-            # a key another holder still holds a later event of stays with that holder (it
-            # gave an earlier one back and is about to give the rest back too)
-            blocked: set[str] = set(
-                (
-                    await conn.execute(
-                        select(_c.key)
-                        .where(
-                            _c.done_at.is_(None),
-                            _c.key.in_(keys),
-                            _c.claimed_until > now,
-                            _c.holder != holder,
-                        )
-                        .distinct()
-                    )
-                ).scalars()
-            )
+            blocked = {
+                key
+                for key, _, by, until in pending
+                if by != holder and until is not None and until > now
+            }
+            last = max(chosen)
             kept: set[int] = set()
-            for key, event_id in earlier:
+            for key, event_id, _, _ in pending:
+                if event_id > last:
+                    break  # in id order: nothing after this was chosen
                 if key in blocked:
                     continue
                 if event_id in chosen:
