@@ -14,7 +14,6 @@ import contextlib
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -29,8 +28,9 @@ from adapters.clock import SystemClock
 from adapters.storage import SqlStore, open_store
 from domain.records import Stack, StackQuery
 from domain.states import StackStatus
-from tests.dockerworld import busybox_image, free_port
+from tests.dockerworld import busybox_image
 from tests.e2e.replica_manifest import echo_manifest
+from tests.e2e.replica_process import Replica
 from tests.pgserver import PostgresServer, PostgresUnavailable, fresh_database, own_postgres_server
 
 pytestmark = pytest.mark.postgres
@@ -53,71 +53,6 @@ ORDER = [
 ]
 
 MANIFEST = echo_manifest(UNITS)
-
-
-class Replica:
-    def __init__(self, n: int, config: Path, env: dict[str, str]) -> None:
-        self.n = n
-        self.config = config
-        self.env = env
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = config.parent / f"replica-{n}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.killed = False
-        self.seen_up = False  # this process answered /healthz with 200 once
-        self.crashes: list[str] = []  # processes that were up and ended without being killed
-        self.refused_starts = 0  # started while the database was down: exited, restarted
-
-    def start(self) -> None:
-        self.seen_up = False
-        self.killed = False
-        self.process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "bot.cli", "--config", str(self.config)),
-                *("serve", "--no-slack", "--host", "127.0.0.1", "--port", str(self.port)),
-            ],
-            cwd=self.config.parent,
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=self.log.open("ab"),
-        )
-
-    async def up(self, session: aiohttp.ClientSession) -> None:
-        assert self.process is not None
-        for _ in range(300):
-            assert self.process.poll() is None, self.log.read_text()
-            if await self.answers(session):
-                return
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"replica {self.n} did not come up:\n" + self.log.read_text())
-
-    async def answers(self, session: aiohttp.ClientSession) -> bool:
-        try:
-            async with session.get(
-                f"{self.url}/healthz", timeout=aiohttp.ClientTimeout(total=5)
-            ) as response:
-                up = response.status == 200
-        except (aiohttp.ClientError, TimeoutError):
-            return False
-        self.seen_up = self.seen_up or up
-        return up
-
-    def kill(self) -> int:
-        assert self.process is not None
-        pid = self.process.pid
-        self.killed = True  # the killer starts it again
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-        return pid
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
 
 
 @pytest.fixture

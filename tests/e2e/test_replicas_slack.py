@@ -19,9 +19,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -41,8 +38,9 @@ from commands.events import EventHub
 from domain.approvals import ApprovalKind
 from domain.records import Stack, StackQuery
 from domain.states import StackStatus
-from tests.dockerworld import busybox_image, free_port
+from tests.dockerworld import busybox_image
 from tests.e2e.replica_manifest import echo_manifest
+from tests.e2e.replica_process import Replica
 from tests.fakes.slack import FakeSlack, Message
 from tests.fakes.slack_requests import block_action, slash_command, view_submission
 from tests.pgserver import fresh_database
@@ -57,58 +55,6 @@ pytestmark = pytest.mark.timeout(900)
 SECRET = "8f14e45fceea167a5a36dedd4bea2543"  # 32 hex digits, as Slack gives them
 
 MANIFEST = echo_manifest(UNITS)
-
-
-class Replica:
-    def __init__(self, n: int, config: Path, env: dict[str, str]) -> None:
-        self.n = n
-        self.config = config
-        self.env = env
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = config.parent / f"replica-{n}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "bot.cli", "--config", str(self.config)),
-                *("serve", "--host", "127.0.0.1", "--port", str(self.port)),
-            ],
-            cwd=self.config.parent,
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=self.log.open("ab"),
-        )
-
-    async def answers(self, session: aiohttp.ClientSession) -> bool:
-        try:
-            async with session.get(f"{self.url}/healthz") as response:
-                return response.status == 200
-        except aiohttp.ClientError:
-            return False
-
-    async def up(self, session: aiohttp.ClientSession) -> None:
-        assert self.process is not None
-        for _ in range(300):
-            assert self.process.poll() is None, self.log.read_text()
-            if await self.answers(session):
-                return
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"replica {self.n} did not come up:\n" + self.log.read_text())
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
 
 
 def write_config(
@@ -298,7 +244,7 @@ async def test_replicas_tell_each_deploy_once_in_slack_while_one_is_killed_every
         **{k: v for k, v in os.environ.items() if not k.startswith(("NELSON_", "SLACK_"))},
         "PYTHONPATH": str(ROOT),
     }
-    replicas = [Replica(n, config, env) for n in range(REPLICAS)]
+    replicas = [Replica(n, config, env, slack=True) for n in range(REPLICAS)]
     store = await open_store(database_url, clock=SystemClock(), upgrade=True)
     stop = asyncio.Event()
     asked: list[str] = []

@@ -32,7 +32,8 @@ from domain.states import StackStatus
 from domain.traffic import ShiftState
 from domain.versions import Version
 from tests.dockerworld import busybox_image, free_port
-from tests.e2e.test_replicas import Replica, new_token
+from tests.e2e.replica_process import Replica
+from tests.e2e.test_replicas import new_token
 from tests.pgserver import fresh_database
 
 ROOT = Path(__file__).resolve().parents[2]
