@@ -27,6 +27,7 @@ from adapters.router.lighthouse import LighthouseRouter
 from bot.bootstrap import Application
 from bot.outage import OutageWatch, is_outage
 from commands import daemons
+from commands.rollback import Rollbacks
 from commands.settings import Settings
 from domain.records import StackQuery
 from domain.states import LIVE_STATUSES, StackStatus
@@ -240,8 +241,10 @@ class Jobs:
             log.info("approval #%s expired: %s", approval.id, approval.summary)
 
     async def move_traffic(self) -> None:
-        if self.application.traffic is not None:
-            await self.application.traffic.tick()
+        traffic = self.application.traffic
+        if traffic is not None:
+            await traffic.tick()
+            await Rollbacks(traffic).carry_out_approved()
 
     async def converge_routes(self) -> None:
         """Bring each router to the route table: changes other replicas made, a router that

@@ -73,6 +73,10 @@ log = logging.getLogger("nelson.workflow")
 
 RENDER_HASH = "00000000"  # in the stack name `render` shows; deploys pick a random one
 UNFINISHED = (StackStatus.PENDING, StackStatus.DEPLOYING, StackStatus.WARMING)
+# The step of a ready stack until StackReady's listeners (traffic control routing it, opening
+# its shift, asking for its approval) are done: a replica dying in between leaves it to the
+# takeover, which hands over again (each listener does only what is not done yet).
+HANDOVER = "route"
 
 
 class StepFailed(Exception):
@@ -230,7 +234,9 @@ class DeployWorkflow:
         claims its stack first, so of several replicas doing this one wins each)."""
         if self._draining:
             return 0
-        found = await self.store.unclaimed_workflows(UNFINISHED, sorted(self.schedulers))
+        found = await self.store.unclaimed_workflows(
+            UNFINISHED, sorted(self.schedulers), steps=(HANDOVER,)
+        )
         found = sorted(set(found) | self._interrupted)
         started = [stack_id for stack_id in found if stack_id not in self._tasks]
         self._interrupted -= set(started)  # one still ending is tried again next time
@@ -380,6 +386,9 @@ class DeployWorkflow:
 
     async def _drive_claimed(self, stack_id: int) -> None:
         stack = await self.store.stack_by_id(stack_id)
+        if stack is not None and stack.workflow_step == HANDOVER and not self._draining:
+            await self._hand_over_again(stack)
+            return
         if stack is None or stack.status not in UNFINISHED or self._draining:
             return
         if self._slots.locked():
@@ -723,17 +732,34 @@ class DeployWorkflow:
         at = self.clock.now()
         failed = status is StackStatus.FAILED
         progress = StackProgress(stack_id, message, at, failed, status)
+        ready = status is StackStatus.READY
         async with self._fenced(stack_id) as store:
-            await store.set_workflow_step(stack_id, None)
+            await store.set_workflow_step(stack_id, HANDOVER if ready else None)
             stack = await store.change_status(stack_id, status, reason, "nelson")
             await store.append_log(stack_id, message, step=step, at=at)
             await self.events.record(progress, store)
             finished = await finish_operations(store, self.events, self.clock, stack_id)
-        if status is StackStatus.READY:
-            await self.events.publish(StackReady(stack))  # routed before the line is heard here
+        if ready:
+            await self._hand_over(stack)  # routed before the line is heard here
         await self.events.publish(progress, recorded=True)
         for event in finished:
             await self.events.publish(event, recorded=True)
+
+    async def _hand_over(self, stack: Stack) -> None:
+        """StackReady to its listeners (traffic control routes the stack), then the handover
+        step cleared: until then a replica that dies leaves it to the takeover."""
+        await self.events.publish(StackReady(stack))
+        async with self._fenced(stack.id) as store:
+            await store.set_workflow_step(stack.id, None)
+
+    async def _hand_over_again(self, stack: Stack) -> None:
+        """A ready stack whose handover a dead replica (or an earlier run) did not finish."""
+        if stack.status is not StackStatus.READY:  # deprecated or removed since: moot now
+            async with self._fenced(stack.id) as store:
+                await store.set_workflow_step(stack.id, None)
+            return
+        await self._say(stack, f"continuing after a restart at step '{HANDOVER}'", "resume")
+        await self._hand_over(stack)
 
     async def _say(
         self,

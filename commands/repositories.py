@@ -210,6 +210,16 @@ class ApprovalRepository(Protocol):
 
     async def overdue_approvals(self, now: datetime) -> list[Approval]: ...
 
+    async def approved_not_acted_on(self, kind: ApprovalKind) -> list[Approval]:
+        """The approved approvals of that kind whose request was not carried out yet (a
+        rollback whose deciding replica died first), oldest first."""
+        ...
+
+    async def mark_acted_on(self, approval_id: int, at: datetime) -> bool:
+        """Remember that what an approval asked was carried out (or found impossible); False
+        when it already was."""
+        ...
+
     # audit
     async def audit(self, event: AuditEvent) -> None: ...
 
@@ -332,7 +342,10 @@ class TrafficRepository(Protocol):
         ...
 
     # daemons: processes that drive shifts and cleanups say they are alive
-    async def heartbeat(self, holder: str, kind: str, at: datetime) -> None: ...
+    async def heartbeat(self, holder: str, kind: str, at: datetime) -> None:
+        """Say that `holder` is alive at `at`. A holder's first heartbeat (a process starting)
+        also forgets the processes silent for `FORGOTTEN_AFTER` (killed, never stopped)."""
+        ...
 
     async def daemons(self, seen_since: datetime) -> list[Daemon]: ...
 
@@ -461,14 +474,24 @@ class WorkflowClaimRepository(Protocol):
         ...
 
     async def unclaimed_workflows(
-        self, statuses: Sequence[StackStatus], datacenters: Sequence[str], limit: int = 1000
+        self,
+        statuses: Sequence[StackStatus],
+        datacenters: Sequence[str],
+        limit: int = 1000,
+        *,
+        steps: Sequence[str] = (),
     ) -> list[int]:
-        """Ids of stacks in these statuses and datacenters whose claim is missing or expired."""
+        """Ids of stacks in these statuses (or, whatever their status, in one of these workflow
+        steps) and datacenters whose claim is missing or expired, in id order."""
         ...
 
     async def workflow_claims(self, unexpired_at: datetime | None = None) -> list[WorkflowClaim]:
         """Every claim by stack id; only those still unexpired at `unexpired_at` if given."""
         ...
+
+
+# how long the row of a process that was killed (and so never said goodbye) is kept
+FORGOTTEN_AFTER = timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,11 +4,15 @@ reason), so the cleanup treats it as not wanted while the previous one is the ne
 
 No approval, unless the namespace's rule asks for one for rollbacks
 (`approvals.<ns>.rollbacks = true`): then a `rollback` request is opened and the rollback
-happens when it is approved (`on_event`), as long as nothing changed meanwhile. Locks and
-freezes do not hold a rollback: it undoes a change."""
+happens when it is approved, as long as nothing changed meanwhile: at once by the replica
+that recorded the decision (`on_event`), or else by whichever replica's traffic tick finds it
+approved and not acted on (`carry_out_approved`: the deciding replica died first, or another
+one drives the route). It is carried out once, under the route's lease, and remembered as
+acted on. Locks and freezes do not hold a rollback: it undoes a change."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,8 +22,10 @@ from commands.ports import RouterError
 from commands.replies import NotAvailable, UserError
 from commands.shifting import OPEN, ROUTABLE, TrafficControl, route_key, route_of
 from domain.approvals import ApprovalKind, ApprovalStatus
-from domain.records import AuditEvent, Stack, StackQuery
+from domain.records import Approval, AuditEvent, Stack, StackQuery
 from domain.traffic import ShiftState
+
+log = logging.getLogger("nelson.traffic")
 
 KIND = ApprovalKind.ROLLBACK
 
@@ -125,9 +131,12 @@ class Rollbacks:
     # -- doing it ---------------------------------------------------------------------------
 
     async def roll_back(self, plan: Plan, actor: str, label: str) -> str:
+        async with self.control.route_lock(route_key(plan.current)):
+            return await self._roll_back(plan, actor, label)
+
+    async def _roll_back(self, plan: Plan, actor: str, label: str) -> str:
         current, previous = plan.current, plan.previous
-        async with self.control.route_lock(route_key(current)):
-            await self._take_back(current, previous, actor, label)
+        await self._take_back(current, previous, actor, label)
         now = self.clock.now()
         where = f"{current.datacenter}/{current.namespace}"
         message = (
@@ -204,21 +213,68 @@ class Rollbacks:
         )
 
     async def on_event(self, event: Event) -> None:
+        """The replica that recorded an approval carries out the rollback at once."""
         if not isinstance(event, ApprovalDecided) or event.approval.kind != KIND:
             return
-        approval = event.approval
-        if approval.status is not ApprovalStatus.APPROVED or approval.stack_id is None:
+        if event.approval.status is ApprovalStatus.APPROVED:
+            await self.carry_out(event.approval)
+
+    async def carry_out_approved(self) -> None:
+        """Carry out the approved rollbacks nobody acted on yet: the replica that recorded the
+        decision died first, or another replica drives the route (every tick calls this)."""
+        for approval in await self.store.approved_not_acted_on(KIND):
+            try:
+                await self.carry_out(approval)
+            except Exception:
+                log.exception("approved rollback #%s not carried out yet", approval.id)
+
+    async def carry_out(self, approval: Approval) -> None:
+        """Roll back as an approved request asks, once across replicas: only the replica
+        holding the route's lease acts (another leaves it to that one's tick), and the
+        approval is remembered as acted on, whether the rollback was done or found impossible.
+        A replica dying in between leaves it to the next: what was done already is not done
+        again (a stack rolled back from is garbage, no longer routable)."""
+        now = self.clock.now()
+        found = (
+            None if approval.stack_id is None else await self.store.stack_by_id(approval.stack_id)
+        )
+        if found is None:
+            await self.store.mark_acted_on(approval.id, now)
             return
-        current = await self.store.stack_by_id(approval.stack_id)
-        if current is None or current.status not in ROUTABLE:
-            return
+        key = route_key(found)
+        if await self.control.lease(key) is None:
+            return  # another replica drives this route: its tick carries it out
+        async with self.control.route_lock(key):
+            fresh = await self.store.approval(approval.id)
+            if fresh is None or fresh.acted_at is not None:
+                return
+            current = await self.store.stack_by_id(found.id)
+            if current is not None and current.status in ROUTABLE:
+                await self._approved(fresh, current)
+            await self.store.mark_acted_on(approval.id, self.clock.now())
+
+    async def _approved(self, approval: Approval, current: Stack) -> None:
         try:
-            plan = await self.plan(current.unit, current.namespace, current.datacenter)
+            plan = await self._moved_already(current) or await self.plan(
+                current.unit, current.namespace, current.datacenter
+            )
             if plan.current.id != current.id:
                 raise UserError(f"{current.name} no longer serves most of the traffic")
-            await self.roll_back(plan, approval.decided_by or "nelson", approval.decided_by or "")
+            await self._roll_back(plan, approval.decided_by or "nelson", approval.decided_by or "")
         except UserError as exc:
             now = self.clock.now()
             note = f"traffic: approved rollback #{approval.id} not done: {exc.message}"
             await self.store.append_log(current.id, note, step="traffic", at=now)
             await self.control.events.publish(StackProgress(current.id, note, now, failed=True))
+
+    async def _moved_already(self, current: Stack) -> Plan | None:
+        """The rollback from `current` when its traffic already went back to the stack before
+        it (a replica died after moving the weights, before marking `current` garbage): it is
+        finished, not refused. None when `current` still gets traffic."""
+        previous = await self.previous_or_none(current)
+        if previous is None:
+            return None
+        weights = await self.control.weights_of([current, previous])
+        if weights.get(current.name, 0) or not weights.get(previous.name, 0):
+            return None
+        return Plan(current, previous)

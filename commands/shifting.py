@@ -141,9 +141,19 @@ class TrafficControl:
     # -- a stack became ready ----------------------------------------------------------------
 
     async def on_ready(self, stack: Stack) -> None:
+        """Route a stack that became ready: the first of its route gets all traffic, a later
+        one a shift from the stack serving. Heard again for the same stack when the replica
+        handing it over died first (the workflow's handover step): then only what is not done
+        yet is done."""
         router = self.routers.get(stack.datacenter)
         if router is None:
             await self._say(stack, f"traffic: {stack.datacenter} has no router; not routed")
+            return
+        opened = [
+            s for s in await self.store.shifts(stack_id=stack.id) if s.to_stack_id == stack.id
+        ]
+        if opened:
+            await self._ask_if_never_asked(stack, opened[-1])
             return
         serving = await self._join_route(stack, router)
         if not serving:
@@ -169,11 +179,10 @@ class TrafficControl:
         addresses = await self._addresses(stack)
         try:
             entry = await router.address(route)
-            serving = {
-                name: w
-                for name, w in (await router.weights(route)).items()
-                if w > 0 and name != stack.name
-            }
+            weights = await router.weights(route)
+            serving = {name: w for name, w in weights.items() if w > 0 and name != stack.name}
+            if not serving and weights.get(stack.name, 0) >= 1000:
+                return {}  # routed so before the replica handing it over died
             if not serving:
                 await router.set_weights(route, {stack.name: (addresses, 1000)})
                 await self._audit("nelson", stack, "first stack of its major version: 100%")
@@ -230,6 +239,24 @@ class TrafficControl:
             await self.tick_one(shift)
             return
         await self._say(stack, f"traffic: asking for approval to shift from {old.version}")
+        await self._ask(stack, old, policy, duration)
+
+    async def _ask_if_never_asked(self, stack: Stack, shift: TrafficShift) -> None:
+        """A shift to `stack` awaiting an approval nobody was asked for: the replica that
+        opened it died first."""
+        if shift.state is not ShiftState.AWAITING_APPROVAL:
+            return
+        if await self.store.approvals_of_stacks(KIND, [stack.id]):
+            return
+        old = await self.store.stack_by_id(shift.from_stack_id)
+        if old is None:
+            return
+        await self._say(stack, f"traffic: asking for approval to shift from {old.version}")
+        await self._ask(stack, old, shift.policy, shift.duration_seconds)
+
+    async def _ask(
+        self, stack: Stack, old: Stack, policy: traffic.ShiftPolicy, duration: int
+    ) -> None:
         await self.desk.request(
             KIND,
             namespace=stack.namespace,
@@ -448,7 +475,11 @@ class TrafficControl:
     async def _lease(self, shift: TrafficShift) -> RouteLease | None:
         """This process's lease on the shift's route, taken or renewed; None while another
         replica's runs (that one steps the shift)."""
-        route = shift.route or f"shift-{shift.id}"
+        return await self.lease(shift.route or f"shift-{shift.id}")
+
+    async def lease(self, route: str) -> RouteLease | None:
+        """This process's lease on `route`, taken or renewed; None while another replica's
+        runs (that one drives the route)."""
         lease = await self.store.take_route_lease(route, self.holder, self.lease_ttl())
         if lease is None:
             self._leases.pop(route, None)

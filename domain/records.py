@@ -151,6 +151,7 @@ class Approval:
     decided_at: datetime | None = None
     details: tuple[str, ...] = ()
     reason: str = ""  # why it was rejected, when the rejecter said
+    acted_at: datetime | None = None  # an approved rollback: when it was carried out
 
 
 @dataclass(frozen=True, slots=True)

@@ -168,6 +168,14 @@ stacks = Table(
         postgresql_where=LIVE_SQL,
         sqlite_where=LIVE_SQL,
     ),
+    # ready stacks whose traffic handover was not finished (their replica died): taken over;
+    # partial, so the many rows with no step cost no index entry
+    Index(
+        "ix_stacks_workflow_step",
+        "workflow_step",
+        postgresql_where=text("workflow_step IS NOT NULL"),
+        sqlite_where=text("workflow_step IS NOT NULL"),
+    ),
     # the cleanup pass reads the stacks it judges in batches of whole groups, in this order
     Index(
         "ix_stacks_judged",
@@ -228,7 +236,11 @@ approvals = Table(
     Column("decided_by", String(100)),
     Column("decided_at", UtcDateTime),
     Column("reason", Text),  # why it was rejected, in the rejecter's words
+    # when what an approved rollback asks was carried out (or found impossible): any replica's
+    # tick carries out the approved ones without it, once
+    Column("acted_at", UtcDateTime),
     Index("ix_approvals_status_id", "status", "id"),
+    Index("ix_approvals_kind_status", "kind", "status"),
     # the traffic tick looks up the approvals of the shifts awaiting one
     Index("ix_approvals_stack_id", "stack_id"),
 )

@@ -224,7 +224,8 @@ class Outbox:
         first: bool = False,
     ) -> None:
         """Like `update`, paced the same way, but return once this content (or newer) was
-        sent (or dropped as failed). `first` puts it ahead of the queued updates (a decided
+        sent; raise PostFailed when Slack refused it (its outbox event is then tried again).
+        `first` puts it ahead of the queued updates (a decided
         approval loses its buttons, and a finished deploy's parent shows the end, before
         progress parents are refreshed: Tier 3 allows fewer updates than deploys finish
         under load)."""
@@ -254,18 +255,25 @@ class Outbox:
             del self._pending[(method, key)]
             waiting = self._waiting.pop((method, key), [])  # later callers wait for the next
             self._busy += 1
+            failure: Exception | None = None
             try:
                 await self.call(method, args)
             except PostFailed as exc:
+                failure = exc
                 log.warning("%s of %s dropped: %s", method, key, exc.error)
-            except Exception:
+            except Exception as exc:
+                failure = exc
                 log.exception("%s of %s dropped", method, key)
             finally:
                 self._busy -= 1
                 self._last_update = time.monotonic()
-                for done in waiting:
-                    if not done.done():
+                for done in waiting:  # a caller waiting for it learns it failed (and retries)
+                    if done.done():
+                        continue
+                    if failure is None:
                         done.set_result(None)
+                    else:
+                        done.set_exception(failure)
 
     # -- the one place that calls Slack -----------------------------------------------------
 

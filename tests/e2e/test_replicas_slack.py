@@ -298,7 +298,14 @@ async def test_replicas_tell_each_deploy_once_in_slack_while_one_is_killed_every
                     "the decisions were not all shown",
                     dict(fake.ratelimited),
                     [(e.kind, e.attempts) for e in await store.outbox_backlog()],
-                    {a: [has_buttons(m) for m in approval_messages(fake, a)] for a in approvals},
+                    {
+                        a: (
+                            [(m.ts, has_buttons(m)) for m in approval_messages(fake, a)],
+                            [m.ts for m in shown.get(a, [])],  # the ones the Store remembers
+                        )
+                        for a in approvals
+                    },
+                    f"seed {seed}; the replicas' logs: {config.parent}",
                 )
                 shown = {a: await store.messages_for(f"approval:{a}") for a in approvals}
                 await asyncio.sleep(0.3)

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from commands.ports import ClaimLost, Clock, Conflict, LeaseLost, StoreError
 from commands.repositories import (
+    FORGOTTEN_AFTER,
     OutboxEvent,
     RouteEntry,
     RouteLease,
@@ -576,6 +577,20 @@ class MemoryStore:
         self._t.approvals[approval_id] = _norm(decided)
         return self._approval(self._t.approvals[approval_id])
 
+    async def approved_not_acted_on(self, kind: ApprovalKind) -> list[Approval]:
+        return [
+            self._approval(a)
+            for _, a in sorted(self._t.approvals.items())
+            if a.kind == kind and a.status is ApprovalStatus.APPROVED and a.acted_at is None
+        ]
+
+    async def mark_acted_on(self, approval_id: int, at: datetime) -> bool:
+        current = self._t.approvals.get(approval_id)
+        if current is None or current.acted_at is not None:
+            return False
+        self._t.approvals[approval_id] = _norm(replace(current, acted_at=at))
+        return True
+
     async def overdue_approvals(self, now: datetime) -> list[Approval]:
         return [
             a
@@ -892,6 +907,9 @@ class MemoryStore:
 
     async def heartbeat(self, holder: str, kind: str, at: datetime) -> None:
         current = self._t.daemons.get(holder)
+        if current is None:
+            for silent in [d for d in self._t.daemons.values() if d.seen_at < at - FORGOTTEN_AFTER]:
+                del self._t.daemons[silent.holder]
         self._t.daemons[holder] = _norm(
             replace(current, seen_at=at) if current else Daemon(holder, kind, at, at)
         )
@@ -1040,13 +1058,18 @@ class MemoryStore:
             self._t.claims[stack_id] = replace(current, expires_at=_utc(self._now()))
 
     async def unclaimed_workflows(
-        self, statuses: Sequence[StackStatus], datacenters: Sequence[str], limit: int = 1000
+        self,
+        statuses: Sequence[StackStatus],
+        datacenters: Sequence[str],
+        limit: int = 1000,
+        *,
+        steps: Sequence[str] = (),
     ) -> list[int]:
         now = self._now()
         found = [
             s.id
             for s in self._by_id()
-            if s.status in statuses
+            if (s.status in statuses or s.workflow_step in steps)
             and s.datacenter in datacenters
             and ((c := self._t.claims.get(s.id)) is None or not c.expires_at > now)
         ]

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from commands import daemons
 from commands.ports import Store
+from commands.repositories import FORGOTTEN_AFTER
 from tests.fakes.clock import FakeClock
 from tests.integration.test_workflow_claims import TTL, stacks, store
 
@@ -52,3 +53,19 @@ def test_the_words_for_time_and_takeover() -> None:
     assert daemons.since(now - timedelta(days=3), now) == "3 days ago"
     note = daemons.takeover_note(timedelta(seconds=15))
     assert "silent for 30 s is gone" in note and "within 20 s" in note
+
+
+async def test_a_process_starting_forgets_those_silent_for_a_day(
+    store: Store, clock: FakeClock
+) -> None:
+    """A process killed never says goodbye: its row stays until a day later, when the next
+    process to start removes it. One silent for less stays (it may only be stalled)."""
+    await store.heartbeat(A, "nelson serve", clock.now())
+    clock.advance(timedelta(hours=12))
+    await store.heartbeat(B, "nelson serve", clock.now())
+    clock.advance(FORGOTTEN_AFTER - timedelta(hours=12) + timedelta(seconds=1))
+    await store.heartbeat(B, "nelson serve", clock.now())  # beating on forgets nobody
+    assert {d.holder for d in await store.daemons(clock.now() - timedelta(days=30))} == {A, B}
+    await store.heartbeat("web-3:4300:ef56", "nelson serve", clock.now())
+    left = await store.daemons(clock.now() - timedelta(days=30))
+    assert {d.holder for d in left} == {B, "web-3:4300:ef56"}

@@ -134,6 +134,17 @@ class World:
         # (direction, table, routed); routed is None while a fresh router knows nothing
         self.seen: list[tuple[Direction, int, int | None]] = []
 
+    async def begin(self, replicas: int) -> None:
+        """The unit's manifest registered, and `replicas` replicas started."""
+        await self.store.register_manifest(
+            "acme/svc",
+            MANIFEST.format(policy="linear"),
+            [UnitRecord("svc", "acme/svc", "service", "", 1)],
+            "U1",
+        )
+        for slot in range(replicas):
+            self.start(slot)
+
     def start(self, slot: int) -> None:
         """A replica (re)starts in `slot`: a new process, a new holder."""
         self.born += 1
@@ -310,14 +321,7 @@ async def play(tmp: Path, seed: int, operations: list[tuple[str, int]]) -> None:
     store = await open_store(f"sqlite:///{path}", clock=clock)
     world = World(store, clock, random.Random(seed))
     try:
-        await store.register_manifest(
-            "acme/svc",
-            MANIFEST.format(policy="linear"),
-            [UnitRecord("svc", "acme/svc", "service", "", 1)],
-            "U1",
-        )
-        for slot in range(3):
-            world.start(slot)
+        await world.begin(3)
         old = await world.stack(1)
         await world.replicas[0].traffic.on_ready(old)
         new = await world.stack(2)

@@ -158,3 +158,33 @@ async def test_lines_wait_for_their_thread_s_parent(fake: FakeSlack, clock: Fake
     assert fake.messages("C1") == []
     pending: Any = await store.outbox_backlog()
     assert [e.kind for e in pending][:2] == ["operation-started", "stack-progress"]
+
+
+async def test_a_final_parent_slack_refused_is_shown_when_its_row_is_told_again(
+    fake: FakeSlack, clock: FakeClock
+) -> None:
+    """Slack refuses the finished deploy's parent update (rate limited past the retries): the
+    row is given back, not done, and telling it again shows the end, with one closing line."""
+    store = MemoryStore(clock)
+    events = EventHub(EventJournal(store))
+    operation = await started(store, events)
+    client = AsyncWebClient(token=fake.bot_token, base_url=fake.base_url)
+    outbox = Outbox(client, post_interval=0, update_interval=0, max_attempts=2)
+    threads = Threads(Settings.model_validate({}), store, outbox, clock)
+    dispatcher = Dispatcher(store, threads, clock, Noop(), holder="a", claim_ttl=TTL)
+    assert await dispatcher.dispatch_once() == 1
+    await finish(store, events, clock, operation)
+    fake.force_ratelimit("chat.update", times=1000, retry_after=0)
+    await dispatcher.dispatch_once()
+    await outbox.drain()
+    assert ": done" not in fake.messages("C1")[0].text
+    assert [e.kind for e in await store.outbox_backlog()] == ["operation-finished"]
+
+    fake.force_ratelimit("chat.update", times=0)  # Slack takes updates again
+    clock.advance(timedelta(seconds=2))  # the row's backoff
+    assert await dispatcher.dispatch_once() == 1
+    assert ": done" in fake.messages("C1")[0].text
+    assert [t for t in replies(fake) if "is done." in t] == [
+        ":white_check_mark: deploy svc 1.0.0 to dc-east/dev is done."
+    ]
+    assert await store.outbox_backlog() == []

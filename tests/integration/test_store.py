@@ -394,6 +394,33 @@ async def test_approvals_of_stacks_are_those_of_the_kind_about_them_oldest_first
     assert [(x.kind, x.stack_id) for x in rollbacks] == [(ApprovalKind.ROLLBACK, b)]
 
 
+async def test_approved_rollbacks_not_acted_on_are_found_until_marked_once(
+    store: Store,
+) -> None:
+    _, stacks = await deploy(store, new_stack(1), new_stack(2))
+    a, b = (s.id for s in stacks)
+    at = datetime(2029, 1, 1, tzinfo=UTC)
+    rollback = replace(new_approval(a), kind=ApprovalKind.ROLLBACK)
+    first = await store.create_approval(rollback)
+    second = await store.create_approval(replace(rollback, stack_id=b))
+    rejected = await store.create_approval(rollback)
+    shift = await store.create_approval(new_approval(a))
+    assert await store.approved_not_acted_on(ApprovalKind.ROLLBACK) == []  # all pending
+    for approval in (first, second, shift):
+        await store.decide_approval(approval.id, ApprovalStatus.APPROVED, "U3", at)
+    await store.decide_approval(rejected.id, ApprovalStatus.REJECTED, "U3", at)
+    found = await store.approved_not_acted_on(ApprovalKind.ROLLBACK)
+    assert [(x.id, x.acted_at) for x in found] == [(first.id, None), (second.id, None)]
+    assert await store.mark_acted_on(first.id, at)
+    assert not await store.mark_acted_on(first.id, at)  # once
+    acted = await store.approval(first.id)
+    assert acted is not None and acted.acted_at == at and acted.status == "approved"
+    assert [x.id for x in await store.approved_not_acted_on(ApprovalKind.ROLLBACK)] == [second.id]
+    assert [x.id for x in await store.approved_not_acted_on(ApprovalKind.TRAFFIC_SHIFT)] == [
+        shift.id
+    ]
+
+
 async def test_overdue_approvals(store: Store) -> None:
     soon = await store.create_approval(
         replace(new_approval(), deadline=datetime(2029, 1, 1, tzinfo=UTC))

@@ -115,6 +115,30 @@ async def test_unclaimed_workflows_lists_unfinished_stacks_nobody_validly_holds(
     assert await store.unclaimed_workflows(UNFINISHED, ["dc-east"]) == [expiring]
 
 
+async def test_unclaimed_workflows_include_those_in_a_step_whatever_their_status(
+    store: Store, clock: FakeClock
+) -> None:
+    """A ready stack whose handover a dead replica did not finish is found by its step."""
+    [handing, done, held] = await stacks(store, 3)
+    for stack_id in (handing, done, held):
+        for status in (StackStatus.DEPLOYING, StackStatus.WARMING, StackStatus.READY):
+            await store.change_status(stack_id, status, "", "nelson")
+    await store.set_workflow_step(handing, "route")
+    await store.set_workflow_step(held, "route")
+    assert await store.claim_workflow(held, "a", TTL) is not None
+    assert await store.unclaimed_workflows(UNFINISHED, ["dc-east"]) == []
+    assert await store.unclaimed_workflows(UNFINISHED, ["dc-east"], steps=("route",)) == [handing]
+    assert await store.unclaimed_workflows((), ["dc-east"], steps=("route",)) == [handing]
+    assert await store.unclaimed_workflows(UNFINISHED, ["dc-west"], steps=("route",)) == []
+    clock.advance(TTL)
+    assert await store.unclaimed_workflows(UNFINISHED, ["dc-east"], steps=("route",)) == [
+        handing,
+        held,
+    ]
+    await store.set_workflow_step(handing, None)
+    assert await store.unclaimed_workflows(UNFINISHED, ["dc-east"], steps=("route",)) == [held]
+
+
 async def test_a_fenced_unit_of_work_writes_nothing_for_a_stale_holder(
     store: Store, clock: FakeClock
 ) -> None:

@@ -146,6 +146,26 @@ class SqlApprovals(SqlRepository):
                 return None
             return (await self._approvals(conn, t.approvals.c.id == approval_id))[0]
 
+    async def approved_not_acted_on(self, kind: ApprovalKind) -> list[Approval]:
+        async with self._connect() as conn:
+            return await self._approvals(
+                conn,
+                and_(
+                    t.approvals.c.kind == kind,
+                    t.approvals.c.status == ApprovalStatus.APPROVED,
+                    t.approvals.c.acted_at.is_(None),
+                ),
+            )
+
+    async def mark_acted_on(self, approval_id: int, at: datetime) -> bool:
+        async with self._begin() as conn:
+            changed = await conn.execute(
+                update(t.approvals)
+                .where(t.approvals.c.id == approval_id, t.approvals.c.acted_at.is_(None))
+                .values(acted_at=at)
+            )
+            return bool(changed.rowcount == 1)
+
     async def overdue_approvals(self, now: datetime) -> list[Approval]:
         async with self._connect() as conn:
             return await self._approvals(

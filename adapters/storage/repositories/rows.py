@@ -125,6 +125,7 @@ def _approval(row: Row[Any], approvers: tuple[str, ...], details: str | None) ->
         decided_at=row.decided_at,
         details=tuple(details.splitlines()) if details else (),
         reason=row.reason or "",
+        acted_at=row.acted_at,
     )
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from adapters.storage import tables as t
 from adapters.storage.repositories.base import SqlRepository
 from adapters.storage.repositories.rows import _shift
+from commands.repositories import FORGOTTEN_AFTER
 from domain.records import (
     Daemon,
     TrafficShift,
@@ -107,6 +108,9 @@ class SqlTraffic(SqlRepository):
                 update(t.daemons).where(t.daemons.c.holder == holder).values(seen_at=at)
             )
             if changed.rowcount == 0:
+                await conn.execute(
+                    delete(t.daemons).where(t.daemons.c.seen_at < at - FORGOTTEN_AFTER)
+                )
                 await conn.execute(
                     insert(t.daemons).values(holder=holder, kind=kind, started_at=at, seen_at=at)
                 )

@@ -108,15 +108,23 @@ class SqlWorkflowClaims(SqlRepository):
             )
 
     async def unclaimed_workflows(
-        self, statuses: Sequence[StackStatus], datacenters: Sequence[str], limit: int = 1000
+        self,
+        statuses: Sequence[StackStatus],
+        datacenters: Sequence[str],
+        limit: int = 1000,
+        *,
+        steps: Sequence[str] = (),
     ) -> list[int]:
-        if not statuses or not datacenters:
+        if not (statuses or steps) or not datacenters:
             return []
         query = (
             select(t.stacks.c.id)
             .select_from(t.stacks.outerjoin(t.workflow_claims, _c.stack_id == t.stacks.c.id))
             .where(
-                t.stacks.c.status.in_([s.value for s in statuses]),
+                or_(
+                    t.stacks.c.status.in_([s.value for s in statuses]),
+                    t.stacks.c.workflow_step.in_(list(steps)),
+                ),
                 t.stacks.c.datacenter.in_(list(datacenters)),
                 or_(_c.stack_id.is_(None), _c.expires_at <= self._now()),
             )
