@@ -235,6 +235,8 @@ class Jobs:
                 log.info("workflows: took over %d unfinished deploy(s)", started)
 
     async def expire_approvals(self) -> None:
+        for approval in await self.application.desk.close_counted():
+            log.info("approval #%s: its votes approve it; closed", approval.id)
         await self.application.desk.remind_due()
         expired = await self.application.desk.expire_overdue()
         for approval in expired:

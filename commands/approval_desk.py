@@ -11,7 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from commands.access import Principal, Role, authorize
-from commands.events import ApprovalDecided, ApprovalReminder, ApprovalRequested, EventHub
+from commands.events import (
+    ApprovalDecided,
+    ApprovalReminder,
+    ApprovalRequested,
+    ApprovalVoted,
+    EventHub,
+)
 from commands.gate import Gate, Held
 from commands.ports import Clock, Store
 from commands.replies import AccessDenied, UserError
@@ -115,24 +121,38 @@ class ApprovalDesk:
         if approval.status is not ApprovalStatus.PENDING:
             raise UserError(f"approval #{approval.id} is already {describe(approval)}.")
         counted = await self.store.vote(approval.id, who.user_id, decision, now)
-        if not counted:
-            current = await self.store.approval(approval.id) or approval
-            return Outcome(current, f"You had already voted on #{approval.id}.", False)
-        if decision is REJECT:
-            closed = await self._close(approval, ApprovalStatus.REJECTED, who.user_id, now, reason)
-            if closed is None:
-                return await self._lost_race(approval.id)
-            because = f" (reason: {reason})" if reason else ""
-            return Outcome(closed, f"Rejected #{approval.id}: {approval.summary}{because}", True)
         current = await self.store.approval(approval.id) or approval
-        if len(current.approvers) < current.required:
+        if not counted:
+            # their vote was recorded before: if the process recording it died before closing
+            # the request, the votes stored decide it now (the click was honoured once)
+            if current.status is ApprovalStatus.PENDING and (
+                who.user_id not in current.approvers  # they had rejected
+                or len(current.approvers) >= current.required
+            ):
+                return await self._settle(current, who, now, reason)
+            return Outcome(current, f"You had already voted on #{approval.id}.", False)
+        if decision is APPROVE and len(current.approvers) < current.required:
+            await self.events.publish(ApprovalVoted(current))  # the request shows the count
             return Outcome(
                 current,
                 f"Approval counted for #{approval.id} ({len(current.approvers)} of "
                 f"{current.required}).",
                 True,
             )
-        closed = await self._close(current, ApprovalStatus.APPROVED, who.user_id, now)
+        return await self._settle(current, who, now, reason)
+
+    async def _settle(
+        self, approval: Approval, who: Principal, now: datetime, reason: str
+    ) -> Outcome:
+        """Close a request its stored votes decide: rejected when `who` voted against it
+        (they are not among the approvers), else approved."""
+        if who.user_id not in approval.approvers:
+            closed = await self._close(approval, ApprovalStatus.REJECTED, who.user_id, now, reason)
+            if closed is None:
+                return await self._lost_race(approval.id)
+            because = f" (reason: {reason})" if reason else ""
+            return Outcome(closed, f"Rejected #{approval.id}: {approval.summary}{because}", True)
+        closed = await self._close(approval, ApprovalStatus.APPROVED, who.user_id, now)
         if closed is None:
             return await self._lost_race(approval.id)
         return Outcome(closed, f"Approved #{approval.id}: {approval.summary}", True)
@@ -153,6 +173,18 @@ class ApprovalDesk:
                 f"#{approval.id} would start a traffic shift, and {why}.",
                 "It stays pending: approve it once the lock or freeze is lifted.",
             )
+
+    async def close_counted(self) -> list[Approval]:
+        """Close the pending requests whose stored votes already approve them: the process
+        that recorded the deciding vote died before closing (run by every replica's sweep)."""
+        closed = []
+        for approval in await self.store.approvals(ApprovalStatus.PENDING):
+            if approval.approvers and len(approval.approvers) >= approval.required:
+                by = approval.approvers[-1]
+                done = await self._close(approval, ApprovalStatus.APPROVED, by, self.clock.now())
+                if done is not None:
+                    closed.append(done)
+        return closed
 
     async def expire_overdue(self) -> list[Approval]:
         """Close every pending request whose deadline passed; traffic stays where it is."""

@@ -16,6 +16,7 @@ from typing import Any
 from commands.events import (
     ApprovalDecided,
     ApprovalRequested,
+    ApprovalVoted,
     Event,
     JournalStore,
     OperationFinished,
@@ -27,7 +28,7 @@ from domain.records import Approval
 from domain.states import StackStatus
 
 STARTED, LINE, FINISHED = "operation-started", "stack-progress", "operation-finished"
-ASKED, DECIDED = "approval-requested", "approval-decided"
+ASKED, DECIDED, VOTED = "approval-requested", "approval-decided", "approval-voted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,17 +57,24 @@ class ApprovalAsked:
 
 
 @dataclass(frozen=True, slots=True)
-class ApprovalClosed:
+class ApprovalChanged:
+    """A vote was counted or the request decided: its messages show it as it stands."""
+
     approval_id: int
 
 
-Notice = ThreadStarted | ThreadLine | ThreadClosed | ApprovalAsked | ApprovalClosed
+Notice = ThreadStarted | ThreadLine | ThreadClosed | ApprovalAsked | ApprovalChanged
 
 
 def durable(event: Event) -> bool:
     return isinstance(
         event,
-        OperationStarted | StackProgress | OperationFinished | ApprovalRequested | ApprovalDecided,
+        OperationStarted
+        | StackProgress
+        | OperationFinished
+        | ApprovalRequested
+        | ApprovalDecided
+        | ApprovalVoted,
     )
 
 
@@ -95,8 +103,10 @@ async def record(store: JournalStore, event: Event) -> int:
         rows.append(
             (operation_key(event.operation.id), FINISHED, {"operation": event.operation.id})
         )
-    elif isinstance(event, ApprovalRequested | ApprovalDecided):
-        kind = ASKED if isinstance(event, ApprovalRequested) else DECIDED
+    elif isinstance(event, ApprovalRequested | ApprovalDecided | ApprovalVoted):
+        kind = {ApprovalRequested: ASKED, ApprovalDecided: DECIDED, ApprovalVoted: VOTED}[
+            type(event)
+        ]
         key = await _approval_key(store, event.approval)
         rows.append((key, kind, {"approval": event.approval.id}))
     for key, kind, payload in rows:
@@ -132,8 +142,8 @@ def decode(event: OutboxEvent) -> Notice | None:
             return ThreadClosed(int(p["operation"]))
         if event.kind == ASKED:
             return ApprovalAsked(int(p["approval"]))
-        if event.kind == DECIDED:
-            return ApprovalClosed(int(p["approval"]))
+        if event.kind in (DECIDED, VOTED):
+            return ApprovalChanged(int(p["approval"]))
     except (KeyError, TypeError, ValueError):
         return None
     return None

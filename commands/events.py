@@ -69,6 +69,13 @@ class ApprovalDecided:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalVoted:
+    """A vote counted that did not decide: the request shows the count."""
+
+    approval: Approval
+
+
+@dataclass(frozen=True, slots=True)
 class ApprovalReminder:
     """A pending request near its deadline; `approvers`: the rule's list (empty: whoever
     the access rules let approve)."""
@@ -129,6 +136,7 @@ Event = (
     | OperationFinished
     | ApprovalRequested
     | ApprovalDecided
+    | ApprovalVoted
     | CleanupAnnounced
     | CleanupDone
     | EmergencyDeploy

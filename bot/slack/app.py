@@ -41,7 +41,6 @@ from bot.slack.threads import Threads
 from commands.model import Command
 from commands.replies import Reply
 from commands.settings import Settings
-from domain.approvals import ApprovalStatus
 from domain.records import Approval
 
 log = logging.getLogger("nelson.slack")
@@ -237,8 +236,8 @@ class SlackBot:
     # -- buttons ----------------------------------------------------------------------------
 
     async def _after_decision(self, approval: Approval, user: str, from_home: bool) -> None:
-        if approval.status is ApprovalStatus.PENDING:  # a vote that did not decide: show the count
-            await self.threads.refresh_approval(approval)
+        # the request's messages show a vote or a decision through the outbox (in order with
+        # the request and the decision, whichever replica tells them), not from here
         if from_home:
             await self.home.opened(user)
 

@@ -23,7 +23,7 @@ from typing import Protocol
 from bot.slack.threads import Threads
 from commands.event_outbox import (
     ApprovalAsked,
-    ApprovalClosed,
+    ApprovalChanged,
     Notice,
     ThreadClosed,
     ThreadLine,
@@ -207,8 +207,8 @@ class Dispatcher:
             await self.threads.closed(notice.operation_id, again)
         elif isinstance(notice, ApprovalAsked):
             await self.threads.approval_requested(notice.approval_id)
-        elif isinstance(notice, ApprovalClosed):
-            await self.threads.approval_decided(notice.approval_id)
+        elif isinstance(notice, ApprovalChanged):
+            await self.threads.approval_changed(notice.approval_id)
         else:
             log.warning("skipped outbox event %s of unknown kind %r", first.id, first.kind)
 

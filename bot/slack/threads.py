@@ -28,7 +28,7 @@ from commands import read_models
 from commands.event_outbox import ThreadLine
 from commands.ports import Clock, Conflict, Store
 from commands.settings import Settings
-from domain.records import Approval, Operation
+from domain.records import Operation
 from domain.states import StackStatus
 
 log = logging.getLogger("nelson.slack.threads")
@@ -228,19 +228,14 @@ class Threads:
             except (PostFailed, Conflict) as exc:
                 log.warning("approval #%s not posted in %s: %s", approval.id, channel, exc)
 
-    async def approval_decided(self, approval_id: int) -> None:
+    async def approval_changed(self, approval_id: int) -> None:
+        """A vote counted or a decision: every message of the request shows it as it stands,
+        read now (a row told late shows nothing older than the Store), and sent before this
+        returns, ahead of progress updates: the row is done only then, so a replica dying
+        first leaves it to another, and the request's next row waits for it."""
         approval = await self.store.approval(approval_id)
-        if approval is not None:
-            await self.refresh_approval(approval, wait=True)
-
-    async def refresh_approval(self, approval: Approval, *, wait: bool = False) -> None:
-        """Show the approval as it stands (the vote count, or the decision)."""
+        if approval is None:
+            return
         text, blocks = approval_message(approval)
-        subject = f"approval:{approval.id}"
-        for message in await read_models.thread_messages(self.store, subject):
-            if wait:
-                # until sent: the event is done only then, so a replica dying before it
-                # leaves the decision to be shown by another
-                await self.outbox.update_now(message.channel, message.ts, text, blocks, first=True)
-            else:
-                self.outbox.update(message.channel, message.ts, text, blocks)
+        for message in await read_models.thread_messages(self.store, f"approval:{approval.id}"):
+            await self.outbox.update_now(message.channel, message.ts, text, blocks, first=True)

@@ -366,6 +366,30 @@ async def test_text_approvals_and_expiry(fake: FakeSlack, tmp_path: Path) -> Non
         await running.shutdown()
 
 
+async def test_a_vote_shows_its_count_and_the_decision_replaces_it(
+    fake: FakeSlack, tmp_path: Path
+) -> None:
+    """Two approvals needed: the first vote's count reaches the request (through the outbox,
+    in order), the second decides and the buttons go."""
+    settings = settings_for(fake, tmp_path, approvals={"prod": {"required": 2, "deadline": "1h"}})
+    running = await start_bot(settings)
+    try:
+        stack_id = await deployed_stack(running, fake)
+        approval_id = await ask_approval(running, stack_id)
+        await fake.wait_for(lambda: approval_message(fake, approval_id))
+        rid = await slash(running, fake, f"approve {approval_id}", user="U2")
+        await fake.wait_for(lambda: fake.responses.get(rid))
+        assert "1 of 2" in response_text(fake.responses[rid][0])
+        await fake.wait_for(lambda: "1 of 2" in fake.all_text(approval_message(fake, approval_id)))
+        assert has_buttons(approval_message(fake, approval_id))
+        rid = await slash(running, fake, f"approve {approval_id}", user="U3")
+        await fake.wait_for(lambda: fake.responses.get(rid))
+        await fake.wait_for(lambda: not has_buttons(approval_message(fake, approval_id)))
+        assert "*Approved* by <@U2>, <@U3>" in fake.all_text(approval_message(fake, approval_id))
+    finally:
+        await running.shutdown()
+
+
 async def test_approve_as_text(bot: RunningBot, fake: FakeSlack) -> None:
     stack_id = await deployed_stack(bot, fake)
     approval_id = await ask_approval(bot, stack_id)

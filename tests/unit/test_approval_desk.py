@@ -115,6 +115,47 @@ async def test_two_approvals_needed_and_a_double_click_counts_once(
     ]
 
 
+async def test_votes_recorded_by_a_process_that_died_before_deciding_decide_at_the_next_click(
+    desk: ApprovalDesk, heard: list[Event], store: Store
+) -> None:
+    """The vote is stored, the request not closed (the replica died in between): the next
+    click of the same person finds their vote and closes the request as the votes say."""
+    approved = await ask(desk)
+    assert await store.vote(approved, "U2", APPROVE, T0)
+    assert await store.vote(approved, "U3", APPROVE, T0)  # enough: 2 of 2, still pending
+    outcome = await desk.decide(approved, CAROL, APPROVE)
+    assert outcome.counted and outcome.approval.status == "approved"
+    assert outcome.approval.decided_by == "U3"
+    assert isinstance(heard[-1], ApprovalDecided)
+
+    rejected = await ask(desk)
+    assert await store.vote(rejected, "U3", REJECT, T0)
+    outcome = await desk.decide(rejected, CAROL, APPROVE)  # her stored vote says no
+    assert outcome.counted and outcome.approval.status == "rejected"
+
+    pending = await ask(desk)
+    assert await store.vote(pending, "U2", APPROVE, T0)  # 1 of 2: nothing to close
+    outcome = await desk.decide(pending, BOB, APPROVE)
+    assert not outcome.counted and "already voted" in outcome.message
+    assert outcome.approval.status == "pending"
+
+
+async def test_the_sweep_closes_requests_their_stored_votes_approve(
+    desk: ApprovalDesk, heard: list[Event], store: Store
+) -> None:
+    """Nobody clicks again after the replica died: every replica's sweep closes it."""
+    approved, pending = await ask(desk), await ask(desk)
+    for user in ("U2", "U3"):
+        assert await store.vote(approved, user, APPROVE, T0)
+    assert await store.vote(pending, "U2", APPROVE, T0)
+    [closed] = await desk.close_counted()
+    assert (closed.id, closed.status, closed.decided_by) == (approved, "approved", "U3")
+    assert isinstance(heard[-1], ApprovalDecided) and heard[-1].approval.id == approved
+    assert await desk.close_counted() == []
+    still = await store.approval(pending)
+    assert still is not None and still.status == "pending"
+
+
 async def test_the_requester_cannot_approve_their_own_request(
     desk: ApprovalDesk, store: Store
 ) -> None:
