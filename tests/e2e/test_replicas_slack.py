@@ -17,6 +17,7 @@ happen within the test."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import time
@@ -46,7 +47,8 @@ from tests.fakes.slack_requests import block_action, slash_command, view_submiss
 from tests.pgserver import fresh_database
 
 ROOT = Path(__file__).resolve().parents[2]
-UNITS = [f"echo{n}" for n in range(1, 7)]
+# NELSON_TEST_SLACK_DEPLOYS makes it larger (20, say); six keep the suite short
+UNITS = [f"echo{n}" for n in range(1, int(os.environ.get("NELSON_TEST_SLACK_DEPLOYS", "6")) + 1)]
 REPLICAS = 3
 CLAIM_TTL = 3.0
 KILL_EVERY = (2.0, 4.0)  # seconds between kills (of a replica that is up, while another is)
@@ -106,6 +108,18 @@ def remembered(fake: FakeSlack, shown: dict[int, list[Any]], approval_id: int) -
     return next((m for m in approval_messages(fake, approval_id) if m.ts in tss), None)
 
 
+def modal_for(fake: FakeSlack, approval_id: int) -> dict[str, Any] | None:
+    """The newest confirmation opened for this approval (she confirms several at once)."""
+    for view in reversed(fake.views):
+        try:
+            meta = json.loads(view.get("private_metadata") or "{}")
+        except ValueError:
+            continue
+        if view.get("user_id") == "U1" and meta.get("approval") == approval_id:
+            return view
+    return None
+
+
 def has_buttons(message: Message) -> bool:
     return any(b.get("type") == "actions" for b in message.blocks or [])
 
@@ -138,7 +152,7 @@ async def approve(fake: FakeSlack, store: SqlStore, approval_id: int) -> int:
         waited = time.monotonic()
         while len(fake.views) == opened and time.monotonic() - waited < 5:
             await asyncio.sleep(0.1)
-        modal = fake.modal("U1")
+        modal = modal_for(fake, approval_id)
         if len(fake.views) == opened or modal is None:
             continue  # no modal: the replica died after acknowledging the click
         for _ in range(5):  # the modal says it failed: she presses its button again
