@@ -8,7 +8,7 @@ nothing and any replica can take the next click."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from commands.access import Principal, Role, authorize
 from commands.events import (
@@ -28,6 +28,8 @@ from domain.records import Approval, AuditEvent, NewApproval
 
 APPROVE = Decision.APPROVE
 REJECT = Decision.REJECT
+# a pending request its stored votes approve, left so this long, was left by a process that died
+STUCK_AFTER = timedelta(seconds=10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,7 @@ class ApprovalDesk:
         self.store = store
         self.events = events
         self.clock = clock
+        self._enough_since: dict[int, datetime] = {}  # pending with votes enough: seen since
 
     async def request(
         self,
@@ -176,14 +179,23 @@ class ApprovalDesk:
 
     async def close_counted(self) -> list[Approval]:
         """Close the pending requests whose stored votes already approve them: the process
-        that recorded the deciding vote died before closing (run by every replica's sweep)."""
+        that recorded the deciding vote died before closing (run by every replica's sweep).
+        Only those found so by this desk for `STUCK_AFTER`: one being decided right now is
+        left to the person deciding it, who hears the outcome."""
+        now = self.clock.now()
+        enough = {
+            a.id: a
+            for a in await self.store.approvals(ApprovalStatus.PENDING)
+            if a.approvers and len(a.approvers) >= a.required
+        }
+        self._enough_since = {i: self._enough_since.get(i, now) for i in enough}
+        stale = [a for i, a in enough.items() if now - self._enough_since[i] >= STUCK_AFTER]
         closed = []
-        for approval in await self.store.approvals(ApprovalStatus.PENDING):
-            if approval.approvers and len(approval.approvers) >= approval.required:
-                by = approval.approvers[-1]
-                done = await self._close(approval, ApprovalStatus.APPROVED, by, self.clock.now())
-                if done is not None:
-                    closed.append(done)
+        for approval in stale:
+            by = approval.approvers[-1]
+            done = await self._close(approval, ApprovalStatus.APPROVED, by, self.clock.now())
+            if done is not None:
+                closed.append(done)
         return closed
 
     async def expire_overdue(self) -> list[Approval]:

@@ -631,7 +631,8 @@ class EventOutboxRepository(Protocol):
 
     async def retry_outbox_event(self, event_id: int, holder: str, after: timedelta) -> None:
         """Give a held event back, to be handed out again `after` from now (0: at once). The
-        later events of its key wait for it."""
+        later events of its key wait for it. With `after` the claim's TTL, the holder keeps it
+        that much longer (it is still telling it)."""
         ...
 
     async def outbox_backlog(self) -> list[OutboxEvent]:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Protocol
 
@@ -184,7 +185,8 @@ class Dispatcher:
                     await self.store.retry_outbox_event(event.id, self.holder, timedelta(0))
                 continue
             try:
-                await self._tell(group)
+                async with self._holding(group):
+                    await self._tell(group)
             except Exception as exc:
                 stuck = True
                 await self._failed(group, exc)
@@ -193,6 +195,29 @@ class Dispatcher:
                 if await self.store.finish_outbox_event(event.id, self.holder):
                     told += 1
         return told
+
+    @contextlib.asynccontextmanager
+    async def _holding(self, group: list[OutboxEvent]) -> AsyncIterator[None]:
+        """While a group is told, its claim is extended every third of `claim_ttl`: a post
+        may wait for Slack's pacing (or its 429s) longer than the claim lasts, and another
+        replica must not take the events and tell them a second time meanwhile."""
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self.claim_ttl.total_seconds() / 3)
+                for event in group:
+                    try:
+                        await self.store.retry_outbox_event(event.id, self.holder, self.claim_ttl)
+                    except Exception as exc:  # the claim runs out: told again elsewhere
+                        log.warning("could not extend outbox event %s (%s)", event.id, exc)
+
+        renewing = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
 
     async def _tell(self, group: list[OutboxEvent]) -> None:
         first = group[0]

@@ -6,6 +6,7 @@ order, and never by two replicas at once."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -188,3 +189,31 @@ async def test_a_final_parent_slack_refused_is_shown_when_its_row_is_told_again(
         ":white_check_mark: deploy svc 1.0.0 to dc-east/dev is done."
     ]
     assert await store.outbox_backlog() == []
+
+
+async def test_an_event_told_longer_than_its_claim_is_not_told_again_by_another(
+    fake: FakeSlack,
+) -> None:
+    """Slack makes the parent's post wait (429, Retry-After longer than the claim lasts):
+    the replica telling it keeps extending its claim, so another replica looking meanwhile
+    takes nothing, and the thread has one parent."""
+    clock = FakeClock(ticking=True)  # claims expire as real time passes
+    store = MemoryStore(clock)
+    events = EventHub(EventJournal(store))
+    await started(store, events)
+    short = timedelta(seconds=0.6)
+    first = replica("a", store, fake, clock)
+    first.claim_ttl = short
+    other = replica("b", store, fake, clock)
+    other.claim_ttl = short
+    fake.force_ratelimit("chat.postMessage", times=1, retry_after=2)
+    telling = asyncio.create_task(first.dispatch_once())
+    while not fake.ratelimited["chat.postMessage"]:  # a holds it, and Slack said wait
+        await asyncio.sleep(0.01)
+    looked = 0
+    while not telling.done():
+        looked += 1
+        assert await other.dispatch_once() == 0, "taken while its teller was still at it"
+        await asyncio.sleep(0.1)
+    assert await telling == 1 and looked > 10
+    assert len(fake.messages("C1")) == 1

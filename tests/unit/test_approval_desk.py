@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from commands.access import Principal
-from commands.approval_desk import APPROVE, REJECT, ApprovalDesk
+from commands.approval_desk import APPROVE, REJECT, STUCK_AFTER, ApprovalDesk
 from commands.events import ApprovalDecided, ApprovalRequested, Event, EventHub
 from commands.ports import Store
 from commands.replies import AccessDenied, UserError
@@ -141,14 +141,18 @@ async def test_votes_recorded_by_a_process_that_died_before_deciding_decide_at_t
 
 
 async def test_the_sweep_closes_requests_their_stored_votes_approve(
-    desk: ApprovalDesk, heard: list[Event], store: Store
+    desk: ApprovalDesk, heard: list[Event], store: Store, clock: FakeClock
 ) -> None:
     """Nobody clicks again after the replica died: every replica's sweep closes it."""
     approved, pending = await ask(desk), await ask(desk)
     for user in ("U2", "U3"):
         assert await store.vote(approved, user, APPROVE, T0)
     assert await store.vote(pending, "U2", APPROVE, T0)
-    [closed] = await desk.close_counted()
+    assert await desk.close_counted() == []  # it may be being decided right now
+    clock.advance(STUCK_AFTER - timedelta(seconds=1))
+    assert await desk.close_counted() == []
+    clock.advance(timedelta(seconds=1))
+    [closed] = await desk.close_counted()  # still so after a while: nobody is at it
     assert (closed.id, closed.status, closed.decided_by) == (approved, "approved", "U3")
     assert isinstance(heard[-1], ApprovalDecided) and heard[-1].approval.id == approved
     assert await desk.close_counted() == []
