@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -98,7 +99,7 @@ def approval_messages(fake: FakeSlack, approval_id: int) -> list[Message]:
         reply
         for parent in fake.messages("C1")
         for reply in parent.replies
-        if f"Approval #{approval_id}" in fake.all_text(reply)
+        if re.search(rf"Approval #{approval_id}\b", fake.all_text(reply))  # not #{id}0
     ]
 
 
