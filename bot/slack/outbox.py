@@ -48,6 +48,10 @@ class PostFailed(Exception):
         self.error = error
 
 
+# renders a message's content as it stands now: (text, blocks), or None to keep what was queued
+Render = Callable[[], Awaitable[tuple[str, list[dict[str, Any]]] | None]]
+
+
 @dataclass
 class _Channel:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -73,6 +77,8 @@ class Outbox:
         # (method, key) -> latest arguments; dict order is the send order
         self._pending: dict[tuple[str, str], dict[str, Any]] = {}
         self._waiting: dict[tuple[str, str], list[asyncio.Future[None]]] = {}
+        # (method, key) -> how to render the content afresh at each try (see `update`)
+        self._renders: dict[tuple[str, str], Render] = {}
         self._updater: asyncio.Task[None] | None = None
         self._last_update = 0.0
         self._busy = 0
@@ -206,13 +212,22 @@ class Outbox:
         blocks: list[dict[str, Any]] | None = None,
         *,
         first: bool = False,
+        render: Render | None = None,
     ) -> None:
         """Replace a message's content soon; a newer update replaces a queued older one.
-        `first` puts it ahead of the queued updates."""
+        `first` puts it ahead of the queued updates. With `render`, the content is rendered
+        again just before each try (a wait for Slack's pacing or its 429s may outlast the
+        state it shows, and another replica may have shown a newer one meanwhile); `text`
+        and `blocks` stand when it returns None."""
         args: dict[str, Any] = {"channel": channel, "ts": ts, "text": text}
         if blocks is not None:
             args["blocks"] = blocks
-        self._queue("chat.update", f"{channel}/{ts}", args, first=first)
+        key = f"{channel}/{ts}"
+        if render is None:
+            self._renders.pop(("chat.update", key), None)
+        else:
+            self._renders[("chat.update", key)] = render
+        self._queue("chat.update", key, args, first=first)
 
     async def update_now(
         self,
@@ -254,10 +269,11 @@ class Outbox:
             (method, key), args = next(iter(self._pending.items()))
             del self._pending[(method, key)]
             waiting = self._waiting.pop((method, key), [])  # later callers wait for the next
+            render = self._renders.pop((method, key), None)
             self._busy += 1
             failure: Exception | None = None
             try:
-                await self.call(method, args)
+                await self._rendered(method, args, render)
             except PostFailed as exc:
                 failure = exc
                 log.warning("%s of %s dropped: %s", method, key, exc.error)
@@ -279,6 +295,18 @@ class Outbox:
 
     async def call(self, method: str, args: dict[str, Any]) -> Any:
         return await self._retrying(method, lambda: self.client.api_call(method, json=args))
+
+    async def _rendered(self, method: str, args: dict[str, Any], render: Render | None) -> Any:
+        """Call with content rendered afresh before each try, when there is a `render`."""
+
+        async def once() -> Any:
+            if render is not None:
+                fresh = await render()
+                if fresh is not None:
+                    args["text"], args["blocks"] = fresh
+            return await self.client.api_call(method, json=args)
+
+        return await self._retrying(method, once)
 
     async def upload(
         self,

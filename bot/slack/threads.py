@@ -154,8 +154,18 @@ class Threads:
             if told:
                 await self._reply(message.channel, message.ts, "\n".join(told))
         text, blocks = operation_message(operation, list(thread.stacks), thread.shifts)
+
+        async def now() -> tuple[str, list[dict[str, Any]]] | None:
+            """The parent as the Store says at the moment it is sent: an update waiting for
+            Slack never shows an older state than a closing update another replica sent."""
+            current = await self.store.operation(operation_id)
+            if current is None:
+                return None
+            fresh = await read_models.operation_thread(self.store, current)
+            return operation_message(current, list(fresh.stacks), fresh.shifts)
+
         for message in thread.messages:
-            self.outbox.update(message.channel, message.ts, text, blocks)
+            self.outbox.update(message.channel, message.ts, text, blocks, render=now)
 
     async def closed(self, operation_id: int, again: bool) -> None:
         """The operation finished: one closing line in each thread, and the parent's final

@@ -217,3 +217,26 @@ async def test_an_event_told_longer_than_its_claim_is_not_told_again_by_another(
         await asyncio.sleep(0.1)
     assert await telling == 1 and looked > 10
     assert len(fake.messages("C1")) == 1
+
+
+async def test_a_progress_update_held_up_by_slack_never_hides_the_end_another_replica_showed(
+    fake: FakeSlack, clock: FakeClock
+) -> None:
+    """Replica a refreshes the parent after a progress line; Slack makes that update wait
+    (429). Meanwhile the deploy ends and replica b shows the end. When a's update finally
+    goes, it is rendered from the Store at that moment: the parent still shows the end."""
+    store = MemoryStore(clock)
+    events = EventHub(EventJournal(store))
+    operation = await started(store, events)
+    a, b = replica("a", store, fake, clock), replica("b", store, fake, clock)
+    assert await a.dispatch_once() == 1  # the parent
+    [stack_id] = operation.stack_ids
+    await events.publish(StackProgress(stack_id, "queued", clock.now()))
+    fake.force_ratelimit("chat.update", times=1, retry_after=1)
+    assert await a.dispatch_once() == 1  # its parent update now waits for Slack
+    await finish(store, events, clock, operation)
+    assert await b.dispatch_once() >= 1
+    assert ": done" in fake.messages("C1")[0].text
+    await a.threads.outbox.drain()
+    assert fake.ratelimited["chat.update"] == 1
+    assert ": done" in fake.messages("C1")[0].text, "a's late update showed an older state"
