@@ -152,6 +152,31 @@ class Outbox:
                 return str(message["ts"])
         return None
 
+    async def find_reply_by_metadata(
+        self, channel: str, thread_ts: str, metadata: dict[str, Any]
+    ) -> str | None:
+        """The ts of a reply in the thread carrying this metadata; None when there is none,
+        or when the thread cannot be read (the caller then posts)."""
+        args: dict[str, Any] = {
+            "channel": channel,
+            "ts": thread_ts,
+            "limit": 1000,
+            "include_all_metadata": True,
+        }
+        try:
+            response = await self.call("conversations.replies", args)
+        except PostFailed as exc:
+            log.warning("cannot look for an earlier reply in %s: %s", channel, exc.error)
+            return None
+        for message in response.get("messages") or []:
+            found = message.get("metadata") or {}
+            if (found.get("event_type"), found.get("event_payload")) == (
+                metadata["event_type"],
+                metadata["event_payload"],
+            ):
+                return str(message["ts"])
+        return None
+
     def thread_line(self, channel: str, thread_ts: str, line: str) -> None:
         """Queue a line for a thread; queued lines go out together, in order."""
         state = self._channel(channel)

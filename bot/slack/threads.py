@@ -34,6 +34,7 @@ from domain.states import StackStatus
 log = logging.getLogger("nelson.slack.threads")
 
 PARENT = "nelson_thread"  # the metadata event type of a thread's parent message
+CLOSING = "nelson_thread_closed"  # and of its closing line
 POLL = 0.5  # seconds between looks for a parent another replica posts
 PARENT_WAIT = 5.0  # how long a command that started an operation waits for its parent
 
@@ -188,8 +189,21 @@ class Threads:
         for message in thread.messages:
             if message.channel in closed:
                 continue  # an earlier holder closed this thread already
+            # told again: an earlier holder may have posted it and died before remembering
+            ts = (
+                await self.outbox.find_reply_by_metadata(
+                    message.channel, message.ts, _metadata(CLOSING, operation_id)
+                )
+                if again
+                else None
+            )
             try:
-                ts = await self.outbox.post(message.channel, summary, thread_ts=message.ts)
+                ts = ts or await self.outbox.post(
+                    message.channel,
+                    summary,
+                    thread_ts=message.ts,
+                    metadata=_metadata(CLOSING, operation_id),
+                )
             except PostFailed as exc:
                 log.warning("no closing line for operation %s: %s", operation_id, exc)
                 continue

@@ -688,6 +688,33 @@ class FakeSlack:
         shown = messages[: max(1, min(limit, 999))]
         return {"messages": shown, "has_more": len(messages) > len(shown), "pin_count": 0}
 
+    def _m_conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A thread: its parent, then its replies, oldest first (`limit`, default 1000); their
+        metadata only with `include_all_metadata`. `ts` is the parent's (a reply's ts gives
+        only that reply, as Slack does); channel ids only."""
+        channel = str(params.get("channel") or "")
+        if channel not in self.channels and not channel.startswith("D"):
+            raise SlackError("channel_not_found")
+        ts = str(params.get("ts") or "")
+        if not ts:
+            raise SlackError("invalid_arguments")
+        found = self._by_ts.get((channel, ts))
+        if found is None:
+            raise SlackError("thread_not_found")
+        try:
+            limit = int(params.get("limit") or 1000)
+        except ValueError:
+            raise SlackError("invalid_limit") from None
+        with_metadata = _flag(params.get("include_all_metadata"))
+        messages = []
+        for message in [found, *found.replies]:
+            body = self._message_json(message)
+            if message.metadata is not None and with_metadata:
+                body["metadata"] = message.metadata
+            messages.append(body)
+        shown = messages[: max(1, min(limit, 1000))]
+        return {"messages": shown, "has_more": len(messages) > len(shown)}
+
     def _m_conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)
         is_im = channel not in self.channels

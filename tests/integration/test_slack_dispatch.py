@@ -240,3 +240,40 @@ async def test_a_progress_update_held_up_by_slack_never_hides_the_end_another_re
     await a.threads.outbox.drain()
     assert fake.ratelimited["chat.update"] == 1
     assert ": done" in fake.messages("C1")[0].text, "a's late update showed an older state"
+
+
+class DiesBeforeRememberingTheEnd(MemoryStore):
+    """A view of the shared store whose process dies as it is about to remember a closing
+    line (Slack took it)."""
+
+    def __init__(self, shared: MemoryStore) -> None:
+        self.__dict__ = shared.__dict__
+
+    async def remember_message(self, subject: str, channel: str, ts: str) -> None:
+        if subject.startswith("closed:"):
+            raise Killed
+        await super().remember_message(subject, channel, ts)
+
+
+async def test_a_closing_line_posted_by_a_replica_that_died_is_found_not_posted_again(
+    fake: FakeSlack, clock: FakeClock
+) -> None:
+    store = MemoryStore(clock)
+    events = EventHub(EventJournal(store))
+    operation = await started(store, events)
+    dying = replica("a", DiesBeforeRememberingTheEnd(store), fake, clock)
+    assert await dying.dispatch_once() == 1
+    await finish(store, events, clock, operation)
+    with pytest.raises(Killed):
+        await dying.dispatch_once()
+    assert [t for t in replies(fake) if "is done." in t], "Slack took the closing line"
+    clock.advance(TTL + timedelta(seconds=1))
+    survivor = replica("b", store, fake, clock)
+    await survivor.dispatch_once()
+    closing = [t for t in replies(fake) if "is done." in t]
+    assert closing == [":white_check_mark: deploy svc 1.0.0 to dc-east/dev is done."]
+    assert fake.calls_to("conversations.replies"), "looked in the thread first"
+    [remembered] = await store.messages_for(f"closed:operation:{operation.id}")
+    assert remembered.ts == fake.messages("C1")[0].replies[-1].ts
+    assert ": done" in fake.messages("C1")[0].text
+    assert await store.outbox_backlog() == []

@@ -58,6 +58,27 @@ async def test_metadata_comes_back_in_the_history_only_when_asked_for(
     assert len(one["messages"]) == 1 and one["has_more"] is True
 
 
+async def test_a_thread_is_read_with_its_replies_metadata(bot: AsyncWebClient) -> None:
+    meta = {"event_type": "nelson_thread_closed", "event_payload": {"operation": 7}}
+    parent = await bot.chat_postMessage(channel="C1", text="parent")
+    await bot.chat_postMessage(channel="C1", text="one", thread_ts=parent["ts"])
+    await bot.chat_postMessage(channel="C1", text="end", thread_ts=parent["ts"], metadata=meta)
+    thread = await bot.conversations_replies(
+        channel="C1", ts=parent["ts"], include_all_metadata=True
+    )
+    assert [m["text"] for m in thread["messages"]] == ["parent", "one", "end"], "oldest first"
+    assert thread["messages"][2]["metadata"] == meta
+    plain = await bot.conversations_replies(channel="C1", ts=parent["ts"])
+    assert all("metadata" not in m for m in plain["messages"])
+    for channel, ts, error in (
+        ("C404", parent["ts"], "channel_not_found"),
+        ("C1", "1.2", "thread_not_found"),
+    ):
+        with pytest.raises(SlackApiError) as refused:
+            await bot.conversations_replies(channel=channel, ts=ts)
+        assert refused.value.response["error"] == error
+
+
 async def test_bad_metadata_and_unknown_channels_are_refused(bot: AsyncWebClient) -> None:
     with pytest.raises(SlackApiError) as refused:
         await bot.chat_postMessage(channel="C1", text="x", metadata={"event_type": "only"})
