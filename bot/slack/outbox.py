@@ -133,40 +133,19 @@ class Outbox:
             args["thread_ts"] = thread_ts
         await self.call("chat.postEphemeral", args)
 
-    async def find_by_metadata(self, channel: str, metadata: dict[str, Any]) -> str | None:
-        """The ts of a recent message in the channel (a channel id) carrying this metadata;
-        None when there is none, or when the channel's history cannot be read (the caller
-        then posts)."""
-        args: dict[str, Any] = {"channel": channel, "limit": 200, "include_all_metadata": True}
+    async def find_by_metadata(
+        self, channel: str, metadata: dict[str, Any], thread_ts: str | None = None
+    ) -> str | None:
+        """The ts of a recent message in the channel (a channel id) carrying this metadata,
+        or with `thread_ts` of a reply in that thread; None when there is none, or when
+        Slack does not let it be read (the caller then posts)."""
+        method, args = "conversations.history", {"channel": channel, "limit": 200}
+        if thread_ts is not None:
+            method, args = "conversations.replies", {"channel": channel, "ts": thread_ts}
         try:
-            response = await self.call("conversations.history", args)
+            response = await self.call(method, {**args, "include_all_metadata": True})
         except PostFailed as exc:
             log.warning("cannot look for an earlier message in %s: %s", channel, exc.error)
-            return None
-        for message in response.get("messages") or []:
-            found = message.get("metadata") or {}
-            if (found.get("event_type"), found.get("event_payload")) == (
-                metadata["event_type"],
-                metadata["event_payload"],
-            ):
-                return str(message["ts"])
-        return None
-
-    async def find_reply_by_metadata(
-        self, channel: str, thread_ts: str, metadata: dict[str, Any]
-    ) -> str | None:
-        """The ts of a reply in the thread carrying this metadata; None when there is none,
-        or when the thread cannot be read (the caller then posts)."""
-        args: dict[str, Any] = {
-            "channel": channel,
-            "ts": thread_ts,
-            "limit": 1000,
-            "include_all_metadata": True,
-        }
-        try:
-            response = await self.call("conversations.replies", args)
-        except PostFailed as exc:
-            log.warning("cannot look for an earlier reply in %s: %s", channel, exc.error)
             return None
         for message in response.get("messages") or []:
             found = message.get("metadata") or {}

@@ -191,8 +191,8 @@ class Threads:
                 continue  # an earlier holder closed this thread already
             # told again: an earlier holder may have posted it and died before remembering
             ts = (
-                await self.outbox.find_reply_by_metadata(
-                    message.channel, message.ts, _metadata(CLOSING, operation_id)
+                await self.outbox.find_by_metadata(
+                    message.channel, _metadata(CLOSING, operation_id), thread_ts=message.ts
                 )
                 if again
                 else None

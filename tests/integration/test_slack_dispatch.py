@@ -35,13 +35,18 @@ class Killed(BaseException):
 
 
 class DiesBeforeRemembering(MemoryStore):
-    """A view of the shared store whose process dies as it is about to remember a message."""
+    """A view of the shared store whose process dies as it is about to remember a message
+    (one whose subject starts with `dies_at`)."""
+
+    dies_at = ""
 
     def __init__(self, shared: MemoryStore) -> None:
         self.__dict__ = shared.__dict__
 
     async def remember_message(self, subject: str, channel: str, ts: str) -> None:
-        raise Killed
+        if subject.startswith(self.dies_at):
+            raise Killed
+        await super().remember_message(subject, channel, ts)
 
 
 class Noop:
@@ -242,17 +247,8 @@ async def test_a_progress_update_held_up_by_slack_never_hides_the_end_another_re
     assert ": done" in fake.messages("C1")[0].text, "a's late update showed an older state"
 
 
-class DiesBeforeRememberingTheEnd(MemoryStore):
-    """A view of the shared store whose process dies as it is about to remember a closing
-    line (Slack took it)."""
-
-    def __init__(self, shared: MemoryStore) -> None:
-        self.__dict__ = shared.__dict__
-
-    async def remember_message(self, subject: str, channel: str, ts: str) -> None:
-        if subject.startswith("closed:"):
-            raise Killed
-        await super().remember_message(subject, channel, ts)
+class DiesBeforeRememberingTheEnd(DiesBeforeRemembering):
+    dies_at = "closed:"  # Slack took the closing line
 
 
 async def test_a_closing_line_posted_by_a_replica_that_died_is_found_not_posted_again(
